@@ -1,0 +1,1 @@
+"""Every differentiable op of the framework, as Function classes (forward + backward)."""

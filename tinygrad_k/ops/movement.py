@@ -1,0 +1,113 @@
+"""Movement Functions: they rearrange elements and never change values.
+
+The gradient of a movement is the inverse movement applied to g (reshape back, inverse
+permutation, sum over expanded axes, scatter-add into the indexed positions, crop the pad,
+split the concatenation).
+"""
+from __future__ import annotations
+
+from ..autograd import Function
+
+
+class Reshape(Function):
+    """y = a viewed with another shape (same element order).   da = g reshaped to a.shape."""
+
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.shape = a.shape
+        return a.reshape(shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.reshape(ctx.shape)
+
+
+class Permute(Function):
+    """y = a with axes reordered: y.shape[i] = a.shape[perm[i]].   da = g permuted by perm^-1."""
+
+    @staticmethod
+    def forward(ctx, a, perm):
+        ctx.inverse = tuple(sorted(range(len(perm)), key=lambda i: perm[i]))
+        return a.transpose(perm)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.transpose(ctx.inverse)
+
+
+class Expand(Function):
+    """y = a broadcast to ``shape`` (a view).   da = g summed over the broadcast axes
+    (done by the engine's unbroadcast)."""
+
+    @staticmethod
+    def forward(ctx, a, shape):
+        return ctx.xp.broadcast_to(a, shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class GetItem(Function):
+    """y = a[index] for basic (slices, ints, None, Ellipsis) and integer/boolean-array indices.
+
+    da = zeros like a, then da[index] += g -- a scatter-add (``np.add.at``) so repeated
+    integer indices accumulate, as PyTorch does.
+    """
+
+    @staticmethod
+    def forward(ctx, a, index):
+        ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
+        return a[index]
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = ctx.xp
+        da = xp.zeros(ctx.shape, dtype=g.dtype)
+        if _is_basic(ctx.index):
+            da[ctx.index] = g  # basic indexing never repeats an element
+        elif xp.__name__ == "numpy":
+            xp.add.at(da, ctx.index, g)
+        else:  # cupy
+            import cupyx
+
+            cupyx.scatter_add(da, ctx.index, g)
+        return da
+
+
+def _is_basic(index):
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in items)
+
+
+class Pad(Function):
+    """Constant padding: pad_width[i] = (before_i, after_i) per axis.   da = g cropped."""
+
+    @staticmethod
+    def forward(ctx, a, pad_width, value):
+        ctx.crop = tuple(slice(lo, lo + n) for (lo, _), n in zip(pad_width, a.shape))
+        return ctx.xp.pad(a, pad_width, mode="constant", constant_values=value)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g[ctx.crop]
+
+
+class Cat(Function):
+    """y = concatenation of the inputs along ``dim``.   d(input_i) = the matching slice of g."""
+
+    @staticmethod
+    def forward(ctx, dim, *arrays):
+        ctx.dim = dim
+        ctx.sizes = [x.shape[dim] for x in arrays]
+        return ctx.xp.concatenate(arrays, axis=dim)
+
+    @staticmethod
+    def backward(ctx, g):
+        out, start = [], 0
+        index = [slice(None)] * g.ndim
+        for n in ctx.sizes:
+            index[ctx.dim] = slice(start, start + n)
+            out.append(g[tuple(index)])
+            start += n
+        return tuple(out)

@@ -1,0 +1,944 @@
+"""The Tensor: an array on a device, plus what autograd needs (grad, requires_grad, node).
+
+Every differentiable method is a thin call into a Function from ``tinygrad_k.ops``; the
+math lives there, forward and backward side by side.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import random as _random
+from .autograd import Context, Function, is_grad_enabled, run_backward
+from .backend import Backend, get_backend, normalize_device
+from .ops import elementwise as E
+from .ops import linalg as L
+from .ops import movement as M
+from .ops import nn as N
+from .ops import reduce as R
+
+float32 = np.dtype(np.float32)
+float64 = np.dtype(np.float64)
+int64 = np.dtype(np.int64)
+int32 = np.dtype(np.int32)
+bool_ = np.dtype(np.bool_)
+uint8 = np.dtype(np.uint8)
+
+_DTYPE_NAMES = {"float32": float32, "float": float32, "float64": float64, "double": float64,
+                "int64": int64, "long": int64, "int32": int32, "int": int32, "bool": bool_,
+                "uint8": uint8}
+
+
+def to_dtype(dtype):
+    """numpy dtype from a dtype, a numpy scalar type or a name like "float32"."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        if dtype not in _DTYPE_NAMES:
+            raise TypeError(f"unknown dtype {dtype!r}: expected one of {sorted(_DTYPE_NAMES)}")
+        return _DTYPE_NAMES[dtype]
+    return np.dtype(dtype)
+
+
+def _default_dtype(arr_dtype):
+    """PyTorch's inference: Python floats -> float32, ints -> int64, bools -> bool."""
+    if arr_dtype.kind == "f":
+        return float32 if arr_dtype == np.float64 else arr_dtype
+    if arr_dtype.kind in "iu":
+        return int64 if arr_dtype.kind == "i" or arr_dtype.itemsize >= 8 else arr_dtype
+    return arr_dtype
+
+
+class Tensor:
+    """An n-dimensional array with reverse-mode autograd.
+
+    Attributes: ``data`` (numpy/cupy array), ``grad`` (Tensor or None), ``requires_grad``,
+    ``device`` ("cpu"/"cuda"). ``.grad`` accumulates across ``backward`` calls, as in
+    PyTorch: zero it (``opt.zero_grad()`` or ``t.grad = None``) between steps.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_backend", "_retains_grad", "name",
+                 "__weakref__")
+    __array_priority__ = 1000  # numpy scalars defer to our reflected operators
+
+    def __init__(self, data, dtype=None, device=None, requires_grad=False):
+        backend = get_backend(device if device is not None else
+                              (data.device if isinstance(data, Tensor) else "cpu"))
+        if isinstance(data, Tensor):
+            data = data.data
+        dtype = to_dtype(dtype)
+        if dtype is None:
+            arr = backend.asarray(data)
+            if not hasattr(data, "dtype"):  # Python lists/scalars follow PyTorch's defaults
+                arr = arr.astype(_default_dtype(arr.dtype), copy=False)
+        else:
+            arr = backend.asarray(data, dtype=dtype)
+        if arr.dtype == np.float16 or arr.dtype.kind not in "fiub":
+            raise TypeError(f"Tensor: unsupported dtype {arr.dtype}; use float32, float64, "
+                            "int64, int32, uint8 or bool")
+        self.data = arr
+        self.grad = None
+        self._ctx = None
+        self._backend = backend
+        self._retains_grad = False
+        self.name = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _wrap(cls, arr, backend: Backend, requires_grad: bool):
+        """A Tensor around an existing array of ``backend`` (no copy, no checks)."""
+        t = cls.__new__(cls)
+        t.data, t.grad, t._ctx, t._backend = arr, None, None, backend
+        t.requires_grad, t._retains_grad, t.name = requires_grad, False, None
+        return t
+
+    # -- basic properties -----------------------------------------------------
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> str:
+        return self._backend.name
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    def dim(self):
+        return self.data.ndim
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self):
+        return int(self.data.size)
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    @property
+    def is_leaf(self):
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        return None if self._ctx is None else self._ctx.fn
+
+    def __repr__(self):
+        extra = ""
+        if self.device != "cpu":
+            extra += f", device='{self.device}'"
+        if self._ctx is not None:
+            extra += f", grad_fn={self._ctx.fn.__name__}"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        body = np.array2string(self.numpy(), separator=", ", precision=4, threshold=50)
+        return f"tensor({body}, dtype={self.dtype}{extra})"
+
+    # -- conversion -----------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """The values as a NumPy array (a copy from the GPU; shares memory on cpu)."""
+        return self._backend.to_numpy(self.data)
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item(): only one-element tensors can be converted to a Python "
+                             f"scalar, got shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a tensor of shape {self.shape} is "
+                               "ambiguous; use .any() or .all()")
+        return bool(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.numpy()
+        return arr if dtype is None else arr.astype(dtype)
+
+    def to(self, device=None, dtype=None):
+        """Copy to ``device`` and/or cast to ``dtype``; differentiable (like PyTorch)."""
+        if isinstance(device, (np.dtype, type)) or (isinstance(device, str)
+                                                     and device in _DTYPE_NAMES):
+            device, dtype = None, device
+        out = self
+        if device is not None and normalize_device(device) != self.device:
+            out = ToDevice.apply(out, get_backend(device))
+        if dtype is not None and to_dtype(dtype) != out.dtype:
+            dtype = to_dtype(dtype)
+            if dtype.kind == "f" and out.dtype.kind == "f":
+                out = E.Cast.apply(out, dtype)
+            else:
+                out = Tensor._wrap(out.data.astype(dtype), out.backend, False)
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def float(self):
+        return self.to(dtype=float32)
+
+    def double(self):
+        return self.to(dtype=float64)
+
+    def long(self):
+        return self.to(dtype=int64)
+
+    def type(self, dtype):
+        return self.to(dtype=dtype)
+
+    def detach(self):
+        """The same values, cut from the graph (shares memory)."""
+        return Tensor._wrap(self.data, self._backend, False)
+
+    def clone(self):
+        return self * 1 if self.requires_grad else Tensor._wrap(self.data.copy(),
+                                                                 self._backend, False)
+
+    def contiguous(self):
+        return self
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and self.dtype.kind != "f":
+            raise RuntimeError(f"requires_grad_: only floating-point tensors can require "
+                               f"gradients, got dtype {self.dtype}")
+        if not requires_grad and self._ctx is not None:
+            raise RuntimeError("requires_grad_(False) on a non-leaf tensor; use .detach()")
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad(self):
+        """Keep ``.grad`` on this non-leaf tensor during backward (for inspection)."""
+        self._retains_grad = True
+        return self
+
+    # -- autograd -----------------------------------------------------------------
+    def backward(self, gradient=None, retain_graph=False, trace=False):
+        """Accumulate d(self)/d(leaf) * gradient into every leaf's ``.grad``.
+
+        ``gradient`` may be omitted only for a one-element tensor (it is then 1).
+        ``retain_graph=True`` keeps saved values so backward can run again.
+        ``trace=True`` prints one line per node in execution order (op, shapes, gradient
+        norms) and returns the records; ``trace=<list>`` appends the records to that list.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad and has no "
+                               "grad_fn (did you forget requires_grad=True, or run under "
+                               "no_grad()?)")
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward: grad can be implicitly created only for scalar "
+                                   f"outputs; got shape {self.shape}, pass gradient=")
+            g = self._backend.xp.ones(self.data.shape, dtype=self.dtype)
+        else:
+            g = gradient.data if isinstance(gradient, Tensor) else self._backend.asarray(gradient)
+            if tuple(g.shape) != self.shape:
+                raise RuntimeError(f"backward: gradient of shape {tuple(g.shape)} does not "
+                                   f"match the tensor's shape {self.shape}")
+            g = g.astype(self.dtype, copy=False)
+        records = trace if isinstance(trace, list) else ([] if trace else None)
+        run_backward(self, g, retain_graph=retain_graph, trace=records)
+        if trace is True:
+            from .viz import print_trace
+
+            print_trace(records)
+            return records
+        return None
+
+    # -- helpers to turn operands into Tensors -------------------------------------
+    def _operand(self, other, op):
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, (numbers.Number, np.generic)):
+            dtype = self.dtype
+            if self.dtype.kind in "iub" and isinstance(other, float):
+                dtype = float32
+            return Tensor._wrap(self._backend.xp.asarray(other, dtype=dtype), self._backend,
+                                False)
+        if isinstance(other, (list, tuple, np.ndarray)):
+            return Tensor(other, device=self.device)
+        raise TypeError(f"{op}: unsupported operand type {type(other).__name__} for Tensor")
+
+    def _binary(self, fn, other, op, reverse=False):
+        other = self._operand(other, op)
+        _check_broadcast(self.shape, other.shape, op)
+        a, b = (other, self) if reverse else (self, other)
+        return fn.apply(a, b)
+
+    # -- arithmetic operators -------------------------------------------------------
+    def add(self, other):
+        return self._binary(E.Add, other, "add")
+
+    def sub(self, other):
+        return self._binary(E.Sub, other, "sub")
+
+    def mul(self, other):
+        return self._binary(E.Mul, other, "mul")
+
+    def div(self, other):
+        return self._binary(E.Div, other, "div")
+
+    __add__ = add
+    __sub__ = sub
+    __mul__ = mul
+    __truediv__ = div
+
+    def __radd__(self, other):
+        return self._binary(E.Add, other, "add", reverse=True)
+
+    def __rsub__(self, other):
+        return self._binary(E.Sub, other, "sub", reverse=True)
+
+    def __rmul__(self, other):
+        return self._binary(E.Mul, other, "mul", reverse=True)
+
+    def __rtruediv__(self, other):
+        return self._binary(E.Div, other, "div", reverse=True)
+
+    def __neg__(self):
+        return E.Neg.apply(self)
+
+    def neg(self):
+        return E.Neg.apply(self)
+
+    def pow(self, exponent):
+        if isinstance(exponent, (numbers.Number, np.generic)) and not isinstance(exponent, bool):
+            return E.PowScalar.apply(self, exponent)
+        return self._binary(E.Pow, exponent, "pow")
+
+    __pow__ = pow
+
+    def __rpow__(self, base):
+        if isinstance(base, (numbers.Number, np.generic)):
+            return E.RPowScalar.apply(self, float(base))
+        return self._operand(base, "pow").pow(self)
+
+    def matmul(self, other):
+        other = self._operand(other, "matmul")
+        if self.dtype != other.dtype:
+            raise TypeError(f"matmul: dtypes differ ({self.dtype} and {other.dtype}) for shapes "
+                            f"{self.shape} and {other.shape}; cast one with .to(dtype)")
+        return L.MatMul.apply(self, other)
+
+    __matmul__ = matmul
+
+    def __rmatmul__(self, other):
+        return self._operand(other, "matmul").matmul(self)
+
+    # in-place arithmetic on leaves is what optimizers do; keep it explicit and graph-free
+    def __iadd__(self, other):
+        return self._inplace(other, "add")
+
+    def __isub__(self, other):
+        return self._inplace(other, "sub")
+
+    def __imul__(self, other):
+        return self._inplace(other, "mul")
+
+    def __itruediv__(self, other):
+        return self._inplace(other, "div")
+
+    def _inplace(self, other, op):
+        if self.requires_grad and is_grad_enabled():
+            # a graph through an in-place op would silently be wrong: do it out of place
+            return getattr(self, op)(other)
+        o = other.data if isinstance(other, Tensor) else other
+        arr = self.data
+        if op == "add":
+            arr += o
+        elif op == "sub":
+            arr -= o
+        elif op == "mul":
+            arr *= o
+        else:
+            arr /= o
+        return self
+
+    # comparisons: no gradient, bool results
+    def _compare(self, other, fn):
+        o = other.data if isinstance(other, Tensor) else other
+        return Tensor._wrap(fn(self.data, o), self._backend, False)
+
+    def __eq__(self, other):
+        return self._compare(other, lambda a, b: a == b)
+
+    def __ne__(self, other):
+        return self._compare(other, lambda a, b: a != b)
+
+    def __lt__(self, other):
+        return self._compare(other, lambda a, b: a < b)
+
+    def __le__(self, other):
+        return self._compare(other, lambda a, b: a <= b)
+
+    def __gt__(self, other):
+        return self._compare(other, lambda a, b: a > b)
+
+    def __ge__(self, other):
+        return self._compare(other, lambda a, b: a >= b)
+
+    eq, ne, lt, le, gt, ge = __eq__, __ne__, __lt__, __le__, __gt__, __ge__
+    __hash__ = object.__hash__
+
+    def __invert__(self):
+        return Tensor._wrap(~self.data, self._backend, False)
+
+    def __and__(self, other):
+        return self._compare(other, lambda a, b: a & b)
+
+    def __or__(self, other):
+        return self._compare(other, lambda a, b: a | b)
+
+    def any(self):
+        return Tensor._wrap(self.data.any(), self._backend, False)
+
+    def all(self):
+        return Tensor._wrap(self.data.all(), self._backend, False)
+
+    def isnan(self):
+        return Tensor._wrap(self._backend.xp.isnan(self.data), self._backend, False)
+
+    # -- elementwise math -------------------------------------------------------------
+    def exp(self):
+        return E.Exp.apply(self)
+
+    def log(self):
+        return E.Log.apply(self)
+
+    def sqrt(self):
+        return E.Sqrt.apply(self)
+
+    def rsqrt(self):
+        return self.sqrt().reciprocal()
+
+    def reciprocal(self):
+        return 1.0 / self
+
+    def abs(self):
+        return E.Abs.apply(self)
+
+    __abs__ = abs
+
+    def square(self):
+        return self * self
+
+    def sign(self):
+        return Tensor._wrap(self._backend.xp.sign(self.data), self._backend, False)
+
+    def maximum(self, other):
+        return self._binary(E.Maximum, other, "maximum")
+
+    def minimum(self, other):
+        return self._binary(E.Minimum, other, "minimum")
+
+    def clamp(self, min=None, max=None):
+        if min is None and max is None:
+            raise ValueError("clamp: at least one of min and max must be given")
+        return E.Clamp.apply(self, min, max)
+
+    clip = clamp
+
+    def relu(self):
+        return E.ReLU.apply(self)
+
+    def leaky_relu(self, negative_slope=0.01):
+        return E.LeakyReLU.apply(self, negative_slope)
+
+    def sigmoid(self):
+        return E.Sigmoid.apply(self)
+
+    def tanh(self):
+        return E.Tanh.apply(self)
+
+    def gelu(self, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        return E.GELU.apply(self, approximate)
+
+    def softmax(self, dim=-1):
+        return N.Softmax.apply(self, _one_dim(dim, self.ndim, "softmax"))
+
+    def log_softmax(self, dim=-1):
+        return N.LogSoftmax.apply(self, _one_dim(dim, self.ndim, "log_softmax"))
+
+    # -- reductions ---------------------------------------------------------------------
+    def sum(self, dim=None, keepdim=False):
+        return R.Sum.apply(self, R.normalize_dims(dim, self.ndim, "sum"), keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        if self.dtype.kind != "f":
+            raise TypeError(f"mean: expected a floating-point tensor, got dtype {self.dtype}")
+        return R.Mean.apply(self, R.normalize_dims(dim, self.ndim, "mean"), keepdim)
+
+    def max(self, dim=None, keepdim=False):
+        """Maximum over ``dim`` (all elements when None). Returns values only; use
+        ``argmax`` for the indices."""
+        if isinstance(dim, Tensor):
+            return self.maximum(dim)
+        return R.MaxMin.apply(self, R.normalize_dims(dim, self.ndim, "max"), keepdim, True)
+
+    def min(self, dim=None, keepdim=False):
+        if isinstance(dim, Tensor):
+            return self.minimum(dim)
+        return R.MaxMin.apply(self, R.normalize_dims(dim, self.ndim, "min"), keepdim, False)
+
+    amax, amin = max, min
+
+    def var(self, dim=None, keepdim=False, correction=1, unbiased=None):
+        """Variance with Bessel's correction by default (``correction=1``), like PyTorch."""
+        if unbiased is not None:
+            correction = 1 if unbiased else 0
+        return R.Var.apply(self, R.normalize_dims(dim, self.ndim, "var"), keepdim, correction)
+
+    def std(self, dim=None, keepdim=False, correction=1, unbiased=None):
+        return self.var(dim, keepdim, correction, unbiased).sqrt()
+
+    def logsumexp(self, dim=None, keepdim=False):
+        return R.LogSumExp.apply(self, R.normalize_dims(dim, self.ndim, "logsumexp"), keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        return self._arg(self.data.argmax, dim, keepdim, "argmax")
+
+    def argmin(self, dim=None, keepdim=False):
+        return self._arg(self.data.argmin, dim, keepdim, "argmin")
+
+    def _arg(self, fn, dim, keepdim, op):
+        if dim is None:
+            out = fn()
+            if keepdim:
+                out = out.reshape((1,) * self.ndim)
+        else:
+            d = _one_dim(dim, self.ndim, op)
+            out = fn(axis=d)
+            if keepdim:
+                out = self._backend.xp.expand_dims(out, d)
+        return Tensor._wrap(self._backend.xp.asarray(out, dtype=np.int64), self._backend, False)
+
+    # -- movement -----------------------------------------------------------------------
+    def reshape(self, *shape):
+        shape = _shape_arg(shape)
+        shape = _infer_shape(shape, self.data.size, self.shape, "reshape")
+        if shape == self.shape:
+            return self
+        return M.Reshape.apply(self, shape)
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        if self.ndim == 0:
+            return self.reshape(1)
+        s = _one_dim(start_dim, self.ndim, "flatten")
+        e = _one_dim(end_dim, self.ndim, "flatten")
+        if s > e:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+        shape = self.shape
+        return self.reshape(shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:])
+
+    def permute(self, *dims):
+        dims = _shape_arg(dims)
+        if sorted(_one_dim(d, self.ndim, "permute") for d in dims) != list(range(self.ndim)):
+            raise ValueError(f"permute: dims {dims} is not a permutation of the "
+                             f"{self.ndim} axes of shape {self.shape}")
+        return M.Permute.apply(self, tuple(d % self.ndim for d in dims))
+
+    def transpose(self, dim0=-2, dim1=-1):
+        if self.ndim < 2:
+            return self
+        perm = list(range(self.ndim))
+        a, b = _one_dim(dim0, self.ndim, "transpose"), _one_dim(dim1, self.ndim, "transpose")
+        perm[a], perm[b] = perm[b], perm[a]
+        return M.Permute.apply(self, tuple(perm))
+
+    @property
+    def T(self):
+        return self.permute(*reversed(range(self.ndim)))
+
+    @property
+    def mT(self):
+        return self.transpose(-2, -1)
+
+    def t(self):
+        if self.ndim > 2:
+            raise ValueError(f"t(): expects a tensor with <= 2 dimensions, got {self.shape}")
+        return self.transpose(0, 1) if self.ndim == 2 else self
+
+    def squeeze(self, dim=None):
+        if dim is None:
+            shape = tuple(s for s in self.shape if s != 1)
+        else:
+            dims = {_one_dim(d, self.ndim, "squeeze")
+                    for d in ((dim,) if isinstance(dim, int) else dim)}
+            shape = tuple(s for i, s in enumerate(self.shape) if not (i in dims and s == 1))
+        return self.reshape(shape)
+
+    def unsqueeze(self, dim):
+        d = _one_dim(dim, self.ndim + 1, "unsqueeze")
+        shape = list(self.shape)
+        shape.insert(d, 1)
+        return self.reshape(tuple(shape))
+
+    def expand(self, *shape):
+        shape = _shape_arg(shape)
+        if len(shape) < self.ndim:
+            raise ValueError(f"expand: target shape {shape} has fewer dimensions than "
+                             f"the tensor's {self.shape}")
+        src = (1,) * (len(shape) - self.ndim) + self.shape
+        out = []
+        for want, have in zip(shape, src):
+            want = have if want == -1 else want
+            if have != 1 and have != want:
+                raise ValueError(f"expand: cannot expand shape {self.shape} to {shape}")
+            out.append(want)
+        out = tuple(out)
+        return self if out == self.shape else M.Expand.apply(self, out)
+
+    def expand_as(self, other):
+        return self.expand(other.shape)
+
+    def broadcast_to(self, shape):
+        return self.expand(shape)
+
+    def repeat(self, *sizes):
+        sizes = _shape_arg(sizes)
+        t = self.reshape((1,) * (len(sizes) - self.ndim) + self.shape)
+        # repeat = insert an axis before each, expand it, merge: reuses Expand/Reshape grads
+        inter, final = [], []
+        for r, s in zip(sizes, t.shape):
+            inter += [r, s]
+            final.append(r * s)
+        t = t.reshape(tuple(x for s in t.shape for x in (1, s)))
+        return t.expand(tuple(inter)).reshape(tuple(final))
+
+    def __getitem__(self, index):
+        index = _index_arg(index, self)
+        return M.GetItem.apply(self, index)
+
+    def __setitem__(self, index, value):
+        if self.requires_grad and is_grad_enabled():
+            raise RuntimeError(f"__setitem__: in-place assignment into a tensor that requires "
+                               f"grad (shape {self.shape}) would break autograd; do it under "
+                               "no_grad() or build a new tensor with where/cat")
+        v = value.data if isinstance(value, Tensor) else value
+        self.data[_index_arg(index, self)] = v
+
+    def pad(self, pad, value=0.0):
+        """torch.nn.functional.pad (constant mode): ``pad`` lists (before, after) pairs
+        starting from the LAST dimension."""
+        if len(pad) % 2 or len(pad) // 2 > self.ndim:
+            raise ValueError(f"pad: expected an even number of sizes, at most 2 per dimension "
+                             f"of shape {self.shape}, got {tuple(pad)}")
+        if any(p < 0 for p in pad):
+            raise ValueError(f"pad: negative padding {tuple(pad)} is not supported")
+        width = [(0, 0)] * self.ndim
+        for i in range(len(pad) // 2):
+            width[self.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
+        return M.Pad.apply(self, tuple(width), value)
+
+    def split(self, split_size_or_sections, dim=0):
+        return split(self, split_size_or_sections, dim)
+
+    def chunk(self, chunks, dim=0):
+        d = _one_dim(dim, self.ndim, "chunk")
+        size = -(-self.shape[d] // chunks)
+        return split(self, size, d)
+
+    # -- linear algebra and nn helpers --------------------------------------------------
+    def dot(self, other):
+        return self.matmul(other)
+
+    def zero_(self):
+        self.data[...] = 0
+        return self
+
+    def fill_(self, value):
+        self.data[...] = value
+        return self
+
+    def copy_(self, src):
+        src = src.data if isinstance(src, Tensor) else src
+        self.data[...] = self._backend.asarray(src, dtype=self.dtype)
+        return self
+
+    def uniform_(self, a=0.0, b=1.0):
+        self.data[...] = _random.uniform(self.shape, self.dtype, self._backend, a, b)
+        return self
+
+    def normal_(self, mean=0.0, std=1.0):
+        self.data[...] = _random.normal(self.shape, self.dtype, self._backend) * std + mean
+        return self
+
+
+# ---------------------------------------------------------------------------------------
+class ToDevice(Function):
+    """y = x copied to another device.   dx = g copied back."""
+
+    @staticmethod
+    def forward(ctx, x, target):
+        ctx.source = ctx.backend
+        ctx.target = target
+        return target.asarray(ctx.backend.to_numpy(x) if target.xp is np else x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.source.asarray(ctx.target.to_numpy(g) if ctx.source.xp is np else g)
+
+    @classmethod
+    def apply(cls, x, target):
+        # the output lives on another backend than the input: Function.apply assumes one
+        out = cls.forward(Context(cls, (x,), x.backend), x.data, target)
+        requires_grad = x.requires_grad and is_grad_enabled()
+        result = Tensor._wrap(out, target, requires_grad)
+        if requires_grad:
+            ctx = Context(cls, (x,), x.backend)
+            ctx.source, ctx.target = x.backend, target
+            result._ctx = ctx
+        return result
+
+
+# -- argument helpers ---------------------------------------------------------------
+def _check_broadcast(a, b, op):
+    for x, y in zip(reversed(a), reversed(b)):
+        if x != y and x != 1 and y != 1:
+            raise ValueError(f"{op}: shapes {a} and {b} cannot be broadcast together "
+                             f"(expected equal sizes or 1 in each trailing dimension)")
+
+
+def _one_dim(dim, ndim, op):
+    n = max(ndim, 1)
+    if not isinstance(dim, (int, np.integer)) or not -n <= dim < n:
+        raise IndexError(f"{op}: dim {dim} out of range for a tensor of {ndim} dimensions")
+    return int(dim) % n
+
+
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return tuple(int(s) for s in shape)
+
+
+def _infer_shape(shape, size, old, op):
+    if shape.count(-1) > 1:
+        raise ValueError(f"{op}: only one dimension can be -1, got {shape}")
+    if -1 in shape:
+        known = int(np.prod([s for s in shape if s != -1]))
+        if known == 0 or size % known:
+            raise ValueError(f"{op}: cannot reshape tensor of shape {old} ({size} elements) "
+                             f"into {shape}")
+        shape = tuple(size // known if s == -1 else s for s in shape)
+    if int(np.prod(shape)) != size:
+        raise ValueError(f"{op}: cannot reshape tensor of shape {old} ({size} elements) "
+                         f"into {shape}")
+    return shape
+
+
+def _index_arg(index, t):
+    """Turn Tensor / list indices into arrays of the tensor's device."""
+    def conv(i):
+        if isinstance(i, Tensor):
+            if i.device != t.device:
+                raise RuntimeError(f"__getitem__: index on {i.device} for a tensor on {t.device}")
+            return i.data
+        if isinstance(i, list):
+            return t.backend.asarray(i)
+        if isinstance(i, np.ndarray) and t.backend.xp is not np:
+            return t.backend.asarray(i)
+        return i
+    if isinstance(index, tuple):
+        return tuple(conv(i) for i in index)
+    return conv(index)
+
+
+# -- functions that make or combine tensors --------------------------------------------
+def tensor(data, dtype=None, device=None, requires_grad=False):
+    """A new Tensor holding a copy of ``data`` (PyTorch's dtype inference for Python data)."""
+    if isinstance(data, Tensor):
+        data = data.data
+    out = Tensor(data, dtype=dtype, device=device, requires_grad=False)
+    if isinstance(data, np.ndarray) and out.data is data:
+        out.data = data.copy()
+    if requires_grad:
+        out.requires_grad_(True)
+    return out
+
+
+def _make(arr, device, requires_grad):
+    t = Tensor._wrap(arr, get_backend(device), False)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def _size(shape):
+    return _shape_arg(shape)
+
+
+def zeros(*shape, dtype=float32, device="cpu", requires_grad=False):
+    b = get_backend(device)
+    return _make(b.xp.zeros(_size(shape), dtype=to_dtype(dtype)), device, requires_grad)
+
+
+def ones(*shape, dtype=float32, device="cpu", requires_grad=False):
+    b = get_backend(device)
+    return _make(b.xp.ones(_size(shape), dtype=to_dtype(dtype)), device, requires_grad)
+
+
+def full(shape, fill_value, dtype=float32, device="cpu", requires_grad=False):
+    b = get_backend(device)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    return _make(b.xp.full(shape, fill_value, dtype=to_dtype(dtype)), device, requires_grad)
+
+
+def randn(*shape, dtype=float32, device="cpu", requires_grad=False):
+    b = get_backend(device)
+    return _make(_random.normal(_size(shape), to_dtype(dtype), b), device, requires_grad)
+
+
+def rand(*shape, dtype=float32, device="cpu", requires_grad=False):
+    b = get_backend(device)
+    return _make(_random.uniform(_size(shape), to_dtype(dtype), b), device, requires_grad)
+
+
+def randint(low, high, size, dtype=int64, device="cpu"):
+    b = get_backend(device)
+    return _make(_random.integers(low, high, tuple(size), b).astype(to_dtype(dtype)), device,
+                 False)
+
+
+def arange(start, end=None, step=1, dtype=None, device="cpu", requires_grad=False):
+    if end is None:
+        start, end = 0, start
+    b = get_backend(device)
+    if dtype is None:
+        dtype = float32 if any(isinstance(v, float) for v in (start, end, step)) else int64
+    return _make(b.xp.arange(start, end, step, dtype=to_dtype(dtype)), device, requires_grad)
+
+
+def linspace(start, end, steps, dtype=float32, device="cpu"):
+    b = get_backend(device)
+    return _make(b.xp.linspace(start, end, steps, dtype=to_dtype(dtype)), device, False)
+
+
+def eye(n, m=None, dtype=float32, device="cpu"):
+    b = get_backend(device)
+    return _make(b.xp.eye(n, m, dtype=to_dtype(dtype)), device, False)
+
+
+def _like(fn):
+    def like(t, dtype=None, device=None, requires_grad=False):
+        return fn(*t.shape, dtype=dtype or t.dtype, device=device or t.device,
+                  requires_grad=requires_grad)
+    like.__name__ = fn.__name__ + "_like"
+    like.__doc__ = f"``{fn.__name__}`` with the shape (and by default dtype, device) of ``t``."
+    return like
+
+
+zeros_like = _like(zeros)
+ones_like = _like(ones)
+randn_like = _like(randn)
+rand_like = _like(rand)
+
+
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device,
+                requires_grad=requires_grad)
+
+
+def cat(tensors, dim=0):
+    """Concatenate along an existing axis ``dim``; all other sizes must match."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat: expected a non-empty list of tensors")
+    ref = tensors[0]
+    d = _one_dim(dim, ref.ndim, "cat")
+    for t in tensors[1:]:
+        if t.ndim != ref.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, ref.shape))
+                                     if i != d):
+            raise ValueError(f"cat: shapes {[x.shape for x in tensors]} differ outside dim {d}")
+        if t.dtype != ref.dtype:
+            raise TypeError(f"cat: dtypes differ: {[str(x.dtype) for x in tensors]}")
+    return M.Cat.apply(d, *tensors)
+
+
+def stack(tensors, dim=0):
+    """Join along a new axis ``dim``; all shapes must be equal."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: expected a non-empty list of tensors")
+    shapes = {t.shape for t in tensors}
+    if len(shapes) != 1:
+        raise ValueError(f"stack: expected tensors of equal shape, got {[t.shape for t in tensors]}")
+    d = _one_dim(dim, tensors[0].ndim + 1, "stack")
+    return cat([t.unsqueeze(d) for t in tensors], d)
+
+
+def split(t, split_size_or_sections, dim=0):
+    """Pieces of ``t`` along ``dim``: equal pieces of ``split_size`` (the last may be
+    smaller) or the given list of sizes. Each piece is a differentiable slice."""
+    d = _one_dim(dim, t.ndim, "split")
+    n = t.shape[d]
+    if isinstance(split_size_or_sections, int):
+        if split_size_or_sections <= 0:
+            raise ValueError(f"split: split_size must be positive, got {split_size_or_sections}")
+        sizes = [min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)]
+    else:
+        sizes = list(split_size_or_sections)
+        if sum(sizes) != n:
+            raise ValueError(f"split: sections {sizes} do not sum to dim {d} size {n} of "
+                             f"shape {t.shape}")
+    out, start = [], 0
+    for s in sizes:
+        index = (slice(None),) * d + (slice(start, start + s),)
+        out.append(t[index])
+        start += s
+    return tuple(out)
+
+
+def where(condition, x, y):
+    """Elementwise ``x if condition else y`` with broadcasting; gradient flows to x and y."""
+    ref = x if isinstance(x, Tensor) else y if isinstance(y, Tensor) else condition
+    if not isinstance(ref, Tensor):
+        raise TypeError("where: expected at least one Tensor argument")
+    cond = condition if isinstance(condition, Tensor) else Tensor(condition, device=ref.device)
+    x = ref._operand(x, "where")
+    y = ref._operand(y, "where")
+    if cond.dtype != np.bool_:
+        cond = Tensor._wrap(cond.data.astype(bool), cond.backend, False)
+    return E.Where.apply(cond, x, y)
+
+
+def maximum(a, b):
+    return a.maximum(b)
+
+
+def minimum(a, b):
+    return a.minimum(b)
+
+
+def matmul(a, b):
+    return a.matmul(b)
