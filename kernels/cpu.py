@@ -1,0 +1,361 @@
+"""The fast CPU path: Numba loops for data movement, BLAS (through NumPy) for the products.
+
+Convolution is lowered to one large GEMM per chunk of the batch (im2col):
+
+    cols[(c,p,q), (n,i,j)] = xpad[n, c, i*sh + p, j*sw + q]          (Numba, parallel over n)
+    y2 (O, N*OH*OW)        = W2 (O, C*KH*KW) @ cols                   (BLAS sgemm/dgemm)
+    dW2                    = dy2 (O, N*OH*OW) @ cols^T                (BLAS, no transposed copy)
+    dcols                  = W2^T @ dy2, then col2im scatter-adds it   (BLAS + Numba)
+
+Pooling is a direct Numba loop over (n, c) planes in parallel; max pooling records the
+flat argmax so its backward is a scatter-add.
+
+Version notes (kept because they mattered; timings on the 2-core dev machine, LeNet-5
+shapes at batch 64):
+  v1  one batched np.matmul per sample (N small GEMMs): BLAS call overhead dominated
+      the small LeNet layers.
+  v2  (this) one GEMM over the whole chunk of the batch, chunked so the column buffer
+      stays under ~32 MB (fits in memory for ResNet layers at batch 256 and stays
+      cache-friendlier); Numba im2col/col2im with prange over samples.
+All kernels are compiled with ``cache=True`` so the JIT cost is paid once per machine.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+# Numba's OpenMP threads otherwise spin after every parallel loop and steal the cores
+# BLAS needs next; passive waiting made LeNet-5 convs 2-3x faster on 2 cores. Read when
+# Numba loads its threading layer (first parallel call), so it is set at import; a
+# user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import numpy as np  # noqa: E402
+from numba import njit, prange  # noqa: E402
+
+from ._common import check_float, check_matmul, conv2d_out_shape, pool2d_out_shape
+
+__all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
+           "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
+
+_COLS_BUDGET_BYTES = 32 * 2 ** 20
+# Below this many multiply-adds a GEMM runs on one BLAS thread. OpenBLAS worker threads
+# busy-wait after a product and Numba's parallel loops busy-wait after theirs; on a small
+# machine the two pools then fight for the cores: a LeNet-5 conv took 11 ms instead of
+# 1.4 ms (2-core dev machine). Large products keep all BLAS threads: there the extra
+# threads pay for themselves.
+_SMALL_GEMM_MACS = 2 ** 26
+
+
+def _blas_controller():
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # optional: without it BLAS keeps its default thread count
+        return None
+    libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    return libs or None
+
+
+_BLAS = _blas_controller()
+
+
+@contextlib.contextmanager
+def _blas_threads_for(macs):
+    if _BLAS is None or macs >= _SMALL_GEMM_MACS:
+        yield
+        return
+    saved = [lib.num_threads for lib in _BLAS]
+    for lib in _BLAS:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(_BLAS, saved):
+            lib.set_num_threads(n)
+
+
+def _gemm(a, b):
+    """a @ b for 2-D (or equal-batch 3-D) operands, with the BLAS thread policy above."""
+    macs = a.shape[-2] * a.shape[-1] * b.shape[-1] * (a.shape[0] if a.ndim == 3 else 1)
+    with _blas_threads_for(macs):
+        return np.matmul(a, b)
+
+
+def matmul(a, b, trans_a=False, trans_b=False):
+    """op(a) @ op(b) through BLAS. Transposed operands are passed as transposed views,
+    which BLAS reads with its own transpose flag: no copy is made."""
+    check_matmul(a, b, trans_a, trans_b)
+    check_float("matmul", a, b)
+    a = np.swapaxes(a, -1, -2) if trans_a else a
+    b = np.swapaxes(b, -1, -2) if trans_b else b
+    return _gemm(a, b)
+
+
+# -- im2col / col2im ------------------------------------------------------------------------
+@njit(parallel=True, cache=True)
+def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, cols):
+    """cols[(c*kh + p)*kw + q, n*oh*ow + i*ow + j] = xpad[n, c, i*sh + p, j*sw + q]."""
+    n_, c_, h_, w_ = x.shape
+    L = oh * ow
+    for n in prange(n_):
+        for c in range(c_):
+            for p in range(kh):
+                for q in range(kw):
+                    row = (c * kh + p) * kw + q
+                    for i in range(oh):
+                        hh = i * sh + p - ph
+                        base = n * L + i * ow
+                        if hh < 0 or hh >= h_:
+                            for j in range(ow):
+                                cols[row, base + j] = 0.0
+                        else:
+                            for j in range(ow):
+                                ww = j * sw + q - pw
+                                if ww >= 0 and ww < w_:
+                                    cols[row, base + j] = x[n, c, hh, ww]
+                                else:
+                                    cols[row, base + j] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def _col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, dx):
+    """dx[n, c, i*sh + p - ph, j*sw + q - pw] += cols[(c*kh + p)*kw + q, n*oh*ow + i*ow + j]
+    (each sample n writes only its own plane, so samples run in parallel safely)."""
+    n_, c_, h_, w_ = dx.shape
+    L = oh * ow
+    for n in prange(n_):
+        for c in range(c_):
+            for p in range(kh):
+                for q in range(kw):
+                    row = (c * kh + p) * kw + q
+                    for i in range(oh):
+                        hh = i * sh + p - ph
+                        if hh < 0 or hh >= h_:
+                            continue
+                        base = n * L + i * ow
+                        for j in range(ow):
+                            ww = j * sw + q - pw
+                            if ww >= 0 and ww < w_:
+                                dx[n, c, hh, ww] += cols[row, base + j]
+
+
+@njit(parallel=True, cache=True)
+def _nchw_to_onl(y, out):
+    """out[o, n*L + l] = y[n, o, l]  (y viewed as (N, O, L))."""
+    n_, o_, L = y.shape
+    for o in prange(o_):
+        for n in range(n_):
+            for l in range(L):
+                out[o, n * L + l] = y[n, o, l]
+
+
+@njit(parallel=True, cache=True)
+def _onl_to_nchw(y2, out):
+    """out[n, o, l] = y2[o, n*L + l]."""
+    n_, o_, L = out.shape
+    for n in prange(n_):
+        for o in range(o_):
+            for l in range(L):
+                out[n, o, l] = y2[o, n * L + l]
+
+
+def _chunks(n, rows, L, itemsize):
+    """Batch chunk size so that the (rows, chunk*L) column buffer stays within budget."""
+    per_sample = max(rows * L * itemsize, 1)
+    step = max(1, min(n, _COLS_BUDGET_BYTES // per_sample))
+    return [(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+def conv2d_forward(x, w, stride=1, padding=0):
+    """y (N,O,OH,OW) = cross-correlation of x (N,C,H,W) with w (O,C,KH,KW), via im2col + GEMM."""
+    check_float("conv2d_forward", x, w)
+    (sh, sw), (ph, pw), (n, o, oh, ow) = conv2d_out_shape(x.shape, w.shape, stride, padding)
+    c, kh, kw = w.shape[1:]
+    x = np.ascontiguousarray(x)
+    w2 = np.ascontiguousarray(w).reshape(o, c * kh * kw)
+    L = oh * ow
+    y = np.empty((n, o, L), dtype=x.dtype)
+    for s, e in _chunks(n, c * kh * kw, L, x.itemsize):
+        cols = np.empty((c * kh * kw, (e - s) * L), dtype=x.dtype)
+        _im2col(x[s:e], kh, kw, sh, sw, ph, pw, oh, ow, cols)
+        _onl_to_nchw(_gemm(w2, cols), y[s:e])
+    return y.reshape(n, o, oh, ow)
+
+
+def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
+    """dx = col2im(W2^T @ dy2): the adjoint of the im2col lowering."""
+    check_float("conv2d_backward_input", dy, w)
+    (sh, sw), (ph, pw), out = conv2d_out_shape(x_shape, w.shape, stride, padding,
+                                               "conv2d_backward_input")
+    _check_dy("conv2d_backward_input", dy, out)
+    n, o, oh, ow = out
+    c, kh, kw = w.shape[1:]
+    w2 = np.ascontiguousarray(w).reshape(o, c * kh * kw)
+    L = oh * ow
+    dy3 = np.ascontiguousarray(dy).reshape(n, o, L)
+    dx = np.zeros(tuple(x_shape), dtype=dy.dtype)
+    for s, e in _chunks(n, max(c * kh * kw, o), L, dy.itemsize):
+        dy2 = np.empty((o, (e - s) * L), dtype=dy.dtype)
+        _nchw_to_onl(dy3[s:e], dy2)
+        _col2im(_gemm(w2.T, dy2), kh, kw, sh, sw, ph, pw, oh, ow, dx[s:e])
+    return dx
+
+
+def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
+    """dW2 (O, C*KH*KW) = dy2 (O, N*L) @ cols^T, summed over batch chunks."""
+    check_float("conv2d_backward_weight", dy, x)
+    (sh, sw), (ph, pw), out = conv2d_out_shape(x.shape, w_shape, stride, padding,
+                                               "conv2d_backward_weight")
+    _check_dy("conv2d_backward_weight", dy, out)
+    n, o, oh, ow = out
+    c, kh, kw = w_shape[1:]
+    x = np.ascontiguousarray(x)
+    L = oh * ow
+    dy3 = np.ascontiguousarray(dy).reshape(n, o, L)
+    dw = np.zeros((o, c * kh * kw), dtype=x.dtype)
+    for s, e in _chunks(n, max(c * kh * kw, o), L, x.itemsize):
+        cols = np.empty((c * kh * kw, (e - s) * L), dtype=x.dtype)
+        _im2col(x[s:e], kh, kw, sh, sw, ph, pw, oh, ow, cols)
+        dy2 = np.empty((o, (e - s) * L), dtype=x.dtype)
+        _nchw_to_onl(dy3[s:e], dy2)
+        dw += _gemm(dy2, cols.T)
+    return dw.reshape(tuple(w_shape))
+
+
+# -- pooling -------------------------------------------------------------------------------
+@njit(parallel=True, cache=True)
+def _maxpool_fwd(x, kh, kw, sh, sw, ph, pw, y, arg):
+    n_, c_, h_, w_ = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for nc in prange(n_ * c_):
+        n = nc // c_
+        c = nc % c_
+        for i in range(oh):
+            for j in range(ow):
+                best = -np.inf
+                besti = -1
+                found_nan = False
+                for p in range(kh):
+                    hh = i * sh + p - ph
+                    if hh < 0 or hh >= h_:
+                        continue
+                    for q in range(kw):
+                        ww = j * sw + q - pw
+                        if ww < 0 or ww >= w_:
+                            continue
+                        v = x[n, c, hh, ww]
+                        if found_nan:
+                            continue
+                        if v != v:  # NaN wins, like PyTorch and the reference
+                            best = v
+                            besti = hh * w_ + ww
+                            found_nan = True
+                        elif v > best or besti < 0:
+                            best = v
+                            besti = hh * w_ + ww
+                y[n, c, i, j] = best
+                arg[n, c, i, j] = besti
+
+
+def maxpool2d_forward(x, kernel, stride=None, padding=0):
+    """-> y (N,C,OH,OW), argmax (int64 flat index h*W + w); -inf padding, first max wins."""
+    check_float("maxpool2d_forward", x)
+    (kh, kw), (sh, sw), (ph, pw), out = pool2d_out_shape(x.shape, kernel, stride, padding,
+                                                         "maxpool2d_forward")
+    y = np.empty(out, dtype=x.dtype)
+    arg = np.empty(out, dtype=np.int64)
+    _maxpool_fwd(x, kh, kw, sh, sw, ph, pw, y, arg)
+    return y, arg
+
+
+@njit(parallel=True, cache=True)
+def _maxpool_bwd(dy, arg, dx):
+    n_, c_ = dy.shape[0], dy.shape[1]
+    oh, ow = dy.shape[2], dy.shape[3]
+    for nc in prange(n_ * c_):
+        n = nc // c_
+        c = nc % c_
+        for i in range(oh):
+            for j in range(ow):
+                dx[n, c, arg[n, c, i, j]] += dy[n, c, i, j]
+
+
+def maxpool2d_backward(dy, argmax, x_shape):
+    """dx[n,c,h,w] = sum of dy over the windows whose argmax is h*W + w."""
+    n, c, h, w = x_shape
+    if dy.shape != argmax.shape or tuple(dy.shape[:2]) != (n, c):
+        raise ValueError(f"maxpool2d_backward: dy {tuple(dy.shape)} and argmax "
+                         f"{tuple(argmax.shape)} do not match x {tuple(x_shape)}")
+    check_float("maxpool2d_backward", dy)
+    dx = np.zeros((n, c, h * w), dtype=dy.dtype)
+    _maxpool_bwd(dy, argmax.astype(np.int64, copy=False), dx)
+    return dx.reshape(tuple(x_shape))
+
+
+@njit(parallel=True, cache=True)
+def _avgpool_fwd(x, kh, kw, sh, sw, ph, pw, y):
+    n_, c_, h_, w_ = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    inv = 1.0 / (kh * kw)
+    for nc in prange(n_ * c_):
+        n = nc // c_
+        c = nc % c_
+        for i in range(oh):
+            for j in range(ow):
+                s = 0.0
+                for p in range(kh):
+                    hh = i * sh + p - ph
+                    if hh < 0 or hh >= h_:
+                        continue
+                    for q in range(kw):
+                        ww = j * sw + q - pw
+                        if ww >= 0 and ww < w_:
+                            s += x[n, c, hh, ww]
+                y[n, c, i, j] = s * inv
+
+
+@njit(parallel=True, cache=True)
+def _avgpool_bwd(dy, kh, kw, sh, sw, ph, pw, dx):
+    n_, c_, h_, w_ = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    inv = 1.0 / (kh * kw)
+    for nc in prange(n_ * c_):
+        n = nc // c_
+        c = nc % c_
+        for i in range(oh):
+            for j in range(ow):
+                g = dy[n, c, i, j] * inv
+                for p in range(kh):
+                    hh = i * sh + p - ph
+                    if hh < 0 or hh >= h_:
+                        continue
+                    for q in range(kw):
+                        ww = j * sw + q - pw
+                        if ww >= 0 and ww < w_:
+                            dx[n, c, hh, ww] += g
+
+
+def avgpool2d_forward(x, kernel, stride=None, padding=0):
+    """y = window sums of the zero-padded x / (KH*KW)."""
+    check_float("avgpool2d_forward", x)
+    (kh, kw), (sh, sw), (ph, pw), out = pool2d_out_shape(x.shape, kernel, stride, padding,
+                                                         "avgpool2d_forward")
+    y = np.empty(out, dtype=x.dtype)
+    _avgpool_fwd(x, kh, kw, sh, sw, ph, pw, y)
+    return y
+
+
+def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0):
+    """dx[n,c,h,w] = sum over the windows containing (h, w) of dy / (KH*KW)."""
+    check_float("avgpool2d_backward", dy)
+    (kh, kw), (sh, sw), (ph, pw), out = pool2d_out_shape(x_shape, kernel, stride, padding,
+                                                         "avgpool2d_backward")
+    _check_dy("avgpool2d_backward", dy, out)
+    dx = np.zeros(tuple(x_shape), dtype=dy.dtype)
+    _avgpool_bwd(dy, kh, kw, sh, sw, ph, pw, dx)
+    return dx
+
+
+def _check_dy(op, dy, out_shape):
+    if tuple(dy.shape) != tuple(out_shape):
+        raise ValueError(f"{op}: dy has shape {tuple(dy.shape)}, expected {tuple(out_shape)}")
