@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import threading
 
+import numpy as np
+
 __all__ = ["Function", "Context", "no_grad", "enable_grad", "is_grad_enabled", "unbroadcast",
            "run_backward"]
 
@@ -149,6 +151,8 @@ class Function:
         requires_grad = is_grad_enabled() and any(t.requires_grad for t in tensors)
         ctx = Context(cls, tuple(tensors), backend)
         out = cls.forward(ctx, *raw, **kwargs)
+        if isinstance(out, np.generic):  # NumPy reductions return scalars, not 0-d arrays
+            out = np.asarray(out)
         result = Tensor._wrap(out, backend, requires_grad)
         if requires_grad:
             result._ctx = ctx
