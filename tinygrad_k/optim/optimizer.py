@@ -1,0 +1,245 @@
+"""Optimizers with PyTorch's update rules, param groups and state_dict format.
+
+Each ``step()`` updates ``p.data`` in place through the device backend
+(``backend.sgd_update_`` / ``adam_update_``: NumPy on cpu, one fused CuPy kernel per
+tensor on the GPU).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import Tensor
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop"]
+
+
+class Optimizer:
+    """Holds ``param_groups`` (list of dicts with "params" and hyperparameters) and
+    ``state`` (per-parameter dict of arrays and numbers)."""
+
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.param_groups = []
+        self.state = {}
+        seen = set()
+        for g in groups:
+            g = dict(g)
+            g["params"] = list(g["params"])
+            for p in g["params"]:
+                if not isinstance(p, Tensor):
+                    raise TypeError(f"{type(self).__name__}: expected Tensors, got "
+                                    f"{type(p).__name__}")
+                if not p.requires_grad:
+                    raise ValueError(f"{type(self).__name__}: a parameter of shape {p.shape} "
+                                     "does not require grad")
+                if id(p) in seen:
+                    raise ValueError(f"{type(self).__name__}: a parameter appears twice")
+                seen.add(id(p))
+            for k, v in self.defaults.items():
+                g.setdefault(k, v)
+            self.param_groups.append(g)
+
+    def zero_grad(self, set_to_none=True):
+        for g in self.param_groups:
+            for p in g["params"]:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.data[...] = 0
+
+    def _params_with_grad(self):
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is not None:
+                    if p.grad.shape != p.shape:
+                        raise RuntimeError(f"{type(self).__name__}: gradient of shape "
+                                           f"{p.grad.shape} for a parameter of shape {p.shape}")
+                    yield g, p, self.state.setdefault(id(p), {})
+
+    def step(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- state dicts in PyTorch's layout ------------------------------------------------
+    def state_dict(self):
+        """{"state": {index: {name: array or number}}, "param_groups": [{..., "params":
+        [index, ...]}]}, parameters numbered in order across groups."""
+        index, groups, state = {}, [], {}
+        for g in self.param_groups:
+            ids = []
+            for p in g["params"]:
+                index.setdefault(id(p), len(index))
+                ids.append(index[id(p)])
+            groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": ids})
+        for g in self.param_groups:
+            for p in g["params"]:
+                s = self.state.get(id(p))
+                if s:
+                    state[index[id(p)]] = {k: (Tensor._wrap(v, p.backend, False)
+                                               if hasattr(v, "shape") and not
+                                               isinstance(v, (int, float)) else v)
+                                           for k, v in s.items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups) or any(
+                len(a["params"]) != len(b["params"]) for a, b in zip(groups, self.param_groups)):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the saved parameter groups "
+                             f"({[len(g['params']) for g in groups]} parameters) do not match "
+                             f"this optimizer's ({[len(g['params']) for g in self.param_groups]})")
+        by_index = {}
+        for saved, g in zip(groups, self.param_groups):
+            for k, v in saved.items():
+                if k != "params":
+                    g[k] = v
+            for i, p in zip(saved["params"], g["params"]):
+                by_index[int(i)] = p
+        self.state = {}
+        for i, s in state_dict["state"].items():
+            p = by_index[int(i)]
+            entry = {}
+            for k, v in s.items():
+                if isinstance(v, Tensor) or isinstance(v, np.ndarray):
+                    arr = v.numpy() if isinstance(v, Tensor) else v
+                    if arr.ndim == 0 and k == "step":
+                        entry[k] = int(arr)
+                        continue
+                    if arr.shape != p.shape:
+                        raise ValueError(f"{type(self).__name__}.load_state_dict: state '{k}' "
+                                         f"of shape {arr.shape} for a parameter of shape "
+                                         f"{p.shape}")
+                    entry[k] = p.backend.asarray(np.array(arr, dtype=p.dtype))
+                else:
+                    entry[k] = v
+            self.state[id(p)] = entry
+
+
+class SGD(Optimizer):
+    """p -= lr * g', g' = grad + wd * p, with momentum buffer b = mu * b + (1 - dampening) g'
+    (b = g' on the first step) and g' = b (or g' + mu * b with nesterov)."""
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False):
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f"SGD: lr {lr}, momentum {momentum} and weight_decay "
+                             f"{weight_decay} must be >= 0")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("SGD: nesterov momentum requires momentum > 0 and zero dampening")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov))
+
+    def step(self):
+        for g, p, s in self._params_with_grad():
+            first = "momentum_buffer" not in s
+            if g["momentum"] and first:
+                s["momentum_buffer"] = p.backend.xp.zeros_like(p.data)
+            p.backend.sgd_update_(p.data, p.grad.data, s.get("momentum_buffer"), g["lr"],
+                                  g["momentum"], g["dampening"], g["weight_decay"],
+                                  g["nesterov"], first)
+
+
+class Adam(Optimizer):
+    """m = b1 m + (1-b1) g,  v = b2 v + (1-b2) g^2,
+    p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps); weight decay added to g."""
+
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"{type(self).__name__}: invalid lr {lr}, betas {betas} or "
+                             f"eps {eps}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay))
+
+    def step(self):
+        for g, p, s in self._params_with_grad():
+            if not s:
+                xp = p.backend.xp
+                s["step"] = 0
+                s["exp_avg"] = xp.zeros_like(p.data)
+                s["exp_avg_sq"] = xp.zeros_like(p.data)
+            s["step"] += 1
+            b1, b2 = g["betas"]
+            p.backend.adam_update_(p.data, p.grad.data, s["exp_avg"], s["exp_avg_sq"], g["lr"],
+                                   b1, b2, g["eps"], g["weight_decay"], s["step"],
+                                   self._decoupled)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p *= 1 - lr * wd before the Adam step."""
+
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+class Adagrad(Optimizer):
+    """sum += g^2;  p -= lr_t * g / (sqrt(sum) + eps),  lr_t = lr / (1 + (t-1) lr_decay)."""
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10):
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value,
+                                      eps=eps))
+
+    def step(self):
+        for g, p, s in self._params_with_grad():
+            xp = p.backend.xp
+            if not s:
+                s["step"] = 0
+                s["sum"] = xp.full_like(p.data, g["initial_accumulator_value"])
+            s["step"] += 1
+            grad = p.grad.data
+            if g["weight_decay"]:
+                grad = grad + g["weight_decay"] * p.data
+            clr = g["lr"] / (1 + (s["step"] - 1) * g["lr_decay"])
+            s["sum"] += grad * grad
+            p.data -= clr * grad / (xp.sqrt(s["sum"]) + g["eps"])
+
+
+class RMSprop(Optimizer):
+    """v = alpha v + (1 - alpha) g^2;  p -= lr * g / (sqrt(v) + eps)  (with optional
+    momentum buffer and centering, as PyTorch)."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered))
+
+    def step(self):
+        for g, p, s in self._params_with_grad():
+            xp = p.backend.xp
+            if not s:
+                s["step"] = 0
+                s["square_avg"] = xp.zeros_like(p.data)
+                if g["momentum"] > 0:
+                    s["momentum_buffer"] = xp.zeros_like(p.data)
+                if g["centered"]:
+                    s["grad_avg"] = xp.zeros_like(p.data)
+            s["step"] += 1
+            grad = p.grad.data
+            if g["weight_decay"]:
+                grad = grad + g["weight_decay"] * p.data
+            a = g["alpha"]
+            sq = s["square_avg"]
+            sq *= a
+            sq += (1 - a) * grad * grad
+            if g["centered"]:
+                ga = s["grad_avg"]
+                ga *= a
+                ga += (1 - a) * grad
+                avg = xp.sqrt(sq - ga * ga) + g["eps"]
+            else:
+                avg = xp.sqrt(sq) + g["eps"]
+            if g["momentum"] > 0:
+                buf = s["momentum_buffer"]
+                buf *= g["momentum"]
+                buf += grad / avg
+                p.data -= g["lr"] * buf
+            else:
+                p.data -= g["lr"] * grad / avg
