@@ -240,7 +240,7 @@ class SyntheticImages(ArrayDataset):
     4x); a sample is its template rolled by up to 2 pixels in each direction, plus
     Gaussian noise (std ``noise``), clipped to [0, 1] and stored as uint8. The train and
     test splits (``train=``) share the templates and differ in shifts and noise, so a
-    small model learns it (nearest class mean already scores well above chance). Used
+    small model learns it (1-nearest-neighbour scores ~100% at 12x12 and 28x28). Used
     where the real data is absent.
     """
 
