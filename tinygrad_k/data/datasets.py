@@ -142,7 +142,8 @@ def _locate(name, root, needed, who):
         if all(found.values()):
             return folder, found
         missing = [stems[0] for k, stems in needed.items() if not found[k]]
-        tried.append(f"{folder} ({'no such folder' if not os.path.isdir(folder) else 'missing ' + ', '.join(missing)})")
+        why = "no such folder" if not os.path.isdir(folder) else "missing " + ", ".join(missing)
+        tried.append(f"{folder} ({why})")
     raise FileNotFoundError(f"{who}: dataset files not found. Looked in: " + "; ".join(tried)
                             + f". To get them: {HOW_TO_GET[name]}")
 
