@@ -1,0 +1,277 @@
+"""Optimizers and LR schedulers against torch.optim, step by step.
+
+Every optimizer gets the same float32 parameters and the same sequence of random
+gradients as its torch counterpart; after every step the parameters must agree to
+max relative error 1e-5 (||ours - torch||_inf / ||torch||_inf, float64 comparison).
+"""
+import math
+
+import numpy as np
+import pytest
+
+import tinygrad_k as tk
+from tinygrad_k import optim
+from tinygrad_k.optim import lr_scheduler
+
+torch = pytest.importorskip("torch")
+
+SHAPES = [(5, 3), (7,), (2, 3, 4)]
+STEPS = 12
+
+
+def _params(seed):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+
+
+def _grads(seed, steps=STEPS):
+    rng = np.random.default_rng(seed + 1000)
+    return [[rng.standard_normal(s).astype(np.float32) for s in SHAPES] for _ in range(steps)]
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30)
+
+
+def _run_pair(ours_cls, torch_cls, kwargs, seed=0, steps=STEPS, tol=1e-5):
+    init = _params(seed)
+    grads = _grads(seed, steps)
+    ours = [tk.tensor(a.copy(), requires_grad=True) for a in init]
+    theirs = [torch.tensor(a.copy(), requires_grad=True) for a in init]
+    o, t = ours_cls(ours, **kwargs), torch_cls(theirs, **kwargs)
+    for k, gs in enumerate(grads):
+        for p, q, g in zip(ours, theirs, gs):
+            p.grad = tk.tensor(g.copy())
+            q.grad = torch.tensor(g.copy())
+        o.step()
+        t.step()
+        for p, q in zip(ours, theirs):
+            err = _rel(p.numpy(), q.detach().numpy())
+            assert err < tol, f"{ours_cls.__name__}{kwargs} step {k}: rel err {err:.3g}"
+    return o, t, ours, theirs
+
+
+CASES = [
+    (optim.SGD, torch.optim.SGD, dict(lr=0.1)),
+    (optim.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9)),
+    (optim.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-2)),
+    (optim.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=5e-3)),
+    (optim.Adam, torch.optim.Adam, dict(lr=1e-2)),
+    (optim.Adam, torch.optim.Adam, dict(lr=3e-3, betas=(0.8, 0.99), eps=1e-6,
+                                        weight_decay=0.1)),
+    (optim.AdamW, torch.optim.AdamW, dict(lr=1e-2)),
+    (optim.AdamW, torch.optim.AdamW, dict(lr=5e-3, betas=(0.85, 0.98), weight_decay=0.3)),
+    (optim.Adagrad, torch.optim.Adagrad, dict(lr=0.1)),
+    (optim.Adagrad, torch.optim.Adagrad, dict(lr=0.1, lr_decay=0.05, weight_decay=1e-2,
+                                              initial_accumulator_value=0.1)),
+    (optim.RMSprop, torch.optim.RMSprop, dict(lr=1e-2)),
+    (optim.RMSprop, torch.optim.RMSprop, dict(lr=1e-2, alpha=0.9, momentum=0.5,
+                                              weight_decay=1e-2)),
+    (optim.RMSprop, torch.optim.RMSprop, dict(lr=5e-3, centered=True, momentum=0.3)),
+]
+
+
+@pytest.mark.parametrize("ours_cls,torch_cls,kwargs", CASES,
+                         ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(CASES)])
+def test_matches_torch_step_by_step(ours_cls, torch_cls, kwargs):
+    _run_pair(ours_cls, torch_cls, kwargs, seed=len(kwargs))
+
+
+def test_param_groups_and_skipped_params():
+    """Per-group hyperparameters; a parameter whose grad is None is left alone (torch)."""
+    init = _params(3)
+    ours = [tk.tensor(a.copy(), requires_grad=True) for a in init]
+    theirs = [torch.tensor(a.copy(), requires_grad=True) for a in init]
+    o = optim.SGD([{"params": ours[:2]}, {"params": ours[2:], "lr": 0.5}], lr=0.1,
+                  momentum=0.9)
+    t = torch.optim.SGD([{"params": theirs[:2]}, {"params": theirs[2:], "lr": 0.5}], lr=0.1,
+                        momentum=0.9)
+    for k, gs in enumerate(_grads(3, 6)):
+        for i, (p, q, g) in enumerate(zip(ours, theirs, gs)):
+            skip = i == 1 and k % 2 == 0
+            p.grad = None if skip else tk.tensor(g.copy())
+            q.grad = None if skip else torch.tensor(g.copy())
+        o.step()
+        t.step()
+        for p, q in zip(ours, theirs):
+            assert _rel(p.numpy(), q.detach().numpy()) < 1e-5
+    assert o.param_groups[1]["lr"] == 0.5 and o.param_groups[0]["lr"] == 0.1
+
+
+@pytest.mark.parametrize("cls,kwargs", [(optim.SGD, dict(lr=0.05, momentum=0.9,
+                                                          nesterov=True)),
+                                        (optim.Adam, dict(lr=1e-2)),
+                                        (optim.AdamW, dict(lr=1e-2, weight_decay=0.1)),
+                                        (optim.Adagrad, dict(lr=0.1)),
+                                        (optim.RMSprop, dict(lr=1e-2, momentum=0.5,
+                                                             centered=True))])
+def test_state_dict_resume_gives_identical_steps(cls, kwargs, tmp_path):
+    """Run 5 steps, save params + optimizer state through tinygrad_k.save, load into a
+    fresh optimizer: the next 5 steps are bit-identical to an uninterrupted run."""
+    init, grads = _params(7), _grads(7, 10)
+    full = [tk.tensor(a.copy(), requires_grad=True) for a in init]
+    o_full = cls(full, **kwargs)
+    part = [tk.tensor(a.copy(), requires_grad=True) for a in init]
+    o_part = cls(part, **kwargs)
+    for k, gs in enumerate(grads):
+        for p, g in zip(full, gs):
+            p.grad = tk.tensor(g.copy())
+        o_full.step()
+        if k < 5:
+            for p, g in zip(part, gs):
+                p.grad = tk.tensor(g.copy())
+            o_part.step()
+    path = tmp_path / "opt.npz"
+    tk.save({"params": part, "optim": o_part.state_dict()}, path)
+    ck = tk.load(path)
+    resumed = [tk.tensor(t.numpy(), requires_grad=True) for t in ck["params"]]
+    o_res = cls(resumed, **kwargs)
+    o_res.load_state_dict(ck["optim"])
+    for gs in grads[5:]:
+        for p, g in zip(resumed, gs):
+            p.grad = tk.tensor(g.copy())
+        o_res.step()
+    for p, q in zip(resumed, full):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
+
+
+def test_state_dict_layout_is_torchs():
+    ours = [tk.tensor(a, requires_grad=True) for a in _params(1)]
+    theirs = [torch.tensor(a, requires_grad=True) for a in _params(1)]
+    o = optim.Adam([{"params": ours[:1]}, {"params": ours[1:], "lr": 1e-4}], lr=1e-3)
+    t = torch.optim.Adam([{"params": theirs[:1]}, {"params": theirs[1:], "lr": 1e-4}], lr=1e-3)
+    for p, q, g in zip(ours, theirs, _grads(1, 1)[0]):
+        p.grad, q.grad = tk.tensor(g), torch.tensor(g)
+    o.step()
+    t.step()
+    sd, tsd = o.state_dict(), t.state_dict()
+    assert [g["params"] for g in sd["param_groups"]] == [g["params"] for g in
+                                                         tsd["param_groups"]]
+    assert sorted(sd["state"]) == sorted(tsd["state"])
+    for i in sd["state"]:
+        assert set(sd["state"][i]) == set(tsd["state"][i])
+        assert int(sd["state"][i]["step"]) == int(tsd["state"][i]["step"])
+        assert _rel(sd["state"][i]["exp_avg_sq"].numpy(),
+                    tsd["state"][i]["exp_avg_sq"].numpy()) < 1e-6
+
+
+def test_load_state_dict_mismatch_raises():
+    o = optim.SGD([tk.tensor(a, requires_grad=True) for a in _params(0)], lr=0.1, momentum=0.9)
+    other = optim.SGD([tk.tensor(np.zeros(3, np.float32), requires_grad=True)], lr=0.1)
+    with pytest.raises(ValueError, match="parameter groups"):
+        other.load_state_dict(o.state_dict())
+
+
+def test_zero_grad():
+    ps = [tk.tensor(a, requires_grad=True) for a in _params(0)]
+    o = optim.SGD(ps, lr=0.1)
+    for p in ps:
+        p.grad = tk.ones_like(p)
+    o.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.numpy().any() for p in ps)
+    o.zero_grad()
+    assert all(p.grad is None for p in ps)
+
+
+def test_bad_arguments():
+    p = tk.tensor(np.ones(3, np.float32), requires_grad=True)
+    with pytest.raises(ValueError, match="empty"):
+        optim.SGD([], lr=0.1)
+    with pytest.raises(ValueError, match="nesterov"):
+        optim.SGD([p], lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="lr"):
+        optim.SGD([p], lr=-1.0)
+    with pytest.raises(ValueError, match="betas"):
+        optim.Adam([p], betas=(1.0, 0.999))
+    with pytest.raises(TypeError, match="Tensors"):
+        optim.Adam([np.ones(3)])
+    with pytest.raises(ValueError, match="require grad"):
+        optim.Adam([tk.tensor(np.ones(3, np.float32))])
+    with pytest.raises(ValueError, match="twice"):
+        optim.Adam([p, p])
+
+
+# -- schedulers ------------------------------------------------------------------------
+def _sched_pair(make_ours, make_theirs, opt="sgd", steps=30, group_lrs=(0.1, 0.02)):
+    ours_p = [tk.tensor(np.ones(2, np.float32), requires_grad=True) for _ in group_lrs]
+    their_p = [torch.ones(2, requires_grad=True) for _ in group_lrs]
+    if opt == "sgd":
+        o = optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(ours_p, group_lrs)],
+                      lr=0.1, momentum=0.9)
+        t = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(their_p, group_lrs)],
+                            lr=0.1, momentum=0.9)
+    else:
+        o = optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(ours_p, group_lrs)])
+        t = torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(their_p, group_lrs)])
+    so, st = make_ours(o), make_theirs(t)
+    key = "momentum" if opt == "sgd" else "betas"
+    for k in range(steps):
+        np.testing.assert_allclose(so.get_last_lr(), st.get_last_lr(), rtol=1e-12, atol=1e-15,
+                                   err_msg=f"lr at step {k}")
+        for go, gt in zip(o.param_groups, t.param_groups):
+            np.testing.assert_allclose(np.ravel(go[key]), np.ravel(gt[key]), rtol=1e-12,
+                                       err_msg=f"{key} at step {k}")
+        o.step()
+        t.step()
+        so.step()
+        st.step()
+    return so, st
+
+
+def test_step_lr():
+    _sched_pair(lambda o: lr_scheduler.StepLR(o, step_size=4, gamma=0.5),
+                lambda t: torch.optim.lr_scheduler.StepLR(t, step_size=4, gamma=0.5))
+
+
+def test_cosine_annealing_lr():
+    _sched_pair(lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=1e-3),
+                lambda t: torch.optim.lr_scheduler.CosineAnnealingLR(t, T_max=10,
+                                                                    eta_min=1e-3),
+                steps=10)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_one_cycle_lr(opt):
+    _sched_pair(lambda o: lr_scheduler.OneCycleLR(o, max_lr=[0.5, 0.1], total_steps=40),
+                lambda t: torch.optim.lr_scheduler.OneCycleLR(t, max_lr=[0.5, 0.1],
+                                                              total_steps=40),
+                opt=opt, steps=40)
+
+
+def test_one_cycle_lr_options_and_overrun():
+    so, _ = _sched_pair(
+        lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.3, epochs=3, steps_per_epoch=7,
+                                          pct_start=0.25, div_factor=10,
+                                          final_div_factor=100, cycle_momentum=False),
+        lambda t: torch.optim.lr_scheduler.OneCycleLR(t, max_lr=0.3, epochs=3,
+                                                      steps_per_epoch=7, pct_start=0.25,
+                                                      div_factor=10, final_div_factor=100,
+                                                      cycle_momentum=False),
+        steps=21)
+    with pytest.raises(ValueError, match="total_steps"):
+        so.step()
+    p = tk.tensor(np.ones(2, np.float32), requires_grad=True)
+    with pytest.raises(ValueError, match="momentum"):
+        lr_scheduler.OneCycleLR(optim.SGD([p], lr=0.1), max_lr=0.1, total_steps=5)
+
+
+def test_scheduler_state_dict_resume():
+    def make():
+        p = tk.tensor(np.ones(2, np.float32), requires_grad=True)
+        o = optim.SGD([p], lr=0.1, momentum=0.9)
+        return o, lr_scheduler.OneCycleLR(o, max_lr=0.4, total_steps=20)
+
+    o1, s1 = make()
+    for _ in range(7):
+        s1.step()
+    o2, s2 = make()
+    s2.load_state_dict(s1.state_dict())
+    o2.load_state_dict(o1.state_dict())
+    assert s2.last_epoch == 7
+    for _ in range(5):
+        s1.step()
+        s2.step()
+        assert s1.get_last_lr() == s2.get_last_lr()
+        assert o1.param_groups[0]["momentum"] == o2.param_groups[0]["momentum"]
+    assert math.isclose(s1.get_last_lr()[0], o1.param_groups[0]["lr"])
