@@ -177,15 +177,20 @@ class ModelSpec:
     batch_size: int = 64
     epochs: int = 3
     augment: bool = False
-    notes: str = ""
+    scheduler: str = "none"
     kwargs: dict = field(default_factory=dict)
 
 
 SPECS = {
-    "mlp": ModelSpec("fashion-mnist", optimizer="sgd", lr=0.05),
+    # measured: 89.6% after 10 epochs (3 epochs at lr 0.05 constant: 86%)
+    "mlp": ModelSpec("fashion-mnist", optimizer="sgd", lr=0.1, epochs=10, scheduler="onecycle"),
     "lenet": ModelSpec("cifar10", optimizer="sgd", lr=0.01),
-    "lenet5": ModelSpec("fashion-mnist", optimizer="sgd", lr=0.05),
-    "binary_cnn": ModelSpec("fashion-mnist-binary", task="binary", optimizer="adam", lr=1e-3),
+    # measured: 89.5-89.8% after 3 epochs over seeds 0-2 (batch 64 constant lr: ~88.5%)
+    "lenet5": ModelSpec("fashion-mnist", optimizer="sgd", lr=0.02, batch_size=16,
+                        scheduler="onecycle"),
+    # measured on Pullover vs Coat: 91.0% after 3 epochs, 93.0% after 5
+    "binary_cnn": ModelSpec("fashion-mnist-binary", task="binary", optimizer="adam", lr=1e-3,
+                            epochs=5),
     "wide_cnn": ModelSpec("fashion-mnist", optimizer="sgd", lr=0.02),
     "resnet18": ModelSpec("cifar10", optimizer="sgd", lr=0.05, batch_size=128, augment=True),
     "rnn_regressor": ModelSpec("sine", task="regress", optimizer="adam", lr=5e-3, batch_size=32,
