@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -102,12 +103,19 @@ def load(path, map_location=None):
             if not isinstance(meta, dict) or meta.get("format") != FORMAT:
                 raise ValueError(f"format {meta.get('format') if isinstance(meta, dict) else '?'}")
             arrays = {k: z[k] for k in z.files if k != "__meta__"}
-    except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError,
-            UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError, SyntaxError,
+            UnicodeDecodeError, json.JSONDecodeError, zlib.error) as exc:
+        # SyntaxError: a damaged .npy header (NumPy parses it with ast.literal_eval)
         raise ValueError(f"load: {path} is not a readable tinygrad_k checkpoint (expected an "
                          f".npz archive written by tinygrad_k.save, format {FORMAT}): "
                          f"{exc}") from None
-    return _decode(meta["root"], arrays, map_location or "cpu", path)
+    if "root" not in meta:
+        raise ValueError(f"load: {path} has no 'root' entry in its metadata")
+    try:
+        return _decode(meta["root"], arrays, map_location or "cpu", path)
+    except (TypeError, KeyError) as exc:
+        raise ValueError(f"load: {path} has malformed metadata ({exc!r}); expected the "
+                         f"structure written by tinygrad_k.save") from None
 
 
 def _decode(node, arrays, device, path):
