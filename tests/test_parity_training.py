@@ -13,6 +13,15 @@ from tinygrad_k import nn, optim
 
 torch = pytest.importorskip("torch")
 
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # tiny models: torch's thread pool only contends with Numba's for the few cores
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 STEPS = 100
 BATCH = 16
 CLASSES = 4
