@@ -197,7 +197,14 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
     for s, e in _chunks(n, k, L, x.itemsize):
         cols = np.empty((e - s, k, L), dtype=x.dtype)
         _im2col(x[s:e], kh, kw, sh, sw, ph, pw, oh, ow, cols)
-        dw += np.matmul(dy3[s:e], cols.transpose(0, 2, 1)).sum(axis=0)
+        if (e - s) * o * k * x.itemsize <= _COLS_BUDGET_BYTES // 4:
+            # one batched GEMM then a sum over samples: fastest for small layers
+            dw += np.matmul(dy3[s:e], cols.transpose(0, 2, 1)).sum(axis=0)
+        else:
+            # large O*K: a (chunk, O, K) intermediate would cost more than the products
+            # (ResNet 512@4: 600 MB); accumulate sample by sample instead
+            for i in range(e - s):
+                dw += dy3[s + i] @ cols[i].T
     return dw.reshape(tuple(w_shape))
 
 
