@@ -1,6 +1,7 @@
 """Checkpoints: tinygrad_k.save / tinygrad_k.load round trips, atomic writes, refusal of
 corrupted, foreign and pickle-bearing files."""
 import io
+import json
 import os
 import pickle
 import zipfile
@@ -194,3 +195,82 @@ def test_not_a_zip(tmp_path):
     p.write_bytes(buf.getvalue())
     with pytest.raises(ValueError, match="text.npz"):
         tk.load(p)
+
+
+# -- safetensors -----------------------------------------------------------------------
+def _st_file(path, header, data):
+    hb = json.dumps(header).encode()
+    path.write_bytes(len(hb).to_bytes(8, "little") + hb + data)
+
+
+def test_safetensors_nested_round_trip(tmp_path):
+    m = _model()
+    o = optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    for p in m.parameters():
+        p.grad = tk.ones_like(p)
+    o.step()
+    obj = {"model": m.state_dict(), "optimizer": o.state_dict(), "epoch": 2,
+           "mask": np.array([True, False]), "ids": np.arange(4, dtype=np.int32)}
+    back = tk.load(tk.save(obj, tmp_path / "ck.safetensors"))
+    assert back["epoch"] == 2 and back["optimizer"]["param_groups"][0]["momentum"] == 0.9
+    for k, v in obj["model"].items():
+        np.testing.assert_array_equal(back["model"][k].numpy(), v.numpy())
+    buf = back["optimizer"]["state"][0]["momentum_buffer"]
+    np.testing.assert_array_equal(buf.numpy(), obj["optimizer"]["state"][0]
+                                  ["momentum_buffer"].numpy())
+    assert back["mask"].dtype == np.bool_ and back["ids"].dtype == np.int32
+    np.testing.assert_array_equal(back["ids"], np.arange(4))
+
+
+def test_safetensors_layout_of_a_state_dict(tmp_path):
+    """A flat state dict is stored under its own keys, in the layout other readers
+    expect: u64 header length, JSON header with dtype/shape/data_offsets, raw LE bytes."""
+    sd = _model().state_dict()
+    path = tk.save(sd, tmp_path / "m.safetensors")
+    raw = open(path, "rb").read()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    assert set(header) == set(sd) | {"__metadata__"}
+    w = header["0.weight"]
+    assert w["dtype"] == "F32" and w["shape"] == [6, 4]
+    b, e = w["data_offsets"]
+    np.testing.assert_array_equal(
+        np.frombuffer(raw[8 + n + b:8 + n + e], "<f4").reshape(6, 4), sd["0.weight"].numpy())
+
+
+def test_safetensors_foreign_file_loads_as_flat_dict(tmp_path):
+    a = np.arange(6, dtype="<f8").reshape(2, 3)
+    c = np.array([1, -2], dtype="<i8")
+    _st_file(tmp_path / "f.safetensors",
+             {"w": {"dtype": "F64", "shape": [2, 3], "data_offsets": [0, 48]},
+              "c": {"dtype": "I64", "shape": [2], "data_offsets": [48, 64]},
+              "__metadata__": {"source": "elsewhere"}}, a.tobytes() + c.tobytes())
+    back = tk.load(tmp_path / "f.safetensors")
+    assert set(back) == {"w", "c"} and isinstance(back["w"], tk.Tensor)
+    np.testing.assert_array_equal(back["w"].numpy(), a)
+    np.testing.assert_array_equal(back["c"].numpy(), c)
+
+
+def test_safetensors_damaged_files_are_refused(tmp_path):
+    path = tk.save({"w": tk.tensor(np.ones((3, 3), np.float32))}, tmp_path / "d.safetensors")
+    raw = open(path, "rb").read()
+    p = tmp_path / "bad.safetensors"
+    damaged = {
+        "short": raw[:5],
+        "truncated": raw[:-4],
+        "huge_header_len": (10**12).to_bytes(8, "little") + raw[8:],
+        "garbage_header": raw[:8] + b"\xff" * (len(raw) - 8),
+        "trailing": raw + b"\0" * 8,
+    }
+    for name, content in damaged.items():
+        p.write_bytes(content)
+        with pytest.raises(ValueError, match="not a readable safetensors") as e:
+            tk.load(p)
+        assert str(p) in str(e.value), name
+    for header in ({"w": {"dtype": "X9", "shape": [1], "data_offsets": [0, 4]}},
+                   {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}},
+                   {"w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}},
+                   {"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}):
+        _st_file(p, header, b"\0" * 4)
+        with pytest.raises(ValueError, match="not a readable safetensors"):
+            tk.load(p)
