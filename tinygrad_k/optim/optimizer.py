@@ -144,29 +144,51 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     """m = b1 m + (1-b1) g,  v = b2 v + (1-b2) g^2,
-    p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps); weight decay added to g."""
+    p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps); weight decay added to g.
+    amsgrad: v in the denominator is replaced by its running maximum."""
 
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"{type(self).__name__}: invalid lr {lr}, betas {betas} or "
-                             f"eps {eps}")
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False):
+        if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and
+                                                        0 <= betas[1] < 1):
+            raise ValueError(f"{type(self).__name__}: invalid lr {lr}, betas {betas}, eps "
+                             f"{eps} or weight_decay {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay))
+                                      weight_decay=weight_decay, amsgrad=bool(amsgrad)))
 
     def step(self):
         for g, p, s in self._params_with_grad():
+            xp = p.backend.xp
             if not s:
-                xp = p.backend.xp
                 s["step"] = 0
                 s["exp_avg"] = xp.zeros_like(p.data)
                 s["exp_avg_sq"] = xp.zeros_like(p.data)
+                if g["amsgrad"]:
+                    s["max_exp_avg_sq"] = xp.zeros_like(p.data)
             s["step"] += 1
             b1, b2 = g["betas"]
-            p.backend.adam_update_(p.data, p.grad.data, s["exp_avg"], s["exp_avg_sq"], g["lr"],
-                                   b1, b2, g["eps"], g["weight_decay"], s["step"],
-                                   self._decoupled)
+            if not g["amsgrad"]:
+                p.backend.adam_update_(p.data, p.grad.data, s["exp_avg"], s["exp_avg_sq"],
+                                       g["lr"], b1, b2, g["eps"], g["weight_decay"], s["step"],
+                                       self._decoupled)
+                continue
+            # AMSGrad (rare): plain array ops, the fused kernels cover only the common case
+            lr, wd, t = g["lr"], g["weight_decay"], s["step"]
+            grad = p.grad.data
+            if wd and self._decoupled:
+                p.data *= 1 - lr * wd
+            elif wd:
+                grad = grad + wd * p.data
+            m, v, vmax = s["exp_avg"], s["exp_avg_sq"], s["max_exp_avg_sq"]
+            m *= b1
+            m += (1 - b1) * grad
+            v *= b2
+            v += (1 - b2) * grad * grad
+            xp.maximum(vmax, v, out=vmax)
+            denom = xp.sqrt(vmax) / np.sqrt(1 - b2 ** t) + g["eps"]
+            p.data -= (lr / (1 - b1 ** t)) * m / denom
 
 
 class AdamW(Adam):
@@ -174,8 +196,9 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(params, lr, betas, eps, weight_decay)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
 
 
 class Adagrad(Optimizer):
