@@ -333,12 +333,18 @@ def plot_curves(out_dir, history, title):
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     steps = np.arange(1, len(history["step_loss"]) + 1)
-    axes[0].plot(steps, history["step_loss"], lw=0.5, alpha=0.5, label="batch loss")
+    losses = np.asarray(history["step_loss"], dtype=np.float64)
+    axes[0].plot(steps, losses, lw=0.4, alpha=0.3, color="tab:blue", label="batch loss")
+    k = max(1, len(losses) // 100)
+    if len(losses) > 2 * k:  # running mean: the trend under the batch-to-batch noise
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        axes[0].plot(steps[k - 1:], smooth, lw=1.2, color="tab:blue",
+                     label=f"batch loss, mean of {k}")
     if history["epoch"]:
         per_epoch = len(steps) / len(history["epoch"])
         ex = np.array(history["epoch"]) * per_epoch
-        axes[0].plot(ex, history["train_loss"], "o-", label="train loss (epoch)")
-        axes[0].plot(ex, history["test_loss"], "s-", label="test loss")
+        axes[0].plot(ex, history["train_loss"], "o-", color="tab:orange", label="train loss (epoch)")
+        axes[0].plot(ex, history["test_loss"], "s-", color="tab:green", label="test loss")
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("loss")
     axes[0].set_yscale("log")
@@ -351,6 +357,7 @@ def plot_curves(out_dir, history, title):
         axes[1].plot(history["epoch"], history["test_loss"], "o-")
         axes[1].set_ylabel("test MSE")
     axes[1].set_xlabel("epoch")
+    axes[1].xaxis.get_major_locator().set_params(integer=True)
     axes[1].grid(True, alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
