@@ -128,3 +128,13 @@ def test_series_windows():
     assert y[1, 0] == 9
     with pytest.raises(ValueError, match="too short"):
         trainer.SeriesWindows(np.arange(3), window=3)
+
+
+def test_cifar_shaped_models_train_on_generated_rgb(tmp_path):
+    """lenet (the CIFAR tutorial net) runs end to end without CIFAR-10 on the disk."""
+    out = tmp_path / "lenet"
+    assert run(["train", "--model", "lenet", "--dataset", "synthetic-rgb", "--epochs", "1",
+                "--limit-train", "512", "--limit-test", "128", "--out", str(out),
+                "--no-progress", "--no-plot"]) == 0
+    cfg = json.loads((out / "metrics.json").read_text())["config"]
+    assert cfg["in_shape"] == [3, 32, 32]

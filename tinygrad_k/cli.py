@@ -26,8 +26,9 @@ def build_parser():
     t = sub.add_parser("train", help="train a model, writing checkpoint, metrics and plot")
     t.add_argument("--model", default="lenet5", choices=sorted(SPECS))
     t.add_argument("--dataset", default=None,
-                   help="fashion-mnist, fashion-mnist-binary, mnist, cifar10, synthetic, sine "
-                        "or a CSV file (rnn_regressor); default: the model's own")
+                   help="fashion-mnist, fashion-mnist-binary, mnist, cifar10, synthetic (1x28x28), "
+                        "synthetic-rgb (3x32x32), sine or a CSV file (rnn_regressor); "
+                        "default: the model's own")
     t.add_argument("--data-dir", default=None, help="folder with the dataset files")
     t.add_argument("--classes", type=int, nargs=2, default=None, metavar=("NEG", "POS"),
                    help="the two classes of fashion-mnist-binary (binary_cnn; default 2 4: "

@@ -84,8 +84,12 @@ def make_data(dataset, data_dir, limit_train=None, limit_test=None, augment=Fals
         train, test = SeriesWindows(s[:cut], window), SeriesWindows(s[cut - window:], window)
         return _limit(train, limit_train), _limit(test, limit_test), (window, 1), 1, None
     base = "fashion-mnist" if dataset == "fashion-mnist-binary" else dataset
-    train = D.load_dataset(base, root=data_dir, train=True)
-    test = D.load_dataset(base, root=data_dir, train=False)
+    if base == "synthetic-rgb":  # CIFAR-shaped generated data for lenet/resnet18 without CIFAR
+        train = D.load_dataset("synthetic", train=True, shape=(3, 32, 32))
+        test = D.load_dataset("synthetic", train=False, shape=(3, 32, 32))
+    else:
+        train = D.load_dataset(base, root=data_dir, train=True)
+        test = D.load_dataset(base, root=data_dir, train=False)
     names = FASHION_CLASSES if base == "fashion-mnist" else (
         CIFAR_CLASSES if base == "cifar10" else None)
     if dataset == "fashion-mnist-binary":
@@ -343,7 +347,8 @@ def plot_curves(out_dir, history, title):
     if history["epoch"]:
         per_epoch = len(steps) / len(history["epoch"])
         ex = np.array(history["epoch"]) * per_epoch
-        axes[0].plot(ex, history["train_loss"], "o-", color="tab:orange", label="train loss (epoch)")
+        axes[0].plot(ex, history["train_loss"], "o-", color="tab:orange",
+                     label="train loss (epoch)")
         axes[0].plot(ex, history["test_loss"], "s-", color="tab:green", label="test loss")
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("loss")
