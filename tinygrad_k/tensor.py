@@ -702,11 +702,11 @@ class ToDevice(Function):
     def forward(ctx, x, target):
         ctx.source = ctx.backend
         ctx.target = target
-        return target.asarray(ctx.backend.to_numpy(x) if target.xp is np else x)
+        return _transfer(x, ctx.backend, target)
 
     @staticmethod
     def backward(ctx, g):
-        return ctx.source.asarray(ctx.target.to_numpy(g) if ctx.source.xp is np else g)
+        return _transfer(g, ctx.target, ctx.source)
 
     @classmethod
     def apply(cls, x, target):
@@ -719,6 +719,15 @@ class ToDevice(Function):
             ctx.source, ctx.target = x.backend, target
             result._ctx = ctx
         return result
+
+
+def _transfer(arr, source, target):
+    """A copy of ``arr`` on ``target``. Under the CUDA simulator both devices hold NumPy
+    arrays; copying keeps a cpu tensor and its cuda copy independent, as on a real GPU."""
+    host = source.to_numpy(arr)
+    if target.xp is np:
+        return np.array(host, copy=True)
+    return target.asarray(host)
 
 
 # -- argument helpers ---------------------------------------------------------------
