@@ -193,9 +193,13 @@ def run_backward(root, grad, retain_graph=False, trace=None):
     leaves accumulate into ``.grad``.
 
     ``trace``: None, or a list to which one dict per executed node is appended (op name,
-    input/output shapes, gradient norms) in execution order.
+    input/output shapes, gradient norms) in execution order. When None, the list of an
+    active ``tinygrad_k.viz.trace()`` context (if any) is used.
     """
     from .tensor import Tensor
+
+    if trace is None:
+        trace = getattr(_state, "trace", None)
 
     grads = {id(root): grad}
     for node in _topological_order(root):
