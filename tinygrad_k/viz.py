@@ -45,14 +45,16 @@ def _param_names(named_parameters):
     if named_parameters is None:
         return {}
     items = named_parameters.items() if hasattr(named_parameters, "items") else named_parameters
+    from .tensor import Tensor
+
     names = {}
     for pair in items:
-        try:
-            name, t = pair
-        except (TypeError, ValueError):
+        ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[1], Tensor)
+        if not ok:
             raise TypeError("viz: named_parameters must be a mapping name -> Tensor or an "
-                            f"iterable of (name, Tensor) pairs, got an item {pair!r}") from None
-        names[id(t)] = str(name)
+                            "iterable of (name, Tensor) pairs, got an item of type "
+                            f"{type(pair).__name__}")
+        names[id(pair[1])] = str(pair[0])
     return names
 
 
@@ -67,7 +69,7 @@ def _shape(t):
     return str(tuple(int(s) for s in t.shape))
 
 
-def to_dot(tensor, named_parameters=None, *, max_nodes=5000, rankdir="BT"):
+def to_dot(tensor, named_parameters=None, *, max_nodes=10000, rankdir="BT"):
     """Graphviz DOT text of the graph that produced ``tensor``.
 
     Nodes: one box per op (``ctx.fn.__name__`` and the output shape, bold for ``tensor``
