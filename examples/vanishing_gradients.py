@@ -89,6 +89,7 @@ loss = nn.functional.cross_entropy(small(x), y)
 dot_path = viz.draw(loss, os.path.join(out_dir, "mlp_graph.dot"), small.named_parameters())
 print(f"\nDOT text of the small MLP's graph: {dot_path}")
 try:
-    print(f"SVG: {viz.draw(loss, os.path.join(out_dir, 'mlp_graph.svg'), small.named_parameters())}")
+    svg = viz.draw(loss, os.path.join(out_dir, "mlp_graph.svg"), small.named_parameters())
+    print(f"SVG: {svg}")
 except RuntimeError as e:   # Graphviz not installed: say so, the DOT file is still there
     print(f"no SVG: {e}")

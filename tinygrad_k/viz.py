@@ -172,7 +172,8 @@ def trace():
     """Record every backward pass run inside the block; yields the list of records.
 
     Equivalent to ``backward(trace=records)`` for each backward inside; nothing is printed
-    (use ``print_trace(records)``). Contexts nest: the innermost one records.
+    (use ``print_trace(records)``). Contexts nest: the innermost one records. The context
+    is per thread, like ``no_grad``; an explicit ``backward(trace=list)`` takes precedence.
     """
     from .autograd import _state
 
