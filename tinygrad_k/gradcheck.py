@@ -81,7 +81,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
             arr[idx] = old
             numeric[j] = (plus - minus) / (2 * eps)
         a = analytic[i].reshape(-1)
-        bad = np.abs(a - numeric) > atol + rtol * np.abs(numeric)
+        bad = ~(np.abs(a - numeric) <= atol + rtol * np.abs(numeric))  # NaN counts as bad
         if bad.any():
             j = int(np.argmax(bad))
             msg = (f"gradcheck: gradient of input {i} (shape {t.shape}) differs at flat index "
