@@ -1,0 +1,150 @@
+"""Forward values and gradients of every op against PyTorch (CPU), in float32:
+relative error of outputs and gradients far under 1e-3 (we ask < 1e-5)."""
+import numpy as np
+import pytest
+
+import tinygrad_k as tk
+from tinygrad_k import functional as F
+
+torch = pytest.importorskip("torch")
+TF = torch.nn.functional
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
+
+
+def inputs(seed, *specs):
+    """(ours, torch) leaf pairs from (shape, kind) specs."""
+    rng = np.random.default_rng(seed)
+    ours, theirs = [], []
+    for shape, kind in specs:
+        if kind == "positive":
+            a = rng.uniform(0.5, 2.0, shape)
+        elif kind == "away":
+            a = rng.choice([-1.0, 1.0], shape) * rng.uniform(0.2, 1.5, shape)
+        else:
+            a = rng.standard_normal(shape)
+        a = a.astype(np.float32)
+        ours.append(tk.tensor(a, requires_grad=True))
+        theirs.append(torch.tensor(a, requires_grad=True))
+    return ours, theirs
+
+
+def compare(ours_fn, torch_fn, specs, seed=0, tol=1e-5):
+    ours, theirs = inputs(seed, *specs)
+    y, ty = ours_fn(*ours), torch_fn(*theirs)
+    assert y.shape == tuple(ty.shape), (y.shape, tuple(ty.shape))
+    assert y.dtype == np.float32
+    assert rel(y.numpy(), ty.detach().numpy()) < tol
+    g = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(np.float32)
+    y.backward(tk.tensor(g))
+    ty.backward(torch.tensor(g))
+    for a, ta in zip(ours, theirs):
+        if ta.grad is None:
+            continue
+        assert a.grad is not None
+        assert rel(a.grad.numpy(), ta.grad.numpy()) < tol
+
+
+N = "normal"
+CASES = {
+    "add": (lambda a, b: a + b, lambda a, b: a + b, [((3, 4), N), ((4,), N)]),
+    "sub": (lambda a, b: a - b, lambda a, b: a - b, [((3, 1), N), ((1, 4), N)]),
+    "mul": (lambda a, b: a * b, lambda a, b: a * b, [((2, 3, 4), N), ((3, 1), N)]),
+    "div": (lambda a, b: a / b, lambda a, b: a / b, [((3, 4), N), ((3, 4), "away")]),
+    "neg": (lambda a: -a, lambda a: -a, [((5,), N)]),
+    "pow": (lambda a, b: a ** b, lambda a, b: a ** b, [((3, 4), "positive"), ((4,), N)]),
+    "pow_scalar": (lambda a: a ** 3, lambda a: a ** 3, [((3, 4), N)]),
+    "rpow": (lambda a: 2.0 ** a, lambda a: 2.0 ** a, [((3, 4), N)]),
+    "exp": (lambda a: a.exp(), torch.exp, [((3, 4), N)]),
+    "log": (lambda a: a.log(), torch.log, [((3, 4), "positive")]),
+    "sqrt": (lambda a: a.sqrt(), torch.sqrt, [((3, 4), "positive")]),
+    "abs": (lambda a: a.abs(), torch.abs, [((3, 4), "away")]),
+    "maximum": (lambda a, b: a.maximum(b), torch.maximum, [((3, 4), N), ((3, 4), N)]),
+    "minimum": (lambda a, b: a.minimum(b), torch.minimum, [((3, 4), N), ((3, 4), N)]),
+    "clamp": (lambda a: a.clamp(-0.5, 0.5), lambda a: a.clamp(-0.5, 0.5), [((4, 5), "away")]),
+    "where": (lambda a, b: tk.where(a > 0, a, b), lambda a, b: torch.where(a > 0, a, b),
+              [((3, 4), "away"), ((3, 4), N)]),
+    "relu": (lambda a: a.relu(), torch.relu, [((3, 4), "away")]),
+    "leaky_relu": (lambda a: a.leaky_relu(0.2), lambda a: TF.leaky_relu(a, 0.2),
+                   [((3, 4), "away")]),
+    "sigmoid": (lambda a: a.sigmoid(), torch.sigmoid, [((3, 4), N)]),
+    "tanh": (lambda a: a.tanh(), torch.tanh, [((3, 4), N)]),
+    "gelu": (lambda a: a.gelu(), TF.gelu, [((3, 4), N)]),
+    "gelu_tanh": (lambda a: a.gelu("tanh"), lambda a: TF.gelu(a, approximate="tanh"),
+                  [((3, 4), N)]),
+    "sum": (lambda a: a.sum(1, keepdim=True), lambda a: a.sum(1, keepdim=True), [((3, 4, 2), N)]),
+    "mean": (lambda a: a.mean((0, 2)), lambda a: a.mean((0, 2)), [((3, 4, 2), N)]),
+    "max": (lambda a: a.max(1), lambda a: a.amax(1), [((3, 4), N)]),
+    "min": (lambda a: a.min(), lambda a: a.amin(), [((3, 4), N)]),
+    "var": (lambda a: a.var(0), lambda a: a.var(0), [((5, 3), N)]),
+    "std": (lambda a: a.std(1, keepdim=True), lambda a: a.std(1, keepdim=True), [((3, 5), N)]),
+    "logsumexp": (lambda a: a.logsumexp(1), lambda a: a.logsumexp(1), [((3, 5), N)]),
+    "reshape": (lambda a: a.reshape(4, -1), lambda a: a.reshape(4, -1), [((2, 3, 4), N)]),
+    "flatten": (lambda a: a.flatten(1), lambda a: a.flatten(1), [((2, 3, 4), N)]),
+    "permute": (lambda a: a.permute(2, 0, 1), lambda a: a.permute(2, 0, 1), [((2, 3, 4), N)]),
+    "transpose": (lambda a: a.transpose(0, 2), lambda a: a.transpose(0, 2), [((2, 3, 4), N)]),
+    "squeeze": (lambda a: a.unsqueeze(1).squeeze(), lambda a: a.unsqueeze(1).squeeze(),
+                [((2, 1, 4), N)]),
+    "expand": (lambda a: a.expand(3, 2, 4), lambda a: a.expand(3, 2, 4), [((2, 1), N)]),
+    "getitem_basic": (lambda a: a[1:, ::2, None], lambda a: a[1:, ::2, None], [((3, 5), N)]),
+    "getitem_int": (lambda a: a[[0, 2, 2, 1]], lambda a: a[[0, 2, 2, 1]], [((3, 5), N)]),
+    "pad": (lambda a: a.pad((1, 2, 3, 0)), lambda a: TF.pad(a, (1, 2, 3, 0)), [((2, 3), N)]),
+    "cat": (lambda a, b: tk.cat([a, b], 1), lambda a, b: torch.cat([a, b], 1),
+            [((2, 3), N), ((2, 4), N)]),
+    "stack": (lambda a, b: tk.stack([a, b], 2), lambda a, b: torch.stack([a, b], 2),
+              [((2, 3), N), ((2, 3), N)]),
+    "split": (lambda a: tk.split(a, 2, 1)[1], lambda a: torch.split(a, 2, 1)[1], [((2, 5), N)]),
+    "matmul_2d": (lambda a, b: a @ b, lambda a, b: a @ b, [((3, 4), N), ((4, 5), N)]),
+    "matmul_1d": (lambda a, b: a @ b, lambda a, b: a @ b, [((4,), N), ((2, 4, 5), N)]),
+    "matmul_batched": (lambda a, b: a @ b, lambda a, b: a @ b,
+                       [((2, 1, 3, 4), N), ((3, 4, 5), N)]),
+    "linear": (lambda x, w, b: F.linear(x, w, b), TF.linear,
+               [((2, 3, 4), N), ((5, 4), N), ((5,), N)]),
+    "softmax": (lambda a: a.softmax(1), lambda a: a.softmax(1), [((3, 5), N)]),
+    "log_softmax": (lambda a: a.log_softmax(-1), lambda a: a.log_softmax(-1), [((3, 5), N)]),
+    "conv2d": (lambda x, w, b: F.conv2d(x, w, b, 2, 1),
+               lambda x, w, b: TF.conv2d(x, w, b, 2, 1),
+               [((2, 3, 9, 7), N), ((4, 3, 3, 2), N), ((4,), N)]),
+    "max_pool2d": (lambda a: F.max_pool2d(a, 3, 2, 1), lambda a: TF.max_pool2d(a, 3, 2, 1),
+                   [((2, 3, 9, 8), N)]),
+    "avg_pool2d": (lambda a: F.avg_pool2d(a, 2), lambda a: TF.avg_pool2d(a, 2),
+                   [((2, 3, 9, 8), N)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_pytorch(name, seed):
+    ours, theirs, specs = CASES[name]
+    compare(ours, theirs, specs, seed)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_matches_pytorch(reduction, smoothing):
+    t = np.array([1, 0, 4, 2, 4])
+
+    def ours(z):
+        return F.cross_entropy(z, tk.tensor(t), reduction, smoothing)
+
+    def theirs(z):
+        return TF.cross_entropy(z, torch.tensor(t), reduction=reduction,
+                                label_smoothing=smoothing)
+
+    out_ours, out_theirs = ours(tk.zeros(5, 5)), theirs(torch.zeros(5, 5))
+    if reduction != "none":
+        assert out_ours.shape == tuple(out_theirs.shape) == ()
+    compare(lambda z: ours(z) * 1.0, lambda z: theirs(z) * 1.0, [((5, 5), N)])
+
+
+def test_dropout_statistics_and_scaling():
+    tk.manual_seed(0)
+    x = tk.ones(200, 200)
+    y = F.dropout(x, 0.25, training=True).numpy()
+    kept = y != 0
+    assert abs(kept.mean() - 0.75) < 0.01
+    np.testing.assert_allclose(y[kept], 1 / 0.75, rtol=1e-6)
+    assert F.dropout(x, 0.25, training=False) is x
