@@ -239,6 +239,8 @@ def run_backward(root, grad, retain_graph=False, trace=None):
         for parent, pg in zip(ctx.parents, in_grads):
             if pg is None or not parent.requires_grad:
                 continue
+            if isinstance(pg, np.generic):  # arithmetic on 0-d arrays yields NumPy scalars
+                pg = np.asarray(pg)
             pg = unbroadcast(pg, parent.shape)
             if pg.dtype != parent.dtype:
                 pg = pg.astype(parent.dtype)

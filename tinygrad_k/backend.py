@@ -85,8 +85,8 @@ class Backend:
         return self.xp.asarray(data, dtype=dtype)
 
     def to_numpy(self, arr) -> np.ndarray:
-        if isinstance(arr, np.ndarray):
-            return arr
+        if isinstance(arr, (np.ndarray, np.generic)):
+            return np.asarray(arr)
         return arr.get()
 
     # -- special functions NumPy lacks ---------------------------------------
