@@ -109,17 +109,18 @@ class Module:
 
     # -- walking the tree ---------------------------------------------------------------
     def named_modules(self, prefix=""):
+        # depth-first pre-order, as PyTorch: a module, then each child's whole subtree
         stack = [(prefix, self)]
         seen = set()
         while stack:
-            name, mod = stack.pop(0)
+            name, mod = stack.pop()
             if id(mod) in seen:
                 continue
             seen.add(id(mod))
             yield name, mod
-            for child_name, child in mod._modules.items():
-                if child is not None:
-                    stack.append((f"{name}.{child_name}" if name else child_name, child))
+            children = [(f"{name}.{child_name}" if name else child_name, child)
+                        for child_name, child in mod._modules.items() if child is not None]
+            stack.extend(reversed(children))
 
     def modules(self):
         for _, m in self.named_modules():
