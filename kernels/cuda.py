@@ -1,0 +1,495 @@
+"""CUDA kernels written with Numba, on CuPy device arrays (or NumPy under the simulator).
+
+One tiled GEMM kernel does the heavy lifting for matmul and for convolution (implicit
+GEMM: the im2col matrix is never built, its elements are gathered from x while a tile is
+loaded into shared memory):
+
+    block tile BM x BN of C, K walked in steps of BK;
+    each of the (BM/TM)*(BN/TN) threads keeps a TM x TN register tile of C;
+    per step: the block stages A[BM, BK] (stored transposed, As[BK][BM]) and B[BK, BN]
+    in shared memory, then every thread does BK rank-1 updates of its register tile.
+
+What the operands are is decided at compile time (``_gemm_kernel`` is a factory cached
+per configuration):
+
+    matmul            A = a or a^T, B = b or b^T, C = out              (batch on grid z)
+    conv forward      A = W (O, C*KH*KW), B = im2col(x) (C*KH*KW, N*OH*OW), C -> y NCHW
+    conv d-weight     A = dy as (O, N*OH*OW), B = im2col(x)^T, C = dW (O, C*KH*KW)
+
+The input gradient of a convolution is a direct kernel (one thread per dx element,
+summing the kernel taps whose output position is on the stride grid): no atomics.
+Pooling is one thread per output (forward, avg backward) or per input (max backward
+through the recorded argmax, which a window scan finds per input element).
+
+Production tiles: BM = BN = 64, BK = 8, TM = TN = 4 (256 threads). Tests under the
+simulator also run small configurations (8x8 tiles, 2x2 per thread) so that every
+bounds check is exercised on problems that are not multiples of the tile.
+
+Version notes: v1 (this) -- correctness-first, validated under NUMBA_ENABLE_CUDASIM on
+hypothesis-drawn shapes; not yet timed on a GPU (no GPU in the session that wrote it:
+the measurements with benchmarks/gpu_check.sh are owed).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from numba import cuda  # a module global: the simulator swaps it for its fake inside kernels
+
+from ._common import check_float, check_matmul, conv2d_out_shape, pool2d_out_shape
+
+__all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
+           "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
+           "DEFAULT_TILE", "set_tile"]
+
+DEFAULT_TILE = (64, 64, 8, 4, 4)  # BM, BN, BK, TM, TN
+_tile = list(DEFAULT_TILE)
+
+# operand modes of the GEMM kernel
+_PLAIN, _PLAIN_T, _IM2COL, _IM2COL_T, _DY_ONL = range(5)
+_OUT_PLAIN, _OUT_NCHW = range(2)
+
+
+def set_tile(bm, bn, bk, tm, tn):
+    """Choose the GEMM tile (tests use small ones). BM % TM == BN % TN == 0 and the
+    thread count (BM/TM)*(BN/TN) must cover the BM*BK and BK*BN shared loads evenly."""
+    if bm % tm or bn % tn:
+        raise ValueError(f"set_tile: BM {bm} must be a multiple of TM {tm}, BN {bn} of TN {tn}")
+    _tile[:] = [bm, bn, bk, tm, tn]
+
+
+def _xp(arr):
+    """The array module of ``arr``: CuPy on a GPU, NumPy under the simulator."""
+    if isinstance(arr, np.ndarray):
+        if not _simulating():
+            raise RuntimeError("kernels.cuda: got a NumPy array but no CUDA simulator is "
+                               "active (set NUMBA_ENABLE_CUDASIM=1) -- pass CuPy arrays on a GPU")
+        return np
+    import cupy
+
+    return cupy
+
+
+def _simulating():
+    from numba import config
+
+    return bool(config.ENABLE_CUDASIM)
+
+
+# -- the GEMM kernel factory -----------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name):
+    from numba import float32, float64
+
+    acc_t = float64 if dtype_name == "float64" else float32
+    nthreads = (bm // tm) * (bn // tn)
+    threads_n = bn // tn
+
+    @cuda.jit(device=True, inline=True)
+    def load_a(A, g, row, k, M, K, geo):
+        if row >= M or k >= K:
+            return 0.0
+        if mode_a == _PLAIN:
+            return A[g, row, k]
+        if mode_a == _PLAIN_T:
+            return A[g, k, row]
+        # _DY_ONL: A[o, n*L + l] = dy[n, o, l]; geo = (L, ...)
+        L = geo[0]
+        return A[k // L, row, k % L]
+
+    @cuda.jit(device=True, inline=True)
+    def load_b(B, g, k, col, K, N, geo):
+        if k >= K or col >= N:
+            return 0.0
+        if mode_b == _PLAIN:
+            return B[g, k, col]
+        if mode_b == _PLAIN_T:
+            return B[g, col, k]
+        # im2col gather from x (N, C, H, W); geo = (L, OW, KH, KW, SH, SW, PH, PW)
+        L, OW, KH, KW, SH, SW, PH, PW = geo
+        if mode_b == _IM2COL:
+            r, c = k, col        # B[r = (c, p, q), c = (n, i, j)]
+        else:
+            r, c = col, k        # _IM2COL_T: B[(n, i, j), (c, p, q)]
+        n = c // L
+        rem = c % L
+        i = rem // OW
+        j = rem % OW
+        q = r % KW
+        p = (r // KW) % KH
+        ch = r // (KW * KH)
+        h = i * SH + p - PH
+        w = j * SW + q - PW
+        if h < 0 or h >= B.shape[2] or w < 0 or w >= B.shape[3]:
+            return 0.0
+        return B[n, ch, h, w]
+
+    @cuda.jit
+    def kernel(A, B, C, M, N, K, geo):
+        g = cuda.blockIdx.z
+        As = cuda.shared.array((bk, bm), dtype=acc_t)
+        Bs = cuda.shared.array((bk, bn), dtype=acc_t)
+        acc = cuda.local.array((tm, tn), dtype=acc_t)
+        ra = cuda.local.array(tm, dtype=acc_t)
+        rb = cuda.local.array(tn, dtype=acc_t)
+        tid = cuda.threadIdx.x
+        ty = tid // threads_n
+        tx = tid % threads_n
+        row0 = cuda.blockIdx.y * bm
+        col0 = cuda.blockIdx.x * bn
+        for a in range(tm):
+            for b in range(tn):
+                acc[a, b] = 0.0
+        for k0 in range(0, K, bk):
+            # cooperative loads: each thread fills every nthreads-th slot of the tiles
+            for s in range(tid, bm * bk, nthreads):
+                r = s // bk
+                kk = s % bk
+                As[kk, r] = load_a(A, g, row0 + r, k0 + kk, M, K, geo)
+            for s in range(tid, bk * bn, nthreads):
+                kk = s // bn
+                cc = s % bn
+                Bs[kk, cc] = load_b(B, g, k0 + kk, col0 + cc, K, N, geo)
+            cuda.syncthreads()
+            for kk in range(bk):
+                for a in range(tm):
+                    ra[a] = As[kk, ty * tm + a]
+                for b in range(tn):
+                    rb[b] = Bs[kk, tx * tn + b]
+                for a in range(tm):
+                    for b in range(tn):
+                        acc[a, b] += ra[a] * rb[b]
+            cuda.syncthreads()
+        for a in range(tm):
+            r = row0 + ty * tm + a
+            if r >= M:
+                continue
+            for b in range(tn):
+                c = col0 + tx * tn + b
+                if c >= N:
+                    continue
+                if mode_c == _OUT_PLAIN:
+                    C[g, r, c] = acc[a, b]
+                else:  # C[o, n*L + l] -> y[n, o, l]
+                    L = geo[0]
+                    C[c // L, r, c % L] = acc[a, b]
+
+    return kernel, nthreads
+
+
+def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype):
+    bm, bn, bk, tm, tn = _tile
+    kernel, nthreads = _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c,
+                                    np.dtype(dtype).name)
+    grid = (math.ceil(N / bn), math.ceil(M / bm), batch)
+    kernel[grid, nthreads](A, B, C, M, N, K, geo)
+
+
+# -- matmul ----------------------------------------------------------------------------------
+def matmul(a, b, trans_a=False, trans_b=False):
+    """op(a) @ op(b) for 2-D or equal-batch 3-D arrays; transposes are read in place."""
+    m, k, n = check_matmul(a, b, trans_a, trans_b)
+    check_float("matmul", a, b)
+    xp = _xp(a)
+    squeeze = a.ndim == 2
+    A = a[None] if squeeze else a
+    B = b[None] if squeeze else b
+    C = xp.empty((A.shape[0], m, n), dtype=a.dtype)
+    _launch_gemm(_PLAIN_T if trans_a else _PLAIN, _PLAIN_T if trans_b else _PLAIN, _OUT_PLAIN,
+                 A, B, C, m, n, k, A.shape[0], (0,), a.dtype)
+    return C[0] if squeeze else C
+
+
+# -- convolution ------------------------------------------------------------------------------
+def _geo(l, ow, kh, kw, sh, sw, ph, pw):
+    return (l, ow, kh, kw, sh, sw, ph, pw)
+
+
+def conv2d_forward(x, w, stride=1, padding=0):
+    """Implicit GEMM: y[n, o, l] = sum_k W2[o, k] * im2col(x)[k, n*L + l]."""
+    check_float("conv2d_forward", x, w)
+    (sh, sw), (ph, pw), (n, o, oh, ow) = conv2d_out_shape(x.shape, w.shape, stride, padding)
+    xp = _xp(x)
+    c, kh, kw = w.shape[1:]
+    k, L = c * kh * kw, oh * ow
+    w2 = xp.ascontiguousarray(w).reshape(1, o, k)
+    y = xp.empty((n, o, L), dtype=x.dtype)
+    _launch_gemm(_PLAIN, _IM2COL, _OUT_NCHW, w2, xp.ascontiguousarray(x), y, o, n * L, k, 1,
+                 _geo(L, ow, kh, kw, sh, sw, ph, pw), x.dtype)
+    return y.reshape(n, o, oh, ow)
+
+
+def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
+    """dW2[o, k] = sum_{n,l} dy[n, o, l] * im2col(x)[k, n*L + l] (implicit GEMM)."""
+    check_float("conv2d_backward_weight", dy, x)
+    (sh, sw), (ph, pw), out = conv2d_out_shape(x.shape, w_shape, stride, padding,
+                                               "conv2d_backward_weight")
+    _check_dy("conv2d_backward_weight", dy, out)
+    xp = _xp(x)
+    n, o, oh, ow = out
+    c, kh, kw = w_shape[1:]
+    k, L = c * kh * kw, oh * ow
+    dw = xp.empty((1, o, k), dtype=x.dtype)
+    _launch_gemm(_DY_ONL, _IM2COL_T, _OUT_PLAIN, xp.ascontiguousarray(dy).reshape(n, o, L),
+                 xp.ascontiguousarray(x), dw, o, k, n * L, 1,
+                 _geo(L, ow, kh, kw, sh, sw, ph, pw), x.dtype)
+    return dw.reshape(tuple(w_shape))
+
+
+@functools.lru_cache(maxsize=None)
+def _conv_dx_kernel():
+
+    @cuda.jit
+    def kernel(dy, w, dx, sh, sw, ph, pw):
+        idx = cuda.grid(1)
+        n_, c_, h_, w_ = dx.shape
+        if idx >= n_ * c_ * h_ * w_:
+            return
+        x_w = idx % w_
+        x_h = (idx // w_) % h_
+        ch = (idx // (w_ * h_)) % c_
+        n = idx // (w_ * h_ * c_)
+        o_, _, kh, kw = w.shape
+        oh, ow = dy.shape[2], dy.shape[3]
+        acc = 0.0
+        for p in range(kh):
+            t = x_h + ph - p          # = i * sh for the output row i that used this tap
+            if t < 0 or t % sh != 0:
+                continue
+            i = t // sh
+            if i >= oh:
+                continue
+            for q in range(kw):
+                u = x_w + pw - q
+                if u < 0 or u % sw != 0:
+                    continue
+                j = u // sw
+                if j >= ow:
+                    continue
+                for o in range(o_):
+                    acc += dy[n, o, i, j] * w[o, ch, p, q]
+        dx[n, ch, x_h, x_w] = acc
+
+    return kernel
+
+
+def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
+    """dx[n,c,h,w] = sum_{o,p,q: h+ph-p = i*sh, w+pw-q = j*sw} dy[n,o,i,j] w[o,c,p,q]."""
+    check_float("conv2d_backward_input", dy, w)
+    (sh, sw), (ph, pw), out = conv2d_out_shape(x_shape, w.shape, stride, padding,
+                                               "conv2d_backward_input")
+    _check_dy("conv2d_backward_input", dy, out)
+    xp = _xp(dy)
+    dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
+    total = int(np.prod(x_shape))
+    _conv_dx_kernel()[math.ceil(total / 128), 128](xp.ascontiguousarray(dy),
+                                                    xp.ascontiguousarray(w), dx, sh, sw, ph, pw)
+    return dx
+
+
+# -- pooling ------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _pool_kernels():
+
+    @cuda.jit
+    def max_fwd(x, y, arg, kh, kw, sh, sw, ph, pw):
+        idx = cuda.grid(1)
+        n_, c_, oh, ow = y.shape
+        if idx >= n_ * c_ * oh * ow:
+            return
+        j = idx % ow
+        i = (idx // ow) % oh
+        c = (idx // (ow * oh)) % c_
+        n = idx // (ow * oh * c_)
+        h_, w_ = x.shape[2], x.shape[3]
+        best = -math.inf
+        besti = -1
+        for p in range(kh):
+            hh = i * sh + p - ph
+            if hh < 0 or hh >= h_:
+                continue
+            for q in range(kw):
+                ww = j * sw + q - pw
+                if ww < 0 or ww >= w_:
+                    continue
+                v = x[n, c, hh, ww]
+                if besti >= 0 and best != best:
+                    continue  # a NaN already won
+                if v != v or v > best or besti < 0:
+                    best = v
+                    besti = hh * w_ + ww
+        y[n, c, i, j] = best
+        arg[n, c, i, j] = besti
+
+    @cuda.jit
+    def max_bwd(dy, arg, dx, kh, kw, sh, sw, ph, pw):
+        # one thread per input element: gather the windows that chose it (no atomics)
+        idx = cuda.grid(1)
+        n_, c_, h_, w_ = dx.shape
+        if idx >= n_ * c_ * h_ * w_:
+            return
+        xw = idx % w_
+        xh = (idx // w_) % h_
+        c = (idx // (w_ * h_)) % c_
+        n = idx // (w_ * h_ * c_)
+        oh, ow = dy.shape[2], dy.shape[3]
+        me = xh * w_ + xw
+        acc = 0.0
+        for p in range(kh):
+            t = xh + ph - p
+            if t < 0 or t % sh != 0 or t // sh >= oh:
+                continue
+            i = t // sh
+            for q in range(kw):
+                u = xw + pw - q
+                if u < 0 or u % sw != 0 or u // sw >= ow:
+                    continue
+                j = u // sw
+                if arg[n, c, i, j] == me:
+                    acc += dy[n, c, i, j]
+        dx[n, c, xh, xw] = acc
+
+    @cuda.jit
+    def avg_fwd(x, y, kh, kw, sh, sw, ph, pw):
+        idx = cuda.grid(1)
+        n_, c_, oh, ow = y.shape
+        if idx >= n_ * c_ * oh * ow:
+            return
+        j = idx % ow
+        i = (idx // ow) % oh
+        c = (idx // (ow * oh)) % c_
+        n = idx // (ow * oh * c_)
+        h_, w_ = x.shape[2], x.shape[3]
+        s = 0.0
+        for p in range(kh):
+            hh = i * sh + p - ph
+            if hh < 0 or hh >= h_:
+                continue
+            for q in range(kw):
+                ww = j * sw + q - pw
+                if ww >= 0 and ww < w_:
+                    s += x[n, c, hh, ww]
+        y[n, c, i, j] = s / (kh * kw)
+
+    @cuda.jit
+    def avg_bwd(dy, dx, kh, kw, sh, sw, ph, pw):
+        idx = cuda.grid(1)
+        n_, c_, h_, w_ = dx.shape
+        if idx >= n_ * c_ * h_ * w_:
+            return
+        xw = idx % w_
+        xh = (idx // w_) % h_
+        c = (idx // (w_ * h_)) % c_
+        n = idx // (w_ * h_ * c_)
+        oh, ow = dy.shape[2], dy.shape[3]
+        acc = 0.0
+        for p in range(kh):
+            t = xh + ph - p
+            if t < 0 or t % sh != 0 or t // sh >= oh:
+                continue
+            for q in range(kw):
+                u = xw + pw - q
+                if u < 0 or u % sw != 0 or u // sw >= ow:
+                    continue
+                acc += dy[n, c, t // sh, u // sw]
+        dx[n, c, xh, xw] = acc / (kh * kw)
+
+    return max_fwd, max_bwd, avg_fwd, avg_bwd
+
+
+def _blocks(total, threads=128):
+    return max(1, math.ceil(total / threads)), threads
+
+
+def maxpool2d_forward(x, kernel, stride=None, padding=0):
+    """-> y, argmax (int64 flat h*W + w); -inf padding, first max wins, NaN propagates."""
+    check_float("maxpool2d_forward", x)
+    (kh, kw), (sh, sw), (ph, pw), out = pool2d_out_shape(x.shape, kernel, stride, padding,
+                                                         "maxpool2d_forward")
+    xp = _xp(x)
+    y = xp.empty(out, dtype=x.dtype)
+    arg = xp.empty(out, dtype=np.int64)
+    _pool_kernels()[0][_blocks(int(np.prod(out)))](xp.ascontiguousarray(x), y, arg, kh, kw, sh,
+                                                   sw, ph, pw)
+    return y, arg
+
+
+def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0):
+    """dx[n,c,h,w] = sum of dy over the windows whose argmax is h*W + w.
+
+    With the window geometry (kernel/stride/padding) one thread per input element gathers
+    from the windows that can contain it; without it (the primitive's standard
+    signature) one thread per (n, c) plane scatters its outputs in order."""
+    n, c, h, w = x_shape
+    if dy.shape != argmax.shape or tuple(dy.shape[:2]) != (n, c):
+        raise ValueError(f"maxpool2d_backward: dy {tuple(dy.shape)} and argmax "
+                         f"{tuple(argmax.shape)} do not match x {tuple(x_shape)}")
+    check_float("maxpool2d_backward", dy)
+    xp = _xp(dy)
+    if kernel is None:  # geometry unknown (the DESIGN.md signature): scatter per plane
+        return _maxpool_bwd_scatter(dy, argmax, x_shape, xp)
+    (kh, kw), (sh, sw), (ph, pw), _ = pool2d_out_shape(x_shape, kernel, stride, padding,
+                                                       "maxpool2d_backward")
+    dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
+    _pool_kernels()[1][_blocks(int(np.prod(x_shape)))](xp.ascontiguousarray(dy),
+                                                       xp.ascontiguousarray(argmax), dx,
+                                                       kh, kw, sh, sw, ph, pw)
+    return dx
+
+
+@functools.lru_cache(maxsize=None)
+def _scatter_kernel():
+
+    @cuda.jit
+    def scatter(dy, arg, dx):
+        # one thread per (n, c) plane, walking its outputs in order: no write conflicts
+        plane = cuda.grid(1)
+        n_, c_ = dy.shape[0], dy.shape[1]
+        if plane >= n_ * c_:
+            return
+        n = plane // c_
+        c = plane % c_
+        for i in range(dy.shape[2]):
+            for j in range(dy.shape[3]):
+                dx[n, c, arg[n, c, i, j]] += dy[n, c, i, j]
+
+    return scatter
+
+
+def _maxpool_bwd_scatter(dy, argmax, x_shape, xp):
+    n, c, h, w = x_shape
+    dx = xp.zeros((n, c, h * w), dtype=dy.dtype)
+    _scatter_kernel()[_blocks(n * c, 64)](xp.ascontiguousarray(dy),
+                                          xp.ascontiguousarray(argmax), dx)
+    return dx.reshape(tuple(x_shape))
+
+
+def avgpool2d_forward(x, kernel, stride=None, padding=0):
+    """y = window sums of the zero-padded x / (KH*KW)."""
+    check_float("avgpool2d_forward", x)
+    (kh, kw), (sh, sw), (ph, pw), out = pool2d_out_shape(x.shape, kernel, stride, padding,
+                                                         "avgpool2d_forward")
+    xp = _xp(x)
+    y = xp.empty(out, dtype=x.dtype)
+    _pool_kernels()[2][_blocks(int(np.prod(out)))](xp.ascontiguousarray(x), y, kh, kw, sh, sw,
+                                                   ph, pw)
+    return y
+
+
+def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0):
+    """dx[n,c,h,w] = sum over the windows containing (h, w) of dy / (KH*KW)."""
+    check_float("avgpool2d_backward", dy)
+    (kh, kw), (sh, sw), (ph, pw), out = pool2d_out_shape(x_shape, kernel, stride, padding,
+                                                         "avgpool2d_backward")
+    _check_dy("avgpool2d_backward", dy, out)
+    xp = _xp(dy)
+    dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
+    _pool_kernels()[3][_blocks(int(np.prod(x_shape)))](xp.ascontiguousarray(dy), dx, kh, kw,
+                                                       sh, sw, ph, pw)
+    return dx
+
+
+def _check_dy(op, dy, out_shape):
+    if tuple(dy.shape) != tuple(out_shape):
+        raise ValueError(f"{op}: dy has shape {tuple(dy.shape)}, expected {tuple(out_shape)}")
