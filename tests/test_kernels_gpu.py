@@ -1,0 +1,157 @@
+"""Real-GPU tests (``pytest -m gpu``): kernels.cuda at larger sizes and every fused CuPy
+kernel against a NumPy formula. Skipped, visibly, without CuPy and a CUDA device."""
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+try:
+    import cupy as cp
+
+    HAVE_GPU = cp.cuda.runtime.getDeviceCount() > 0
+except Exception:  # ImportError or no device
+    HAVE_GPU = False
+
+if not HAVE_GPU:
+    pytest.skip("needs CuPy and a CUDA GPU (run on a GPU machine: pytest -m gpu)",
+                allow_module_level=True)
+
+from kernels import cuda as K  # noqa: E402
+from kernels import cuda_fused as F  # noqa: E402
+from kernels import reference as R  # noqa: E402
+
+
+def rel(a, b):
+    a = cp.asnumpy(a).astype(np.float64)
+    assert not np.isnan(a).any()
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
+
+
+rng = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (127, 253, 61), (512, 512, 512),
+                                   (1000, 997, 1013)])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)])
+def test_matmul_large(m, k, n, ta, tb):
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)
+    assert rel(K.matmul(cp.asarray(a), cp.asarray(b), ta, tb), want) < 1e-5
+
+
+@pytest.mark.parametrize("xs,ws,s,p", [((8, 64, 32, 32), (64, 64, 3, 3), 1, 1),
+                                       ((8, 64, 32, 32), (128, 64, 3, 3), 2, 1),
+                                       ((16, 3, 32, 32), (6, 3, 5, 5), 1, 0),
+                                       ((5, 7, 13, 11), (3, 7, 4, 2), (3, 2), (2, 1))])
+def test_conv_large(xs, ws, s, p):
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    y = K.conv2d_forward(cp.asarray(x), cp.asarray(w), s, p)
+    assert rel(y, R.conv2d_forward(x64, w64, s, p)) < 1e-5
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    assert rel(K.conv2d_backward_input(cp.asarray(dy), cp.asarray(w), xs, s, p),
+               R.conv2d_backward_input(dy.astype(np.float64), w64, xs, s, p)) < 1e-5
+    assert rel(K.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), ws, s, p),
+               R.conv2d_backward_weight(dy.astype(np.float64), x64, ws, s, p)) < 1e-5
+
+
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_pool_large(k, s, p):
+    x = rng.standard_normal((8, 32, 33, 31)).astype(np.float32)
+    y, arg = K.maxpool2d_forward(cp.asarray(x), k, s, p)
+    y_ref, arg_ref = R.maxpool2d_forward(x, k, s, p)
+    np.testing.assert_array_equal(cp.asnumpy(y), y_ref)
+    np.testing.assert_array_equal(cp.asnumpy(arg), arg_ref)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    want = R.maxpool2d_backward(dy.astype(np.float64), arg_ref, x.shape)
+    assert rel(K.maxpool2d_backward(cp.asarray(dy), arg, x.shape), want) < 1e-6
+    assert rel(K.maxpool2d_backward(cp.asarray(dy), arg, x.shape, k, s, p), want) < 1e-6
+    assert rel(K.avgpool2d_forward(cp.asarray(x), k, s, p), R.avgpool2d_forward(x, k, s, p)) \
+        < 1e-6
+
+
+def test_fused_bias_relu_and_relu_backward():
+    x = rng.standard_normal((4, 5, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    want = np.maximum(x + b[None, :, None, None], 0)
+    np.testing.assert_allclose(cp.asnumpy(F.bias_relu(cp.asarray(x), cp.asarray(b))), want,
+                               rtol=1e-6)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    np.testing.assert_array_equal(cp.asnumpy(F.relu_backward(cp.asarray(dy), cp.asarray(want))),
+                                  dy * (want > 0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_softmax_cross_entropy(dtype):
+    z = (rng.standard_normal((37, 10)) * 5).astype(dtype)
+    t = rng.integers(0, 10, 37)
+    loss, probs = F.softmax_xent_forward(cp.asarray(z), cp.asarray(t))
+    m = z.max(1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(z - m).sum(1))
+    np.testing.assert_allclose(cp.asnumpy(loss), lse - z[np.arange(37), t], rtol=1e-5)
+    p = np.exp(z - lse[:, None])
+    np.testing.assert_allclose(cp.asnumpy(probs), p, rtol=1e-5, atol=1e-7)
+    dl = rng.standard_normal(37).astype(dtype)
+    onehot = np.eye(10)[t]
+    np.testing.assert_allclose(cp.asnumpy(F.softmax_xent_backward(probs, cp.asarray(t),
+                                                                  cp.asarray(dl))),
+                               dl[:, None] * (p - onehot), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("nesterov,first", [(False, True), (False, False), (True, False)])
+def test_fused_sgd(nesterov, first):
+    p, g, buf = (rng.standard_normal(100).astype(np.float32) for _ in range(3))
+    lr, mom, damp, wd = 0.1, 0.9, 0.0, 0.01
+    d = g + wd * p
+    nb = d if first else mom * buf + (1 - damp) * d
+    step = d + mom * nb if nesterov else nb
+    want_p = p - lr * step
+    cp_p, cp_buf = cp.asarray(p), cp.asarray(buf)
+    F.sgd_update_(cp_p, cp.asarray(g), cp_buf, lr, mom, damp, wd, nesterov, first)
+    np.testing.assert_allclose(cp.asnumpy(cp_p), want_p, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(cp.asnumpy(cp_buf), nb, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_fused_adam(decoupled):
+    p, g = (rng.standard_normal(100).astype(np.float32) for _ in range(2))
+    m, v = rng.standard_normal(100).astype(np.float32), rng.random(100).astype(np.float32)
+    lr, b1, b2, eps, wd, step = 1e-3, 0.9, 0.999, 1e-8, 0.1, 3
+    pp, gg = p.copy(), g.copy()
+    if decoupled:
+        pp = pp * (1 - lr * wd)
+    else:
+        gg = g + wd * p
+    mm = b1 * m + (1 - b1) * gg
+    vv = b2 * v + (1 - b2) * gg * gg
+    want = pp - lr / (1 - b1 ** step) * mm / (np.sqrt(vv / (1 - b2 ** step)) + eps)
+    cp_p, cp_m, cp_v = cp.asarray(p), cp.asarray(m), cp.asarray(v)
+    F.adam_update_(cp_p, cp.asarray(g), cp_m, cp_v, lr, b1, b2, eps, wd, step, decoupled)
+    np.testing.assert_allclose(cp.asnumpy(cp_p), want, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(cp.asnumpy(cp_m), mm, rtol=1e-6)
+
+
+def test_training_step_on_the_gpu_matches_cpu():
+    import tinygrad_k as tk
+    from tinygrad_k import nn, optim
+    from tinygrad_k.models import build
+
+    tk.manual_seed(0)
+    x = tk.randn(16, 1, 28, 28)
+    y = tk.tensor(np.arange(16) % 10)
+    losses = {}
+    for device in ("cpu", "cuda"):
+        tk.manual_seed(0)
+        model = build("lenet5").to(device)
+        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        out = []
+        for _ in range(3):
+            loss = nn.CrossEntropyLoss()(model(x.to(device)), y.to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            out.append(loss.item())
+        losses[device] = out
+    np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-4)
