@@ -22,7 +22,7 @@ else:
     xp = np
 
 SMALL_TILES = [(8, 8, 4, 2, 2), (4, 8, 2, 1, 2), (8, 4, 3, 2, 1)]
-SET = settings(max_examples=8 if SIM else 40, deadline=None)
+SET = settings(max_examples=15 if SIM else 40, deadline=None)
 
 
 @pytest.fixture(autouse=True)
