@@ -237,19 +237,24 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
     return dw.reshape(tuple(w_shape))
 
 
+@cuda.jit(device=True, inline=True)
+def _nchw(idx, shape):
+    """Flat index -> (n, c, h, w) of an NCHW array of ``shape`` (one thread per element)."""
+    w_ = shape[3]
+    h_ = shape[2]
+    c_ = shape[1]
+    return idx // (w_ * h_ * c_), (idx // (w_ * h_)) % c_, (idx // w_) % h_, idx % w_
+
+
 @functools.lru_cache(maxsize=None)
 def _conv_dx_kernel():
 
     @cuda.jit
     def kernel(dy, w, dx, sh, sw, ph, pw):
         idx = cuda.grid(1)
-        n_, c_, h_, w_ = dx.shape
-        if idx >= n_ * c_ * h_ * w_:
+        if idx >= dx.size:
             return
-        x_w = idx % w_
-        x_h = (idx // w_) % h_
-        ch = (idx // (w_ * h_)) % c_
-        n = idx // (w_ * h_ * c_)
+        n, ch, x_h, x_w = _nchw(idx, dx.shape)
         o_, _, kh, kw = w.shape
         oh, ow = dy.shape[2], dy.shape[3]
         acc = 0.0
@@ -295,13 +300,9 @@ def _pool_kernels():
     @cuda.jit
     def max_fwd(x, y, arg, kh, kw, sh, sw, ph, pw):
         idx = cuda.grid(1)
-        n_, c_, oh, ow = y.shape
-        if idx >= n_ * c_ * oh * ow:
+        if idx >= y.size:
             return
-        j = idx % ow
-        i = (idx // ow) % oh
-        c = (idx // (ow * oh)) % c_
-        n = idx // (ow * oh * c_)
+        n, c, i, j = _nchw(idx, y.shape)
         h_, w_ = x.shape[2], x.shape[3]
         best = -math.inf
         besti = -1
@@ -326,13 +327,10 @@ def _pool_kernels():
     def max_bwd(dy, arg, dx, kh, kw, sh, sw, ph, pw):
         # one thread per input element: gather the windows that chose it (no atomics)
         idx = cuda.grid(1)
-        n_, c_, h_, w_ = dx.shape
-        if idx >= n_ * c_ * h_ * w_:
+        if idx >= dx.size:
             return
-        xw = idx % w_
-        xh = (idx // w_) % h_
-        c = (idx // (w_ * h_)) % c_
-        n = idx // (w_ * h_ * c_)
+        n, c, xh, xw = _nchw(idx, dx.shape)
+        w_ = dx.shape[3]
         oh, ow = dy.shape[2], dy.shape[3]
         me = xh * w_ + xw
         acc = 0.0
@@ -353,13 +351,9 @@ def _pool_kernels():
     @cuda.jit
     def avg_fwd(x, y, kh, kw, sh, sw, ph, pw):
         idx = cuda.grid(1)
-        n_, c_, oh, ow = y.shape
-        if idx >= n_ * c_ * oh * ow:
+        if idx >= y.size:
             return
-        j = idx % ow
-        i = (idx // ow) % oh
-        c = (idx // (ow * oh)) % c_
-        n = idx // (ow * oh * c_)
+        n, c, i, j = _nchw(idx, y.shape)
         h_, w_ = x.shape[2], x.shape[3]
         s = 0.0
         for p in range(kh):
@@ -375,13 +369,9 @@ def _pool_kernels():
     @cuda.jit
     def avg_bwd(dy, dx, kh, kw, sh, sw, ph, pw):
         idx = cuda.grid(1)
-        n_, c_, h_, w_ = dx.shape
-        if idx >= n_ * c_ * h_ * w_:
+        if idx >= dx.size:
             return
-        xw = idx % w_
-        xh = (idx // w_) % h_
-        c = (idx // (w_ * h_)) % c_
-        n = idx // (w_ * h_ * c_)
+        n, c, xh, xw = _nchw(idx, dx.shape)
         oh, ow = dy.shape[2], dy.shape[3]
         acc = 0.0
         for p in range(kh):
