@@ -1,8 +1,325 @@
-"""``tinygrad_k.nn.functional``: the functional API (as ``torch.nn.functional``)."""
+"""``tinygrad_k.nn.functional``: the functional API, as ``torch.nn.functional``.
+
+Re-exports everything of ``tinygrad_k.functional`` and adds the losses, the
+normalisations, ``embedding`` and ``adaptive_avg_pool2d``. Argument names and order
+follow PyTorch (``nll_loss(input, target, weight=None, ignore_index=-100,
+reduction="mean")``, ...), minus PyTorch's deprecated ``size_average``/``reduce``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
 from ..functional import *  # noqa: F401,F403
 from ..functional import __all__ as _core
-from .layers import (adaptive_avg_pool2d, binary_cross_entropy,  # noqa: F401
-                     binary_cross_entropy_with_logits, l1_loss, mse_loss, nll_loss)
+from ..functional import _same_device, avg_pool2d, cross_entropy
+from ..ops import loss as _L
+from ..ops import norm as _N
+from ..tensor import Tensor, stack
 
-__all__ = list(_core) + ["adaptive_avg_pool2d", "binary_cross_entropy",
-                         "binary_cross_entropy_with_logits", "l1_loss", "mse_loss", "nll_loss"]
+__all__ = list(_core) + ["nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+                         "mse_loss", "l1_loss", "batch_norm", "layer_norm", "embedding",
+                         "adaptive_avg_pool2d"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(op, reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _reduce(loss, reduction, op):
+    _check_reduction(op, reduction)
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _as_tensor(v, like):
+    if not isinstance(v, Tensor):
+        return Tensor(np.asarray(v), dtype=like.dtype, device=like.device)
+    return v if v.dtype == like.dtype else v.to(dtype=like.dtype)
+
+
+def _same_shape(op, a, b):
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        raise TypeError(f"{op}: input and target must be Tensors, got {type(a).__name__} and "
+                        f"{type(b).__name__}")
+    if a.shape != b.shape:
+        raise ValueError(f"{op}: input of shape {a.shape} and target of shape {b.shape} must "
+                         "match")
+    if a.dtype.kind != "f" or b.dtype.kind != "f":
+        raise TypeError(f"{op}: input and target must be floating point, got dtypes {a.dtype} "
+                        f"and {b.dtype}")
+    if a.dtype != b.dtype:
+        raise TypeError(f"{op}: input dtype {a.dtype} and target dtype {b.dtype} differ")
+    _same_device(op, a, b)
+
+
+def _class_target(op, input, target):
+    """Validate integer class targets for input (N, C) or (N, C, d1, ...); returns the
+    input as (M, C), the target as a raw (M,) array and the 'none' output shape."""
+    if not isinstance(target, Tensor):
+        target = Tensor(np.asarray(target), device=input.device)
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold integer class indices (int64), got dtype "
+                        f"{target.dtype}")
+    if input.ndim < 2:
+        raise ValueError(f"{op}: expected input (N, C) or (N, C, d1, ...), got shape "
+                         f"{input.shape}")
+    expected = (input.shape[0],) + input.shape[2:]
+    if target.shape != expected:
+        raise ValueError(f"{op}: input of shape {input.shape} needs target of shape "
+                         f"{expected}, got {target.shape}")
+    _same_device(op, input, target)
+    c = input.shape[1]
+    if input.ndim > 2:  # (N, C, d...) -> (N*d..., C)
+        perm = (0,) + tuple(range(2, input.ndim)) + (1,)
+        input = input.permute(*perm).reshape(-1, c)
+    return input, target.data.reshape(-1), expected
+
+
+def _class_weight(op, weight, input):
+    if weight is None:
+        return None
+    w = weight.data if isinstance(weight, Tensor) else input.backend.asarray(np.asarray(weight))
+    if w.shape != (input.shape[1],):
+        raise ValueError(f"{op}: weight must have shape ({input.shape[1]},) (one per class), "
+                         f"got {tuple(w.shape)}")
+    return w.astype(input.dtype, copy=False)
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of log-probabilities.
+
+    input (N, C) (or (N, C, d1, ...)), target (N,) (or (N, d1, ...)) integer classes,
+    optional class weights w (C,):  l_n = -w[t_n] * input[n, t_n]  (0 where t_n ==
+    ignore_index). 'mean' divides by sum_n w[t_n] over the kept n, as PyTorch.
+    Gradient: d l_n / d input[n, c] = -w[t_n] if c == t_n else 0 (a scatter).
+    """
+    _check_reduction("nll_loss", reduction)
+    flat, t, out_shape = _class_target("nll_loss", input, target)
+    c = flat.shape[1]
+    xp = flat.backend.xp
+    valid = t != ignore_index
+    if bool(valid.any()) and (int(t[valid].min()) < 0 or int(t[valid].max()) >= c):
+        raise IndexError(f"nll_loss: target out of range for {c} classes (expected 0 <= "
+                         f"target < {c}, or ignore_index={ignore_index})")
+    w = _class_weight("nll_loss", weight, flat)
+    safe = xp.where(valid, t, 0)
+    coef = valid.astype(flat.dtype)
+    if w is not None:
+        coef = coef * w[safe]
+    picked = flat[Tensor._wrap(xp.arange(len(t)), flat.backend, False),
+                  Tensor._wrap(safe, flat.backend, False)]
+    loss = -picked * Tensor._wrap(coef, flat.backend, False)
+    if reduction == "mean":
+        with np.errstate(invalid="ignore", divide="ignore"):  # all ignored: NaN, as PyTorch
+            return loss.sum() / float(coef.sum())
+    if reduction == "sum":
+        return loss.sum()
+    return loss.reshape(out_shape)
+
+
+def weighted_cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                           label_smoothing=0.0):
+    """Cross-entropy with class weights w (C,), PyTorch's definition: with
+    logp = log_softmax(input) and smoothing e,
+
+        l_n = (1 - e) * (-w[t_n] logp[n, t_n]) + e / C * sum_c (-w_c logp[n, c])
+
+    'mean' divides by sum_n w[t_n]. Without weights use ``cross_entropy`` (one fused node).
+    """
+    if weight is None:
+        return cross_entropy(input, target, reduction, label_smoothing, ignore_index)
+    _check_reduction("cross_entropy", reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got "
+                         f"{label_smoothing}")
+    flat, t, out_shape = _class_target("cross_entropy", input, target)
+    logp = flat.log_softmax(1)
+    nll = nll_loss(logp, Tensor._wrap(t, flat.backend, False), weight, ignore_index, "none")
+    if label_smoothing == 0.0:
+        loss = nll
+    else:
+        w = _class_weight("cross_entropy", weight, flat)
+        keep = (t != ignore_index).astype(flat.dtype)
+        smooth = -(logp * Tensor._wrap(w, flat.backend, False)).sum(1) \
+            * Tensor._wrap(keep, flat.backend, False)
+        loss = nll * (1 - label_smoothing) + smooth * (label_smoothing / flat.shape[1])
+    if reduction == "mean":
+        xp = flat.backend.xp
+        valid = t != ignore_index
+        total = float((_class_weight("cross_entropy", weight, flat)[xp.where(valid, t, 0)]
+                       * valid).sum())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return loss.sum() / total
+    if reduction == "sum":
+        return loss.sum()
+    return loss.reshape(out_shape)
+
+
+def _apply_weight(loss, weight):
+    return loss if weight is None else loss * _as_tensor(weight, loss)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """l = -w (y log p + (1 - y) log(1 - p)), logs clamped at -100 and the gradient
+    (p - y) / max(p (1 - p), 1e-12) as PyTorch (finite at p = 0 and 1). p in [0, 1]."""
+    op = "binary_cross_entropy"
+    _check_reduction(op, reduction)
+    _same_shape(op, input, target)
+    pd = input.data
+    if pd.size and not bool(((pd >= 0) & (pd <= 1)).all()):
+        raise ValueError(f"{op}: input must be probabilities in [0, 1] (got values in "
+                         f"[{float(pd.min())}, {float(pd.max())}]); for logits use "
+                         "binary_cross_entropy_with_logits / BCEWithLogitsLoss")
+    loss = _L.BinaryCrossEntropy.apply(input, target)
+    return _reduce(_apply_weight(loss, weight), reduction, op)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
+                                     pos_weight=None):
+    """BCE of sigmoid(z) in the stable form (1 - y) z + (1 + (w_p - 1) y) softplus(-z),
+    one node with gradient sigmoid(z) (w_p y + 1 - y) - w_p y. ``pos_weight`` w_p
+    broadcasts over the last axis (one per class); ``weight`` scales each element."""
+    op = "binary_cross_entropy_with_logits"
+    _check_reduction(op, reduction)
+    _same_shape(op, input, target)
+    pw = None
+    if pos_weight is not None:
+        pw = (pos_weight.data if isinstance(pos_weight, Tensor)
+              else input.backend.asarray(np.asarray(pos_weight)))
+        pw = pw.astype(input.dtype, copy=False)
+        try:
+            np.broadcast_shapes(tuple(pw.shape), input.shape)
+        except ValueError:
+            raise ValueError(f"{op}: pos_weight of shape {tuple(pw.shape)} does not broadcast "
+                             f"to input {input.shape}") from None
+    loss = _L.BinaryCrossEntropyWithLogits.apply(input, target, pw)
+    return _reduce(_apply_weight(loss, weight), reduction, op)
+
+
+def mse_loss(input, target, reduction="mean"):
+    """l = (x - y)^2 elementwise."""
+    _same_shape("mse_loss", input, target)
+    d = input - target
+    return _reduce(d * d, reduction, "mse_loss")
+
+
+def l1_loss(input, target, reduction="mean"):
+    """l = |x - y| elementwise (subgradient 0 at x == y, as PyTorch's sign)."""
+    _same_shape("l1_loss", input, target)
+    return _reduce((input - target).abs(), reduction, "l1_loss")
+
+
+def _check_affine(op, x, weight, bias, shape):
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is None:
+            continue
+        if p.shape != shape:
+            raise ValueError(f"{op}: {name} of shape {p.shape}, expected {shape} for input "
+                             f"{x.shape}")
+        if p.dtype != x.dtype:
+            raise TypeError(f"{op}: input dtype {x.dtype} and {name} dtype {p.dtype} differ")
+    _same_device(op, x, weight, bias)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Batch normalisation over every axis but 1 (input (N, C), (N, C, L) or (N, C, H, W)).
+
+    training: batch statistics (one fused node, see ``ops.norm.BatchNormTrain``); when
+    running_mean/var are given they are updated in place,
+    r <- (1 - momentum) r + momentum * batch_stat (unbiased variance), as PyTorch.
+    Otherwise the running statistics are used (``ops.norm.BatchNormEval``).
+    """
+    op = "batch_norm"
+    if input.ndim < 2:
+        raise ValueError(f"{op}: expected input (N, C, ...), got shape {input.shape}")
+    c = input.shape[1]
+    _check_affine(op, input, weight, bias, (c,))
+    for name, r in (("running_mean", running_mean), ("running_var", running_var)):
+        if r is not None and r.shape != (c,):
+            raise ValueError(f"{op}: {name} of shape {r.shape}, expected ({c},)")
+    if training:
+        if input.size(0) * (int(np.prod(input.shape[2:])) if input.ndim > 2 else 1) <= 1:
+            raise ValueError(f"{op}: expected more than 1 value per channel when training, "
+                             f"got input of shape {input.shape}")
+        stats = {}
+        y = _N.BatchNormTrain.apply(input, weight, bias, eps, stats)
+        for r, s in ((running_mean, "mean"), (running_var, "var")):
+            if r is not None:
+                r.data *= 1 - momentum
+                r.data += momentum * stats[s].astype(r.dtype, copy=False)
+        return y
+    if running_mean is None or running_var is None:
+        raise ValueError(f"{op}: running_mean and running_var are required when not training")
+    _same_device(op, input, running_mean, running_var)
+    dt = input.dtype
+    return _N.BatchNormEval.apply(input, weight, bias, running_mean.data.astype(dt, copy=False),
+                                  running_var.data.astype(dt, copy=False), eps)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the trailing ``normalized_shape`` axes (biased variance), then
+    weight * xhat + bias; one fused node (``ops.norm.LayerNorm``)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(shape)
+    if k == 0 or input.shape[input.ndim - k:] != shape or input.ndim < k:
+        raise ValueError(f"layer_norm: input of shape {input.shape} does not end with "
+                         f"normalized_shape {shape}")
+    _check_affine("layer_norm", input, weight, bias, shape)
+    return _N.LayerNorm.apply(input, weight, bias, eps, k)
+
+
+def embedding(input, weight, padding_idx=None):
+    """Row lookup weight[input]: input integer indices of any shape, weight (num, dim)
+    -> input.shape + (dim,). The gradient is a scatter-add into the used rows; the row
+    ``padding_idx`` gets none."""
+    if not isinstance(input, Tensor):
+        input = Tensor(np.asarray(input), device=weight.device)
+    if input.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers (int64), got dtype {input.dtype}")
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be (num_embeddings, dim), got {weight.shape}")
+    _same_device("embedding", input, weight)
+    num = weight.shape[0]
+    idx = input.data
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num):
+        raise IndexError(f"embedding: index out of range [0, {num}) (got indices in "
+                         f"[{int(idx.min())}, {int(idx.max())}]) for weight {weight.shape}")
+    if padding_idx is not None:
+        if not -num <= padding_idx < num:
+            raise ValueError(f"embedding: padding_idx {padding_idx} out of range for {num} rows")
+        padding_idx %= num
+    return _N.Embedding.apply(weight, idx, padding_idx)
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Average pool (N, C, H, W) to (N, C, OH, OW); output cell (i, j) averages rows
+    floor(i H / OH) .. ceil((i + 1) H / OH) - 1 and the same for columns (PyTorch's bins).
+    Equal bins use one avg_pool2d node; uneven ones are sliced and averaged."""
+    oh, ow = _pair(output_size)
+    if input.ndim != 4:
+        raise ValueError(f"adaptive_avg_pool2d: expected input (N, C, H, W), got {input.shape}")
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, got {(oh, ow)}")
+    h, w = input.shape[2:]
+    if (oh, ow) == (1, 1):
+        return input.mean(dim=(2, 3), keepdim=True)
+    if h % oh == 0 and w % ow == 0:
+        return avg_pool2d(input, (h // oh, w // ow))
+    rows = []
+    for i in range(oh):
+        r0, r1 = (i * h) // oh, -(-((i + 1) * h) // oh)
+        cols = [input[:, :, r0:r1, (j * w) // ow:-(-((j + 1) * w) // ow)].mean(dim=(2, 3))
+                for j in range(ow)]
+        rows.append(stack(cols, dim=-1))
+    return stack(rows, dim=-2)

@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..ops import norm as N
-from ..tensor import Tensor, stack, zeros
+from ..tensor import Tensor, cat, stack, zeros
+from . import functional as NF
 from . import init
 from .module import Module, Parameter
 
@@ -85,8 +85,11 @@ class Conv2d(Module):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        return s + ("" if self.bias is not None else ", bias=False")
 
 
 class MaxPool2d(Module):
@@ -115,34 +118,22 @@ class AdaptiveAvgPool2d(Module):
         self.output_size = _pair(output_size)
 
     def forward(self, x):
-        return adaptive_avg_pool2d(x, self.output_size)
+        return NF.adaptive_avg_pool2d(x, self.output_size)
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
-
-
-def adaptive_avg_pool2d(x, output_size):
-    oh, ow = _pair(output_size)
-    h, w = x.shape[2:]
-    if (oh, ow) == (1, 1):
-        return x.mean(dim=(2, 3), keepdim=True)
-    if h % oh == 0 and w % ow == 0:
-        return F.avg_pool2d(x, (h // oh, w // ow))
-    rows = []
-    for i in range(oh):
-        r0, r1 = (i * h) // oh, -(-((i + 1) * h) // oh)
-        cols = [x[:, :, r0:r1, (j * w) // ow:-(-((j + 1) * w) // ow)].mean(dim=(2, 3))
-                for j in range(ow)]
-        rows.append(stack(cols, dim=-1))
-    return stack(rows, dim=-2)
 
 
 class _BatchNorm(Module):
     """y = gamma * (x - mean) / sqrt(var + eps) + beta over all axes but the channel axis.
 
     Training uses batch statistics (biased variance) and updates the running estimates
-    r <- (1 - momentum) r + momentum * batch (unbiased variance), as PyTorch; eval uses
-    the running estimates."""
+    r <- (1 - momentum) r + momentum * batch (unbiased variance), as PyTorch
+    (``momentum=None``: cumulative average, factor 1 / num_batches_tracked); eval uses
+    the running estimates. ``affine=False``: no weight/bias (None, not in state_dict);
+    ``track_running_stats=False``: batch statistics in eval too, no buffers.
+    Forward is one fused Function either way (``ops.norm``).
+    """
 
     _ndims = (2, 4)
 
@@ -151,73 +142,85 @@ class _BatchNorm(Module):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        self.weight = Parameter(zeros(num_features) + 1.0)
-        self.bias = Parameter(zeros(num_features))
-        if not affine:
-            self.weight.requires_grad_(False)
-            self.bias.requires_grad_(False)
+        if affine:
+            self.weight = Parameter(zeros(num_features) + 1.0)
+            self.bias = Parameter(zeros(num_features))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
         if track_running_stats:
             self.register_buffer("running_mean", zeros(num_features))
             self.register_buffer("running_var", zeros(num_features) + 1.0)
             self.register_buffer("num_batches_tracked", Tensor(np.array(0, dtype=np.int64)))
+        else:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(name, None)
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
 
     def forward(self, x):
         if x.ndim not in self._ndims or x.shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__}({self.num_features}): input of shape "
-                             f"{x.shape}, expected {self._ndims} dims with {self.num_features} "
-                             "channels on axis 1")
-        if self.training or not self.track_running_stats:
-            if x.size(0) * (int(np.prod(x.shape[2:])) if x.ndim > 2 else 1) <= 1:
-                raise ValueError(f"{type(self).__name__}: expected more than 1 value per "
-                                 f"channel when training, got input of shape {x.shape}")
-            stats = {}
-            y = N.BatchNormTrain.apply(x, self.weight, self.bias, self.eps, stats)
-            if self.training and self.track_running_stats:
-                m = self.momentum
-                rm, rv = self.running_mean.data, self.running_var.data
-                rm *= 1 - m
-                rm += m * stats["mean"].astype(rm.dtype)
-                rv *= 1 - m
-                rv += m * stats["var"].astype(rv.dtype)
-                self.num_batches_tracked.data += 1
-            return y
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        scale = self.weight / (self.running_var + self.eps).sqrt()
-        shift = self.bias - self.running_mean * scale
-        return x * scale.reshape(shape) + shift.reshape(shape)
+                             f"{x.shape}, expected {' or '.join(f'{d}-D' for d in self._ndims)} "
+                             f"with {self.num_features} channels on axis 1")
+        factor = 0.0 if self.momentum is None else self.momentum
+        update = self.training and self.track_running_stats
+        if update and self.momentum is None:
+            factor = 1.0 / (int(self.num_batches_tracked.item()) + 1)
+        use_batch = self.training or self.running_mean is None
+        keep = not self.training or self.track_running_stats
+        y = NF.batch_norm(x, self.running_mean if keep else None,
+                          self.running_var if keep else None, self.weight, self.bias,
+                          use_batch, factor, self.eps)
+        if update:
+            self.num_batches_tracked.data += 1
+        return y
 
     def extra_repr(self):
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
 
 
 class BatchNorm1d(_BatchNorm):
-    _ndims = (2,)
+    """Batch norm over (N, C) or (N, C, L)."""
+    _ndims = (2, 3)
 
 
 class BatchNorm2d(_BatchNorm):
+    """Batch norm over (N, C, H, W)."""
     _ndims = (4,)
 
 
 class LayerNorm(Module):
-    """Normalise over the trailing ``normalized_shape`` axes, then gamma * xhat + beta."""
+    """Normalise over the trailing ``normalized_shape`` axes, then gamma * xhat + beta
+    (gamma = 1, beta = 0 initially; ``elementwise_affine=False``: neither, ``bias=False``:
+    no beta -- as PyTorch)."""
 
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True):
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
         super().__init__()
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(
             normalized_shape)
         self.normalized_shape, self.eps = shape, eps
-        self.weight = Parameter(zeros(*shape) + 1.0)
-        self.bias = Parameter(zeros(*shape))
-        if not elementwise_affine:
-            self.weight.requires_grad_(False)
-            self.bias.requires_grad_(False)
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = Parameter(zeros(*shape) + 1.0)
+        else:
+            self.register_parameter("weight", None)
+        if elementwise_affine and bias:
+            self.bias = Parameter(zeros(*shape))
+        else:
+            self.register_parameter("bias", None)
 
     def forward(self, x):
-        k = len(self.normalized_shape)
-        if x.shape[-k:] != self.normalized_shape:
-            raise ValueError(f"LayerNorm{self.normalized_shape}: input of shape {x.shape} "
-                             f"does not end with {self.normalized_shape}")
-        return N.LayerNorm.apply(x, self.weight, self.bias, self.eps)
+        return NF.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
 
 
 class Dropout(Module):
@@ -244,23 +247,32 @@ class Flatten(Module):
 
 
 class Embedding(Module):
-    """y = W[idx]; W (num_embeddings, dim) ~ N(0, 1). dW is a scatter-add of dy."""
+    """y = W[idx]; W (num_embeddings, dim) ~ N(0, 1) (PyTorch's init), the row
+    ``padding_idx`` (if given) zero and never updated. dW is a scatter-add of dy."""
 
-    def __init__(self, num_embeddings, embedding_dim):
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None):
         super().__init__()
+        if padding_idx is not None:
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(f"Embedding: padding_idx {padding_idx} out of range for "
+                                 f"{num_embeddings} embeddings")
+            padding_idx %= num_embeddings
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.padding_idx = padding_idx
         self.weight = _param(num_embeddings, embedding_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self):
         init.normal_(self.weight)
+        if self.padding_idx is not None:
+            self.weight.data[self.padding_idx] = 0
 
     def forward(self, idx):
-        if not isinstance(idx, Tensor):
-            idx = Tensor(np.asarray(idx), device=self.weight.device)
-        if idx.dtype.kind not in "iu":
-            raise TypeError(f"Embedding: indices must be integers, got dtype {idx.dtype}")
-        if idx.numel() and (int(idx.data.min()) < 0 or int(idx.data.max()) >= self.num_embeddings):
-            raise IndexError(f"Embedding({self.num_embeddings}, {self.embedding_dim}): index "
-                             f"out of range [0, {self.num_embeddings})")
-        return self.weight[idx]
+        return NF.embedding(idx, self.weight, self.padding_idx)
+
+    def extra_repr(self):
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
 
 
 class _Act(Module):
@@ -316,86 +328,146 @@ class LogSoftmax(Softmax):
 
 # -- recurrent layers ----------------------------------------------------------------------
 class _RNNBase(Module):
-    """Multi-layer recurrent layer over x (T, N, I) or (N, T, I) with batch_first.
+    """Multi-layer (optionally bidirectional) recurrent layer over x (T, N, I), or
+    (N, T, I) with batch_first, or unbatched (T, I).
 
-    Parameters per layer l: weight_ih_l{l} (G*H, I_l), weight_hh_l{l} (G*H, H),
-    bias_ih_l{l}, bias_hh_l{l} (G*H,), G gates, all ~ U(-1/sqrt(H), 1/sqrt(H)) (PyTorch).
-    The input projection x W_ih^T + b_ih is one product over all time steps; only
-    h W_hh^T runs step by step.
+    Parameters per layer l and direction (suffix "" or "_reverse"): weight_ih_l{l} (G*H, I_l),
+    weight_hh_l{l} (G*H, H), bias_ih_l{l}, bias_hh_l{l} (G*H,), G gates, I_l = I for l = 0
+    else D*H; all ~ U(-1/sqrt(H), 1/sqrt(H)) -- PyTorch's names, order and init, so its
+    state dicts load. The input projection x W_ih^T + b_ih is one product over all time
+    steps; only h W_hh^T runs step by step. The reverse direction reads time backwards;
+    its outputs are concatenated after the forward ones. ``dropout`` applies to the
+    outputs of every layer but the last, in training mode.
     """
 
     gates = 1
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False):
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False):
         super().__init__()
+        name = type(self).__name__
+        if hidden_size <= 0 or num_layers <= 0 or input_size <= 0:
+            raise ValueError(f"{name}: input_size, hidden_size and num_layers must be "
+                             f"positive, got {input_size}, {hidden_size}, {num_layers}")
+        if not 0 <= dropout <= 1:
+            raise ValueError(f"{name}: dropout must be in [0, 1], got {dropout}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.batch_first, self.use_bias = batch_first, bias
+        self.batch_first, self.bias, self.dropout = batch_first, bias, float(dropout)
+        self.bidirectional = bidirectional
+        self.num_directions = 2 if bidirectional else 1
         g = self.gates * hidden_size
         for layer in range(num_layers):
-            i = input_size if layer == 0 else hidden_size
-            setattr(self, f"weight_ih_l{layer}", _param(g, i))
-            setattr(self, f"weight_hh_l{layer}", _param(g, hidden_size))
-            if bias:
-                setattr(self, f"bias_ih_l{layer}", _param(g))
-                setattr(self, f"bias_hh_l{layer}", _param(g))
-        bound = 1.0 / math.sqrt(hidden_size)
+            i = input_size if layer == 0 else hidden_size * self.num_directions
+            for sfx in self._suffixes():
+                setattr(self, f"weight_ih_l{layer}{sfx}", _param(g, i))
+                setattr(self, f"weight_hh_l{layer}{sfx}", _param(g, hidden_size))
+                if bias:
+                    setattr(self, f"bias_ih_l{layer}{sfx}", _param(g))
+                    setattr(self, f"bias_hh_l{layer}{sfx}", _param(g))
+        self.reset_parameters()
+
+    def _suffixes(self):
+        return ("", "_reverse")[:self.num_directions]
+
+    def reset_parameters(self):
+        bound = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
             init.uniform_(p, -bound, bound)
 
-    def _weights(self, layer):
+    def _weights(self, layer, sfx):
         get = self.__getattr__
-        b_ih = get(f"bias_ih_l{layer}") if self.use_bias else None
-        b_hh = get(f"bias_hh_l{layer}") if self.use_bias else None
-        return get(f"weight_ih_l{layer}"), get(f"weight_hh_l{layer}"), b_ih, b_hh
+        b_ih = get(f"bias_ih_l{layer}{sfx}") if self.bias else None
+        b_hh = get(f"bias_hh_l{layer}{sfx}") if self.bias else None
+        return get(f"weight_ih_l{layer}{sfx}"), get(f"weight_hh_l{layer}{sfx}"), b_ih, b_hh
 
-    def _check(self, x):
-        if x.ndim != 3 or x.shape[-1] != self.input_size:
-            order = "(N, T, I)" if self.batch_first else "(T, N, I)"
-            raise ValueError(f"{type(self).__name__}: input of shape {x.shape}, expected "
-                             f"{order} with I = {self.input_size}")
-
-    def _initial(self, x, h0, name):
-        n = x.shape[0] if self.batch_first else x.shape[1]
-        want = (self.num_layers, n, self.hidden_size)
+    def _initial(self, x, h0, n, name):
+        want = (self.num_layers * self.num_directions, n, self.hidden_size)
         if h0 is None:
-            return [zeros(n, self.hidden_size, dtype=x.dtype, device=x.device)] * self.num_layers
-        if h0.shape != want:
-            raise ValueError(f"{type(self).__name__}: {name} of shape {h0.shape}, expected {want}")
-        return [h0[i] for i in range(self.num_layers)]
+            return [zeros(n, self.hidden_size, dtype=x.dtype, device=x.device)] * want[0]
+        if not isinstance(h0, Tensor) or h0.shape != want:
+            got = h0.shape if isinstance(h0, Tensor) else type(h0).__name__
+            raise ValueError(f"{type(self).__name__}: {name} of shape {got}, expected {want} "
+                             "(num_layers * num_directions, N, hidden_size)")
+        if h0.dtype != x.dtype or h0.device != x.device:
+            raise TypeError(f"{type(self).__name__}: {name} is {h0.dtype} on {h0.device}, "
+                            f"input is {x.dtype} on {x.device}")
+        return [h0[i] for i in range(want[0])]
 
     def forward(self, x, hx=None):
-        self._check(x)
+        name = type(self).__name__
+        if not isinstance(x, Tensor) or x.ndim not in (2, 3) or x.shape[-1] != self.input_size:
+            order = "(N, T, I)" if self.batch_first else "(T, N, I)"
+            raise ValueError(f"{name}: input of shape {getattr(x, 'shape', None)}, expected "
+                             f"{order} or (T, I) with I = {self.input_size}")
+        batched = x.ndim == 3
+        if not batched:  # (T, I): a batch of one, squeezed again at the end
+            x = x.unsqueeze(0 if self.batch_first else 1)
+            hx = self._map_state(hx, lambda t: t.unsqueeze(1))
         seq = x.transpose(0, 1) if self.batch_first else x  # (T, N, I)
-        state = self._init_state(seq if not self.batch_first else x, hx)
+        steps, n = seq.shape[0], seq.shape[1]
+        if steps == 0:
+            raise ValueError(f"{name}: input has no time steps (shape {x.shape})")
+        state = self._init_state(seq, hx, n)
         finals = []
         for layer in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh = self._weights(layer)
-            proj = F.linear(seq, w_ih, b_ih)  # (T, N, G*H)
-            s = state[layer]
-            outs = []
-            for t in range(seq.shape[0]):
-                s = self._cell(proj[t], s, w_hh, b_hh)
-                outs.append(s[0] if isinstance(s, tuple) else s)
-            finals.append(s)
-            seq = stack(outs, 0)
+            outs_dir = []
+            for d, sfx in enumerate(self._suffixes()):
+                w_ih, w_hh, b_ih, b_hh = self._weights(layer, sfx)
+                proj = F.linear(seq, w_ih, b_ih)  # (T, N, G*H)
+                s = state[layer * self.num_directions + d]
+                outs = [None] * steps
+                for t in (range(steps) if d == 0 else range(steps - 1, -1, -1)):
+                    s = self._cell(proj[t], s, w_hh, b_hh)
+                    outs[t] = s[0] if isinstance(s, tuple) else s
+                finals.append(s)
+                outs_dir.append(stack(outs, 0))
+            seq = outs_dir[0] if len(outs_dir) == 1 else cat(outs_dir, 2)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                seq = F.dropout(seq, self.dropout, True)
         out = seq.transpose(0, 1) if self.batch_first else seq
-        return out, self._pack(finals)
+        h = self._pack(finals)
+        if not batched:
+            out = out.squeeze(0 if self.batch_first else 1)
+            h = self._map_state(h, lambda t: t.squeeze(1))
+        return out, h
 
-    def _init_state(self, x, hx):
-        return self._initial(x, hx, "h0")
+    @staticmethod
+    def _map_state(h, fn):
+        if h is None:
+            return None
+        return tuple(fn(t) for t in h) if isinstance(h, tuple) else fn(h)
+
+    def _init_state(self, x, hx, n):
+        return self._initial(x, hx, n, "h0")
 
     def _pack(self, finals):
         return stack(finals, 0)
 
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        return s
+
 
 class RNN(_RNNBase):
-    """h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) (or relu)."""
+    """h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) (or relu).
+    Returns output (T, N, D*H) and h_n (num_layers*D, N, H)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False):
+                 batch_first=False, dropout=0.0, bidirectional=False):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional)
         self.nonlinearity = nonlinearity
 
     def _cell(self, xp, h, w_hh, b_hh):
@@ -406,14 +478,16 @@ class RNN(_RNNBase):
 class LSTM(_RNNBase):
     """Gates [i, f, g, o] = x W_ih^T + b_ih + h W_hh^T + b_hh (PyTorch's order);
     i, f, o = sigmoid, g = tanh;  c_t = f c_{t-1} + i g,  h_t = o tanh(c_t).
-    Returns output, (h_n, c_n)."""
+    ``forward(x, (h0, c0))`` returns output, (h_n, c_n)."""
 
     gates = 4
 
-    def _init_state(self, x, hx):
+    def _init_state(self, x, hx, n):
+        if hx is not None and not (isinstance(hx, tuple) and len(hx) == 2):
+            raise TypeError("LSTM: hx must be a tuple (h0, c0)")
         h0, c0 = (None, None) if hx is None else hx
-        hs = self._initial(x, h0, "h0")
-        cs = self._initial(x, c0, "c0")
+        hs = self._initial(x, h0, n, "h0")
+        cs = self._initial(x, c0, n, "c0")
         return list(zip(hs, cs))
 
     def _cell(self, xp, state, w_hh, b_hh):
@@ -430,8 +504,8 @@ class LSTM(_RNNBase):
 
 
 class GRU(_RNNBase):
-    """r = sigmoid(W_ir x + b_ir + W_hr h + b_hr), z likewise,
-    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h_t = (1 - z) n + z h_{t-1}."""
+    """Gates [r, z, n] (PyTorch's order):  r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),
+    z likewise,  n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h_t = (1 - z) n + z h_{t-1}."""
 
     gates = 3
 
@@ -445,78 +519,6 @@ class GRU(_RNNBase):
 
 
 # -- losses ---------------------------------------------------------------------------------
-def _reduce(loss, reduction, op):
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-
-
-def _same_shape(op, a, b):
-    if a.shape != b.shape:
-        raise ValueError(f"{op}: input of shape {a.shape} and target of shape {b.shape} must "
-                         "match")
-    if b.dtype.kind != "f":
-        raise TypeError(f"{op}: target must be floating point, got dtype {b.dtype}")
-
-
-def nll_loss(logp, target, reduction="mean", ignore_index=-100):
-    """loss_n = -logp[n, t_n]; logp (N, C) log-probabilities, target (N,) integers."""
-    if target.dtype.kind not in "iu":
-        raise TypeError(f"nll_loss: target must hold integer class indices, got dtype "
-                        f"{target.dtype}")
-    if logp.ndim != 2 or target.shape != (logp.shape[0],):
-        raise ValueError(f"nll_loss: expected input (N, C) and target (N,), got {logp.shape} "
-                         f"and {target.shape}")
-    c = logp.shape[1]
-    t = target.data
-    valid = t != ignore_index
-    if valid.any() and (t[valid].min() < 0 or t[valid].max() >= c):
-        raise IndexError(f"nll_loss: target out of range for {c} classes (expected 0 <= "
-                         f"target < {c})")
-    xp = logp.backend.xp
-    safe = xp.where(valid, t, 0)
-    picked = logp[Tensor._wrap(xp.arange(len(t)), logp.backend, False),
-                  Tensor._wrap(safe, logp.backend, False)]
-    mask = Tensor._wrap(valid.astype(logp.dtype), logp.backend, False)
-    loss = -picked * mask
-    if reduction == "mean":
-        return loss.sum() / max(int(valid.sum()), 1)
-    return _reduce(loss, reduction, "nll_loss")
-
-
-def binary_cross_entropy(p, y, reduction="mean"):
-    """loss = -(y log p + (1 - y) log(1 - p)), logs clamped at -100 like PyTorch."""
-    _same_shape("binary_cross_entropy", p, y)
-    pd = p.data
-    if pd.size and (float(pd.min()) < 0 or float(pd.max()) > 1):
-        raise ValueError("binary_cross_entropy: input must be probabilities in [0, 1]; use "
-                         "BCEWithLogitsLoss for logits")
-    loss = -(y * p.log().clamp(min=-100) + (1 - y) * (1 - p).log().clamp(min=-100))
-    return _reduce(loss, reduction, "binary_cross_entropy")
-
-
-def binary_cross_entropy_with_logits(z, y, reduction="mean"):
-    """loss = max(z, 0) - z y + log(1 + e^{-|z|}): the stable form of BCE(sigmoid(z), y)."""
-    _same_shape("binary_cross_entropy_with_logits", z, y)
-    loss = z.relu() - z * y + ((-z.abs()).exp() + 1).log()
-    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
-
-
-def mse_loss(a, b, reduction="mean"):
-    _same_shape("mse_loss", a, b)
-    d = a - b
-    return _reduce(d * d, reduction, "mse_loss")
-
-
-def l1_loss(a, b, reduction="mean"):
-    _same_shape("l1_loss", a, b)
-    return _reduce((a - b).abs(), reduction, "l1_loss")
-
-
 class _Loss(Module):
     def __init__(self, reduction="mean"):
         super().__init__()
@@ -525,45 +527,73 @@ class _Loss(Module):
                              f"'none', got {reduction!r}")
         self.reduction = reduction
 
+    def extra_repr(self):
+        return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
+
+
+def _buffer_or_none(module, name, value):
+    if value is None:
+        module.register_buffer(name, None)
+    else:
+        module.register_buffer(name, value if isinstance(value, Tensor)
+                               else Tensor(np.asarray(value, dtype=np.float32)))
+
 
 class CrossEntropyLoss(_Loss):
-    """Fused log-softmax + NLL over logits (N, C) and integer targets (N,)."""
+    """Log-softmax + NLL over logits (N, C) (or (N, C, d1, ...)) and integer targets;
+    one fused node without class weights (``functional.cross_entropy``)."""
 
-    def __init__(self, reduction="mean", label_smoothing=0.0, ignore_index=-100):
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__(reduction)
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], got "
+                             f"{label_smoothing}")
+        _buffer_or_none(self, "weight", weight)
         self.label_smoothing, self.ignore_index = label_smoothing, ignore_index
 
-    def forward(self, logits, target):
-        return F.cross_entropy(logits, target, self.reduction, self.label_smoothing,
-                               self.ignore_index)
+    def forward(self, input, target):
+        if self.weight is None:
+            return F.cross_entropy(input, target, self.reduction, self.label_smoothing,
+                                   self.ignore_index)
+        return NF.weighted_cross_entropy(input, target, self.weight, self.ignore_index,
+                                         self.reduction, self.label_smoothing)
 
 
 class NLLLoss(_Loss):
-    def __init__(self, reduction="mean", ignore_index=-100):
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
         super().__init__(reduction)
+        _buffer_or_none(self, "weight", weight)
         self.ignore_index = ignore_index
 
-    def forward(self, logp, target):
-        return nll_loss(logp, target, self.reduction, self.ignore_index)
+    def forward(self, input, target):
+        return NF.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
 
 
 class BCELoss(_Loss):
-    def forward(self, p, y):
-        return binary_cross_entropy(p, y, self.reduction)
+    def __init__(self, weight=None, reduction="mean"):
+        super().__init__(reduction)
+        _buffer_or_none(self, "weight", weight)
+
+    def forward(self, input, target):
+        return NF.binary_cross_entropy(input, target, self.weight, self.reduction)
 
 
 class BCEWithLogitsLoss(_Loss):
-    def forward(self, z, y):
-        return binary_cross_entropy_with_logits(z, y, self.reduction)
+    def __init__(self, weight=None, reduction="mean", pos_weight=None):
+        super().__init__(reduction)
+        _buffer_or_none(self, "weight", weight)
+        _buffer_or_none(self, "pos_weight", pos_weight)
+
+    def forward(self, input, target):
+        return NF.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction,
+                                                   self.pos_weight)
 
 
 class MSELoss(_Loss):
-    def forward(self, a, b):
-        return mse_loss(a, b, self.reduction)
+    def forward(self, input, target):
+        return NF.mse_loss(input, target, self.reduction)
 
 
 class L1Loss(_Loss):
-    def forward(self, a, b):
-        return l1_loss(a, b, self.reduction)
-
-
+    def forward(self, input, target):
+        return NF.l1_loss(input, target, self.reduction)

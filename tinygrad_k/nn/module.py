@@ -40,35 +40,53 @@ class Module:
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
 
     # -- registration --------------------------------------------------------------
     def __setattr__(self, name, value):
-        if "_parameters" not in self.__dict__:
+        """PyTorch's rules: a Parameter or Module registers under ``name``; a name already
+        registered as a parameter (module) accepts only a Parameter (Module) or None; a
+        buffer name accepts a Tensor or None; anything else is a plain attribute."""
+        d = self.__dict__
+        if "_parameters" not in d:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before "
                                "assigning attributes")
-        # replacing a registered entry with one of the same kind keeps its place (and so
-        # the order of parameters and state_dict keys), as in PyTorch
-        if isinstance(value, Parameter) and name in self._parameters:
-            self._parameters[name] = value
-            return
-        if isinstance(value, Module) and name in self._modules:
-            self._modules[name] = value
-            return
-        for store in (self._parameters, self._buffers, self._modules):
-            store.pop(name, None)
+        params, buffers, modules = d["_parameters"], d["_buffers"], d["_modules"]
+        kind = type(self).__name__
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            # replacing keeps the entry's place (and so the order of parameters and
+            # state_dict keys), as in PyTorch
+            self._forget(name, keep=params)
+            params[name] = value
+        elif name in params:
+            if value is not None:
+                raise TypeError(f"{kind}: cannot assign {type(value).__name__} as parameter "
+                                f"'{name}' (Parameter or None expected)")
+            params[name] = None
         elif isinstance(value, Module):
-            self._modules[name] = value
-        elif name in self.__dict__.get("_buffer_names", ()) and (value is None or
-                                                                  isinstance(value, Tensor)):
-            self._buffers[name] = value
+            self._forget(name, keep=modules)
+            modules[name] = value
+        elif name in modules:
+            if value is not None:
+                raise TypeError(f"{kind}: cannot assign {type(value).__name__} as child "
+                                f"module '{name}' (Module or None expected)")
+            modules[name] = None
+        elif name in buffers:
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"{kind}: cannot assign {type(value).__name__} as buffer "
+                                f"'{name}' (Tensor or None expected)")
+            buffers[name] = value
         else:
             object.__setattr__(self, name, value)
-            return
-        self.__dict__.pop(name, None)
+
+    def _forget(self, name, keep):
+        d = self.__dict__
+        for store in (d["_parameters"], d["_buffers"], d["_modules"]):
+            if store is not keep:
+                store.pop(name, None)
+        d.pop(name, None)
 
     def __getattr__(self, name):
         d = self.__dict__
@@ -81,24 +99,64 @@ class Module:
         for store in (self._parameters, self._buffers, self._modules):
             if name in store:
                 del store[name]
+                self._non_persistent.discard(name)
                 return
         object.__delattr__(self, name)
 
-    def register_buffer(self, name, tensor):
-        """A non-learnable Tensor saved in ``state_dict`` and moved by ``to()``
-        (e.g. BatchNorm's running statistics)."""
-        names = self.__dict__.setdefault("_buffer_names", set())
-        names.add(name)
+    def _check_name(self, what, name):
+        if not isinstance(name, str):
+            raise TypeError(f"{type(self).__name__}: {what} name must be a str, got "
+                            f"{type(name).__name__}")
+        if not name or "." in name:
+            raise KeyError(f"{type(self).__name__}: {what} name {name!r} must be non-empty "
+                           "and contain no '.'")
+        d = self.__dict__
+        if name in d and name not in d["_parameters"] and name not in d["_buffers"] \
+                and name not in d["_modules"]:
+            raise KeyError(f"{type(self).__name__}: attribute '{name}' already exists")
+
+    def register_buffer(self, name, tensor, persistent=True):
+        """A non-learnable Tensor (or None) moved by ``to()`` and, when ``persistent``,
+        saved in ``state_dict`` (e.g. BatchNorm's running statistics)."""
+        self._check_name("buffer", name)
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"{type(self).__name__}: buffer '{name}' must be a Tensor or None, "
+                            f"got {type(tensor).__name__}")
+        self._forget(name, keep=self._buffers)
         self._buffers[name] = tensor
+        if persistent:
+            self._non_persistent.discard(name)
+        else:
+            self._non_persistent.add(name)
 
     def register_parameter(self, name, param):
-        if param is None:
-            self._parameters[name] = None
-        else:
-            setattr(self, name, param)
+        """Register a Parameter (or None: the name exists, holds no parameter)."""
+        self._check_name("parameter", name)
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"{type(self).__name__}: cannot register {type(param).__name__} "
+                            f"as parameter '{name}' (Parameter or None expected)")
+        self._forget(name, keep=self._parameters)
+        self._parameters[name] = param
 
     def add_module(self, name, module):
+        self._check_name("module", name)
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(self).__name__}: {type(module).__name__} is not a Module "
+                            f"(child '{name}')")
+        self._forget(name, keep=self._modules)
         self._modules[name] = module
+
+    register_module = add_module
+
+    def get_submodule(self, target):
+        """The sub-module at a dotted path ("features.0"); "" is the module itself."""
+        mod = self
+        for part in target.split(".") if target else []:
+            if part not in mod._modules or mod._modules[part] is None:
+                raise AttributeError(f"{type(mod).__name__} has no submodule '{part}' "
+                                     f"(looking up '{target}')")
+            mod = mod._modules[part]
+        return mod
 
     # -- the forward -------------------------------------------------------------------
     def forward(self, *args, **kwargs):  # pragma: no cover - abstract
@@ -149,23 +207,30 @@ class Module:
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
-    def named_buffers(self, prefix=""):
-        for mod_name, mod in self.named_modules(prefix):
+    def named_buffers(self, prefix="", recurse=True, _persistent_only=False):
+        mods = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mod_name, mod in mods:
             for name, b in mod._buffers.items():
-                if b is not None:
-                    yield (f"{mod_name}.{name}" if mod_name else name), b
+                if b is None or (_persistent_only and name in mod._non_persistent):
+                    continue
+                yield (f"{mod_name}.{name}" if mod_name else name), b
 
-    def buffers(self):
-        for _, b in self.named_buffers():
+    def buffers(self, recurse=True):
+        for _, b in self.named_buffers(recurse=recurse):
             yield b
 
     def apply(self, fn):
-        for m in list(self.modules())[::-1]:
-            fn(m)
+        """Call ``fn`` on every sub-module, children before their parent (as PyTorch),
+        e.g. ``model.apply(init_weights)``."""
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
         return self
 
     # -- modes -----------------------------------------------------------------------------
     def train(self, mode=True):
+        if not isinstance(mode, bool):
+            raise ValueError(f"train: mode must be a bool, got {mode!r}")
         for m in self.modules():
             object.__setattr__(m, "training", mode)
         return self
@@ -190,16 +255,22 @@ class Module:
         """Move (and/or cast) every parameter and buffer in place. Parameter objects keep
         their identity, so an optimizer built before ``to()`` still updates them."""
         backend = get_backend(normalize_device(device)) if device is not None else None
-        for t in list(self.parameters()) + list(self.buffers()):
+        if dtype is not None and np.dtype(dtype).kind != "f":
+            raise TypeError(f"Module.to: dtype must be floating point, got {np.dtype(dtype)}")
+
+        def move(t):
             arr = t.data
             if backend is not None and t.backend is not backend:
                 arr = backend.asarray(t.backend.to_numpy(arr))
                 t._backend = backend
-            if dtype is not None and arr.dtype.kind == "f":
+            if dtype is not None and arr.dtype.kind == "f":  # integer buffers stay integers
                 arr = arr.astype(dtype)
             t.data = arr
-            if t.grad is not None:
-                t.grad = None
+
+        for t in list(self.parameters()) + list(self.buffers()):
+            move(t)
+            if t.grad is not None:  # the gradient follows its parameter, as in PyTorch
+                move(t.grad)
         return self
 
     def cpu(self):
@@ -215,13 +286,14 @@ class Module:
         return self.to(dtype=np.float32)
 
     # -- state ---------------------------------------------------------------------------
-    def state_dict(self):
-        """Ordered name -> Tensor (detached, shares memory) of parameters and buffers."""
+    def state_dict(self, keep_vars=False):
+        """Ordered name -> Tensor of parameters, then persistent buffers (detached and
+        sharing memory; the Parameters themselves with ``keep_vars=True``)."""
         out = OrderedDict()
         for name, p in self.named_parameters():
-            out[name] = p.detach()
-        for name, b in self.named_buffers():
-            out[name] = b.detach()
+            out[name] = p if keep_vars else p.detach()
+        for name, b in self.named_buffers(_persistent_only=True):
+            out[name] = b if keep_vars else b.detach()
         return out
 
     def load_state_dict(self, state_dict, strict=True):
@@ -231,7 +303,7 @@ class Module:
         Values may be Tensors or NumPy arrays (e.g. from a PyTorch model's ``.numpy()``).
         """
         own = dict(self.named_parameters())
-        own.update(dict(self.named_buffers()))
+        own.update(dict(self.named_buffers(_persistent_only=True)))
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
@@ -257,11 +329,15 @@ class Module:
         return ""
 
     def __repr__(self):
-        lines = [f"({name}): " + repr(m).replace("\n", "\n  ")
-                 for name, m in self._modules.items()]
-        head = f"{type(self).__name__}({self.extra_repr()}"
-        if not lines:
-            return head + ")"
+        # PyTorch's layout: extra_repr alone on one line, or its lines and then one
+        # "(name): child" per child, indented by two spaces
+        extra = self.extra_repr()
+        lines = extra.split("\n") if extra else []
+        lines += [f"({name}): " + repr(m).replace("\n", "\n  ")
+                  for name, m in self._modules.items()]
+        head = f"{type(self).__name__}("
+        if len(lines) <= 1 and not self._modules:
+            return head + "".join(lines) + ")"
         return head + "\n  " + "\n  ".join(lines) + "\n)"
 
 

@@ -1,24 +1,38 @@
-"""Normalisation Functions with fused, hand-derived backward passes.
+"""Normalisation and embedding Functions with fused, hand-derived backward passes.
 
-Both normalise  xhat = (x - mu) * r,  r = 1 / sqrt(var + eps)  (biased variance over the
-m reduced elements) and then scale and shift  y = gamma * xhat + beta. With
-g = dL/dy and gh = g * gamma, the chain rule through mu and var collapses to
+Both normalisations compute  xhat = (x - mu) * r,  r = 1 / sqrt(var + eps)  (biased
+variance over the m reduced elements) and then scale and shift  y = gamma * xhat + beta.
+With g = dL/dy and gh = g * gamma, the chain rule through mu and var collapses to
 
     dx = r / m * (m * gh - sum(gh) - xhat * sum(gh * xhat))
     dgamma = sum(g * xhat),   dbeta = sum(g)
 
 (sums over the normalised elements). One node instead of ~10 elementwise ones.
+
+``gamma`` and ``beta`` may be None (``affine=False``): then y = xhat and no gradient is
+returned for them (a Function returns one gradient per *Tensor* input).
 """
 from __future__ import annotations
 
 from ..autograd import Function
 
 
+def _param_grads(dx, gamma, beta, dgamma, dbeta):
+    out = [dx]
+    if gamma is not None:
+        out.append(dgamma)
+    if beta is not None:
+        out.append(dbeta)
+    return tuple(out) if len(out) > 1 else dx
+
+
 class BatchNormTrain(Function):
-    """Batch normalisation with batch statistics, channel axis 1: x (N, C) or (N, C, H, W).
+    """Batch normalisation with batch statistics, channel axis 1: x (N, C), (N, C, L) or
+    (N, C, H, W); gamma, beta (C,) or None.
 
     Reduces over every axis but 1 (m = N*H*W). ``stats`` (a dict) receives the batch mean
-    and the *unbiased* variance so the module can update its running estimates.
+    and the *unbiased* variance var * m / (m - 1) so the module can update its running
+    estimates as PyTorch does.
     """
 
     @staticmethod
@@ -34,8 +48,9 @@ class BatchNormTrain(Function):
         stats["mean"] = mu.reshape(-1)
         stats["var"] = var.reshape(-1) * (m / max(m - 1, 1))
         ctx.save_for_backward(xhat, r, gamma)
-        ctx.axes, ctx.shape, ctx.m = axes, shape, m
-        return xhat * gamma.reshape(shape) + beta.reshape(shape)
+        ctx.axes, ctx.shape, ctx.m, ctx.has_beta = axes, shape, m, beta is not None
+        y = xhat if gamma is None else xhat * gamma.reshape(shape)
+        return y if beta is None else y + beta.reshape(shape)
 
     @staticmethod
     def backward(ctx, g):
@@ -43,18 +58,56 @@ class BatchNormTrain(Function):
         axes, shape, m = ctx.axes, ctx.shape, ctx.m
         sum_g = g.sum(axis=axes, keepdims=True)
         sum_gx = (g * xhat).sum(axis=axes, keepdims=True)
-        gam = gamma.reshape(shape)
-        dx = (r * gam / m) * (m * g - sum_g - xhat * sum_gx)
-        return dx, sum_gx.reshape(-1), sum_g.reshape(-1)
+        scale = r / m if gamma is None else r * gamma.reshape(shape) / m
+        # sum(gh) = gamma * sum(g) and sum(gh * xhat) = gamma * sum(g * xhat) per channel,
+        # so gamma factors out of the bracket
+        dx = scale * (m * g - sum_g - xhat * sum_gx)
+        beta = True if ctx.has_beta else None
+        return _param_grads(dx, gamma, beta, sum_gx.reshape(-1), sum_g.reshape(-1))
+
+
+class BatchNormEval(Function):
+    """Batch normalisation with fixed (running) statistics, channel axis 1:
+
+        y = x * s + (beta - mean * s),   s = gamma / sqrt(var + eps)
+
+    an affine map per channel. dx = g * s,  dgamma = sum(g * (x - mean)) / sqrt(var + eps),
+    dbeta = sum(g) (sums over every axis but 1). ``mean`` and ``var`` are raw (C,) arrays
+    (buffers, no gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, mean, var, eps):
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        r = 1.0 / ctx.xp.sqrt(var + eps)
+        s = r if gamma is None else gamma * r
+        shift = -mean * s if beta is None else beta - mean * s
+        ctx.save_for_backward(x, s, r, mean, gamma)
+        ctx.shape, ctx.has_beta = shape, beta is not None
+        return (x * s.reshape(shape) + shift.reshape(shape)).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, s, r, mean, gamma = ctx.saved_tensors
+        shape = ctx.shape
+        axes = (0,) + tuple(range(2, g.ndim))
+        dx = g * s.reshape(shape)
+        dgamma = dbeta = None
+        if gamma is not None and ctx.needs_input_grad[1]:
+            dgamma = (g * (x - mean.reshape(shape))).sum(axis=axes) * r
+        if ctx.has_beta and ctx.needs_input_grad[-1]:
+            dbeta = g.sum(axis=axes)
+        beta = True if ctx.has_beta else None
+        return _param_grads(dx, gamma, beta, dgamma, dbeta)
 
 
 class LayerNorm(Function):
-    """Layer normalisation over the last ``k`` axes (k = gamma.ndim); gamma, beta have the
-    normalised shape."""
+    """Layer normalisation over the last ``k`` axes; gamma, beta have the normalised shape
+    (or are None, then ``k`` is given explicitly)."""
 
     @staticmethod
-    def forward(ctx, x, gamma, beta, eps):
-        k = gamma.ndim
+    def forward(ctx, x, gamma, beta, eps, k=None):
+        k = gamma.ndim if k is None else k
         axes = tuple(range(x.ndim - k, x.ndim))
         mu = x.mean(axis=axes, keepdims=True)
         d = x - mu
@@ -62,16 +115,52 @@ class LayerNorm(Function):
         r = 1.0 / ctx.xp.sqrt(var + eps)
         xhat = d * r
         ctx.save_for_backward(xhat, r, gamma)
-        ctx.axes = axes
-        ctx.m = int(gamma.size)
-        return xhat * gamma + beta
+        ctx.axes, ctx.k, ctx.has_beta = axes, k, beta is not None
+        ctx.m = 1
+        for a in axes:
+            ctx.m *= x.shape[a]
+        y = xhat if gamma is None else xhat * gamma
+        return y if beta is None else y + beta
 
     @staticmethod
     def backward(ctx, g):
         xhat, r, gamma = ctx.saved_tensors
         axes, m = ctx.axes, ctx.m
-        gh = g * gamma
+        gh = g if gamma is None else g * gamma
         dx = (r / m) * (m * gh - gh.sum(axis=axes, keepdims=True)
                         - xhat * (gh * xhat).sum(axis=axes, keepdims=True))
-        lead = tuple(range(g.ndim - gamma.ndim))
-        return dx, (g * xhat).sum(axis=lead), g.sum(axis=lead)
+        lead = tuple(range(g.ndim - ctx.k))
+        dgamma = (g * xhat).sum(axis=lead) if gamma is not None else None
+        dbeta = g.sum(axis=lead) if ctx.has_beta else None
+        beta = True if ctx.has_beta else None
+        return _param_grads(dx, gamma, beta, dgamma, dbeta)
+
+
+class Embedding(Function):
+    """Row lookup y[..., :] = W[idx[...], :]; W (num, dim), idx integer array of any shape
+    -> y idx.shape + (dim,).
+
+    dW = scatter-add of g into the looked-up rows (repeated indices accumulate);
+    the row ``padding_idx`` (if not None) gets no gradient, as in PyTorch.
+    """
+
+    @staticmethod
+    def forward(ctx, weight, idx, padding_idx=None):
+        ctx.idx, ctx.shape, ctx.padding_idx = idx, weight.shape, padding_idx
+        return weight[idx]
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = ctx.xp
+        dw = xp.zeros(ctx.shape, dtype=g.dtype)
+        idx = ctx.idx.reshape(-1)
+        g = g.reshape(-1, ctx.shape[1])
+        if xp.__name__ == "numpy":
+            xp.add.at(dw, idx, g)
+        else:  # cupy
+            import cupyx
+
+            cupyx.scatter_add(dw, idx, g)
+        if ctx.padding_idx is not None:
+            dw[ctx.padding_idx] = 0
+        return dw
