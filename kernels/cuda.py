@@ -78,52 +78,86 @@ def _simulating():
 
 
 # -- the GEMM kernel factory -----------------------------------------------------------------
+# Operand loaders, one small device function per mode. The factory picks them in Python,
+# so each compiled kernel contains only the code (and array ranks) of its own modes.
+# geo = (L, OW, KH, KW, SH, SW, PH, PW) describes the convolution (zeros for matmul).
+@cuda.jit(device=True, inline=True)
+def _a_plain(A, g, row, k, geo):
+    return A[g, row, k]
+
+
+@cuda.jit(device=True, inline=True)
+def _a_trans(A, g, row, k, geo):
+    return A[g, k, row]
+
+
+@cuda.jit(device=True, inline=True)
+def _a_dy(A, g, row, k, geo):
+    """A[o, n*L + l] = dy[n, o, l] (dy viewed as (N, O, L))."""
+    return A[k // geo[0], row, k % geo[0]]
+
+
+@cuda.jit(device=True, inline=True)
+def _b_plain(B, g, k, col, geo):
+    return B[g, k, col]
+
+
+@cuda.jit(device=True, inline=True)
+def _b_trans(B, g, k, col, geo):
+    return B[g, col, k]
+
+
+@cuda.jit(device=True, inline=True)
+def _im2col_at(x, r, c, geo):
+    """im2col(x)[r = (ch, p, q), c = (n, i, j)] = xpad[n, ch, i*SH + p, j*SW + q]."""
+    L, OW, KH, KW, SH, SW, PH, PW = geo
+    n = c // L
+    rem = c % L
+    q = r % KW
+    p = (r // KW) % KH
+    ch = r // (KW * KH)
+    h = (rem // OW) * SH + p - PH
+    w = (rem % OW) * SW + q - PW
+    if h < 0 or h >= x.shape[2] or w < 0 or w >= x.shape[3]:
+        return 0.0
+    return x[n, ch, h, w]
+
+
+@cuda.jit(device=True, inline=True)
+def _b_im2col(B, g, k, col, geo):
+    return _im2col_at(B, k, col, geo)
+
+
+@cuda.jit(device=True, inline=True)
+def _b_im2col_t(B, g, k, col, geo):
+    return _im2col_at(B, col, k, geo)
+
+
+@cuda.jit(device=True, inline=True)
+def _c_plain(C, g, r, c, v, geo):
+    C[g, r, c] = v
+
+
+@cuda.jit(device=True, inline=True)
+def _c_nchw(C, g, r, c, v, geo):
+    """C[o, n*L + l] -> y[n, o, l]."""
+    C[c // geo[0], r, c % geo[0]] = v
+
+
+_LOAD_A = {_PLAIN: _a_plain, _PLAIN_T: _a_trans, _DY_ONL: _a_dy}
+_LOAD_B = {_PLAIN: _b_plain, _PLAIN_T: _b_trans, _IM2COL: _b_im2col, _IM2COL_T: _b_im2col_t}
+_STORE_C = {_OUT_PLAIN: _c_plain, _OUT_NCHW: _c_nchw}
+
+
 @functools.lru_cache(maxsize=None)
 def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name):
+    """A tiled GEMM kernel for one tile configuration and operand modes (compiled once)."""
     from numba import float32, float64
 
     acc_t = float64 if dtype_name == "float64" else float32
     nthreads = (bm // tm) * (bn // tn)
     threads_n = bn // tn
-
-    @cuda.jit(device=True, inline=True)
-    def load_a(A, g, row, k, M, K, geo):
-        if row >= M or k >= K:
-            return 0.0
-        if mode_a == _PLAIN:
-            return A[g, row, k]
-        if mode_a == _PLAIN_T:
-            return A[g, k, row]
-        # _DY_ONL: A[o, n*L + l] = dy[n, o, l]; geo = (L, ...)
-        L = geo[0]
-        return A[k // L, row, k % L]
-
-    @cuda.jit(device=True, inline=True)
-    def load_b(B, g, k, col, K, N, geo):
-        if k >= K or col >= N:
-            return 0.0
-        if mode_b == _PLAIN:
-            return B[g, k, col]
-        if mode_b == _PLAIN_T:
-            return B[g, col, k]
-        # im2col gather from x (N, C, H, W); geo = (L, OW, KH, KW, SH, SW, PH, PW)
-        L, OW, KH, KW, SH, SW, PH, PW = geo
-        if mode_b == _IM2COL:
-            r, c = k, col        # B[r = (c, p, q), c = (n, i, j)]
-        else:
-            r, c = col, k        # _IM2COL_T: B[(n, i, j), (c, p, q)]
-        n = c // L
-        rem = c % L
-        i = rem // OW
-        j = rem % OW
-        q = r % KW
-        p = (r // KW) % KH
-        ch = r // (KW * KH)
-        h = i * SH + p - PH
-        w = j * SW + q - PW
-        if h < 0 or h >= B.shape[2] or w < 0 or w >= B.shape[3]:
-            return 0.0
-        return B[n, ch, h, w]
+    load_a, load_b, store_c = _LOAD_A[mode_a], _LOAD_B[mode_b], _STORE_C[mode_c]
 
     @cuda.jit
     def kernel(A, B, C, M, N, K, geo):
@@ -142,15 +176,16 @@ def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name):
             for b in range(tn):
                 acc[a, b] = 0.0
         for k0 in range(0, K, bk):
-            # cooperative loads: each thread fills every nthreads-th slot of the tiles
+            # cooperative loads: each thread fills every nthreads-th slot of the tiles;
+            # out-of-range elements load as 0 so the edge tiles need no special case
             for s in range(tid, bm * bk, nthreads):
-                r = s // bk
-                kk = s % bk
-                As[kk, r] = load_a(A, g, row0 + r, k0 + kk, M, K, geo)
+                r = row0 + s // bk
+                kk = k0 + s % bk
+                As[s % bk, s // bk] = load_a(A, g, r, kk, geo) if r < M and kk < K else 0.0
             for s in range(tid, bk * bn, nthreads):
-                kk = s // bn
-                cc = s % bn
-                Bs[kk, cc] = load_b(B, g, k0 + kk, col0 + cc, K, N, geo)
+                kk = k0 + s // bn
+                c = col0 + s % bn
+                Bs[s // bn, s % bn] = load_b(B, g, kk, c, geo) if kk < K and c < N else 0.0
             cuda.syncthreads()
             for kk in range(bk):
                 for a in range(tm):
@@ -163,17 +198,11 @@ def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name):
             cuda.syncthreads()
         for a in range(tm):
             r = row0 + ty * tm + a
-            if r >= M:
-                continue
-            for b in range(tn):
-                c = col0 + tx * tn + b
-                if c >= N:
-                    continue
-                if mode_c == _OUT_PLAIN:
-                    C[g, r, c] = acc[a, b]
-                else:  # C[o, n*L + l] -> y[n, o, l]
-                    L = geo[0]
-                    C[c // L, r, c % L] = acc[a, b]
+            if r < M:
+                for b in range(tn):
+                    c = col0 + tx * tn + b
+                    if c < N:
+                        store_c(C, g, r, c, acc[a, b], geo)
 
     return kernel, nthreads
 
@@ -197,7 +226,7 @@ def matmul(a, b, trans_a=False, trans_b=False):
     B = b[None] if squeeze else b
     C = xp.empty((A.shape[0], m, n), dtype=a.dtype)
     _launch_gemm(_PLAIN_T if trans_a else _PLAIN, _PLAIN_T if trans_b else _PLAIN, _OUT_PLAIN,
-                 A, B, C, m, n, k, A.shape[0], (0,), a.dtype)
+                 A, B, C, m, n, k, A.shape[0], (0,) * 8, a.dtype)
     return C[0] if squeeze else C
 
 
