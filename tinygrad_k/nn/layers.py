@@ -93,9 +93,12 @@ class Conv2d(Module):
 
 
 class MaxPool2d(Module):
+    """Max over kernel windows; stride defaults to kernel_size (as PyTorch)."""
+
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.kernel_size, self.padding = kernel_size, padding
+        self.stride = kernel_size if stride is None else stride
 
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
@@ -105,6 +108,8 @@ class MaxPool2d(Module):
 
 
 class AvgPool2d(MaxPool2d):
+    """Mean over kernel windows, zero padding counted (count_include_pad=True)."""
+
     def forward(self, x):
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 
@@ -220,7 +225,7 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}")
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
 
 
 class Dropout(Module):
@@ -244,6 +249,9 @@ class Flatten(Module):
 
     def forward(self, x):
         return x.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
 class Embedding(Module):
@@ -302,6 +310,9 @@ class LeakyReLU(Module):
     def forward(self, x):
         return x.leaky_relu(self.negative_slope)
 
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
 
 class GELU(Module):
     def __init__(self, approximate="none"):
@@ -311,6 +322,9 @@ class GELU(Module):
     def forward(self, x):
         return x.gelu(self.approximate)
 
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
 
 class Softmax(Module):
     def __init__(self, dim=-1):
@@ -319,6 +333,9 @@ class Softmax(Module):
 
     def forward(self, x):
         return x.softmax(self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
 
 
 class LogSoftmax(Softmax):
@@ -526,9 +543,6 @@ class _Loss(Module):
             raise ValueError(f"{type(self).__name__}: reduction must be 'mean', 'sum' or "
                              f"'none', got {reduction!r}")
         self.reduction = reduction
-
-    def extra_repr(self):
-        return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
 
 
 def _buffer_or_none(module, name, value):
