@@ -4,7 +4,8 @@ Convolution is lowered to a batched GEMM (im2col):
 
     cols[n, (c,p,q), (i,j)] = xpad[n, c, i*sh + p, j*sw + q]       (Numba, parallel over n)
     y[n]   = W2 (O, C*KH*KW) @ cols[n]                              (BLAS, batched)
-    dW2    = sum_n dy[n] (O, L) @ cols[n]^T                         (BLAS, no transposed copy)
+    dW2    = sum_n dy[n] (O, L) @ cols[n]^T                         (BLAS, no transposed copy;
+             or, for small L, one GEMM over (O, N*L) x (N*L, K))
     dx     = col2im(W2^T @ dy[n])                                   (BLAS + Numba scatter-add)
 
 Pooling is a direct Numba loop over (n, c) planes in parallel; max pooling records the
@@ -25,6 +26,7 @@ All kernels are compiled with ``cache=True`` so the JIT cost is paid once per ma
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 # Numba's OpenMP threads otherwise spin after every parallel loop and steal the cores
@@ -42,6 +44,10 @@ __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
 
 _COLS_BUDGET_BYTES = 32 * 2 ** 20
+# conv2d_backward_weight: the output size L = OH*OW below which the batch is folded into
+# one GEMM, and the largest (chunk, O, K) intermediate of the batched form (see there)
+_FOLD_BATCH_BELOW_L = 256
+_BATCHED_DW_BYTES = _COLS_BUDGET_BYTES // 4
 # Below this many multiply-adds a GEMM runs on one BLAS thread. OpenBLAS worker threads
 # busy-wait after a product and Numba's parallel loops busy-wait after theirs; on a small
 # machine the two pools then fight for the cores: a LeNet-5 conv took 11 ms instead of
@@ -121,6 +127,31 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, cols):
 
 
 @njit(parallel=True, cache=True)
+def _im2col_kn(x, kh, kw, sh, sw, ph, pw, oh, ow, cols):
+    """cols[(c*kh + p)*kw + q, n, i*ow + j] = xpad[n, c, i*sh + p, j*sw + q]: the layout
+    that makes (K, N*L) a plain reshape, for the one-GEMM weight gradient."""
+    n_, c_, h_, w_ = x.shape
+    for n in prange(n_):
+        for c in range(c_):
+            for p in range(kh):
+                for q in range(kw):
+                    row = (c * kh + p) * kw + q
+                    for i in range(oh):
+                        hh = i * sh + p - ph
+                        base = i * ow
+                        if hh < 0 or hh >= h_:
+                            for j in range(ow):
+                                cols[row, n, base + j] = 0.0
+                        else:
+                            for j in range(ow):
+                                ww = j * sw + q - pw
+                                if ww >= 0 and ww < w_:
+                                    cols[row, n, base + j] = x[n, c, hh, ww]
+                                else:
+                                    cols[row, n, base + j] = 0.0
+
+
+@njit(parallel=True, cache=True)
 def _col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, dx):
     """dx[n, c, i*sh + p - ph, j*sw + q - pw] += cols[n, (c*kh + p)*kw + q, i*ow + j]
     (each sample n writes only its own plane, so samples run in parallel safely)."""
@@ -183,7 +214,16 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
-    """dW2 (O, C*KH*KW) = sum_n dy[n] (O, L) @ cols[n]^T (L, C*KH*KW)."""
+    """dW2 (O, C*KH*KW) = sum_n dy[n] (O, L) @ cols[n]^T (L, C*KH*KW).
+
+    Two lowerings of the same sum, chosen by L = OH*OW (measured, 2 cores):
+    * L >= 256: per-sample products dy[n] @ cols[n]^T, each contracting over a long L;
+    * L < 256 (deep layers, small images): per-sample contractions are too short for
+      BLAS, so the batch is folded into the contraction instead -- one GEMM
+      dY (O, N*L) @ COLS (N*L, K) with cols laid out (K, N, L) by ``_im2col_kn`` and dy
+      transposed to (O, N, L). ResNet 512@4: 40 ms instead of 180; LeNet-5 conv2: 1.05
+      instead of 1.26 ms. (For large L the one-GEMM form lost: LeNet-5 conv1 1.4 vs 0.5.)
+    """
     check_float("conv2d_backward_weight", dy, x)
     (sh, sw), (ph, pw), out = conv2d_out_shape(x.shape, w_shape, stride, padding,
                                                "conv2d_backward_weight")
@@ -195,14 +235,20 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
     dy3 = np.ascontiguousarray(dy).reshape(n, o, L)
     dw = np.zeros((o, k), dtype=x.dtype)
     for s, e in _chunks(n, k, L, x.itemsize):
+        if L < _FOLD_BATCH_BELOW_L:
+            cols = np.empty((k, e - s, L), dtype=x.dtype)
+            _im2col_kn(x[s:e], kh, kw, sh, sw, ph, pw, oh, ow, cols)
+            dyt = np.ascontiguousarray(dy3[s:e].transpose(1, 0, 2)).reshape(o, (e - s) * L)
+            dw += dyt @ cols.reshape(k, (e - s) * L).T
+            continue
         cols = np.empty((e - s, k, L), dtype=x.dtype)
         _im2col(x[s:e], kh, kw, sh, sw, ph, pw, oh, ow, cols)
-        if (e - s) * o * k * x.itemsize <= _COLS_BUDGET_BYTES // 4:
+        if (e - s) * o * k * x.itemsize <= _BATCHED_DW_BYTES:
             # one batched GEMM then a sum over samples: fastest for small layers
             dw += np.matmul(dy3[s:e], cols.transpose(0, 2, 1)).sum(axis=0)
         else:
-            # large O*K: a (chunk, O, K) intermediate would cost more than the products
-            # (ResNet 512@4: 600 MB); accumulate sample by sample instead
+            # large O*K: a (chunk, O, K) intermediate would cost more than the products;
+            # accumulate sample by sample instead
             for i in range(e - s):
                 dw += dy3[s + i] @ cols[i].T
     return dw.reshape(tuple(w_shape))
@@ -211,46 +257,83 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
 # -- pooling -------------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
 def _maxpool_fwd(x, kh, kw, sh, sw, ph, pw, y, arg):
+    """The general case: any padding, NaN-aware. The window is clipped to the image (the
+    -inf padding never wins, so it is never read); padding <= kernel/2 guarantees a
+    non-empty clipped window."""
     n_, c_, h_, w_ = x.shape
     oh, ow = y.shape[2], y.shape[3]
     for nc in prange(n_ * c_):
         n = nc // c_
         c = nc % c_
         for i in range(oh):
+            h0 = max(i * sh - ph, 0)
+            h1 = min(i * sh - ph + kh, h_)
             for j in range(ow):
-                best = -np.inf
-                besti = -1
-                found_nan = False
-                for p in range(kh):
-                    hh = i * sh + p - ph
-                    if hh < 0 or hh >= h_:
-                        continue
-                    for q in range(kw):
-                        ww = j * sw + q - pw
-                        if ww < 0 or ww >= w_:
-                            continue
+                w0 = max(j * sw - pw, 0)
+                w1 = min(j * sw - pw + kw, w_)
+                best = x[n, c, h0, w0]
+                besti = h0 * w_ + w0
+                for hh in range(h0, h1):
+                    for ww in range(w0, w1):
                         v = x[n, c, hh, ww]
-                        if found_nan:
-                            continue
-                        if v != v:  # NaN wins, like PyTorch and the reference
-                            best = v
-                            besti = hh * w_ + ww
-                            found_nan = True
-                        elif v > best or besti < 0:
-                            best = v
-                            besti = hh * w_ + ww
+                        # the first maximum wins ties; the first NaN wins and then stays
+                        take = (v > best) | ((v != v) & (best == best))
+                        best = v if take else best
+                        besti = hh * w_ + ww if take else besti
                 y[n, c, i, j] = best
                 arg[n, c, i, j] = besti
 
 
+# the windows the seed models and common nets use; each costs a compile per process
+_FIXED_POOLS = {(k, k, s, s) for k in (2, 3) for s in (1, 2, 3)}
+
+
+@functools.lru_cache(maxsize=None)
+def _maxpool_fwd_fixed(kh, kw, sh, sw):
+    """The common case -- no padding, no NaN -- with the window size and stride as
+    compile-time constants (closure variables are constants to Numba): LLVM unrolls and
+    vectorises the window loop. 10x faster than the general kernel on LeNet-5's 2x2
+    pools (0.06 vs 0.7 ms at batch 64, 2 cores): there the runtime-sized window loop
+    and the NaN test kept it scalar. Compiled once per (kh, kw, sh, sw) per process."""
+
+    @njit(parallel=True)
+    def kernel(x, y, arg):
+        nc_, w_ = x.shape[0], x.shape[2]
+        oh, ow = y.shape[1], y.shape[2]
+        for nc in prange(nc_):
+            xp, yp, ap = x[nc], y[nc], arg[nc]
+            for i in range(oh):
+                for j in range(ow):
+                    h0, w0 = i * sh, j * sw
+                    best = xp[h0, w0]
+                    besti = h0 * w_ + w0
+                    for p in range(kh):
+                        for q in range(kw):
+                            v = xp[h0 + p, w0 + q]
+                            take = v > best  # strict: the first maximum wins ties
+                            best = v if take else best
+                            besti = (h0 + p) * w_ + w0 + q if take else besti
+                    yp[i, j] = best
+                    ap[i, j] = besti
+
+    return kernel
+
+
 def maxpool2d_forward(x, kernel, stride=None, padding=0):
-    """-> y (N,C,OH,OW), argmax (int64 flat index h*W + w); -inf padding, first max wins."""
+    """-> y (N,C,OH,OW), argmax (int64 flat index h*W + w); -inf padding, first max wins,
+    a NaN in a window wins (as PyTorch)."""
     check_float("maxpool2d_forward", x)
     (kh, kw), (sh, sw), (ph, pw), out = pool2d_out_shape(x.shape, kernel, stride, padding,
                                                          "maxpool2d_forward")
     y = np.empty(out, dtype=x.dtype)
     arg = np.empty(out, dtype=np.int64)
-    _maxpool_fwd(x, kh, kw, sh, sw, ph, pw, y, arg)
+    n, c, h, w = x.shape
+    if (kh, kw, sh, sw) in _FIXED_POOLS and ph == 0 and pw == 0 and not np.isnan(x).any():
+        x3 = np.ascontiguousarray(x).reshape(n * c, h, w)
+        _maxpool_fwd_fixed(kh, kw, sh, sw)(x3, y.reshape(n * c, *out[2:]),
+                                           arg.reshape(n * c, *out[2:]))
+    else:
+        _maxpool_fwd(x, kh, kw, sh, sw, ph, pw, y, arg)
     return y, arg
 
 

@@ -71,6 +71,23 @@ def test_conv2d_cpu_matches_reference(case, dtype, layout, seed):
                reference.conv2d_backward_weight(dy, x, ws, s, p)) < TOL[dtype]
 
 
+@pytest.mark.parametrize("lowering", ["fold batch", "batched", "per sample"])
+@settings(max_examples=10, deadline=None)
+@given(case=conv_case(), seed=st.integers(0, 2 ** 31))
+def test_conv2d_backward_weight_every_lowering(lowering, case, seed):
+    """kernels.cpu picks one of three lowerings of dW by size; force each in turn."""
+    xs, ws, s, p = case
+    rng = np.random.default_rng(seed)
+    x, w = rand(rng, xs, np.float64, "contiguous"), rand(rng, ws, np.float64, "contiguous")
+    dy = rand(rng, reference.conv2d_forward(x, w, s, p).shape, np.float64, "strided")
+    limits = {"fold batch": (10 ** 9, 10 ** 9), "batched": (0, 10 ** 9), "per sample": (0, 0)}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cpu, "_FOLD_BATCH_BELOW_L", limits[lowering][0])
+        mp.setattr(cpu, "_BATCHED_DW_BYTES", limits[lowering][1])
+        got = cpu.conv2d_backward_weight(dy, x, ws, s, p)
+    assert rel(got, reference.conv2d_backward_weight(dy, x, ws, s, p)) < 1e-12
+
+
 @settings(max_examples=40, deadline=None)
 @given(pool_case(), DTYPES, LAYOUTS, st.integers(0, 2 ** 31))
 def test_pooling_cpu_matches_reference(case, dtype, layout, seed):
@@ -144,6 +161,23 @@ def test_reference_matches_pytorch(ccase, pcase, seed):
     assert rel(reference.avgpool2d_forward(x, k, s, p), ta.detach().numpy()) < 1e-12
     ta.backward(torch.tensor(g))
     assert rel(reference.avgpool2d_backward(g, xs, k, s, p), tx.grad.numpy()) < 1e-12
+
+
+@pytest.mark.parametrize("k,s", [(2, 2), (3, 2), (2, 1), (3, 3)])
+@pytest.mark.parametrize("nan", [False, True])
+def test_max_pool_cpu_fast_path_and_general_kernel_agree(k, s, nan):
+    """kernels.cpu has a compile-time-specialised max-pool for padding 0 without NaN and
+    a general kernel for the rest; both must give the reference's values and argmax."""
+    rng = np.random.default_rng(k * 10 + s)
+    x = rng.standard_normal((3, 4, 11, 9)).astype(np.float32)
+    x[:, :, ::3, ::2] = 0.5  # ties inside windows
+    if nan:  # routes the call to the general kernel
+        x[1, 2, 4, 4] = x[2, 0, 0, 1] = np.nan
+    y, arg = cpu.maxpool2d_forward(x, k, s, 0)
+    y_ref, arg_ref = reference.maxpool2d_forward(x, k, s, 0)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(arg, arg_ref)
+    assert (k, k, s, s) in cpu._FIXED_POOLS  # the case really exercises the fast path
 
 
 @pytest.mark.parametrize("impl", ["reference", "cpu"])
