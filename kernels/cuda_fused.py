@@ -10,8 +10,9 @@
 | `adam_update_(p, g, m, v, ...)` | decay, two moments, bias corrections, update: ~9 -> 1 |
 
 Importing this module without CuPy works (``AVAILABLE`` is False); calling a function
-then raises a clear RuntimeError. Tested on a real GPU only (tests/test_kernels_gpu.py,
-``pytest -m gpu``).
+then raises a clear RuntimeError. Run through CuPy on a real GPU by
+tests/test_kernels_gpu.py (``pytest -m gpu``); without one, tests/test_kernels_fused_src.py
+compiles every kernel body with NVRTC and runs it on the CPU as C++ against NumPy.
 """
 from __future__ import annotations
 
@@ -36,43 +37,48 @@ def _need():
                            "(pip install 'tinygrad_k[cuda]')")
 
 
+# The ElementwiseKernels as plain data -- name: (in_params, out_params, operation) -- so
+# that tests/test_kernels_fused_src.py can also compile each body with NVRTC and run it
+# on the CPU as C++ against NumPy, where there is no GPU. ``i`` is CuPy's element index.
+ELEMENTWISE = {
+    "bias_relu": (
+        "T x, raw T b, int64 channels, int64 plane", "T y",
+        "T v = x + b[(i / plane) % channels]; y = v > (T)0 ? v : (T)0"),
+    "relu_backward": ("T dy, T y", "T dx", "dx = y > (T)0 ? dy : (T)0"),
+    "xent_backward": (
+        "T p, raw int64 t, raw T dloss, int64 classes", "T dz",
+        "long long row = i / classes; long long col = i % classes;"
+        "dz = dloss[row] * (p - (col == t[row] ? (T)1 : (T)0))"),
+    # every scalar combination (1 - dampening, lr / (1 - beta1^t), ...) is formed on the
+    # host in double and rounded once to T, as NumPy and PyTorch do: 1 - 0.999f in float
+    # is 1.00004e-3, a 4e-5 relative error in Adam's second moment
+    "sgd": (
+        "T g, T lr, T mom, T one_minus_damp, T wd, bool nesterov, bool first", "T p, T buf",
+        "T d = g + wd * p;"
+        "if (mom != (T)0) {"
+        "  buf = first ? d : mom * buf + one_minus_damp * d;"
+        "  d = nesterov ? d + mom * buf : buf;"
+        "}"
+        "p = p - lr * d;"),
+    "adam": (
+        "T g, T b1, T one_minus_b1, T b2, T one_minus_b2, T eps, T wd, T step_size, T bc2, "
+        "T decay, bool decoupled", "T p, T m, T v",
+        "T gg = g;"
+        "if (wd != (T)0) { if (decoupled) p = p * decay; else gg = g + wd * p; }"
+        "m = b1 * m + one_minus_b1 * gg;"
+        "v = b2 * v + one_minus_b2 * gg * gg;"
+        "p = p - step_size * m / (sqrt(v / bc2) + eps);"),
+}
+
+
 @functools.lru_cache(maxsize=None)
 def _k(name):
     _need()
-    if name == "bias_relu":
-        return cp.ElementwiseKernel(
-            "T x, raw T b, int64 C, int64 S", "T y",
-            "T v = x + b[(i / S) % C]; y = v > (T)0 ? v : (T)0", "tk_bias_relu")
-    if name == "relu_backward":
-        return cp.ElementwiseKernel("T dy, T y", "T dx", "dx = y > (T)0 ? dy : (T)0",
-                                    "tk_relu_backward")
-    if name == "xent_backward":
-        return cp.ElementwiseKernel(
-            "T p, raw int64 t, raw T dloss, int64 C", "T dz",
-            "long long n = i / C; long long c = i % C;"
-            "dz = dloss[n] * (p - (c == t[n] ? (T)1 : (T)0))", "tk_xent_backward")
-    if name == "sgd":
-        return cp.ElementwiseKernel(
-            "T g, T lr, T mom, T damp, T wd, bool nesterov, bool first", "T p, T buf",
-            "T d = g + wd * p;"
-            "if (mom != (T)0) {"
-            "  buf = first ? d : mom * buf + ((T)1 - damp) * d;"
-            "  d = nesterov ? d + mom * buf : buf;"
-            "}"
-            "p = p - lr * d;", "tk_sgd_update")
-    if name == "adam":
-        return cp.ElementwiseKernel(
-            "T g, T lr, T b1, T b2, T eps, T wd, T bc1, T bc2, bool decoupled",
-            "T p, T m, T v",
-            "T gg = g;"
-            "if (wd != (T)0) { if (decoupled) p = p * ((T)1 - lr * wd); else gg = g + wd * p; }"
-            "m = b1 * m + ((T)1 - b1) * gg;"
-            "v = b2 * v + ((T)1 - b2) * gg * gg;"
-            "p = p - (lr / bc1) * m / (sqrt(v / bc2) + eps);", "tk_adam_update")
-    raise KeyError(name)
+    in_params, out_params, operation = ELEMENTWISE[name]
+    return cp.ElementwiseKernel(in_params, out_params, operation, f"tk_{name}")
 
 
-_XENT_SRC = r"""
+XENT_FORWARD_SRC = r"""
 extern "C" __global__ void tk_xent_fwd_{T}(const {T}* z, const long long* t, {T}* loss,
                                           {T}* probs, long long N, long long C) {
     long long n = blockDim.x * (long long)blockIdx.x + threadIdx.x;
@@ -92,7 +98,7 @@ extern "C" __global__ void tk_xent_fwd_{T}(const {T}* z, const long long* t, {T}
 def _xent_fwd(dtype_name):
     _need()
     t = "float" if dtype_name == "float32" else "double"
-    return cp.RawKernel(_XENT_SRC.replace("{T}", t), f"tk_xent_fwd_{t}")
+    return cp.RawKernel(XENT_FORWARD_SRC.replace("{T}", t), f"tk_xent_fwd_{t}")
 
 
 def _scalar(v, like):
@@ -134,12 +140,13 @@ def sgd_update_(param, grad, buf, lr, momentum, dampening, weight_decay, nestero
     if buf is None:
         buf = cp.empty_like(param)  # unused when momentum == 0
     s = lambda v: _scalar(v, param)  # noqa: E731
-    _k("sgd")(grad, s(lr), s(momentum), s(dampening), s(weight_decay), bool(nesterov),
+    _k("sgd")(grad, s(lr), s(momentum), s(1 - dampening), s(weight_decay), bool(nesterov),
               bool(first_step), param, buf)
 
 
 def adam_update_(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled):
     """PyTorch's Adam / AdamW step in one pass, in place on param, m and v."""
     s = lambda x: _scalar(x, param)  # noqa: E731
-    _k("adam")(grad, s(lr), s(beta1), s(beta2), s(eps), s(weight_decay), s(1 - beta1 ** step),
-               s(1 - beta2 ** step), bool(decoupled), param, m, v)
+    _k("adam")(grad, s(beta1), s(1 - beta1), s(beta2), s(1 - beta2), s(eps), s(weight_decay),
+               s(lr / (1 - beta1 ** step)), s(1 - beta2 ** step), s(1 - lr * weight_decay),
+               bool(decoupled), param, m, v)

@@ -1,0 +1,239 @@
+"""The fused CuPy kernels of kernels.cuda_fused, checked without a GPU.
+
+CuPy kernels cannot run in Numba's simulator, so CI would otherwise never touch them.
+Their CUDA C++ bodies are plain data (``ELEMENTWISE``, ``XENT_FORWARD_SRC``); here each
+one is wrapped the way CuPy wraps it -- non-raw inputs are the i-th element (const),
+outputs are references to the i-th element, raw arguments are whole arrays, ``i`` is the
+element index -- and
+
+* compiled by NVRTC for sm_90 (what CuPy does on a GPU), catching type and syntax
+  errors, skipped visibly where NVRTC is missing;
+* compiled as host C++ with g++ and run on NumPy arrays, so the *math* of every body
+  is compared with the framework's NumPy implementation (CPUBackend's fused helpers,
+  themselves tested against PyTorch), skipped visibly where there is no C++ compiler.
+
+On a real GPU, tests/test_kernels_gpu.py runs the kernels themselves through CuPy.
+"""
+import ctypes
+import functools
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels import cuda_fused as F
+from tinygrad_k.backend import CPUBackend
+
+C_TYPES = {"T": "T", "int64": "long long", "bool": "bool", "float32": "float",
+           "float64": "double"}
+
+
+def parse(params):
+    """'T x, raw T b' -> [(raw, ctype, name), ...] (CuPy's parameter syntax)."""
+    out = []
+    for p in params.split(","):
+        words = p.split()
+        raw = words[0] == "raw"
+        ctype, name = words[-2], words[-1]
+        out.append((raw, C_TYPES[ctype], name))
+    return out
+
+
+def wrap(name, device):
+    """One ElementwiseKernel as a C++ function over n elements, every argument an array
+    (CuPy broadcasts scalars to the element shape; so do the callers here)."""
+    in_params, out_params, body = F.ELEMENTWISE[name]
+    ins, outs = parse(in_params), parse(out_params)
+    args = [f"const {t}* _{n}" for _, t, n in ins] + [f"{t}* _{n}" for _, t, n in outs]
+    loads = [f"const {t}* {n} = _{n};" if raw else f"const {t} {n} = _{n}[i];"
+             for raw, t, n in ins]
+    loads += [f"{t}& {n} = _{n}[i];" for _, t, n in outs]
+    head = f'extern "C" {"__global__ " if device else ""}void tk_{name}(long long n, ' \
+        + ", ".join(args) + ")"
+    if device:
+        loop = "long long i = blockDim.x * (long long)blockIdx.x + threadIdx.x; if (i < n)"
+    else:
+        loop = "for (long long i = 0; i < n; ++i)"
+    return f"{head} {{\n  {loop} {{\n    " + "\n    ".join(loads) + f"\n    {body};\n  }}\n}}\n"
+
+
+def source(ctype, device):
+    """Every fused kernel for one element type, as CUDA (device) or host C++."""
+    parts = [f"typedef {ctype} T;"]
+    if not device:
+        # host shims for what the CUDA source takes from the runtime
+        parts += ["#include <cmath>", "using std::sqrt; using std::exp; using std::log;",
+                  "struct tk_dim3 { unsigned int x; };",
+                  "static tk_dim3 blockIdx, threadIdx, blockDim;", "#define __global__"]
+    parts += [wrap(name, device) for name in F.ELEMENTWISE]
+    parts.append(F.XENT_FORWARD_SRC.replace("{T}", ctype))
+    if not device:
+        parts.append(
+            f'extern "C" void launch_xent(long long grid, long long block, const {ctype}* z,'
+            f" const long long* t, {ctype}* loss, {ctype}* probs, long long N, long long C)"
+            " { blockDim.x = block; for (long long b = 0; b < grid; ++b)"
+            " for (long long th = 0; th < block; ++th) { blockIdx.x = b; threadIdx.x = th;"
+            f" tk_xent_fwd_{ctype}(z, t, loss, probs, N, C); }} }}")
+    return "\n".join(parts)
+
+
+# -- NVRTC: the sources compile for the GPU ------------------------------------------------
+@pytest.mark.parametrize("ctype", ["float", "double"])
+def test_fused_kernels_compile_with_nvrtc(ctype):
+    try:
+        from cuda.bindings import nvrtc
+        err, prog = nvrtc.nvrtcCreateProgram(source(ctype, True).encode(), b"tk_fused.cu",
+                                             0, [], [])
+    except Exception as e:  # no cuda-bindings or no libnvrtc
+        pytest.skip(f"NVRTC not available here: {type(e).__name__}: {e}"[:200])
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, err
+    (err,) = nvrtc.nvrtcCompileProgram(prog, 1, [b"--gpu-architecture=compute_90"])
+    _, size = nvrtc.nvrtcGetProgramLogSize(prog)
+    log = b" " * size
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode(errors="replace")
+
+
+# -- host C++: the math matches NumPy ------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def host_lib(ctype, tmpdir):
+    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if cxx is None:
+        return None
+    src = f"{tmpdir}/tk_fused_{ctype}.cpp"
+    lib = f"{tmpdir}/tk_fused_{ctype}.so"
+    with open(src, "w") as f:
+        f.write(source(ctype, False))
+    proc = subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-o", lib, src],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return ctypes.CDLL(lib)
+
+
+@pytest.fixture(scope="module")
+def lib_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("fused"))
+
+
+def call(lib, name, n, *arrays):
+    """Run tk_<name> over n elements; every array is contiguous and n elements long
+    (raw arguments excepted)."""
+    ptrs = [ctypes.c_void_p(a.ctypes.data) for a in arrays]
+    getattr(lib, f"tk_{name}")(ctypes.c_longlong(n), *ptrs)
+
+
+def full(v, n, dtype):
+    return np.full(n, v, dtype=dtype)
+
+
+DT = st.sampled_from([np.float32, np.float64])
+CTYPE = {np.float32: "float", np.float64: "double"}
+TOL = {np.float32: 1e-6, np.float64: 1e-13}
+
+
+def lib_for(dtype, lib_dir):
+    lib = host_lib(CTYPE[dtype], lib_dir)
+    if lib is None:
+        pytest.skip("no C++ compiler to run the CUDA kernel bodies on the CPU")
+    return lib
+
+
+def rel(a, b):
+    return np.linalg.norm(np.asarray(a, np.float64) - b) / max(np.linalg.norm(b), 1e-30)
+
+
+cpu = CPUBackend()
+
+
+@settings(max_examples=15, deadline=None)
+@given(dtype=DT, n=st.integers(1, 5), c=st.integers(1, 7), hw=st.integers(1, 4),
+       seed=st.integers(0, 2 ** 31))
+def test_bias_relu_and_relu_backward(lib_dir, dtype, n, c, hw, seed):
+    lib = lib_for(dtype, lib_dir)
+    rng = np.random.default_rng(seed)
+    shape = (n, c) if hw == 1 else (n, c, hw, hw + 1)
+    x = rng.standard_normal(shape).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    size, plane = x.size, x.size // (n * c)
+    y = np.full(shape, np.nan, dtype)
+    call(lib, "bias_relu", size, x, b, full(c, size, np.int64), full(plane, size, np.int64), y)
+    np.testing.assert_array_equal(y, cpu.bias_relu(x, b))
+    dy = rng.standard_normal(shape).astype(dtype)
+    dx = np.full(shape, np.nan, dtype)
+    call(lib, "relu_backward", size, dy, y, dx)
+    np.testing.assert_array_equal(dx, cpu.relu_backward(dy, y))
+
+
+@settings(max_examples=15, deadline=None)
+@given(dtype=DT, n=st.integers(1, 300), c=st.integers(1, 12), seed=st.integers(0, 2 ** 31))
+def test_softmax_cross_entropy_forward_and_backward(lib_dir, dtype, n, c, seed):
+    lib = lib_for(dtype, lib_dir)
+    rng = np.random.default_rng(seed)
+    z = (rng.standard_normal((n, c)) * 30).astype(dtype)  # large logits: stability matters
+    t = rng.integers(0, c, n).astype(np.int64)
+    loss, probs = np.full(n, np.nan, dtype), np.full((n, c), np.nan, dtype)
+    block = 128  # as softmax_xent_forward launches it
+    ptr = [ctypes.c_void_p(a.ctypes.data) for a in (z, t, loss, probs)]
+    lib.launch_xent(ctypes.c_longlong((n + block - 1) // block), ctypes.c_longlong(block),
+                    *ptr, ctypes.c_longlong(n), ctypes.c_longlong(c))
+    want_loss, want_probs = cpu.softmax_xent_forward(z.astype(np.float64), t)
+    assert rel(loss, want_loss) < TOL[dtype] and rel(probs, want_probs) < TOL[dtype]
+    dloss = rng.standard_normal(n).astype(dtype)
+    dz = np.full((n, c), np.nan, dtype)
+    call(lib, "xent_backward", n * c, probs, t, dloss, full(c, n * c, np.int64), dz)
+    assert rel(dz, cpu.softmax_xent_backward(probs.astype(np.float64), t,
+                                             dloss.astype(np.float64))) < TOL[dtype]
+
+
+@settings(max_examples=25, deadline=None)
+@given(dtype=DT, momentum=st.sampled_from([0.0, 0.9]), dampening=st.sampled_from([0.0, 0.3]),
+       weight_decay=st.sampled_from([0.0, 1e-2]), nesterov=st.booleans(),
+       steps=st.integers(1, 4), seed=st.integers(0, 2 ** 31))
+def test_sgd_update(lib_dir, dtype, momentum, dampening, weight_decay, nesterov, steps, seed):
+    lib = lib_for(dtype, lib_dir)
+    rng = np.random.default_rng(seed)
+    size, lr = 37, 0.05
+    p = rng.standard_normal(size).astype(dtype)
+    buf = np.zeros(size, dtype)
+    p_ref, buf_ref = p.astype(np.float64), np.zeros(size)
+    for step in range(steps):
+        g = rng.standard_normal(size).astype(dtype)
+        scalars = [full(v, size, dtype) for v in (lr, momentum, 1 - dampening, weight_decay)]
+        call(lib, "sgd", size, g, *scalars, full(nesterov, size, np.bool_),
+             full(step == 0, size, np.bool_), p, buf)
+        cpu.sgd_update_(p_ref, g.astype(np.float64), buf_ref, lr, momentum, dampening,
+                        weight_decay, nesterov, step == 0)
+    assert rel(p, p_ref) < 10 * TOL[dtype]
+    if momentum:
+        assert rel(buf, buf_ref) < 10 * TOL[dtype]
+
+
+@settings(max_examples=25, deadline=None)
+@given(dtype=DT, weight_decay=st.sampled_from([0.0, 1e-2]), decoupled=st.booleans(),
+       steps=st.integers(1, 4), seed=st.integers(0, 2 ** 31))
+def test_adam_update(lib_dir, dtype, weight_decay, decoupled, steps, seed):
+    lib = lib_for(dtype, lib_dir)
+    rng = np.random.default_rng(seed)
+    size, lr, b1, b2, eps = 41, 1e-2, 0.9, 0.999, 1e-8
+    p = rng.standard_normal(size).astype(dtype)
+    m, v = np.zeros(size, dtype), np.zeros(size, dtype)
+    p_ref, m_ref, v_ref = p.astype(np.float64), np.zeros(size), np.zeros(size)
+    for step in range(1, steps + 1):
+        g = rng.standard_normal(size).astype(dtype)
+        # the host-side scalars exactly as adam_update_ forms them
+        scalars = [full(x, size, dtype) for x in (b1, 1 - b1, b2, 1 - b2, eps, weight_decay,
+                                                   lr / (1 - b1 ** step), 1 - b2 ** step,
+                                                   1 - lr * weight_decay)]
+        call(lib, "adam", size, g, *scalars, full(decoupled, size, np.bool_), p, m, v)
+        cpu.adam_update_(p_ref, g.astype(np.float64), m_ref, v_ref, lr, b1, b2, eps,
+                         weight_decay, step, decoupled)
+    for got, want in ((p, p_ref), (m, m_ref), (v, v_ref)):
+        assert rel(got, want) < 10 * TOL[dtype]
+
+
+def test_every_fused_kernel_is_exercised_here():
+    """A kernel added to ELEMENTWISE must get a test above."""
+    assert set(F.ELEMENTWISE) == {"bias_relu", "relu_backward", "xent_backward", "sgd", "adam"}
