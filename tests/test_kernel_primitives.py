@@ -163,21 +163,22 @@ def test_reference_matches_pytorch(ccase, pcase, seed):
     assert rel(reference.avgpool2d_backward(g, xs, k, s, p), tx.grad.numpy()) < 1e-12
 
 
-@pytest.mark.parametrize("k,s", [(2, 2), (3, 2), (2, 1), (3, 3)])
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (2, 1, 1), (3, 3, 0)])
 @pytest.mark.parametrize("nan", [False, True])
-def test_max_pool_cpu_fast_path_and_general_kernel_agree(k, s, nan):
-    """kernels.cpu has a compile-time-specialised max-pool for padding 0 without NaN and
-    a general kernel for the rest; both must give the reference's values and argmax."""
+def test_max_pool_cpu_fast_path_and_general_kernel_agree(k, s, p, nan):
+    """kernels.cpu has a compile-time-specialised max-pool for common windows without
+    NaN and a general kernel for the rest; both must give the reference's values and
+    argmax."""
     rng = np.random.default_rng(k * 10 + s)
     x = rng.standard_normal((3, 4, 11, 9)).astype(np.float32)
     x[:, :, ::3, ::2] = 0.5  # ties inside windows
     if nan:  # routes the call to the general kernel
         x[1, 2, 4, 4] = x[2, 0, 0, 1] = np.nan
-    y, arg = cpu.maxpool2d_forward(x, k, s, 0)
-    y_ref, arg_ref = reference.maxpool2d_forward(x, k, s, 0)
+    y, arg = cpu.maxpool2d_forward(x, k, s, p)
+    y_ref, arg_ref = reference.maxpool2d_forward(x, k, s, p)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(arg, arg_ref)
-    assert (k, k, s, s) in cpu._FIXED_POOLS  # the case really exercises the fast path
+    assert (k, k, s, s, p, p) in cpu._FIXED_POOLS  # the case really exercises the fast path
 
 
 @pytest.mark.parametrize("impl", ["reference", "cpu"])
