@@ -174,3 +174,37 @@ def test_framework_dispatches_to_the_cuda_kernels(monkeypatch):
             "matmul"} <= set(calls)
     model.cpu()
     assert model[0].weight.device == "cpu"
+
+
+@pytest.mark.skipif(not SIM, reason="a workaround for Numba's CUDA simulator")
+def test_simulator_shared_arrays_are_one_per_line_under_contention(monkeypatch):
+    """kernels.cuda makes the simulator's shared-array creation atomic: 64 threads that
+    reach the same cuda.shared.array line together must all get the same array."""
+    import threading
+    import time
+
+    from numba.cuda.simulator.kernelapi import FakeCUDAShared
+
+    # a slow allocation widens the race window from microseconds to a millisecond: with
+    # numba's unlocked version nearly every thread then creates its own array
+    real_empty = np.empty
+
+    def slow_empty(*args, **kwargs):
+        time.sleep(1e-3)
+        return real_empty(*args, **kwargs)
+
+    monkeypatch.setattr(np, "empty", slow_empty)
+    shared = FakeCUDAShared(0)
+    start = threading.Barrier(64)
+    got = []
+
+    def thread():
+        start.wait()
+        got.append(shared.array((8, 8), np.float32))
+
+    threads = [threading.Thread(target=thread) for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 64 and all(a is got[0] for a in got)
