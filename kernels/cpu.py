@@ -284,8 +284,8 @@ def _maxpool_fwd(x, kh, kw, sh, sw, ph, pw, y, arg):
                 arg[n, c, i, j] = besti
 
 
-# the windows the seed models and common nets use, as (kh, kw, sh, sw, ph, pw); each
-# costs a compile (~0.7 s) the first time a process uses it
+# the windows the seed models and common nets use, as (kh, kw, sh, sw, ph, pw); each is
+# compiled (~1 s) the first time a machine uses it, then loaded from Numba's disk cache
 _FIXED_POOLS = {(k, k, s, s, p, p) for k in (2, 3) for s in (1, 2, 3) for p in (0, 1)}
 
 
@@ -298,7 +298,8 @@ def _maxpool_fwd_fixed(kh, kw, sh, sw, ph, pw):
     and the NaN test kept it scalar. Windows that overlap the padding take a clipped
     loop; the rest (nearly all) take the unrolled one."""
 
-    @njit(parallel=True)
+    # cache=True works for closures: Numba keys the on-disk cache on the closure values
+    @njit(parallel=True, cache=True)
     def kernel(x, y, arg):
         nc_, h_, w_ = x.shape
         oh, ow = y.shape[1], y.shape[2]
