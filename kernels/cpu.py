@@ -102,53 +102,37 @@ def matmul(a, b, trans_a=False, trans_b=False):
 
 
 # -- im2col / col2im ------------------------------------------------------------------------
-@njit(parallel=True, cache=True)
-def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, cols):
-    """cols[n, (c*kh + p)*kw + q, i*ow + j] = xpad[n, c, i*sh + p, j*sw + q]."""
-    n_, c_, h_, w_ = x.shape
-    for n in prange(n_):
-        for c in range(c_):
-            for p in range(kh):
-                for q in range(kw):
-                    row = (c * kh + p) * kw + q
-                    for i in range(oh):
-                        hh = i * sh + p - ph
-                        base = i * ow
-                        if hh < 0 or hh >= h_:
-                            for j in range(ow):
-                                cols[n, row, base + j] = 0.0
-                        else:
+def _make_im2col(k_major):
+    """im2col in one of two layouts, ``k_major`` a compile-time constant (a closure
+    variable), so each compiled kernel has a single store and stays vectorised; a
+    strided view of one layout written by the other's kernel ran 1.7x slower."""
+
+    @njit(parallel=True, cache=True)
+    def im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, cols):
+        n_, c_, h_, w_ = x.shape
+        for n in prange(n_):
+            for c in range(c_):
+                for p in range(kh):
+                    for q in range(kw):
+                        row = (c * kh + p) * kw + q
+                        for i in range(oh):
+                            hh = i * sh + p - ph
+                            inside = hh >= 0 and hh < h_
                             for j in range(ow):
                                 ww = j * sw + q - pw
-                                if ww >= 0 and ww < w_:
-                                    cols[n, row, base + j] = x[n, c, hh, ww]
+                                v = x[n, c, hh, ww] if inside and ww >= 0 and ww < w_ else 0.0
+                                if k_major:
+                                    cols[row, n, i * ow + j] = v
                                 else:
-                                    cols[n, row, base + j] = 0.0
+                                    cols[n, row, i * ow + j] = v
+
+    return im2col
 
 
-@njit(parallel=True, cache=True)
-def _im2col_kn(x, kh, kw, sh, sw, ph, pw, oh, ow, cols):
-    """cols[(c*kh + p)*kw + q, n, i*ow + j] = xpad[n, c, i*sh + p, j*sw + q]: the layout
-    that makes (K, N*L) a plain reshape, for the one-GEMM weight gradient."""
-    n_, c_, h_, w_ = x.shape
-    for n in prange(n_):
-        for c in range(c_):
-            for p in range(kh):
-                for q in range(kw):
-                    row = (c * kh + p) * kw + q
-                    for i in range(oh):
-                        hh = i * sh + p - ph
-                        base = i * ow
-                        if hh < 0 or hh >= h_:
-                            for j in range(ow):
-                                cols[row, n, base + j] = 0.0
-                        else:
-                            for j in range(ow):
-                                ww = j * sw + q - pw
-                                if ww >= 0 and ww < w_:
-                                    cols[row, n, base + j] = x[n, c, hh, ww]
-                                else:
-                                    cols[row, n, base + j] = 0.0
+# cols[n, (c*kh + p)*kw + q, i*ow + j] = xpad[n, c, i*sh + p, j*sw + q]
+_im2col = _make_im2col(False)
+# the same in the (K, N, L) layout, where (K, N*L) is a plain reshape (weight gradient)
+_im2col_kn = _make_im2col(True)
 
 
 @njit(parallel=True, cache=True)
