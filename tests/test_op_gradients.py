@@ -125,8 +125,11 @@ def test_unary_ops(name, shape, layout, seed):
 REDUCTIONS = {
     "sum": (lambda a, d, k: a.sum(d, k), "normal"),
     "mean": (lambda a, d, k: a.mean(d, k), "normal"),
-    "max": (lambda a, d, k: a.max(d, k), "distinct"),
-    "min": (lambda a, d, k: a.min(d, k), "distinct"),
+    "amax": (lambda a, d, k: a.amax(d, k), "distinct"),
+    "amin": (lambda a, d, k: a.amin(d, k), "distinct"),
+    # max/min with a dim give (values, indices); the values select one element each
+    "max": (lambda a, d, k: a.max(d, k) if d is None else a.max(d, k).values, "distinct"),
+    "min": (lambda a, d, k: a.min(d, k) if d is None else a.min(d, k).values, "distinct"),
     "var": (lambda a, d, k: a.var(d, k), "normal"),
     "std": (lambda a, d, k: a.std(d, k, correction=0), "distinct"),
     "logsumexp": (lambda a, d, k: a.logsumexp(d, k), "normal"),
@@ -149,6 +152,20 @@ def test_reductions(name, shape, layout, keepdim, data):
             return
     a = make(np.random.default_rng(data.draw(seeds)), shape, layout, kind)
     check(lambda t: fn(t, dim, keepdim), a)
+
+
+@SET
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple), layout=layouts,
+       data=st.data())
+def test_gather(shape, layout, data):
+    """torch.gather; indices drawn with repeats, so the scatter-add must accumulate."""
+    rng = np.random.default_rng(data.draw(seeds))
+    a = make(rng, shape, layout)
+    d = data.draw(st.integers(0, len(shape) - 1))
+    ishape = tuple(data.draw(st.integers(1, 4)) if k == d else data.draw(st.integers(1, n))
+                   for k, n in enumerate(shape))
+    idx = tk.tensor(rng.integers(0, shape[d], ishape))
+    check(lambda t: t.gather(d, idx), a)
 
 
 @SET

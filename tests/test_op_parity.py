@@ -77,8 +77,12 @@ CASES = {
                   [((3, 4), N)]),
     "sum": (lambda a: a.sum(1, keepdim=True), lambda a: a.sum(1, keepdim=True), [((3, 4, 2), N)]),
     "mean": (lambda a: a.mean((0, 2)), lambda a: a.mean((0, 2)), [((3, 4, 2), N)]),
-    "max": (lambda a: a.max(1), lambda a: a.amax(1), [((3, 4), N)]),
-    "min": (lambda a: a.min(), lambda a: a.amin(), [((3, 4), N)]),
+    "amax": (lambda a: a.amax((0, 2)), lambda a: a.amax((0, 2)), [((3, 4, 2), N)]),
+    "amin": (lambda a: a.amin(), lambda a: a.amin(), [((3, 4), N)]),
+    "max": (lambda a: a.max(), lambda a: a.max(), [((3, 4), N)]),
+    "max_dim": (lambda a: a.max(1).values, lambda a: a.max(1).values, [((3, 4), N)]),
+    "min_dim": (lambda a: a.min(0, keepdim=True).values,
+                lambda a: a.min(0, keepdim=True).values, [((3, 4), N)]),
     "var": (lambda a: a.var(0), lambda a: a.var(0), [((5, 3), N)]),
     "std": (lambda a: a.std(1, keepdim=True), lambda a: a.std(1, keepdim=True), [((3, 5), N)]),
     "logsumexp": (lambda a: a.logsumexp(1), lambda a: a.logsumexp(1), [((3, 5), N)]),
@@ -138,6 +142,40 @@ def test_cross_entropy_matches_pytorch(reduction, smoothing):
     if reduction != "none":
         assert out_ours.shape == tuple(out_theirs.shape) == ()
     compare(lambda z: ours(z) * 1.0, lambda z: theirs(z) * 1.0, [((5, 5), N)])
+
+
+def test_max_min_with_dim_return_values_and_indices_like_pytorch():
+    a = np.array([[1.0, 3.0, 3.0, -2.0], [2.0, 0.0, 2.0, 5.0]])  # ties: first index wins
+    for op in ("max", "min"):
+        for dim, keepdim in ((0, False), (1, False), (1, True), (-1, True)):
+            ours = getattr(tk.tensor(a), op)(dim, keepdim)
+            theirs = getattr(torch.tensor(a), op)(dim, keepdim)
+            assert type(ours).__name__ == op and ours._fields == ("values", "indices")
+            np.testing.assert_array_equal(ours.values.numpy(), theirs.values.numpy())
+            np.testing.assert_array_equal(ours.indices.numpy(), theirs.indices.numpy())
+    x, t = tk.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    x.max(1).values.sum().backward()  # the whole gradient goes to the selected maximum
+    t.max(1).values.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), t.grad.numpy())
+
+
+def test_gather_matches_pytorch():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 4, 2))
+    idx = rng.integers(0, 4, (3, 5, 2))  # repeats: gradients accumulate
+    x, t = tk.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    ours, theirs = x.gather(1, tk.tensor(idx)), t.gather(1, torch.tensor(idx))
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy())
+    g = rng.standard_normal((3, 5, 2))
+    (ours * tk.tensor(g)).sum().backward()
+    (theirs * torch.tensor(g)).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy())
+    with pytest.raises(IndexError, match="gather: index values span"):
+        x.gather(1, tk.tensor(np.full((3, 1, 2), 4)))
+    with pytest.raises(ValueError, match="gather: index of shape"):
+        x.gather(1, tk.tensor(np.zeros((4, 1, 2), np.int64)))
+    with pytest.raises(TypeError, match="gather: index must be an integer Tensor"):
+        x.gather(1, tk.tensor(np.zeros((3, 1, 2))))
 
 
 def test_dropout_statistics_and_scaling():

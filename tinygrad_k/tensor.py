@@ -5,6 +5,7 @@ math lives there, forward and backward side by side.
 """
 from __future__ import annotations
 
+import collections
 import numbers
 
 import numpy as np
@@ -28,6 +29,11 @@ uint8 = np.dtype(np.uint8)
 _DTYPE_NAMES = {"float32": float32, "float": float32, "float64": float64, "double": float64,
                 "int64": int64, "long": int64, "int32": int32, "int": int32, "bool": bool_,
                 "uint8": uint8}
+
+
+# what x.max(dim) / x.min(dim) return, as torch.return_types.max / .min
+MaxResult = collections.namedtuple("max", ["values", "indices"])
+MinResult = collections.namedtuple("min", ["values", "indices"])
 
 
 def to_dtype(dtype):
@@ -497,18 +503,36 @@ class Tensor:
         return R.Mean.apply(self, R.normalize_dims(dim, self.ndim, "mean"), keepdim)
 
     def max(self, dim=None, keepdim=False):
-        """Maximum over ``dim`` (all elements when None). Returns values only; use
-        ``argmax`` for the indices."""
-        if isinstance(dim, Tensor):
-            return self.maximum(dim)
-        return R.MaxMin.apply(self, R.normalize_dims(dim, self.ndim, "max"), keepdim, True)
+        """As ``torch.max``: ``x.max()`` is the maximum of all elements (gradient shared
+        evenly by tied maxima); ``x.max(dim)`` is a named tuple ``(values, indices)``
+        whose values pass their gradient to the selected (first) maximum only;
+        ``x.max(other)`` is ``maximum``. ``amax`` reduces over several dims, values only."""
+        return self._max_min(dim, keepdim, True)
 
     def min(self, dim=None, keepdim=False):
-        if isinstance(dim, Tensor):
-            return self.minimum(dim)
-        return R.MaxMin.apply(self, R.normalize_dims(dim, self.ndim, "min"), keepdim, False)
+        """As ``torch.min``; see ``max``."""
+        return self._max_min(dim, keepdim, False)
 
-    amax, amin = max, min
+    def _max_min(self, dim, keepdim, is_max):
+        op = "max" if is_max else "min"
+        if isinstance(dim, Tensor):
+            return self.maximum(dim) if is_max else self.minimum(dim)
+        if dim is None:
+            return R.MaxMin.apply(self, R.normalize_dims(None, self.ndim, op), keepdim, is_max)
+        d = _one_dim(dim, self.ndim, op)
+        indices = (self.argmax if is_max else self.argmin)(d, keepdim=True)
+        values = self.gather(d, indices)
+        if not keepdim:
+            values, indices = values.squeeze(d), indices.squeeze(d)
+        return (MaxResult if is_max else MinResult)(values, indices)
+
+    def amax(self, dim=None, keepdim=False):
+        """Maximum over ``dim`` (an int, a tuple, or None for all); tied maxima share the
+        gradient evenly (as ``torch.amax``)."""
+        return R.MaxMin.apply(self, R.normalize_dims(dim, self.ndim, "amax"), keepdim, True)
+
+    def amin(self, dim=None, keepdim=False):
+        return R.MaxMin.apply(self, R.normalize_dims(dim, self.ndim, "amin"), keepdim, False)
 
     def var(self, dim=None, keepdim=False, correction=1, unbiased=None):
         """Variance with Bessel's correction by default (``correction=1``), like PyTorch."""
@@ -638,6 +662,31 @@ class Tensor:
     def __getitem__(self, index):
         index = _index_arg(index, self)
         return M.GetItem.apply(self, index)
+
+    def gather(self, dim, index):
+        """As ``torch.gather``: out[i, j, k] = self[index[i, j, k], j, k] for dim 0 (and so
+        on). ``index`` is an int64 tensor with self's number of dimensions and sizes no
+        larger than self's outside ``dim``. An integer-array ``__getitem__`` underneath,
+        so the gradient is its scatter-add (repeated indices accumulate)."""
+        d = _one_dim(dim, self.ndim, "gather")
+        if not isinstance(index, Tensor) or index.dtype.kind not in "iu":
+            raise TypeError(f"gather: index must be an integer Tensor, got "
+                            f"{getattr(index, 'dtype', type(index).__name__)}")
+        if index.device != self.device:
+            raise RuntimeError(f"gather: index on {index.device} for a tensor on {self.device}")
+        if index.ndim != self.ndim or any(
+                i > s for k, (i, s) in enumerate(zip(index.shape, self.shape)) if k != d):
+            raise ValueError(f"gather: index of shape {index.shape} does not fit input of shape "
+                             f"{self.shape} along dim {d} (same number of dimensions, sizes no "
+                             f"larger outside dim)")
+        idx = index.data
+        if idx.size and (int(idx.min()) < -self.shape[d] or int(idx.max()) >= self.shape[d]):
+            raise IndexError(f"gather: index values span [{int(idx.min())}, {int(idx.max())}], "
+                             f"out of range for size {self.shape[d]} of dim {d}")
+        xp = self._backend.xp
+        mesh = tuple(idx if k == d else xp.arange(n).reshape((-1,) + (1,) * (idx.ndim - k - 1))
+                     for k, n in enumerate(idx.shape))
+        return M.GetItem.apply(self, mesh)
 
     def __setitem__(self, index, value):
         if self.requires_grad and is_grad_enabled():
