@@ -279,3 +279,43 @@ def test_scheduler_state_dict_resume():
         assert s1.get_last_lr() == s2.get_last_lr()
         assert o1.param_groups[0]["momentum"] == o2.param_groups[0]["momentum"]
     assert math.isclose(s1.get_last_lr()[0], o1.param_groups[0]["lr"])
+
+
+def test_multistep_exponential_and_lambda_lr():
+    _sched_pair(lambda o: lr_scheduler.MultiStepLR(o, milestones=[7, 3, 12], gamma=0.3),
+                lambda t: torch.optim.lr_scheduler.MultiStepLR(t, milestones=[7, 3, 12],
+                                                               gamma=0.3))
+    _sched_pair(lambda o: lr_scheduler.ExponentialLR(o, gamma=0.9),
+                lambda t: torch.optim.lr_scheduler.ExponentialLR(t, gamma=0.9))
+    fns = [lambda e: 1 / (1 + e), lambda e: 0.95 ** e]
+    so, _ = _sched_pair(lambda o: lr_scheduler.LambdaLR(o, fns),
+                        lambda t: torch.optim.lr_scheduler.LambdaLR(t, fns))
+    assert "lr_lambdas" not in so.state_dict() and so.state_dict()["last_epoch"] == 30
+    p = tk.tensor(np.ones(2, np.float32), requires_grad=True)
+    with pytest.raises(ValueError, match="LambdaLR: 2 lr_lambdas for 1 parameter groups"):
+        lr_scheduler.LambdaLR(optim.SGD([p], lr=0.1), fns)
+
+
+@pytest.mark.parametrize("mode,threshold_mode,cooldown",
+                         [("min", "rel", 0), ("min", "abs", 2), ("max", "rel", 1),
+                          ("max", "abs", 0)])
+def test_reduce_lr_on_plateau_matches_pytorch(mode, threshold_mode, cooldown):
+    rng = np.random.default_rng(0)
+    ours_p = tk.tensor(np.ones(2, np.float32), requires_grad=True)
+    their_p = torch.ones(2, requires_grad=True)
+    o, t = optim.SGD([ours_p], lr=0.1), torch.optim.SGD([their_p], lr=0.1)
+    kw = dict(mode=mode, factor=0.5, patience=2, threshold=0.05, threshold_mode=threshold_mode,
+              cooldown=cooldown, min_lr=0.004)
+    so = lr_scheduler.ReduceLROnPlateau(o, **kw)
+    st = torch.optim.lr_scheduler.ReduceLROnPlateau(t, **kw)
+    # a metric that improves, stalls and wanders, so every rule takes effect
+    metrics = np.concatenate([np.linspace(1.0, 0.5, 6), 0.5 + 0.03 * rng.standard_normal(30)])
+    if mode == "max":
+        metrics = -metrics
+    lrs = []
+    for m in metrics:
+        so.step(m)
+        st.step(m)
+        assert so.get_last_lr() == pytest.approx(st.get_last_lr(), rel=1e-12)
+        lrs.append(so.get_last_lr()[0])
+    assert lrs[-1] < 0.1 and lrs[-1] >= 0.004  # it did reduce, and stopped at the floor
