@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinygrad_k as tk
+from tinygrad_k.nn import functional as NF
 from tinygrad_k import functional as F
 from tinygrad_k.backend import get_backend
 from tinygrad_k.ops import nn as N
@@ -106,6 +107,14 @@ UNARY = {
     "cast": (lambda a: a.to(dtype=tk.float32).to(dtype=tk.float64) * a, "normal"),
     "softmax": (lambda a: a.softmax(-1), "normal"),
     "log_softmax": (lambda a: a.log_softmax(0), "normal"),
+    "sin": (lambda a: a.sin(), "normal"),
+    "cos": (lambda a: a.cos(), "normal"),
+    "log1p": (lambda a: a.log1p(), "positive"),
+    # both regimes: beta * a crosses the threshold 1.5 for some inputs
+    "softplus": (lambda a: NF.softplus(a, beta=2.0, threshold=1.5) + NF.softplus(a * 30), "away"),
+    "silu": (lambda a: NF.silu(a), "normal"),
+    "masked_fill": (lambda a: a.masked_fill(a.detach() > 0.5, -2.0), "away"),
+    "norm": (lambda a: a.norm() + a.norm(p=1), "away"),
 }
 
 
@@ -189,6 +198,10 @@ def test_movement_ops(shape, layout, seed):
     check(lambda x, y: tk.cat([x, y, x], dim=-1), a, b)
     check(lambda x, y: tk.stack([x, y], dim=1), a, b)
     check(lambda x: tk.split(x, 1, dim=0)[0] * 2 + tk.split(x, 1, dim=0)[-1], a)
+    check(lambda t: t.flip(0, -1) * t.unbind(0)[0], a)
+    check(lambda t: t.cumsum(-1) + t.cumsum(0), a)
+    if n >= 2:
+        check(lambda t: t.tril() + t.triu(1) * 3 + t.tril(-1).triu(-1), a)
 
 
 @SET

@@ -8,14 +8,15 @@
 Subpackages: ``nn`` (modules, losses, init), ``optim``, ``data``, ``models``, ``viz``.
 """
 from . import functional
-from .autograd import Function, enable_grad, is_grad_enabled, no_grad
+from .autograd import (Function, enable_grad, inference_mode, is_grad_enabled, no_grad,
+                       set_grad_enabled)
 from .backend import cuda_available, get_backend
 from .gradcheck import GradcheckError, gradcheck
 from .random import manual_seed
-from .tensor import (Tensor, arange, bool_, cat, eye, float32, float64, full, full_like, int32,
-                     int64, linspace, matmul, maximum, minimum, ones, ones_like, rand, rand_like,
-                     randint, randn, randn_like, split, stack, tensor, uint8, where, zeros,
-                     zeros_like)
+from .tensor import (Tensor, arange, bmm, bool_, cat, empty, eye, float32, float64, from_numpy,
+                     full, full_like, int32, int64, linspace, matmul, maximum, minimum, mm, ones,
+                     ones_like, rand, rand_like, randint, randn, randn_like, split, stack, tensor,
+                     uint8, where, zeros, zeros_like)
 
 __version__ = "0.1.0"
 

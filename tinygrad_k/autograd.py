@@ -17,7 +17,8 @@ import threading
 
 import numpy as np
 
-__all__ = ["Function", "Context", "no_grad", "enable_grad", "is_grad_enabled", "unbroadcast",
+__all__ = ["Function", "Context", "no_grad", "enable_grad", "set_grad_enabled",
+           "inference_mode", "is_grad_enabled", "unbroadcast",
            "run_backward"]
 
 _state = threading.local()
@@ -55,6 +56,16 @@ def no_grad():
 def enable_grad():
     """Context manager / decorator that turns graph recording back on."""
     return _GradMode(True)
+
+
+def set_grad_enabled(mode):
+    """Context manager / decorator that sets graph recording to ``mode`` (as torch)."""
+    return _GradMode(bool(mode))
+
+
+def inference_mode(mode=True):
+    """As ``no_grad`` (there are no version counters to skip here): torch's name."""
+    return _GradMode(not mode)
 
 
 def unbroadcast(grad, shape):

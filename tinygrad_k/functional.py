@@ -10,9 +10,9 @@ from .ops import nn as N
 from .random import uniform as _uniform
 from .tensor import Tensor
 
-__all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax",
-           "linear", "conv2d", "max_pool2d", "avg_pool2d", "dropout", "cross_entropy",
-           "bias_relu", "pad"]
+__all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "softplus", "softmax",
+           "log_softmax", "linear", "conv2d", "max_pool2d", "avg_pool2d", "dropout",
+           "cross_entropy", "bias_relu", "pad"]
 
 
 def relu(x):
@@ -33,6 +33,16 @@ def tanh(x):
 
 def gelu(x, approximate="none"):
     return x.gelu(approximate)
+
+
+def silu(x):
+    """x * sigmoid(x) (swish)."""
+    return x * x.sigmoid()
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    """ln(1 + e^(beta x)) / beta, and x itself where beta x > threshold (as PyTorch)."""
+    return E.Softplus.apply(x, float(beta), float(threshold))
 
 
 def softmax(x, dim=-1):

@@ -216,6 +216,15 @@ class Tensor:
     def long(self):
         return self.to(dtype=int64)
 
+    def int(self):
+        return self.to(dtype=int32)
+
+    def bool(self):
+        return self.to(dtype=bool_)
+
+    def type_as(self, other):
+        return self.to(dtype=other.dtype)
+
     def type(self, dtype):
         return self.to(dtype=dtype)
 
@@ -344,6 +353,14 @@ class Tensor:
         if isinstance(base, (numbers.Number, np.generic)):
             return E.RPowScalar.apply(self, float(base))
         return self._operand(base, "pow").pow(self)
+
+    def mm(self, other):
+        """2-D matrix product (torch.mm): both operands must be 2-D."""
+        return mm(self, other)
+
+    def bmm(self, other):
+        """Batched product of (B, N, M) and (B, M, P) (torch.bmm)."""
+        return bmm(self, other)
 
     def matmul(self, other):
         other = self._operand(other, "matmul")
@@ -478,6 +495,15 @@ class Tensor:
 
     def sigmoid(self):
         return E.Sigmoid.apply(self)
+
+    def sin(self):
+        return E.Sin.apply(self)
+
+    def cos(self):
+        return E.Cos.apply(self)
+
+    def log1p(self):
+        return E.Log1p.apply(self)
 
     def tanh(self):
         return E.Tanh.apply(self)
@@ -662,6 +688,61 @@ class Tensor:
     def __getitem__(self, index):
         index = _index_arg(index, self)
         return M.GetItem.apply(self, index)
+
+    def masked_fill(self, mask, value):
+        """``value`` where the boolean ``mask`` (broadcast to self) is True, self elsewhere;
+        the gradient flows only where the mask is False."""
+        if not isinstance(mask, Tensor) or mask.dtype != bool_:
+            raise TypeError(f"masked_fill: mask must be a bool Tensor, got "
+                            f"{getattr(mask, 'dtype', type(mask).__name__)}")
+        fill = value if isinstance(value, Tensor) else full((), value, dtype=self.dtype,
+                                                             device=self.device)
+        return where(mask, fill, self)
+
+    def flip(self, *dims):
+        """Reverse the order of elements along ``dims`` (a view-like slice, as torch.flip)."""
+        dims = _shape_arg(dims)
+        index = [slice(None)] * self.ndim
+        for d in dims:
+            index[_one_dim(d, self.ndim, "flip")] = slice(None, None, -1)
+        return M.GetItem.apply(self, tuple(index))
+
+    def unbind(self, dim=0):
+        """The slices along ``dim`` as a tuple of tensors (as torch.unbind)."""
+        d = _one_dim(dim, self.ndim, "unbind")
+        return tuple(self[(slice(None),) * d + (i,)] for i in range(self.shape[d]))
+
+    def tril(self, diagonal=0):
+        """Lower triangle of the last two dims (elements with col - row <= diagonal)."""
+        return self._triangle(diagonal, True)
+
+    def triu(self, diagonal=0):
+        """Upper triangle of the last two dims (elements with col - row >= diagonal)."""
+        return self._triangle(diagonal, False)
+
+    def _triangle(self, diagonal, lower):
+        if self.ndim < 2:
+            raise ValueError(f"{'tril' if lower else 'triu'}: expected at least 2 dimensions, "
+                             f"got shape {self.shape}")
+        xp = self._backend.xp
+        rows, cols = self.shape[-2:]
+        keep = (xp.tril if lower else xp.triu)(xp.ones((rows, cols), dtype=bool), diagonal)
+        return where(Tensor._wrap(keep, self._backend, False), self,
+                     full((), 0, dtype=self.dtype, device=self.device))
+
+    def cumsum(self, dim):
+        """y_i = sum_{j <= i} a_j along ``dim``; the gradient is the reversed cumulative sum."""
+        return R.Cumsum.apply(self, _one_dim(dim, self.ndim, "cumsum"))
+
+    def norm(self, p=2, dim=None, keepdim=False):
+        """The p-norm (p = 2 or 1, "fro" = 2) over ``dim`` (all elements when None)."""
+        if p == "fro":
+            p = 2
+        if p == 2:
+            return (self * self).sum(dim, keepdim).sqrt()
+        if p == 1:
+            return self.abs().sum(dim, keepdim)
+        raise ValueError(f"norm: p={p!r} is not supported, expected 2, 'fro' or 1")
 
     def gather(self, dim, index):
         """As ``torch.gather``: out[i, j, k] = self[index[i, j, k], j, k] for dim 0 (and so
@@ -1000,3 +1081,31 @@ def minimum(a, b):
 
 def matmul(a, b):
     return a.matmul(b)
+
+
+def mm(a, b):
+    """2-D matrix product; unlike matmul it accepts nothing else (as torch.mm)."""
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"mm: expected two 2-D tensors, got shapes {a.shape} and {b.shape}")
+    return a.matmul(b)
+
+
+def bmm(a, b):
+    """(B, N, M) @ (B, M, P) -> (B, N, P), no broadcasting (as torch.bmm)."""
+    if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0]:
+        raise ValueError(f"bmm: expected (B, N, M) and (B, M, P) with the same B, got shapes "
+                         f"{a.shape} and {b.shape}")
+    return a.matmul(b)
+
+
+def from_numpy(array):
+    """A cpu Tensor over ``array`` (shared memory, no copy, dtype kept, as torch.from_numpy)."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+    return Tensor(array, dtype=array.dtype, device="cpu")
+
+
+def empty(*shape, dtype=float32, device="cpu", requires_grad=False):
+    """Uninitialised storage of ``shape`` (its values are whatever memory held)."""
+    b = get_backend(device)
+    return _make(b.xp.empty(_size(shape), dtype=to_dtype(dtype)), device, requires_grad)

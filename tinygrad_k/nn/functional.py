@@ -18,7 +18,7 @@ from ..tensor import Tensor, stack
 
 __all__ = list(_core) + ["nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
                          "mse_loss", "l1_loss", "batch_norm", "layer_norm", "embedding",
-                         "adaptive_avg_pool2d"]
+                         "adaptive_avg_pool2d", "one_hot"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -323,3 +323,17 @@ def adaptive_avg_pool2d(input, output_size):
                 for j in range(ow)]
         rows.append(stack(cols, dim=-1))
     return stack(rows, dim=-2)
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 (..., num_classes) with a 1 at each index (num_classes -1: max index + 1)."""
+    if tensor.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: expected an integer tensor, got {tensor.dtype}")
+    idx = tensor.data
+    n = int(idx.max()) + 1 if num_classes == -1 and idx.size else num_classes
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise ValueError(f"one_hot: indices span [{int(idx.min())}, {int(idx.max())}], "
+                         f"expected 0..{n - 1} for num_classes={n}")
+    xp = tensor._backend.xp
+    out = (idx[..., None] == xp.arange(n)).astype("int64")
+    return Tensor._wrap(out, tensor._backend, False)

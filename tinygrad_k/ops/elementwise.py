@@ -316,6 +316,72 @@ class LeakyReLU(Function):
         return ctx.xp.where(a > 0, g, g * ctx.slope)
 
 
+class Sin(Function):
+    """y = sin a.   da = g * cos a."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return ctx.xp.sin(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g * ctx.xp.cos(a)
+
+
+class Cos(Function):
+    """y = cos a.   da = -g * sin a."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return ctx.xp.cos(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return -g * ctx.xp.sin(a)
+
+
+class Log1p(Function):
+    """y = ln(1 + a), accurate for small a.   da = g / (1 + a)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        with _quiet(ctx.xp):
+            return ctx.xp.log1p(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g / (1 + a)
+
+
+class Softplus(Function):
+    """y = ln(1 + e^(beta a)) / beta, and y = a where beta a > threshold (PyTorch's
+    linear regime).   da = g * sigmoid(beta a) there, g in the linear regime.
+    Computed as max(z, 0) + log1p(e^-|z|), z = beta a: never overflows."""
+
+    @staticmethod
+    def forward(ctx, a, beta, threshold):
+        xp = ctx.xp
+        z = a * beta
+        linear = z > threshold
+        ctx.save_for_backward(z, linear)
+        y = (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))) / beta
+        return xp.where(linear, a, y).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        z, linear = ctx.saved_tensors
+        xp = ctx.xp
+        e = xp.exp(-xp.abs(z))
+        sig = xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+        return g * xp.where(linear, 1, sig).astype(g.dtype, copy=False)
+
+
 class Sigmoid(Function):
     """y = 1 / (1 + e^-a), computed without overflow.   da = g * y * (1 - y)."""
 

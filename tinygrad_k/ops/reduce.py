@@ -138,3 +138,18 @@ class LogSumExp(Function):
         g = _expand_back(g, a.shape, ctx.axes, ctx.keepdim)
         return g * ctx.xp.exp(a - y)
 
+
+
+class Cumsum(Function):
+    """y_i = sum_{j <= i} a_j along ``dim``.
+    da_j = sum_{i >= j} g_i: the cumulative sum of g taken from the end."""
+
+    @staticmethod
+    def forward(ctx, a, dim):
+        ctx.dim = dim
+        return ctx.xp.cumsum(a, axis=dim)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, d = ctx.xp, ctx.dim
+        return xp.flip(xp.cumsum(xp.flip(g, axis=d), axis=d), axis=d)
