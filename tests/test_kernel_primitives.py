@@ -71,6 +71,26 @@ def test_conv2d_cpu_matches_reference(case, dtype, layout, seed):
                reference.conv2d_backward_weight(dy, x, ws, s, p)) < TOL[dtype]
 
 
+def test_cpu_conv_results_never_alias_the_reused_workspace():
+    """kernels.cpu reuses one scratch buffer across calls; what it returns must be fresh."""
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.standard_normal((2, 2, 3, 6, 6))
+    w = rng.standard_normal((4, 3, 3, 3))
+    y1 = cpu.conv2d_forward(x1, w, 1, 1)
+    y1_copy = y1.copy()
+    dx1 = cpu.conv2d_backward_input(y1, w, x1.shape, 1, 1)
+    dx1_copy = dx1.copy()
+    dw1 = cpu.conv2d_backward_weight(y1, x1, w.shape, 1, 1)
+    dw1_copy = dw1.copy()
+    cpu.conv2d_forward(x2, w, 1, 1)
+    cpu.conv2d_backward_input(y1 * 2, w, x1.shape, 1, 1)
+    cpu.conv2d_backward_weight(y1 * 3, x2, w.shape, 1, 1)
+    np.testing.assert_array_equal(y1, y1_copy)
+    np.testing.assert_array_equal(dx1, dx1_copy)
+    np.testing.assert_array_equal(dw1, dw1_copy)
+    assert rel(y1, reference.conv2d_forward(x1, w, 1, 1)) < 1e-12
+
+
 @pytest.mark.parametrize("lowering", ["fold batch", "batched", "per sample"])
 @settings(max_examples=10, deadline=None)
 @given(case=conv_case(), seed=st.integers(0, 2 ** 31))
