@@ -319,3 +319,8 @@ def test_reduce_lr_on_plateau_matches_pytorch(mode, threshold_mode, cooldown):
         assert so.get_last_lr() == pytest.approx(st.get_last_lr(), rel=1e-12)
         lrs.append(so.get_last_lr()[0])
     assert lrs[-1] < 0.1 and lrs[-1] >= 0.004  # it did reduce, and stopped at the floor
+    resumed = lr_scheduler.ReduceLROnPlateau(o, **kw)
+    resumed.load_state_dict(so.state_dict())
+    assert "optimizer" not in so.state_dict()
+    assert (resumed.best, resumed.num_bad_epochs, resumed.cooldown_counter) == (
+        so.best, so.num_bad_epochs, so.cooldown_counter)

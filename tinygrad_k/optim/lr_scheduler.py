@@ -7,7 +7,21 @@ __all__ = ["LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR", "LambdaLR",
            "CosineAnnealingLR", "OneCycleLR", "ReduceLROnPlateau"]
 
 
-class LRScheduler:
+class _SchedulerState:
+    """What every scheduler shares: the last lrs set, and a state dict without the
+    optimizer (which has its own)."""
+
+    def get_last_lr(self):
+        return list(self._last_lr)
+
+    def state_dict(self):
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state):
+        self.__dict__.update(state)
+
+
+class LRScheduler(_SchedulerState):
     """Sets ``group["lr"]`` from ``last_epoch`` on every ``step()``."""
 
     def __init__(self, optimizer, last_epoch=-1):
@@ -27,14 +41,6 @@ class LRScheduler:
             g["lr"] = lr
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
-    def get_last_lr(self):
-        return list(self._last_lr)
-
-    def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
-
-    def load_state_dict(self, state):
-        self.__dict__.update(state)
 
 
 class StepLR(LRScheduler):
@@ -167,7 +173,7 @@ class OneCycleLR(LRScheduler):
         return lrs
 
 
-class ReduceLROnPlateau:
+class ReduceLROnPlateau(_SchedulerState):
     """Multiply every group's lr by ``factor`` once the metric given to ``step(metric)``
     has not improved for more than ``patience`` steps (PyTorch's rules: relative or
     absolute ``threshold``, ``cooldown`` steps after a reduction, floor ``min_lr``,
@@ -216,12 +222,3 @@ class ReduceLROnPlateau:
                     g["lr"] = new
             self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-
-    def get_last_lr(self):
-        return list(self._last_lr)
-
-    def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
-
-    def load_state_dict(self, state):
-        self.__dict__.update(state)
