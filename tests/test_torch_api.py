@@ -86,3 +86,12 @@ def test_grad_mode_helpers_conversions_and_constructors():
         x.masked_fill(x, 0.0)
     with pytest.raises(ValueError, match="norm: p=3"):
         x.norm(p=3)
+
+
+def test_norm_of_zero_has_pytorchs_zero_gradient():
+    x = tk.tensor(np.zeros((2, 3)), requires_grad=True)
+    t = torch.zeros((2, 3), dtype=torch.float64, requires_grad=True)
+    (x.norm(dim=1).sum() + x.norm()).backward()
+    (t.norm(dim=1).sum() + t.norm()).backward()
+    np.testing.assert_array_equal(x.grad.numpy(), t.grad.numpy())
+    assert not np.isnan(x.grad.numpy()).any()

@@ -739,7 +739,7 @@ class Tensor:
         if p == "fro":
             p = 2
         if p == 2:
-            return (self * self).sum(dim, keepdim).sqrt()
+            return R.Norm2.apply(self, R.normalize_dims(dim, self.ndim, "norm"), keepdim)
         if p == 1:
             return self.abs().sum(dim, keepdim)
         raise ValueError(f"norm: p={p!r} is not supported, expected 2, 'fro' or 1")

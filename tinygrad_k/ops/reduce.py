@@ -153,3 +153,24 @@ class Cumsum(Function):
     def backward(ctx, g):
         xp, d = ctx.xp, ctx.dim
         return xp.flip(xp.cumsum(xp.flip(g, axis=d), axis=d), axis=d)
+
+
+class Norm2(Function):
+    """y = sqrt(sum_{axes} a^2).   da = g * a / y, and 0 where y = 0 (the subgradient
+    PyTorch picks: sqrt's infinite slope at 0 times a = 0 would otherwise give NaN)."""
+
+    @staticmethod
+    def forward(ctx, a, axes, keepdim):
+        xp = ctx.xp
+        ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
+        y = xp.sqrt((a * a).sum(axis=axes, keepdims=True))
+        ctx.save_for_backward(a, y)
+        return y if keepdim else y.reshape([n for i, n in enumerate(a.shape) if i not in axes])
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = ctx.xp
+        a, y = ctx.saved_tensors
+        g = _expand_back(g, ctx.shape, ctx.axes, ctx.keepdim)
+        safe = xp.where(y == 0, 1, y)
+        return xp.where(y == 0, 0, g * a / safe).astype(a.dtype, copy=False)
