@@ -294,39 +294,53 @@ def kernel_cases(device, quick):
 TRAIN_MODELS = {"lenet5": (1, 28, 28), "lenet": (3, 32, 32), "resnet18": (3, 32, 32)}
 
 
-_FIRST_STEP_SCRIPT = r"""
-import os, sys, time
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-import numpy as np
-impl, model_name, batch, device = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-from benchmarks.run import TRAIN_MODELS
-shape = TRAIN_MODELS[model_name]
-rng = np.random.default_rng(0)
-x_np = rng.standard_normal((batch,) + shape, dtype=np.float32)
-y_np = rng.integers(0, 10, batch)
-if impl == "ours":
-    import tinygrad_k as tk
-    from tinygrad_k import nn, optim
-    from tinygrad_k.models import build
-    model = build(model_name, shape, 10).to(device)
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = tk.tensor(x_np).to(device), tk.tensor(y_np).to(device)
-    loss_fn = nn.CrossEntropyLoss()
-else:
-    import torch
-    from benchmarks.torch_models import build_torch
-    model = build_torch(model_name, shape, 10).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.as_tensor(x_np, device=device), torch.as_tensor(y_np, device=device)
-    loss_fn = torch.nn.CrossEntropyLoss()
-t0 = time.perf_counter()
-loss = loss_fn(model(x), y)
-opt.zero_grad()
-loss.backward()
-opt.step()
-loss.item()
-print("FIRST_STEP_S", time.perf_counter() - t0)
-"""
+def make_train_step(impl, model_name, device, x_np, y_np):
+    """A zero-argument callable doing one full training step (forward, cross-entropy,
+    backward, SGD-momentum update) and returning the loss: ``impl`` "ours" (tinygrad_k)
+    or "torch" (PyTorch eager, TF32 off on a GPU). Both frameworks spell the step alike."""
+    shape = TRAIN_MODELS[model_name]
+    if impl == "ours":
+        import tinygrad_k as tk
+        from tinygrad_k import nn, optim
+        from tinygrad_k.models import build
+
+        tk.manual_seed(0)
+        model = build(model_name, shape, 10).to(device)
+        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loss_fn = nn.CrossEntropyLoss()
+        x, y = tk.tensor(x_np).to(device), tk.tensor(y_np).to(device)
+    else:
+        from benchmarks.torch_models import build_torch
+
+        torch = _torch(device)
+        tdev = "cuda" if device == "cuda" else "cpu"
+        model = build_torch(model_name, shape, 10).to(tdev)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        x, y = torch.as_tensor(x_np, device=tdev), torch.as_tensor(y_np, device=tdev)
+
+    def step():
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def _train_batch(model_name, batch, rng):
+    x_np = rng.standard_normal((batch,) + TRAIN_MODELS[model_name], dtype=np.float32)
+    return x_np, rng.integers(0, 10, batch)
+
+
+def _first_step_child(impl, model_name, batch, device):
+    """Run in a fresh process by ``first_step_seconds``: build, then time one step."""
+    x_np, y_np = _train_batch(model_name, int(batch), np.random.default_rng(0))
+    step = make_train_step(impl, model_name, device, x_np, y_np)
+    t0 = time.perf_counter()
+    step().item()
+    print("FIRST_STEP_S", time.perf_counter() - t0)
 
 
 def first_step_seconds(impl, model_name, batch, device):
@@ -338,10 +352,11 @@ def first_step_seconds(impl, model_name, batch, device):
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [os.path.dirname(HERE)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    code = ("import sys; from benchmarks.run import _first_step_child; "
+            "_first_step_child(*sys.argv[1:])")
     try:
-        proc = subprocess.run([sys.executable, "-c", _FIRST_STEP_SCRIPT, impl, model_name,
-                               str(batch), device], capture_output=True, text=True,
-                              timeout=600, env=env)
+        proc = subprocess.run([sys.executable, "-c", code, impl, model_name, str(batch), device],
+                              capture_output=True, text=True, timeout=600, env=env)
     except subprocess.TimeoutExpired:
         return None
     for line in proc.stdout.splitlines():
@@ -352,53 +367,19 @@ def first_step_seconds(impl, model_name, batch, device):
 
 def train_cases(device, quick):
     """Yield (group, name, work, {impl: fn}, first_step_times) for full training steps."""
-    import tinygrad_k as tk
-    from tinygrad_k import nn, optim
-    from tinygrad_k.models import build
-
     torch = _torch(device)
     combos = [("lenet5", 64)] if quick else [(m, b) for m in TRAIN_MODELS for b in (64, 256)]
     if device == "cpu" and not quick:
         combos = [c for c in combos if c != ("resnet18", 256)]
     rng = np.random.default_rng(0)
     for model_name, batch in combos:
-        shape = TRAIN_MODELS[model_name]
-        x_np = rng.standard_normal((batch,) + shape, dtype=np.float32)
-        y_np = rng.integers(0, 10, batch)
-        tk.manual_seed(0)
-        model = build(model_name, shape, 10).to(device)
-        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        loss_fn = nn.CrossEntropyLoss()
-        x, y = tk.tensor(x_np).to(device), tk.tensor(y_np).to(device)
-
-        def ours_step(model=model, opt=opt, x=x, y=y, loss_fn=loss_fn):
-            loss = loss_fn(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            return loss
-
-        first = {"ours": first_step_seconds("ours", model_name, batch, device)}
-        ours_step().item()  # warm-up is the timer's job; this only checks the step runs
-        fns = {"ours": ours_step}
-        if torch is not None:
-            from benchmarks.torch_models import build_torch
-
-            tdev = "cuda" if device == "cuda" else "cpu"
-            tm = build_torch(model_name, shape, 10).to(tdev)
-            topt = torch.optim.SGD(tm.parameters(), lr=0.01, momentum=0.9)
-            tloss = torch.nn.CrossEntropyLoss()
-            tx, ty = torch.as_tensor(x_np, device=tdev), torch.as_tensor(y_np, device=tdev)
-
-            def torch_step(tm=tm, topt=topt, tx=tx, ty=ty, tloss=tloss):
-                loss = tloss(tm(tx), ty)
-                topt.zero_grad()
-                loss.backward()
-                topt.step()
-                return loss
-
-            first["torch"] = first_step_seconds("torch", model_name, batch, tdev)
-            fns["torch eager"] = torch_step
+        x_np, y_np = _train_batch(model_name, batch, rng)
+        impls = {"ours": "ours"} if torch is None else {"ours": "ours", "torch eager": "torch"}
+        fns, first = {}, {}
+        for label, impl in impls.items():
+            first[impl] = first_step_seconds(impl, model_name, batch, device)
+            fns[label] = make_train_step(impl, model_name, device, x_np, y_np)
+        fns["ours"]().item()  # warm-up is the timer's job; this only checks the step runs
         yield "train step", f"{model_name} batch {batch}", {"images": batch}, fns, first
 
 
