@@ -217,8 +217,10 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
     """dW2 (O, C*KH*KW) = sum_n dy[n] (O, L) @ cols[n]^T (L, C*KH*KW).
 
-    Two lowerings of the same sum, chosen by L = OH*OW (measured, 2 cores):
-    * L >= 256: per-sample products dy[n] @ cols[n]^T, each contracting over a long L;
+    Lowerings of the same sum, chosen by size (measured, 2 cores):
+    * L = OH*OW >= 256: per-sample products dy[n] @ cols[n]^T, each contracting over a
+      long L -- one batched GEMM and a sum over samples when the (chunk, O, K)
+      intermediate is small, else accumulated sample by sample;
     * L < 256 (deep layers, small images): per-sample contractions are too short for
       BLAS, so the batch is folded into the contraction instead -- one GEMM
       dY (O, N*L) @ COLS (N*L, K) with cols laid out (K, N, L) by ``_im2col_kn`` and dy

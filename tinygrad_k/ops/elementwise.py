@@ -316,6 +316,16 @@ class LeakyReLU(Function):
         return ctx.xp.where(a > 0, g, g * ctx.slope)
 
 
+def _softplus(xp, t):
+    """log(1 + e^t) without overflow: max(t, 0) + log1p(e^{-|t|})."""
+    return xp.maximum(t, 0) + xp.log1p(xp.exp(-xp.abs(t)))
+
+
+def _sigmoid_from(xp, z, e):
+    """sigmoid(z) given e = exp(-|z|), which lies in (0, 1] and never overflows."""
+    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
 class Sin(Function):
     """y = sin a.   da = g * cos a."""
 
@@ -362,7 +372,7 @@ class Log1p(Function):
 class Softplus(Function):
     """y = ln(1 + e^(beta a)) / beta, and y = a where beta a > threshold (PyTorch's
     linear regime).   da = g * sigmoid(beta a) there, g in the linear regime.
-    Computed as max(z, 0) + log1p(e^-|z|), z = beta a: never overflows."""
+    Computed with ``_softplus`` (z = beta a): never overflows."""
 
     @staticmethod
     def forward(ctx, a, beta, threshold):
@@ -370,15 +380,13 @@ class Softplus(Function):
         z = a * beta
         linear = z > threshold
         ctx.save_for_backward(z, linear)
-        y = (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))) / beta
-        return xp.where(linear, a, y).astype(a.dtype, copy=False)
+        return xp.where(linear, a, _softplus(xp, z) / beta).astype(a.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         z, linear = ctx.saved_tensors
         xp = ctx.xp
-        e = xp.exp(-xp.abs(z))
-        sig = xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+        sig = _sigmoid_from(xp, z, xp.exp(-xp.abs(z)))
         return g * xp.where(linear, 1, sig).astype(g.dtype, copy=False)
 
 
@@ -387,9 +395,7 @@ class Sigmoid(Function):
 
     @staticmethod
     def forward(ctx, a):
-        xp = ctx.xp
-        e = xp.exp(-xp.abs(a))  # in (0, 1]: never overflows
-        y = xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
+        y = _sigmoid_from(ctx.xp, a, ctx.xp.exp(-ctx.xp.abs(a)))
         ctx.save_for_backward(y)
         return y
 

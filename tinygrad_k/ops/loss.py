@@ -10,11 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
-
-
-def _softplus(xp, t):
-    """log(1 + e^t) without overflow: max(t, 0) + log1p(e^{-|t|})."""
-    return xp.maximum(t, 0) + xp.log1p(xp.exp(-xp.abs(t)))
+from .elementwise import _softplus
 
 
 class BinaryCrossEntropy(Function):

@@ -139,7 +139,6 @@ class LogSumExp(Function):
         return g * ctx.xp.exp(a - y)
 
 
-
 class Cumsum(Function):
     """y_i = sum_{j <= i} a_j along ``dim``.
     da_j = sum_{i >= j} g_i: the cumulative sum of g taken from the end."""
@@ -165,7 +164,7 @@ class Norm2(Function):
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
         y = xp.sqrt((a * a).sum(axis=axes, keepdims=True))
         ctx.save_for_backward(a, y)
-        return y if keepdim else y.reshape([n for i, n in enumerate(a.shape) if i not in axes])
+        return y if keepdim else y.squeeze(axis=axes)
 
     @staticmethod
     def backward(ctx, g):
