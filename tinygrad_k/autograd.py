@@ -158,7 +158,7 @@ class Function:
                 raise RuntimeError(
                     f"{cls.__name__}: expected all tensors on the same device, got {devices}; "
                     "move them with .to(device) first")
-        raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        raw = [a._array if isinstance(a, Tensor) else a for a in args]
         requires_grad = is_grad_enabled() and any(t.requires_grad for t in tensors)
         ctx = Context(cls, tuple(tensors), backend)
         out = cls.forward(ctx, *raw, **kwargs)
@@ -222,7 +222,7 @@ def run_backward(root, grad, retain_graph=False, trace=None):
             if node.grad is None:
                 node.grad = Tensor._wrap(g.copy(), node.backend, False)  # no aliasing between .grads
             else:
-                node.grad = Tensor._wrap(node.grad.data + g, node.backend, False)
+                node.grad = Tensor._wrap(node.grad._array + g, node.backend, False)
         if ctx is None:
             continue
         if ctx.freed:

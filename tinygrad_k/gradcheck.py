@@ -69,7 +69,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
 
     for i in checked:
         t = inputs[i]
-        arr = t.data  # perturbed in place (also when a strided view): fn sees the same Tensor
+        arr = t._array  # perturbed in place (also when a strided view): fn sees the same Tensor
         numeric = np.zeros(arr.size)
         for j in range(arr.size):
             idx = np.unravel_index(j, arr.shape)

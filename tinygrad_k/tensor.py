@@ -59,12 +59,12 @@ def _default_dtype(arr_dtype):
 class Tensor:
     """An n-dimensional array with reverse-mode autograd.
 
-    Attributes: ``data`` (numpy/cupy array), ``grad`` (Tensor or None), ``requires_grad``,
+    Attributes: ``_array`` (the numpy/cupy array; ``data`` for now), ``grad`` (Tensor or None), ``requires_grad``,
     ``device`` ("cpu"/"cuda"). ``.grad`` accumulates across ``backward`` calls, as in
     PyTorch: zero it (``opt.zero_grad()`` or ``t.grad = None``) between steps.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_backend", "_retains_grad", "name",
+    __slots__ = ("_array", "grad", "requires_grad", "_ctx", "_backend", "_retains_grad", "name",
                  "__weakref__")
     __array_priority__ = 1000  # numpy scalars defer to our reflected operators
 
@@ -72,7 +72,7 @@ class Tensor:
         backend = get_backend(device if device is not None else
                               (data.device if isinstance(data, Tensor) else "cpu"))
         if isinstance(data, Tensor):
-            data = data.data
+            data = data._array
         dtype = to_dtype(dtype)
         if dtype is None:
             arr = backend.asarray(data)
@@ -83,7 +83,7 @@ class Tensor:
         if arr.dtype == np.float16 or arr.dtype.kind not in "fiub":
             raise TypeError(f"Tensor: unsupported dtype {arr.dtype}; use float32, float64, "
                             "int64, int32, uint8 or bool")
-        self.data = arr
+        self._array = arr
         self.grad = None
         self._ctx = None
         self._backend = backend
@@ -97,18 +97,27 @@ class Tensor:
     def _wrap(cls, arr, backend: Backend, requires_grad: bool):
         """A Tensor around an existing array of ``backend`` (no copy, no checks)."""
         t = cls.__new__(cls)
-        t.data, t.grad, t._ctx, t._backend = arr, None, None, backend
+        t._array, t.grad, t._ctx, t._backend = arr, None, None, backend
         t.requires_grad, t._retains_grad, t.name = requires_grad, False, None
         return t
 
     # -- basic properties -----------------------------------------------------
     @property
+    def data(self):
+        """The raw array (to become a detached Tensor on the same storage, as torch)."""
+        return self._array
+
+    @data.setter
+    def data(self, value):
+        self._array = value._array if isinstance(value, Tensor) else value
+
+    @property
     def shape(self):
-        return tuple(self.data.shape)
+        return tuple(self._array.shape)
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._array.dtype
 
     @property
     def device(self) -> str:
@@ -120,16 +129,16 @@ class Tensor:
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self._array.ndim
 
     def dim(self):
-        return self.data.ndim
+        return self._array.ndim
 
     def size(self, dim=None):
         return self.shape if dim is None else self.shape[dim]
 
     def numel(self):
-        return int(self.data.size)
+        return int(self._array.size)
 
     def __len__(self):
         if self.ndim == 0:
@@ -158,13 +167,13 @@ class Tensor:
     # -- conversion -----------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """The values as a NumPy array (a copy from the GPU; shares memory on cpu)."""
-        return self._backend.to_numpy(self.data)
+        return self._backend.to_numpy(self._array)
 
     def tolist(self):
         return self.numpy().tolist()
 
     def item(self):
-        if self.data.size != 1:
+        if self._array.size != 1:
             raise ValueError(f"item(): only one-element tensors can be converted to a Python "
                              f"scalar, got shape {self.shape}")
         return self.numpy().reshape(()).item()
@@ -176,7 +185,7 @@ class Tensor:
         return int(self.item())
 
     def __bool__(self):
-        if self.data.size != 1:
+        if self._array.size != 1:
             raise RuntimeError(f"the truth value of a tensor of shape {self.shape} is "
                                "ambiguous; use .any() or .all()")
         return bool(self.item())
@@ -198,7 +207,7 @@ class Tensor:
             if dtype.kind == "f" and out.dtype.kind == "f":
                 out = E.Cast.apply(out, dtype)
             else:
-                out = Tensor._wrap(out.data.astype(dtype), out.backend, False)
+                out = Tensor._wrap(out._array.astype(dtype), out.backend, False)
         return out
 
     def cpu(self):
@@ -230,10 +239,10 @@ class Tensor:
 
     def detach(self):
         """The same values, cut from the graph (shares memory)."""
-        return Tensor._wrap(self.data, self._backend, False)
+        return Tensor._wrap(self._array, self._backend, False)
 
     def clone(self):
-        return self * 1 if self.requires_grad else Tensor._wrap(self.data.copy(),
+        return self * 1 if self.requires_grad else Tensor._wrap(self._array.copy(),
                                                                  self._backend, False)
 
     def contiguous(self):
@@ -267,12 +276,12 @@ class Tensor:
                                "grad_fn (did you forget requires_grad=True, or run under "
                                "no_grad()?)")
         if gradient is None:
-            if self.data.size != 1:
+            if self._array.size != 1:
                 raise RuntimeError(f"backward: grad can be implicitly created only for scalar "
                                    f"outputs; got shape {self.shape}, pass gradient=")
-            g = self._backend.xp.ones(self.data.shape, dtype=self.dtype)
+            g = self._backend.xp.ones(self._array.shape, dtype=self.dtype)
         else:
-            g = gradient.data if isinstance(gradient, Tensor) else self._backend.asarray(gradient)
+            g = gradient._array if isinstance(gradient, Tensor) else self._backend.asarray(gradient)
             if tuple(g.shape) != self.shape:
                 raise RuntimeError(f"backward: gradient of shape {tuple(g.shape)} does not "
                                    f"match the tensor's shape {self.shape}")
@@ -391,8 +400,8 @@ class Tensor:
         if self.requires_grad and is_grad_enabled():
             # a graph through an in-place op would silently be wrong: do it out of place
             return getattr(self, op)(other)
-        o = other.data if isinstance(other, Tensor) else other
-        arr = self.data
+        o = other._array if isinstance(other, Tensor) else other
+        arr = self._array
         if op == "add":
             arr += o
         elif op == "sub":
@@ -405,8 +414,8 @@ class Tensor:
 
     # comparisons: no gradient, bool results
     def _compare(self, other, fn):
-        o = other.data if isinstance(other, Tensor) else other
-        return Tensor._wrap(fn(self.data, o), self._backend, False)
+        o = other._array if isinstance(other, Tensor) else other
+        return Tensor._wrap(fn(self._array, o), self._backend, False)
 
     def __eq__(self, other):
         return self._compare(other, lambda a, b: a == b)
@@ -430,7 +439,7 @@ class Tensor:
     __hash__ = object.__hash__
 
     def __invert__(self):
-        return Tensor._wrap(~self.data, self._backend, False)
+        return Tensor._wrap(~self._array, self._backend, False)
 
     def __and__(self, other):
         return self._compare(other, lambda a, b: a & b)
@@ -439,13 +448,13 @@ class Tensor:
         return self._compare(other, lambda a, b: a | b)
 
     def any(self):
-        return Tensor._wrap(self.data.any(), self._backend, False)
+        return Tensor._wrap(self._array.any(), self._backend, False)
 
     def all(self):
-        return Tensor._wrap(self.data.all(), self._backend, False)
+        return Tensor._wrap(self._array.all(), self._backend, False)
 
     def isnan(self):
-        return Tensor._wrap(self._backend.xp.isnan(self.data), self._backend, False)
+        return Tensor._wrap(self._backend.xp.isnan(self._array), self._backend, False)
 
     # -- elementwise math -------------------------------------------------------------
     def exp(self):
@@ -472,7 +481,7 @@ class Tensor:
         return self * self
 
     def sign(self):
-        return Tensor._wrap(self._backend.xp.sign(self.data), self._backend, False)
+        return Tensor._wrap(self._backend.xp.sign(self._array), self._backend, False)
 
     def maximum(self, other):
         return self._binary(E.Maximum, other, "maximum")
@@ -573,10 +582,10 @@ class Tensor:
         return R.LogSumExp.apply(self, R.normalize_dims(dim, self.ndim, "logsumexp"), keepdim)
 
     def argmax(self, dim=None, keepdim=False):
-        return self._arg(self.data.argmax, dim, keepdim, "argmax")
+        return self._arg(self._array.argmax, dim, keepdim, "argmax")
 
     def argmin(self, dim=None, keepdim=False):
-        return self._arg(self.data.argmin, dim, keepdim, "argmin")
+        return self._arg(self._array.argmin, dim, keepdim, "argmin")
 
     def _arg(self, fn, dim, keepdim, op):
         if dim is None:
@@ -593,7 +602,7 @@ class Tensor:
     # -- movement -----------------------------------------------------------------------
     def reshape(self, *shape):
         shape = _shape_arg(shape)
-        shape = _infer_shape(shape, self.data.size, self.shape, "reshape")
+        shape = _infer_shape(shape, self._array.size, self.shape, "reshape")
         if shape == self.shape:
             return self
         return M.Reshape.apply(self, shape)
@@ -760,7 +769,7 @@ class Tensor:
             raise ValueError(f"gather: index of shape {index.shape} does not fit input of shape "
                              f"{self.shape} along dim {d} (same number of dimensions, sizes no "
                              f"larger outside dim)")
-        idx = index.data
+        idx = index._array
         if idx.size and (int(idx.min()) < -self.shape[d] or int(idx.max()) >= self.shape[d]):
             raise IndexError(f"gather: index values span [{int(idx.min())}, {int(idx.max())}], "
                              f"out of range for size {self.shape[d]} of dim {d}")
@@ -774,8 +783,8 @@ class Tensor:
             raise RuntimeError(f"__setitem__: in-place assignment into a tensor that requires "
                                f"grad (shape {self.shape}) would break autograd; do it under "
                                "no_grad() or build a new tensor with where/cat")
-        v = value.data if isinstance(value, Tensor) else value
-        self.data[_index_arg(index, self)] = v
+        v = value._array if isinstance(value, Tensor) else value
+        self._array[_index_arg(index, self)] = v
 
     def pad(self, pad, value=0.0):
         """torch.nn.functional.pad (constant mode): ``pad`` lists (before, after) pairs
@@ -803,24 +812,24 @@ class Tensor:
         return self.matmul(other)
 
     def zero_(self):
-        self.data[...] = 0
+        self._array[...] = 0
         return self
 
     def fill_(self, value):
-        self.data[...] = value
+        self._array[...] = value
         return self
 
     def copy_(self, src):
-        src = src.data if isinstance(src, Tensor) else src
-        self.data[...] = self._backend.asarray(src, dtype=self.dtype)
+        src = src._array if isinstance(src, Tensor) else src
+        self._array[...] = self._backend.asarray(src, dtype=self.dtype)
         return self
 
     def uniform_(self, a=0.0, b=1.0):
-        self.data[...] = _random.uniform(self.shape, self.dtype, self._backend, a, b)
+        self._array[...] = _random.uniform(self.shape, self.dtype, self._backend, a, b)
         return self
 
     def normal_(self, mean=0.0, std=1.0):
-        self.data[...] = _random.normal(self.shape, self.dtype, self._backend) * std + mean
+        self._array[...] = _random.normal(self.shape, self.dtype, self._backend) * std + mean
         return self
 
 
@@ -841,7 +850,7 @@ class ToDevice(Function):
     @classmethod
     def apply(cls, x, target):
         # the output lives on another backend than the input: Function.apply assumes one
-        out = cls.forward(Context(cls, (x,), x.backend), x.data, target)
+        out = cls.forward(Context(cls, (x,), x.backend), x._array, target)
         requires_grad = x.requires_grad and is_grad_enabled()
         result = Tensor._wrap(out, target, requires_grad)
         if requires_grad:
@@ -902,7 +911,7 @@ def _index_arg(index, t):
         if isinstance(i, Tensor):
             if i.device != t.device:
                 raise RuntimeError(f"__getitem__: index on {i.device} for a tensor on {t.device}")
-            return i.data
+            return i._array
         if isinstance(i, list):
             return t.backend.asarray(i)
         if isinstance(i, np.ndarray) and t.backend.xp is not np:
@@ -917,10 +926,10 @@ def _index_arg(index, t):
 def tensor(data, dtype=None, device=None, requires_grad=False):
     """A new Tensor holding a copy of ``data`` (PyTorch's dtype inference for Python data)."""
     if isinstance(data, Tensor):
-        data = data.data
+        data = data._array
     out = Tensor(data, dtype=dtype, device=device, requires_grad=False)
-    if isinstance(data, np.ndarray) and out.data is data:
-        out.data = data.copy()
+    if isinstance(data, np.ndarray) and out._array is data:
+        out._array = data.copy()
     if requires_grad:
         out.requires_grad_(True)
     return out
@@ -1067,7 +1076,7 @@ def where(condition, x, y):
     x = ref._operand(x, "where")
     y = ref._operand(y, "where")
     if cond.dtype != np.bool_:
-        cond = Tensor._wrap(cond.data.astype(bool), cond.backend, False)
+        cond = Tensor._wrap(cond._array.astype(bool), cond.backend, False)
     return E.Where.apply(cond, x, y)
 
 

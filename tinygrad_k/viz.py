@@ -235,7 +235,7 @@ def grad_norms(named_parameters):
         if p.grad is None:
             out.append((name, p.shape, None))
             continue
-        g = p.grad.data
+        g = p.grad._array
         xp = p.grad.backend.xp
         out.append((name, p.shape, float(xp.linalg.norm(g.ravel())) if g.size else 0.0))
     return out

@@ -78,13 +78,13 @@ def _class_target(op, input, target):
     if input.ndim > 2:  # (N, C, d...) -> (N*d..., C)
         perm = (0,) + tuple(range(2, input.ndim)) + (1,)
         input = input.permute(*perm).reshape(-1, c)
-    return input, target.data.reshape(-1), expected
+    return input, target._array.reshape(-1), expected
 
 
 def _class_weight(op, weight, input):
     if weight is None:
         return None
-    w = weight.data if isinstance(weight, Tensor) else input.backend.asarray(np.asarray(weight))
+    w = weight._array if isinstance(weight, Tensor) else input.backend.asarray(np.asarray(weight))
     if w.shape != (input.shape[1],):
         raise ValueError(f"{op}: weight must have shape ({input.shape[1]},) (one per class), "
                          f"got {tuple(w.shape)}")
@@ -171,7 +171,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     op = "binary_cross_entropy"
     _check_reduction(op, reduction)
     _same_shape(op, input, target)
-    pd = input.data
+    pd = input._array
     if pd.size and not bool(((pd >= 0) & (pd <= 1)).all()):
         raise ValueError(f"{op}: input must be probabilities in [0, 1] (got values in "
                          f"[{float(pd.min())}, {float(pd.max())}]); for logits use "
@@ -190,7 +190,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     _same_shape(op, input, target)
     pw = None
     if pos_weight is not None:
-        pw = (pos_weight.data if isinstance(pos_weight, Tensor)
+        pw = (pos_weight._array if isinstance(pos_weight, Tensor)
               else input.backend.asarray(np.asarray(pos_weight)))
         pw = pw.astype(input.dtype, copy=False)
         try:
@@ -252,15 +252,15 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         y = _N.BatchNormTrain.apply(input, weight, bias, eps, stats)
         for r, s in ((running_mean, "mean"), (running_var, "var")):
             if r is not None:
-                r.data *= 1 - momentum
-                r.data += momentum * stats[s].astype(r.dtype, copy=False)
+                r._array *= 1 - momentum
+                r._array += momentum * stats[s].astype(r.dtype, copy=False)
         return y
     if running_mean is None or running_var is None:
         raise ValueError(f"{op}: running_mean and running_var are required when not training")
     _same_device(op, input, running_mean, running_var)
     dt = input.dtype
-    return _N.BatchNormEval.apply(input, weight, bias, running_mean.data.astype(dt, copy=False),
-                                  running_var.data.astype(dt, copy=False), eps)
+    return _N.BatchNormEval.apply(input, weight, bias, running_mean._array.astype(dt, copy=False),
+                                  running_var._array.astype(dt, copy=False), eps)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -287,7 +287,7 @@ def embedding(input, weight, padding_idx=None):
         raise ValueError(f"embedding: weight must be (num_embeddings, dim), got {weight.shape}")
     _same_device("embedding", input, weight)
     num = weight.shape[0]
-    idx = input.data
+    idx = input._array
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num):
         raise IndexError(f"embedding: index out of range [0, {num}) (got indices in "
                          f"[{int(idx.min())}, {int(idx.max())}]) for weight {weight.shape}")
@@ -329,7 +329,7 @@ def one_hot(tensor, num_classes=-1):
     """int64 (..., num_classes) with a 1 at each index (num_classes -1: max index + 1)."""
     if tensor.dtype.kind not in "iu":
         raise TypeError(f"one_hot: expected an integer tensor, got {tensor.dtype}")
-    idx = tensor.data
+    idx = tensor._array
     n = int(idx.max()) + 1 if num_classes == -1 and idx.size else num_classes
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise ValueError(f"one_hot: indices span [{int(idx.min())}, {int(idx.max())}], "

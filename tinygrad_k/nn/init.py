@@ -39,7 +39,7 @@ def _fans(t):
 
 
 def _fill(t, arr):
-    t.data[...] = t.backend.asarray(arr.astype(t.dtype, copy=False))
+    t._array[...] = t.backend.asarray(arr.astype(t.dtype, copy=False))
     return t
 
 
@@ -52,7 +52,7 @@ def normal_(t, mean=0.0, std=1.0):
 
 
 def constant_(t, value):
-    t.data[...] = value
+    t._array[...] = value
     return t
 
 

@@ -163,9 +163,9 @@ class _BatchNorm(Module):
 
     def reset_running_stats(self):
         if self.track_running_stats:
-            self.running_mean.data[...] = 0
-            self.running_var.data[...] = 1
-            self.num_batches_tracked.data[...] = 0
+            self.running_mean._array[...] = 0
+            self.running_var._array[...] = 1
+            self.num_batches_tracked._array[...] = 0
 
     def forward(self, x):
         if x.ndim not in self._ndims or x.shape[1] != self.num_features:
@@ -182,7 +182,7 @@ class _BatchNorm(Module):
                           self.running_var if keep else None, self.weight, self.bias,
                           use_batch, factor, self.eps)
         if update:
-            self.num_batches_tracked.data += 1
+            self.num_batches_tracked._array += 1
         return y
 
     def extra_repr(self):
@@ -273,7 +273,7 @@ class Embedding(Module):
     def reset_parameters(self):
         init.normal_(self.weight)
         if self.padding_idx is not None:
-            self.weight.data[self.padding_idx] = 0
+            self.weight._array[self.padding_idx] = 0
 
     def forward(self, idx):
         return NF.embedding(idx, self.weight, self.padding_idx)

@@ -18,7 +18,7 @@ class Parameter(Tensor):
 
     def __init__(self, data, requires_grad=True):
         if isinstance(data, Tensor):
-            arr, device = data.data, data.device
+            arr, device = data._array, data.device
         else:
             arr, device = np.asarray(data, dtype=np.float32), "cpu"
         super().__init__(arr, device=device)
@@ -248,7 +248,7 @@ class Module:
             if set_to_none:
                 p.grad = None
             elif p.grad is not None:
-                p.grad.data[...] = 0
+                p.grad._array[...] = 0
 
     # -- devices -------------------------------------------------------------------------
     def to(self, device=None, dtype=None):
@@ -259,13 +259,13 @@ class Module:
             raise TypeError(f"Module.to: dtype must be floating point, got {np.dtype(dtype)}")
 
         def move(t):
-            arr = t.data
+            arr = t._array
             if backend is not None and t.backend is not backend:
                 arr = backend.asarray(t.backend.to_numpy(arr))
                 t._backend = backend
             if dtype is not None and arr.dtype.kind == "f":  # integer buffers stay integers
                 arr = arr.astype(dtype)
-            t.data = arr
+            t._array = arr
 
         for t in list(self.parameters()) + list(self.buffers()):
             move(t)
@@ -318,7 +318,7 @@ class Module:
             if tuple(arr.shape) != t.shape:
                 errors.append(f"{k}: checkpoint shape {tuple(arr.shape)}, model shape {t.shape}")
                 continue
-            t.data = t.backend.asarray(np.array(arr, dtype=t.dtype, copy=True))
+            t._array = t.backend.asarray(np.array(arr, dtype=t.dtype, copy=True))
         if errors:
             raise ValueError(f"load_state_dict for {type(self).__name__}: size mismatch: "
                              + "; ".join(errors))

@@ -23,9 +23,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         return tensor(0.0)
     norm_type = float(norm_type)
     if math.isinf(norm_type):
-        total = max(float(abs(g.data).max()) for g in grads)
+        total = max(float(abs(g._array).max()) for g in grads)
     else:
-        total = sum(float((abs(g.data.astype("float64")) ** norm_type).sum())
+        total = sum(float((abs(g._array.astype("float64")) ** norm_type).sum())
                     for g in grads) ** (1.0 / norm_type)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(f"clip_grad_norm_: the total norm of order {norm_type} of the "
@@ -33,7 +33,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     coef = max_norm / (total + 1e-6)
     if coef < 1:
         for g in grads:
-            g.data *= g.data.dtype.type(coef)
+            g._array *= g._array.dtype.type(coef)
     return tensor(total)
 
 
@@ -41,4 +41,4 @@ def clip_grad_value_(parameters, clip_value):
     """Clamp every gradient element into [-clip_value, clip_value], in place."""
     for g in _grads(parameters):
         xp = g._backend.xp
-        xp.clip(g.data, -clip_value, clip_value, out=g.data)
+        xp.clip(g._array, -clip_value, clip_value, out=g._array)

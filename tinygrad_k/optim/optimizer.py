@@ -49,7 +49,7 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 elif p.grad is not None:
-                    p.grad.data[...] = 0
+                    p.grad._array[...] = 0
 
     def _params_with_grad(self):
         for g in self.param_groups:
@@ -136,8 +136,8 @@ class SGD(Optimizer):
         for g, p, s in self._params_with_grad():
             first = "momentum_buffer" not in s
             if g["momentum"] and first:
-                s["momentum_buffer"] = p.backend.xp.zeros_like(p.data)
-            p.backend.sgd_update_(p.data, p.grad.data, s.get("momentum_buffer"), g["lr"],
+                s["momentum_buffer"] = p.backend.xp.zeros_like(p._array)
+            p.backend.sgd_update_(p._array, p.grad._array, s.get("momentum_buffer"), g["lr"],
                                   g["momentum"], g["dampening"], g["weight_decay"],
                                   g["nesterov"], first)
 
@@ -163,24 +163,24 @@ class Adam(Optimizer):
             xp = p.backend.xp
             if not s:
                 s["step"] = 0
-                s["exp_avg"] = xp.zeros_like(p.data)
-                s["exp_avg_sq"] = xp.zeros_like(p.data)
+                s["exp_avg"] = xp.zeros_like(p._array)
+                s["exp_avg_sq"] = xp.zeros_like(p._array)
                 if g["amsgrad"]:
-                    s["max_exp_avg_sq"] = xp.zeros_like(p.data)
+                    s["max_exp_avg_sq"] = xp.zeros_like(p._array)
             s["step"] += 1
             b1, b2 = g["betas"]
             if not g["amsgrad"]:
-                p.backend.adam_update_(p.data, p.grad.data, s["exp_avg"], s["exp_avg_sq"],
+                p.backend.adam_update_(p._array, p.grad._array, s["exp_avg"], s["exp_avg_sq"],
                                        g["lr"], b1, b2, g["eps"], g["weight_decay"], s["step"],
                                        self._decoupled)
                 continue
             # AMSGrad (rare): plain array ops, the fused kernels cover only the common case
             lr, wd, t = g["lr"], g["weight_decay"], s["step"]
-            grad = p.grad.data
+            grad = p.grad._array
             if wd and self._decoupled:
-                p.data *= 1 - lr * wd
+                p._array *= 1 - lr * wd
             elif wd:
-                grad = grad + wd * p.data
+                grad = grad + wd * p._array
             m, v, vmax = s["exp_avg"], s["exp_avg_sq"], s["max_exp_avg_sq"]
             m *= b1
             m += (1 - b1) * grad
@@ -188,7 +188,7 @@ class Adam(Optimizer):
             v += (1 - b2) * grad * grad
             xp.maximum(vmax, v, out=vmax)
             denom = xp.sqrt(vmax) / np.sqrt(1 - b2 ** t) + g["eps"]
-            p.data -= (lr / (1 - b1 ** t)) * m / denom
+            p._array -= (lr / (1 - b1 ** t)) * m / denom
 
 
 class AdamW(Adam):
@@ -215,14 +215,14 @@ class Adagrad(Optimizer):
             xp = p.backend.xp
             if not s:
                 s["step"] = 0
-                s["sum"] = xp.full_like(p.data, g["initial_accumulator_value"])
+                s["sum"] = xp.full_like(p._array, g["initial_accumulator_value"])
             s["step"] += 1
-            grad = p.grad.data
+            grad = p.grad._array
             if g["weight_decay"]:
-                grad = grad + g["weight_decay"] * p.data
+                grad = grad + g["weight_decay"] * p._array
             clr = g["lr"] / (1 + (s["step"] - 1) * g["lr_decay"])
             s["sum"] += grad * grad
-            p.data -= clr * grad / (xp.sqrt(s["sum"]) + g["eps"])
+            p._array -= clr * grad / (xp.sqrt(s["sum"]) + g["eps"])
 
 
 class RMSprop(Optimizer):
@@ -239,15 +239,15 @@ class RMSprop(Optimizer):
             xp = p.backend.xp
             if not s:
                 s["step"] = 0
-                s["square_avg"] = xp.zeros_like(p.data)
+                s["square_avg"] = xp.zeros_like(p._array)
                 if g["momentum"] > 0:
-                    s["momentum_buffer"] = xp.zeros_like(p.data)
+                    s["momentum_buffer"] = xp.zeros_like(p._array)
                 if g["centered"]:
-                    s["grad_avg"] = xp.zeros_like(p.data)
+                    s["grad_avg"] = xp.zeros_like(p._array)
             s["step"] += 1
-            grad = p.grad.data
+            grad = p.grad._array
             if g["weight_decay"]:
-                grad = grad + g["weight_decay"] * p.data
+                grad = grad + g["weight_decay"] * p._array
             a = g["alpha"]
             sq = s["square_avg"]
             sq *= a
@@ -263,6 +263,6 @@ class RMSprop(Optimizer):
                 buf = s["momentum_buffer"]
                 buf *= g["momentum"]
                 buf += grad / avg
-                p.data -= g["lr"] * buf
+                p._array -= g["lr"] * buf
             else:
-                p.data -= g["lr"] * grad / avg
+                p._array -= g["lr"] * grad / avg
