@@ -17,11 +17,24 @@ import threading
 
 import numpy as np
 
+from .backward_trace import active_trace
+
 __all__ = ["Function", "Context", "no_grad", "enable_grad", "set_grad_enabled",
            "inference_mode", "is_grad_enabled", "unbroadcast",
-           "run_backward"]
+           "run_backward", "register_tensor_type"]
 
 _state = threading.local()
+
+# The Tensor class, handed over once by tensor.py when it is defined: the graph machinery
+# below wraps arrays into Tensors but never imports the module that defines them.
+_Tensor = None
+
+
+def register_tensor_type(cls):
+    """Called once by ``tinygrad_k.tensor``: the class Function.apply wraps outputs in."""
+    global _Tensor
+    _Tensor = cls
+    return cls
 
 
 def is_grad_enabled() -> bool:
@@ -146,8 +159,7 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        from .tensor import Tensor
-
+        Tensor = _Tensor
         tensors = [a for a in args if isinstance(a, Tensor)]
         if not tensors:
             raise TypeError(f"{cls.__name__}: expected at least one Tensor argument")
@@ -207,10 +219,9 @@ def run_backward(root, grad, retain_graph=False, trace=None):
     input/output shapes, gradient norms) in execution order. When None, the list of an
     active ``tinygrad_k.viz.trace()`` context (if any) is used.
     """
-    from .tensor import Tensor
-
+    Tensor = _Tensor
     if trace is None:
-        trace = getattr(_state, "trace", None)
+        trace = active_trace()
 
     grads = {id(root): grad}
     for node in _topological_order(root):

@@ -15,6 +15,7 @@ A backend owns
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import math
@@ -88,6 +89,13 @@ class Backend:
         if isinstance(arr, (np.ndarray, np.generic)):
             return np.asarray(arr)
         return arr.get()
+
+    def quiet(self):
+        """Context manager silencing divide/invalid floating-point warnings: NaN and inf
+        propagate as in NumPy and PyTorch instead of printing (CuPy never warns)."""
+        if self.xp is np:
+            return np.errstate(divide="ignore", invalid="ignore")
+        return contextlib.nullcontext()
 
     # -- special functions NumPy lacks ---------------------------------------
     def erf(self, x):

@@ -11,8 +11,9 @@ import numbers
 import numpy as np
 
 from . import random as _random
-from .autograd import Context, Function, is_grad_enabled, run_backward
+from .autograd import Context, Function, is_grad_enabled, register_tensor_type, run_backward
 from .backend import Backend, get_backend, normalize_device
+from .backward_trace import print_trace
 from .ops import elementwise as E
 from .ops import linalg as L
 from .ops import movement as M
@@ -56,6 +57,7 @@ def _default_dtype(arr_dtype):
     return arr_dtype
 
 
+@register_tensor_type
 class Tensor:
     """An n-dimensional array with reverse-mode autograd.
 
@@ -289,8 +291,6 @@ class Tensor:
         records = trace if isinstance(trace, list) else ([] if trace else None)
         run_backward(self, g, retain_graph=retain_graph, trace=records)
         if trace is True:
-            from .viz import print_trace
-
             print_trace(records)
             return records
         return None

@@ -26,18 +26,15 @@ default 1e3) or not finite.
 """
 from __future__ import annotations
 
-import contextlib
-import math
 import os
 import shutil
 import subprocess
 
+from .backward_trace import HIGH, LOW, flag_norms, format_trace, print_trace, trace
+from .tensor import Tensor
+
 __all__ = ["to_dot", "draw", "trace", "format_trace", "print_trace", "grad_norms",
            "format_grad_norms", "LOW", "HIGH"]
-
-LOW = 1e-7   # a gradient norm below this is flagged "vanishing"
-HIGH = 1e3   # a gradient norm above this is flagged "exploding"
-
 
 # -- graph ----------------------------------------------------------------------------
 def _param_names(named_parameters):
@@ -45,8 +42,6 @@ def _param_names(named_parameters):
     if named_parameters is None:
         return {}
     items = named_parameters.items() if hasattr(named_parameters, "items") else named_parameters
-    from .tensor import Tensor
-
     names = {}
     for pair in items:
         ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[1], Tensor)
@@ -80,8 +75,6 @@ def to_dot(tensor, named_parameters=None, *, max_nodes=10000, rankdir="BT"):
     ``max_nodes`` nodes it stops and adds a note saying so. ``rankdir="BT"`` puts inputs at
     the bottom and the loss at the top, like most backprop diagrams.
     """
-    from .tensor import Tensor
-
     if not isinstance(tensor, Tensor):
         raise TypeError(f"viz.to_dot: expected a Tensor, got {type(tensor).__name__}")
     names = _param_names(named_parameters)
@@ -166,64 +159,6 @@ def draw(tensor, path, named_parameters=None, format=None, **dot_kwargs):
     return path
 
 
-# -- backward trace -----------------------------------------------------------------
-@contextlib.contextmanager
-def trace():
-    """Record every backward pass run inside the block; yields the list of records.
-
-    Equivalent to ``backward(trace=records)`` for each backward inside; nothing is printed
-    (use ``print_trace(records)``). Contexts nest: the innermost one records. The context
-    is per thread, like ``no_grad``; an explicit ``backward(trace=list)`` takes precedence.
-    """
-    from .autograd import _state
-
-    records = []
-    prev = getattr(_state, "trace", None)
-    _state.trace = records
-    try:
-        yield records
-    finally:
-        _state.trace = prev
-
-
-def _flag(norms, low, high):
-    flags = set()
-    for n in norms:
-        if n is None:
-            continue
-        if not math.isfinite(n):
-            flags.add("NONFINITE")
-        elif n < low:
-            flags.add("VANISHING")
-        elif n > high:
-            flags.add("EXPLODING")
-    return " ".join(f"<-- {f}" for f in sorted(flags))
-
-
-def format_trace(records, low=LOW, high=HIGH):
-    """One line per executed backward node: op, output shape, |grad out| and, per input,
-    its shape and |grad in| ('-' when that input needs no gradient). Lines with a norm
-    below ``low``, above ``high`` or not finite end with a ``<-- VANISHING`` /
-    ``<-- EXPLODING`` / ``<-- NONFINITE`` mark; a summary line counts them."""
-    lines = [f"{'#':>3}  {'op':<14} {'output':<18} {'|grad out|':>11}  inputs (shape: |grad|)"]
-    marked = 0
-    for k, r in enumerate(records):
-        ins = ", ".join(f"{s}: {'-' if n is None else f'{n:.3e}'}"
-                        for s, n in zip(r["input_shapes"], r["grad_input_norms"]))
-        flag = _flag([r["grad_output_norm"], *r["grad_input_norms"]], low, high)
-        marked += bool(flag)
-        lines.append(f"{k:>3}  {r['op']:<14} {str(r['output_shape']):<18} "
-                     f"{r['grad_output_norm']:>11.3e}  {ins}" + (f"  {flag}" if flag else ""))
-    if marked:
-        lines.append(f"{marked} of {len(records)} nodes have a gradient norm outside "
-                     f"[{low:g}, {high:g}] or not finite")
-    return "\n".join(lines)
-
-
-def print_trace(records, low=LOW, high=HIGH, file=None):
-    print(format_trace(records, low, high), file=file)
-
-
 # -- per-parameter gradient norms -------------------------------------------------------
 def grad_norms(named_parameters):
     """[(name, shape, |grad|)] for each parameter (|grad| None when it has no .grad),
@@ -247,7 +182,7 @@ def format_grad_norms(named_parameters, low=LOW, high=HIGH):
     width = max([len("parameter")] + [len(n) for n, _, _ in rows])
     lines = [f"{'parameter':<{width}}  {'shape':<16} {'|grad|':>11}"]
     for name, shape, n in rows:
-        flag = _flag([n], low, high)
+        flag = flag_norms([n], low, high)
         val = "-" if n is None else f"{n:.3e}"
         lines.append(f"{name:<{width}}  {str(shape):<16} {val:>11}" + (f"  {flag}" if flag else ""))
     return "\n".join(lines)

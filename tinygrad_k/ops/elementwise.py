@@ -99,7 +99,7 @@ class Pow(Function):
         da = g * b * a ** (b - 1) if ctx.needs_input_grad[0] else None
         db = None
         if ctx.needs_input_grad[1]:
-            with _quiet(xp):
+            with ctx.backend.quiet():
                 db = g * y * xp.log(a)
         return da, db
 
@@ -159,7 +159,7 @@ class Log(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)
-        with _quiet(ctx.xp):
+        with ctx.backend.quiet():
             return ctx.xp.log(a)
 
     @staticmethod
@@ -173,7 +173,7 @@ class Sqrt(Function):
 
     @staticmethod
     def forward(ctx, a):
-        with _quiet(ctx.xp):
+        with ctx.backend.quiet():
             y = ctx.xp.sqrt(a)
         ctx.save_for_backward(y)
         return y
@@ -360,7 +360,7 @@ class Log1p(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)
-        with _quiet(ctx.xp):
+        with ctx.backend.quiet():
             return ctx.xp.log1p(a)
 
     @staticmethod
@@ -463,20 +463,3 @@ class Cast(Function):
     @staticmethod
     def backward(ctx, g):
         return g.astype(ctx.src)
-
-
-class _quiet:
-    """Silence NumPy's divide/invalid warnings: NaN/inf propagate like NumPy, never crash."""
-
-    def __init__(self, xp):
-        self.xp = xp
-        self.prev = None
-
-    def __enter__(self):
-        if hasattr(self.xp, "seterr"):
-            self.prev = self.xp.seterr(divide="ignore", invalid="ignore")
-
-    def __exit__(self, *exc):
-        if self.prev is not None:
-            self.xp.seterr(**self.prev)
-        return False
