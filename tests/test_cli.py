@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tinygrad_k as tk
-from tinygrad_k import cli, trainer
+from tinygrad_k import cli, data
 
 FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 HAVE_FMNIST = os.path.exists(FMNIST) or bool(os.environ.get("FASHION_MNIST_DIR"))
@@ -121,13 +121,13 @@ def test_clear_errors(tmp_path, capsys):
 
 
 def test_series_windows():
-    ds = trainer.SeriesWindows(np.arange(10, dtype=np.float32), window=3)
+    ds = data.SeriesWindows(np.arange(10, dtype=np.float32), window=3)
     x, y = ds.get_batch(np.array([0, 6]))
     assert x.shape == (2, 3, 1) and y.shape == (2, 1)
     np.testing.assert_array_equal(x[1, :, 0], [6, 7, 8])
     assert y[1, 0] == 9
     with pytest.raises(ValueError, match="too short"):
-        trainer.SeriesWindows(np.arange(3), window=3)
+        data.SeriesWindows(np.arange(3), window=3)
 
 
 def test_cifar_shaped_models_train_on_generated_rgb(tmp_path):

@@ -12,15 +12,16 @@ instead of a Python loop over samples, and their transforms run batch-wise.
         loader.set_epoch(epoch)          # the order depends only on (seed, epoch)
         for x, y in loader: ...
 """
-from .dataset import (ArrayDataset, Dataset, Subset, TensorDataset, class_subset, fetch_batch,
-                      labels_of, random_split)
+from .dataset import (ArrayDataset, Dataset, SeriesWindows, Subset, TensorDataset, class_subset,
+                      fetch_batch, labels_of, random_split)
 from .datasets import (CIFAR10, DATASET_NAMES, MNIST, FashionMNIST, SyntheticImages,
-                       candidate_roots, default_root, load_dataset, read_idx)
+                       candidate_roots, default_root, load_dataset, make_data, make_series,
+                       read_idx)
 from .loader import DataLoader, collate
 from .transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip, ToFloat
 
-__all__ = ["Dataset", "TensorDataset", "ArrayDataset", "Subset", "class_subset", "random_split",
-           "fetch_batch", "labels_of", "DataLoader", "collate", "FashionMNIST", "MNIST",
-           "CIFAR10", "SyntheticImages", "load_dataset", "read_idx", "candidate_roots",
-           "default_root", "DATASET_NAMES", "Compose", "ToFloat", "Normalize", "RandomCrop",
-           "RandomHorizontalFlip"]
+__all__ = ["Dataset", "TensorDataset", "ArrayDataset", "Subset", "SeriesWindows",
+           "class_subset", "random_split", "fetch_batch", "labels_of", "DataLoader", "collate",
+           "FashionMNIST", "MNIST", "CIFAR10", "SyntheticImages", "load_dataset", "read_idx",
+           "candidate_roots", "default_root", "DATASET_NAMES", "make_data", "make_series",
+           "Compose", "ToFloat", "Normalize", "RandomCrop", "RandomHorizontalFlip"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Dataset", "TensorDataset", "ArrayDataset", "Subset", "fetch_batch", "labels_of",
-           "class_subset", "random_split"]
+__all__ = ["Dataset", "TensorDataset", "ArrayDataset", "Subset", "SeriesWindows", "fetch_batch",
+           "labels_of", "class_subset", "random_split"]
 
 
 class Dataset:
@@ -213,3 +213,27 @@ def random_split(dataset, lengths, seed=0):
     perm = np.random.default_rng(seed).permutation(len(dataset))
     cuts = np.cumsum([0] + lengths)
     return [Subset(dataset, perm[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+class SeriesWindows(Dataset):
+    """Sliding windows of a 1-D series ``s`` of length L: sample i is
+    x = s[i : i+T] as (T, 1), y = s[i+T] as (1,), for i in [0, L - T)."""
+
+    def __init__(self, series, window):
+        self.series = np.asarray(series, dtype=np.float32)
+        self.window = window
+        if len(self.series) <= window:
+            raise ValueError(f"series of length {len(self.series)} is too short for windows "
+                             f"of {window}")
+
+    def __len__(self):
+        return len(self.series) - self.window
+
+    def __getitem__(self, i):
+        x, y = self.get_batch(np.array([i]))
+        return x[0], y[0]
+
+    def get_batch(self, idx):
+        idx = np.asarray(idx)
+        offs = idx[:, None] + np.arange(self.window)[None, :]
+        return self.series[offs][..., None], self.series[idx + self.window][:, None]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from .. import nn
 
 __all__ = ["MLP", "LeNet", "LeNet5", "BinaryCNN", "WideCNN", "ResNet18", "BasicBlock",
-           "RNNRegressor", "SPECS", "build"]
+           "RNNRegressor", "SPECS", "build", "loss_and_score", "targets_for"]
 
 
 class MLP(nn.Module):
@@ -223,3 +223,23 @@ def build(name, in_shape=(1, 28, 28), num_classes=10, **kwargs):
     if name == "resnet18":
         return ResNet18(c, num_classes, **kwargs)
     return RNNRegressor(**kwargs)
+
+
+def loss_and_score(task):
+    """The objective of a ``ModelSpec.task``: -> (loss module, score) where
+    ``score(output, target)`` counts the correct predictions (None for regression).
+
+    "classify": cross-entropy on logits, correct = argmax matches; "binary": BCE on the
+    probability of class 1, correct = (p > 0.5) matches; "regress": MSE."""
+    if task == "classify":
+        return nn.CrossEntropyLoss(), lambda out, y: int((out.argmax(1) == y).numpy().sum())
+    if task == "binary":
+        return nn.BCELoss(), lambda out, y: int(((out.numpy() > 0.5) == (y.numpy() > 0.5)).sum())
+    if task == "regress":
+        return nn.MSELoss(), None
+    raise ValueError(f"unknown task {task!r}: expected classify, binary or regress")
+
+
+def targets_for(y, task):
+    """Labels as the task's loss wants them: binary -> float (N, 1), else unchanged."""
+    return y.float().reshape(-1, 1) if task == "binary" else y
