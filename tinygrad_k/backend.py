@@ -6,12 +6,17 @@ A backend owns
                  again for the cuda device under Numba's CUDA simulator),
 * ``kernels`` -- the module with the performance primitives of DESIGN.md
                  (``kernels.cpu`` or ``kernels.cuda``),
+* what array libraries spell differently (``erf``, ``scatter_add_``, random draws,
+  ``copy_from`` another device, ``quiet`` floating-point warnings),
 * a handful of fused helpers (``bias_relu``, ``relu_backward``, ``softmax_xent_*``,
   ``sgd_update_``, ``adam_update_``) that Functions and optimizers call without ever
-  asking which device they are on. The cpu versions are NumPy compositions; on a real
+  asking which device they are on. The base versions are NumPy compositions; on a real
   GPU they are the hand-written CuPy kernels of ``kernels.cuda_fused``.
 
-``get_backend("cpu")`` / ``get_backend("cuda")`` return cached singletons.
+Three classes: ``CPUBackend``; ``CUDABackend`` (a real GPU: CuPy + fused kernels) and
+``CUDASimBackend`` (no GPU, NUMBA_ENABLE_CUDASIM=1: NumPy storage + the CUDA kernels
+under Numba's simulator). ``get_backend("cpu")`` / ``get_backend("cuda")`` return cached
+singletons.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ import os
 
 import numpy as np
 
-__all__ = ["Backend", "get_backend", "cuda_available", "normalize_device"]
+__all__ = ["Backend", "CPUBackend", "CUDABackend", "CUDASimBackend", "get_backend",
+           "cuda_available", "normalize_device", "seed_devices"]
 
 
 def _simulator_enabled() -> bool:
@@ -63,9 +69,11 @@ def normalize_device(device) -> str:
 
 
 class Backend:
-    """What a device is: array module, kernels, and fused helpers.
+    """What a device is: array module, kernels, and the helpers Functions, optimizers and
+    Tensor methods call instead of asking which device they run on.
 
-    Subclasses override the fused helpers where the device has a faster way.
+    The methods here are NumPy-style compositions written against ``self.xp``; a device
+    with a faster way (the real GPU's fused kernels) overrides them.
     """
 
     name = "?"
@@ -90,18 +98,45 @@ class Backend:
             return np.asarray(arr)
         return arr.get()
 
+    def copy_from(self, arr, source):
+        """A fresh array of this device holding the values of ``arr`` (an array of the
+        ``source`` backend). Always a copy: under the simulator both devices hold NumPy
+        arrays, and a cpu tensor and its cuda copy stay independent, as on a real GPU."""
+        return self.xp.array(source.to_numpy(arr), copy=True)
+
     def quiet(self):
         """Context manager silencing divide/invalid floating-point warnings: NaN and inf
-        propagate as in NumPy and PyTorch instead of printing (CuPy never warns)."""
-        if self.xp is np:
-            return np.errstate(divide="ignore", invalid="ignore")
-        return contextlib.nullcontext()
+        propagate as in NumPy and PyTorch instead of printing."""
+        return np.errstate(divide="ignore", invalid="ignore")
 
-    # -- special functions NumPy lacks ---------------------------------------
+    # -- what NumPy spells differently from CuPy, or lacks -------------------
     def erf(self, x):
+        """Elementwise error function."""
         return _erf_numpy(x)
 
-    # -- fused helpers (NumPy compositions; the GPU overrides them) ----------
+    def scatter_add_(self, target, index, values):
+        """target[index] += values, in place, with repeated indices accumulating (unlike
+        ``target[index] += values``, which keeps one of the repeats)."""
+        self.xp.add.at(target, index, values)
+
+    # -- random draws --------------------------------------------------------
+    # ``rng`` is the NumPy generator of the draw (tinygrad_k.random's default one or a
+    # user Generator's); values are drawn in float64 and rounded once to ``dtype``, so a
+    # seed gives the same float32 values on the cpu and the simulated cuda device.
+    def random_normal(self, shape, dtype, rng):
+        """Standard normal draws of ``shape``."""
+        return self.asarray(rng.standard_normal(shape, dtype=np.float64).astype(dtype,
+                                                                                copy=False))
+
+    def random_uniform(self, shape, dtype, rng, low=0.0, high=1.0):
+        """Uniform draws on [low, high)."""
+        return self.asarray(rng.uniform(low, high, shape).astype(dtype, copy=False))
+
+    def random_integers(self, low, high, shape, rng, dtype=np.int64):
+        """Integers uniform on [low, high)."""
+        return self.asarray(rng.integers(low, high, shape).astype(dtype, copy=False))
+
+    # -- fused helpers (compositions here; the real GPU fuses them) ----------
     def bias_relu(self, x, b):
         """relu(x + b), b (C,) broadcast along axis 1 of x ((N,C) or (N,C,H,W))."""
         shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -147,12 +182,13 @@ class Backend:
         param -= lr * g
 
     def adam_update_(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
-                     decoupled):
+                     decoupled, max_v=None):
         """PyTorch Adam (decoupled=False) / AdamW (decoupled=True), in place.
 
         Adam:  g = grad + wd * p.   AdamW: p *= 1 - lr * wd.
         m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
-        p -= lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps).
+        p -= lr / (1 - b1^t) * m / (sqrt(v' / (1 - b2^t)) + eps),
+        v' = v, or with AMSGrad (``max_v`` given) max_v = max(max_v, v) and v' = max_v.
         """
         xp = self.xp
         if weight_decay:
@@ -164,6 +200,9 @@ class Backend:
         m += (1 - beta1) * grad
         v *= beta2
         v += (1 - beta2) * grad * grad
+        if max_v is not None:
+            xp.maximum(max_v, v, out=max_v)
+            v = max_v
         bc1 = 1 - beta1 ** step
         bc2 = 1 - beta2 ** step
         denom = xp.sqrt(v / bc2) + eps
@@ -171,66 +210,89 @@ class Backend:
 
 
 class CPUBackend(Backend):
+    """The cpu device: NumPy arrays and the Numba CPU kernels (``kernels.cpu``)."""
+
     name = "cpu"
 
     def __init__(self):
         super().__init__(np, importlib.import_module("kernels.cpu"))
 
 
+class CUDASimBackend(Backend):
+    """The cuda device without a GPU: NumPy storage and the Numba CUDA kernels
+    (``kernels.cuda``) run by Numba's simulator (NUMBA_ENABLE_CUDASIM=1). Everything
+    else is the NumPy composition of the base class."""
+
+    name = "cuda"
+    is_simulator = True
+
+    def __init__(self):
+        super().__init__(np, importlib.import_module("kernels.cuda"))
+
+
 class CUDABackend(Backend):
-    """The cuda device: CuPy storage + ``kernels.cuda`` on a GPU; NumPy + simulator otherwise."""
+    """The cuda device on a real GPU: CuPy storage, the Numba CUDA kernels and the fused
+    CuPy kernels of ``kernels.cuda_fused``."""
 
     name = "cuda"
 
-    def __init__(self):
-        cupy = _cupy_gpu()
-        if cupy is None and not _simulator_enabled():
-            raise RuntimeError(
-                "device 'cuda' is not available: no CUDA GPU usable through CuPy "
-                "(pip install 'tinygrad_k[cuda]') and NUMBA_ENABLE_CUDASIM is not set"
-            )
-        self.is_simulator = cupy is None
-        super().__init__(np if cupy is None else cupy, importlib.import_module("kernels.cuda"))
-        self._fused = None
-        if cupy is not None:
-            self._fused = importlib.import_module("kernels.cuda_fused")
-
-    def erf(self, x):
-        if self.is_simulator:
-            return _erf_numpy(x)
+    def __init__(self, cupy):
+        super().__init__(cupy, importlib.import_module("kernels.cuda"))
+        self._fused = importlib.import_module("kernels.cuda_fused")
+        import cupyx
         import cupyx.scipy.special
 
-        return cupyx.scipy.special.erf(x)
+        self._cupyx = cupyx
+
+    def copy_from(self, arr, source):
+        return self.xp.asarray(source.to_numpy(arr))  # host -> device is always a copy
+
+    def quiet(self):
+        return contextlib.nullcontext()  # CuPy never warns about NaN/inf
+
+    def erf(self, x):
+        return self._cupyx.scipy.special.erf(x)
+
+    def scatter_add_(self, target, index, values):
+        self._cupyx.scatter_add(target, index, values)
+
+    # the GPU draws from CuPy's own generator (seeded by tinygrad_k.manual_seed), as
+    # PyTorch's CUDA generator is separate from its CPU one; ``rng`` seeds nothing here
+    def random_normal(self, shape, dtype, rng):
+        return self.xp.random.standard_normal(shape, dtype=dtype)
+
+    def random_uniform(self, shape, dtype, rng, low=0.0, high=1.0):
+        return self.xp.random.uniform(low, high, shape).astype(dtype, copy=False)
 
     def bias_relu(self, x, b):
-        if self._fused is None:
-            return super().bias_relu(x, b)
         return self._fused.bias_relu(x, b)
 
     def relu_backward(self, dy, y):
-        if self._fused is None:
-            return super().relu_backward(dy, y)
         return self._fused.relu_backward(dy, y)
 
     def softmax_xent_forward(self, logits, target):
-        if self._fused is None:
-            return super().softmax_xent_forward(logits, target)
         return self._fused.softmax_xent_forward(logits, target)
 
     def softmax_xent_backward(self, probs, target, dloss):
-        if self._fused is None:
-            return super().softmax_xent_backward(probs, target, dloss)
         return self._fused.softmax_xent_backward(probs, target, dloss)
 
-    def sgd_update_(self, *args, **kwargs):
-        if self._fused is None:
-            return super().sgd_update_(*args, **kwargs)
-        return self._fused.sgd_update_(*args, **kwargs)
+    def sgd_update_(self, *args):
+        self._fused.sgd_update_(*args)
 
-    def adam_update_(self, *args, **kwargs):
-        if self._fused is None:
-            return super().adam_update_(*args, **kwargs)
-        return self._fused.adam_update_(*args, **kwargs)
+    def adam_update_(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
+                     decoupled, max_v=None):
+        if max_v is not None:  # AMSGrad (rare) has no fused kernel: the composition
+            return super().adam_update_(param, grad, m, v, lr, beta1, beta2, eps,
+                                        weight_decay, step, decoupled, max_v)
+        self._fused.adam_update_(param, grad, m, v, lr, beta1, beta2, eps, weight_decay,
+                                 step, decoupled)
+
+
+def seed_devices(seed: int):
+    """Seed the generators that live on devices (CuPy's, when a real GPU is used)."""
+    cupy = _cupy_gpu()
+    if cupy is not None:
+        cupy.random.seed(seed)
 
 
 _erf_ufunc = None
@@ -250,6 +312,17 @@ def _erf_numpy(x):
     return _erf_ufunc(x)
 
 
+def _cuda_backend() -> Backend:
+    cupy = _cupy_gpu()
+    if cupy is not None:
+        return CUDABackend(cupy)
+    if _simulator_enabled():
+        return CUDASimBackend()
+    raise RuntimeError(
+        "device 'cuda' is not available: no CUDA GPU usable through CuPy "
+        "(pip install 'tinygrad_k[cuda]') and NUMBA_ENABLE_CUDASIM is not set")
+
+
 _BACKENDS: dict[str, Backend] = {}
 
 
@@ -258,6 +331,6 @@ def get_backend(device) -> Backend:
     name = normalize_device(device)
     backend = _BACKENDS.get(name)
     if backend is None:
-        backend = CPUBackend() if name == "cpu" else CUDABackend()
+        backend = CPUBackend() if name == "cpu" else _cuda_backend()
         _BACKENDS[name] = backend
     return backend

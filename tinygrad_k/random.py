@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import seed_devices
+
 _state = {"rng": np.random.default_rng(), "seed": None}
 
 
@@ -14,12 +16,7 @@ def manual_seed(seed: int):
     seed = int(seed)
     _state["rng"] = np.random.default_rng(seed)
     _state["seed"] = seed
-    try:
-        import cupy
-
-        cupy.random.seed(seed)
-    except Exception:  # no CuPy / no GPU: nothing else to seed
-        pass
+    seed_devices(seed)
     return seed
 
 
@@ -39,21 +36,13 @@ def set_state(state):
     _state["rng"] = rng
 
 
-def _on_device(arr, backend):
-    return arr if backend.xp is np else backend.asarray(arr)
-
-
 def normal(shape, dtype, backend):
-    if backend.xp is not np:
-        return backend.xp.random.standard_normal(shape, dtype=dtype)
-    return _state["rng"].standard_normal(shape, dtype=np.float64).astype(dtype, copy=False)
+    return backend.random_normal(shape, dtype, _state["rng"])
 
 
 def uniform(shape, dtype, backend, low=0.0, high=1.0):
-    if backend.xp is not np:
-        return backend.xp.random.uniform(low, high, shape).astype(dtype, copy=False)
-    return _state["rng"].uniform(low, high, shape).astype(dtype, copy=False)
+    return backend.random_uniform(shape, dtype, _state["rng"], low, high)
 
 
 def integers(low, high, shape, backend):
-    return _on_device(_state["rng"].integers(low, high, shape), backend)
+    return backend.random_integers(low, high, shape, _state["rng"])

@@ -839,34 +839,22 @@ class ToDevice(Function):
 
     @staticmethod
     def forward(ctx, x, target):
-        ctx.source = ctx.backend
         ctx.target = target
-        return _transfer(x, ctx.backend, target)
+        return target.copy_from(x, ctx.backend)
 
     @staticmethod
     def backward(ctx, g):
-        return _transfer(g, ctx.target, ctx.source)
+        return ctx.backend.copy_from(g, ctx.target)
 
     @classmethod
     def apply(cls, x, target):
         # the output lives on another backend than the input: Function.apply assumes one
-        out = cls.forward(Context(cls, (x,), x.backend), x._array, target)
+        ctx = Context(cls, (x,), x.backend)
         requires_grad = x.requires_grad and is_grad_enabled()
-        result = Tensor._wrap(out, target, requires_grad)
+        result = Tensor._wrap(cls.forward(ctx, x._array, target), target, requires_grad)
         if requires_grad:
-            ctx = Context(cls, (x,), x.backend)
-            ctx.source, ctx.target = x.backend, target
             result._ctx = ctx
         return result
-
-
-def _transfer(arr, source, target):
-    """A copy of ``arr`` on ``target``. Under the CUDA simulator both devices hold NumPy
-    arrays; copying keeps a cpu tensor and its cuda copy independent, as on a real GPU."""
-    host = source.to_numpy(arr)
-    if target.xp is np:
-        return np.array(host, copy=True)
-    return target.asarray(host)
 
 
 # -- argument helpers ---------------------------------------------------------------
@@ -912,9 +900,7 @@ def _index_arg(index, t):
             if i.device != t.device:
                 raise RuntimeError(f"__getitem__: index on {i.device} for a tensor on {t.device}")
             return i._array
-        if isinstance(i, list):
-            return t.backend.asarray(i)
-        if isinstance(i, np.ndarray) and t.backend.xp is not np:
+        if isinstance(i, (list, np.ndarray)):
             return t.backend.asarray(i)
         return i
     if isinstance(index, tuple):

@@ -62,16 +62,11 @@ class GetItem(Function):
 
     @staticmethod
     def backward(ctx, g):
-        xp = ctx.xp
-        da = xp.zeros(ctx.shape, dtype=g.dtype)
+        da = ctx.xp.zeros(ctx.shape, dtype=g.dtype)
         if _is_basic(ctx.index):
             da[ctx.index] = g  # basic indexing never repeats an element
-        elif xp.__name__ == "numpy":
-            xp.add.at(da, ctx.index, g)
-        else:  # cupy
-            import cupyx
-
-            cupyx.scatter_add(da, ctx.index, g)
+        else:
+            ctx.backend.scatter_add_(da, ctx.index, g)
         return da
 
 

@@ -151,16 +151,8 @@ class Embedding(Function):
 
     @staticmethod
     def backward(ctx, g):
-        xp = ctx.xp
-        dw = xp.zeros(ctx.shape, dtype=g.dtype)
-        idx = ctx.idx.reshape(-1)
-        g = g.reshape(-1, ctx.shape[1])
-        if xp.__name__ == "numpy":
-            xp.add.at(dw, idx, g)
-        else:  # cupy
-            import cupyx
-
-            cupyx.scatter_add(dw, idx, g)
+        dw = ctx.xp.zeros(ctx.shape, dtype=g.dtype)
+        ctx.backend.scatter_add_(dw, ctx.idx.reshape(-1), g.reshape(-1, ctx.shape[1]))
         if ctx.padding_idx is not None:
             dw[ctx.padding_idx] = 0
         return dw

@@ -169,26 +169,9 @@ class Adam(Optimizer):
                     s["max_exp_avg_sq"] = xp.zeros_like(p._array)
             s["step"] += 1
             b1, b2 = g["betas"]
-            if not g["amsgrad"]:
-                p.backend.adam_update_(p._array, p.grad._array, s["exp_avg"], s["exp_avg_sq"],
-                                       g["lr"], b1, b2, g["eps"], g["weight_decay"], s["step"],
-                                       self._decoupled)
-                continue
-            # AMSGrad (rare): plain array ops, the fused kernels cover only the common case
-            lr, wd, t = g["lr"], g["weight_decay"], s["step"]
-            grad = p.grad._array
-            if wd and self._decoupled:
-                p._array *= 1 - lr * wd
-            elif wd:
-                grad = grad + wd * p._array
-            m, v, vmax = s["exp_avg"], s["exp_avg_sq"], s["max_exp_avg_sq"]
-            m *= b1
-            m += (1 - b1) * grad
-            v *= b2
-            v += (1 - b2) * grad * grad
-            xp.maximum(vmax, v, out=vmax)
-            denom = xp.sqrt(vmax) / np.sqrt(1 - b2 ** t) + g["eps"]
-            p._array -= (lr / (1 - b1 ** t)) * m / denom
+            p.backend.adam_update_(p._array, p.grad._array, s["exp_avg"], s["exp_avg_sq"],
+                                   g["lr"], b1, b2, g["eps"], g["weight_decay"], s["step"],
+                                   self._decoupled, s.get("max_exp_avg_sq"))
 
 
 class AdamW(Adam):
