@@ -1,7 +1,9 @@
 """tinygrad_k.viz: DOT graph, drawing through Graphviz, backward trace and its marks."""
 import os
 import re
+import shutil
 import stat
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
@@ -63,12 +65,20 @@ def test_to_dot_shared_input_is_one_node_and_dict_names():
     assert sum(src == a_nodes[0] for src, _ in edges) == 3
 
 
-def test_to_dot_after_backward_and_escaping():
-    _, x, loss = _mlp_loss()
+def test_to_dot_after_backward_shows_grad_norms_and_escapes():
+    model, x, loss = _mlp_loss()
     x.name = 'say "hi" \\ there'
-    before = viz.to_dot(loss)
+    before = viz.to_dot(loss, model.named_parameters())
+    assert "|grad|" not in before
     loss.backward()  # frees saved arrays, keeps the links
-    assert viz.to_dot(loss) == before
+    after = viz.to_dot(loss, model.named_parameters())
+    # the same graph; each parameter's label gains one line with the norm of its .grad
+    assert re.sub(r"\\n\|grad\| [0-9.e+-]+", "", after) == before
+    nodes, _ = _nodes_and_edges(after)
+    for name, p in model.named_parameters():
+        label = next(v for v in nodes.values() if v.startswith(name + "\\n"))
+        shown = float(label.rsplit("|grad| ", 1)[1])
+        assert shown == pytest.approx(np.linalg.norm(p.grad.numpy()), rel=1e-3)
     assert r'say \"hi\" \\ there' in before
 
 
@@ -92,16 +102,26 @@ def test_to_dot_bad_arguments():
         viz.to_dot(x * 2, [x])
 
 
-def test_draw_without_dot_says_how_to_install(tmp_path, monkeypatch):
+def _no_dot(monkeypatch):
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "dot"
+                        else real(name, *a, **k))
+
+
+def test_draw_engine_dot_without_dot_says_how_to_install(tmp_path, monkeypatch):
     _, _, loss = _mlp_loss()
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    _no_dot(monkeypatch)
     with pytest.raises(RuntimeError, match="apt-get install graphviz"):
-        viz.draw(loss, tmp_path / "g.svg")
+        viz.draw(loss, tmp_path / "g.svg", engine="dot")
     # DOT text needs no Graphviz
     out = viz.draw(loss, tmp_path / "g.dot")
     assert open(out).read() == viz.to_dot(loss)
     with pytest.raises(ValueError, match="format 'gif' not supported"):
         viz.draw(loss, tmp_path / "g.gif")
+    with pytest.raises(ValueError, match="engine 'neato' not supported"):
+        viz.draw(loss, tmp_path / "g.svg", engine="neato")
+    with pytest.raises(ValueError, match="rankdir 'BT' or 'TB'"):
+        viz.draw(loss, tmp_path / "g.svg", rankdir="LR")
 
 
 def _fake_dot(tmp_path, script):
@@ -207,3 +227,114 @@ def test_grad_norms_table():
                                rtol=1e-6)
     table = viz.format_grad_norms(dict(model.named_parameters()))
     assert table.splitlines()[4].split() == ["2.bias", "(2,)", "-"]
+
+
+# -- the built-in layout (no Graphviz) -------------------------------------------------
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _cnn_loss():
+    from tinygrad_k.models import LeNet5
+    tk.manual_seed(0)
+    model = LeNet5()
+    x = tk.randn(2, 1, 28, 28)
+    loss = nn.functional.cross_entropy(model(x), tk.tensor(np.array([3, 7])))
+    return model, loss
+
+
+def _check_svg(path, n_nodes, n_edges, texts=()):
+    root = ET.parse(path).getroot()          # well-formed XML
+    assert root.tag == SVG + "svg"
+    w, h = float(root.get("width")), float(root.get("height"))
+    shapes = root.findall(SVG + "rect")[1:] + root.findall(SVG + "ellipse")  # [0]: background
+    assert len(shapes) == n_nodes
+    lines = root.findall(SVG + "polyline")
+    assert len(lines) == n_edges and all(ln.get("marker-end") == "url(#arrow)" for ln in lines)
+    for el in root.iter():
+        for attr in ("x", "y", "cx", "cy", "width", "height"):
+            if el.get(attr) is not None:
+                assert -1 <= float(el.get(attr)) <= max(w, h) + 1, (el.tag, attr)
+    content = " ".join(t.text or "" for t in root.iter(SVG + "tspan"))
+    for needle in texts:
+        assert needle in content, needle
+    return root
+
+
+def _boxes(root):
+    out = []
+    for r in root.findall(SVG + "rect")[1:]:
+        x, y, w, h = (float(r.get(a)) for a in ("x", "y", "width", "height"))
+        out.append((x, y, x + w, y + h))
+    for e in root.findall(SVG + "ellipse"):
+        cx, cy, rx, ry = (float(e.get(a)) for a in ("cx", "cy", "rx", "ry"))
+        out.append((cx - rx, cy - ry, cx + rx, cy + ry))
+    return out
+
+
+@pytest.mark.parametrize("which", ["mlp", "cnn"])
+def test_builtin_svg_without_dot(tmp_path, monkeypatch, which):
+    _no_dot(monkeypatch)
+    model, loss = (_mlp_loss()[0::2] if which == "mlp" else _cnn_loss())
+    nodes, edges = _nodes_and_edges(viz.to_dot(loss))
+    out = viz.draw(loss, tmp_path / "g.svg", model.named_parameters())
+    assert out == str(tmp_path / "g.svg")
+    names = [n for n, _ in model.named_parameters()]
+    root = _check_svg(out, len(nodes), len(edges), texts=["CrossEntropy", *names])
+    boxes = _boxes(root)
+    for i, a in enumerate(boxes):   # no two nodes overlap
+        for b in boxes[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+    # every arrow points up, towards the output (rankdir BT): gradients flow down
+    for ln in root.findall(SVG + "polyline"):
+        ys = [float(p.split(",")[1]) for p in ln.get("points").split()]
+        assert ys[-1] < ys[0] and ys == sorted(ys, reverse=True)
+    loss.backward()
+    viz.draw(loss, tmp_path / "after.svg", model.named_parameters())
+    content = " ".join(t.text or "" for t in ET.parse(tmp_path / "after.svg").iter(SVG + "tspan"))
+    assert content.count("|grad|") == len(names)
+
+
+def test_builtin_png_and_pdf_without_dot(tmp_path, monkeypatch):
+    _no_dot(monkeypatch)
+    pytest.importorskip("matplotlib")
+    model, loss = _cnn_loss()
+    png = viz.draw(loss, tmp_path / "g.png", model.named_parameters())
+    data = open(png, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    from matplotlib.image import imread
+    img = imread(png)
+    assert img.shape[0] > 200 and img.shape[1] > 100 and img[..., :3].std() > 0.05
+    pdf = viz.draw(loss, tmp_path / "g.pdf")
+    assert open(pdf, "rb").read()[:5] == b"%PDF-"
+    # engine="builtin" skips Graphviz even when it is there; TB puts the output at the bottom
+    svg = viz.to_svg(loss, rankdir="TB")
+    root = ET.fromstring(svg)
+    for ln in root.findall(SVG + "polyline"):
+        ys = [float(p.split(",")[1]) for p in ln.get("points").split()]
+        assert ys[-1] > ys[0]
+
+
+def test_builtin_svg_truncated_and_deep_chain():
+    x = tk.randn(3, requires_grad=True)
+    y = x
+    for _ in range(300):
+        y = y.tanh()
+    root = ET.fromstring(viz.to_svg(y))
+    assert len(root.findall(SVG + "rect")) - 1 == 300
+    small = ET.fromstring(viz.to_svg(y, max_nodes=5))
+    assert any("graph cut at max_nodes=5" in (t.text or "") for t in small.iter(SVG + "tspan"))
+
+
+def test_builtin_layout_orders_to_avoid_crossings():
+    # two independent chains joined at the end: the ordering keeps them side by side
+    a = tk.randn(2, requires_grad=True)
+    b = tk.randn(2, requires_grad=True)
+    ya, yb = a, b
+    for _ in range(4):
+        ya, yb = ya.tanh(), yb.sigmoid()
+    nodes, edges, _ = viz._graph(ya + yb)
+    boxes, paths, _, _ = viz._layout(nodes, edges)
+    xs = {i: boxes[i][0] for i in range(len(nodes))}
+    exp_x = [xs[i] for i, n in enumerate(nodes) if n["lines"][0] == "Tanh"]
+    sig_x = [xs[i] for i, n in enumerate(nodes) if n["lines"][0] == "Sigmoid"]
+    assert (max(exp_x) < min(sig_x)) or (max(sig_x) < min(exp_x))
