@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tinygrad_k as tk
-from tinygrad_k import functional as F
+from tinygrad_k.nn import functional as F
 
 
 def test_grad_accumulates_like_pytorch():

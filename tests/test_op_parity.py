@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import tinygrad_k as tk
-from tinygrad_k import functional as F
+from tinygrad_k.nn import functional as F
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional

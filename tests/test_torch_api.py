@@ -5,7 +5,7 @@ import torch
 
 import tinygrad_k as tk
 from tinygrad_k import nn
-from tinygrad_k.nn import functional as NF
+from tinygrad_k.nn import functional as F
 
 
 def test_clip_grad_norm_and_value_match_pytorch():
@@ -54,13 +54,13 @@ def test_module_dict_parameter_list_and_new_layers():
 
 def test_one_hot_matches_pytorch_and_checks_range():
     idx = np.array([[0, 3], [2, 1]])
-    np.testing.assert_array_equal(NF.one_hot(tk.tensor(idx)).numpy(),
+    np.testing.assert_array_equal(F.one_hot(tk.tensor(idx)).numpy(),
                                   torch.nn.functional.one_hot(torch.tensor(idx)).numpy())
-    assert NF.one_hot(tk.tensor(idx), 6).shape == (2, 2, 6)
+    assert F.one_hot(tk.tensor(idx), 6).shape == (2, 2, 6)
     with pytest.raises(ValueError, match="one_hot: indices span"):
-        NF.one_hot(tk.tensor(idx), 3)
+        F.one_hot(tk.tensor(idx), 3)
     with pytest.raises(TypeError, match="integer"):
-        NF.one_hot(tk.tensor([0.5]))
+        F.one_hot(tk.tensor([0.5]))
 
 
 def test_grad_mode_helpers_conversions_and_constructors():

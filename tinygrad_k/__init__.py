@@ -7,7 +7,6 @@
 
 Subpackages: ``nn`` (modules, losses, init), ``optim``, ``data``, ``models``, ``viz``.
 """
-from . import functional
 from .autograd import (Function, enable_grad, inference_mode, is_grad_enabled, no_grad,
                        set_grad_enabled)
 from .backend import cuda_available, get_backend

@@ -6,9 +6,8 @@ import math
 
 import numpy as np
 
-from .. import functional as F
+from . import functional as F
 from ..tensor import Tensor, cat, stack, zeros
-from . import functional as NF
 from . import init
 from .module import Module, Parameter
 
@@ -123,7 +122,7 @@ class AdaptiveAvgPool2d(Module):
         self.output_size = _pair(output_size)
 
     def forward(self, x):
-        return NF.adaptive_avg_pool2d(x, self.output_size)
+        return F.adaptive_avg_pool2d(x, self.output_size)
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
@@ -178,7 +177,7 @@ class _BatchNorm(Module):
             factor = 1.0 / (int(self.num_batches_tracked.item()) + 1)
         use_batch = self.training or self.running_mean is None
         keep = not self.training or self.track_running_stats
-        y = NF.batch_norm(x, self.running_mean if keep else None,
+        y = F.batch_norm(x, self.running_mean if keep else None,
                           self.running_var if keep else None, self.weight, self.bias,
                           use_batch, factor, self.eps)
         if update:
@@ -221,7 +220,7 @@ class LayerNorm(Module):
             self.register_parameter("bias", None)
 
     def forward(self, x):
-        return NF.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
@@ -276,7 +275,7 @@ class Embedding(Module):
             self.weight._array[self.padding_idx] = 0
 
     def forward(self, idx):
-        return NF.embedding(idx, self.weight, self.padding_idx)
+        return F.embedding(idx, self.weight, self.padding_idx)
 
     def extra_repr(self):
         pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
@@ -569,7 +568,7 @@ class CrossEntropyLoss(_Loss):
         if self.weight is None:
             return F.cross_entropy(input, target, self.reduction, self.label_smoothing,
                                    self.ignore_index)
-        return NF.weighted_cross_entropy(input, target, self.weight, self.ignore_index,
+        return F.weighted_cross_entropy(input, target, self.weight, self.ignore_index,
                                          self.reduction, self.label_smoothing)
 
 
@@ -580,7 +579,7 @@ class NLLLoss(_Loss):
         self.ignore_index = ignore_index
 
     def forward(self, input, target):
-        return NF.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+        return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
 
 
 class BCELoss(_Loss):
@@ -589,7 +588,7 @@ class BCELoss(_Loss):
         _buffer_or_none(self, "weight", weight)
 
     def forward(self, input, target):
-        return NF.binary_cross_entropy(input, target, self.weight, self.reduction)
+        return F.binary_cross_entropy(input, target, self.weight, self.reduction)
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -599,23 +598,23 @@ class BCEWithLogitsLoss(_Loss):
         _buffer_or_none(self, "pos_weight", pos_weight)
 
     def forward(self, input, target):
-        return NF.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction,
+        return F.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction,
                                                    self.pos_weight)
 
 
 class MSELoss(_Loss):
     def forward(self, input, target):
-        return NF.mse_loss(input, target, self.reduction)
+        return F.mse_loss(input, target, self.reduction)
 
 
 class L1Loss(_Loss):
     def forward(self, input, target):
-        return NF.l1_loss(input, target, self.reduction)
+        return F.l1_loss(input, target, self.reduction)
 
 
 class SiLU(Module):
     def forward(self, x):
-        return NF.silu(x)
+        return F.silu(x)
 
 
 class Softplus(Module):
@@ -624,7 +623,7 @@ class Softplus(Module):
         self.beta, self.threshold = beta, threshold
 
     def forward(self, x):
-        return NF.softplus(x, self.beta, self.threshold)
+        return F.softplus(x, self.beta, self.threshold)
 
     def extra_repr(self):
         return f"beta={self.beta}, threshold={self.threshold}"
