@@ -1,9 +1,7 @@
-"""Neural-network building blocks with PyTorch's names: modules, losses, ``init``,
-``functional``."""
+"""Neural-network building blocks with PyTorch's names: modules (``nn.modules``, by
+kind), losses, ``init``, ``functional``, ``utils``."""
 from . import functional, init, utils
-from .layers import *  # noqa: F401,F403
-from .layers import __all__ as _layers
-from .module import Module, ModuleDict, ModuleList, Parameter, ParameterList, Sequential
+from .modules import *  # noqa: F401,F403
+from .modules import __all__ as _modules
 
-__all__ = ["Module", "ModuleDict", "ModuleList", "Parameter", "ParameterList", "Sequential",
-           "functional", "init", "utils"] + list(_layers)
+__all__ = list(_modules) + ["functional", "init", "utils"]
