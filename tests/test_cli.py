@@ -2,6 +2,7 @@
 Ctrl-C checkpoints, eval and predict, clear errors."""
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -63,28 +64,34 @@ def test_resume_is_exact(tmp_path, capsys):
 
 
 def test_ctrl_c_writes_checkpoint_and_resume_is_exact(tmp_path, monkeypatch):
-    """A KeyboardInterrupt in the middle of epoch 1 writes a checkpoint; resuming from it
-    finishes with exactly the weights of an uninterrupted run."""
-    assert _train(tmp_path / "a", 1) == 0
+    """A Ctrl-C (a real SIGINT) during the 4th optimizer step of epoch 1: the batch
+    finishes, a checkpoint is written, exit status 130; resuming from it with no other
+    flag finishes with exactly the weights and metrics.json of an uninterrupted run."""
+    assert _train(tmp_path / "a", 2) == 0
     calls = {"n": 0}
     real_step = tk.optim.SGD.step
 
     def interrupted_step(self, *a, **k):
         calls["n"] += 1
         if calls["n"] == 4:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
         return real_step(self, *a, **k)
 
     monkeypatch.setattr(tk.optim.SGD, "step", interrupted_step)
-    assert _train(tmp_path / "b", 1) == 130
+    assert _train(tmp_path / "b", 2) == 130
     monkeypatch.setattr(tk.optim.SGD, "step", real_step)
     ck = tk.load(str(tmp_path / "b" / "checkpoint.npz"))
-    assert ck["epoch"] == 0 and ck["step"] == 3
-    assert _train(tmp_path / "b", 1, ["--resume", str(tmp_path / "b" / "checkpoint.npz")]) == 0
+    assert ck["epoch"] == 0 and ck["step"] == 4
+    assert run(["train", "--resume", str(tmp_path / "b" / "checkpoint.npz"),
+                "--no-progress", "--no-plot"]) == 0
     a = tk.load(str(tmp_path / "a" / "checkpoint.npz"))
     b = tk.load(str(tmp_path / "b" / "checkpoint.npz"))
     for k, v in a["model"].items():
         np.testing.assert_array_equal(v.numpy(), b["model"][k].numpy(), err_msg=k)
+    ma = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    ma["history"].pop("images_per_s"), mb["history"].pop("images_per_s")
+    assert ma == mb
 
 
 def test_eval_and_predict(tmp_path, capsys):
@@ -138,3 +145,135 @@ def test_cifar_shaped_models_train_on_generated_rgb(tmp_path):
                 "--no-progress", "--no-plot"]) == 0
     cfg = json.loads((out / "metrics.json").read_text())["config"]
     assert cfg["in_shape"] == [3, 32, 32]
+
+
+def _rc(argv):
+    """Exit status of the CLI, whether it returns or exits (argparse errors)."""
+    try:
+        return run(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def _one_line_error(capsys, argv, *needles):
+    rc = _rc(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, (argv, rc, err)
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
+SMALL = ["--limit-train", "64", "--limit-test", "32", "--no-progress", "--no-plot"]
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--epochs", "0"], "--epochs"), (["--epochs", "-1"], "--epochs"),
+    (["--epochs", "x"], "--epochs"), (["--limit-train", "0"], "--limit-train"),
+    (["--limit-test", "-3"], "--limit-test"), (["--batch-size", "0"], "--batch-size"),
+    (["--lr", "0"], "--lr"), (["--lr", "nan"], "--lr"), (["--lr", "-0.1"], "--lr"),
+    (["--momentum", "1"], "--momentum"), (["--weight-decay", "-1"], "--weight-decay"),
+    (["--weight-decay", "inf"], "--weight-decay"), (["--seed", "-1"], "--seed"),
+    (["--seed", str(2**32)], "--seed"), (["--classes", "11", "2"], "--classes"),
+    (["--model", "nope"], "--model"), (["--optimizer", "sgdd"], "--optimizer"),
+])
+def test_numeric_flags_are_bounded(tmp_path, capsys, flags, needle):
+    _one_line_error(capsys, ["train", "--dataset", "synthetic", "--out", str(tmp_path / "o"),
+                             *SMALL, *flags], needle)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("model, dataset, extra, needles", [
+    ("mlp", "sine", [], ["--model mlp", "sine"]),
+    ("rnn_regressor", "synthetic", [], ["--model rnn_regressor", "synthetic"]),
+    ("binary_cnn", "mnist", [], ["binary_cnn", "fashion-mnist-binary"]),
+    ("lenet", "synthetic", [], ["--model lenet", "synthetic"]),
+    ("lenet5", "synthetic-rgb", [], ["--model lenet5", "synthetic-rgb", "(3, 32, 32)"]),
+    ("wide_cnn", "imagenet", [], ["--dataset imagenet"]),
+    ("mlp", "synthetic", ["--classes", "2", "4"], ["--classes"]),
+    ("binary_cnn", "fashion-mnist-binary", ["--classes", "3", "3"], ["--classes 3 3"]),
+])
+def test_incompatible_model_and_dataset(tmp_path, capsys, model, dataset, extra, needles):
+    _one_line_error(capsys, ["train", "--model", model, "--dataset", dataset, "--out",
+                             str(tmp_path / "o"), "--epochs", "1", *SMALL, *extra], *needles)
+
+
+def test_out_and_checkpoint_errors(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    _one_line_error(capsys, ["train", "--dataset", "synthetic", "--out", str(f), *SMALL],
+                    str(f), "is a file")
+    _one_line_error(capsys, ["train", "--dataset", "synthetic", "--out", str(f / "sub"),
+                             *SMALL], "--out")
+    _one_line_error(capsys, ["train", "--resume", str(tmp_path / "none.npz")], "none.npz")
+    tk.save({"w": tk.ones(3)}, tmp_path / "foreign.npz")
+    for argv in (["train", "--resume"], ["eval", "--checkpoint"], ["predict", "--checkpoint"]):
+        _one_line_error(capsys, argv + [str(tmp_path / "foreign.npz")], "foreign.npz",
+                        "not a checkpoint")
+        _one_line_error(capsys, argv + [str(f)], str(f))
+    _one_line_error(capsys, ["eval", "--checkpoint", str(f), "--batch-size", "0"],
+                    "--batch-size")
+
+
+def test_resume_refuses_contradicting_flags(tmp_path, capsys):
+    assert _train(tmp_path / "a", 1, ["--scheduler", "cosine"]) == 0
+    ck = str(tmp_path / "a" / "checkpoint.npz")
+    for flags, needle in [(["--seed", "1"], "--seed 1 contradicts the checkpoint's --seed 0"),
+                          (["--optimizer", "adam"], "--optimizer adam contradicts the "
+                                                    "checkpoint's --optimizer sgd"),
+                          (["--dataset", "mnist"], "--dataset mnist contradicts"),
+                          (["--model", "mlp"], "--model mlp contradicts the checkpoint's "
+                                               "--model lenet5"),
+                          (["--limit-train", "128"], "--limit-train 128 contradicts the "
+                                                     "checkpoint's --limit-train 256"),
+                          (["--lr", "0.5"], "--lr 0.5 contradicts the checkpoint's --lr 0.02"),
+                          (["--batch-size", "16"], "--batch-size 16"),
+                          (["--momentum", "0.5"], "--momentum 0.5"),
+                          (["--scheduler", "none"], "--scheduler none")]:
+        _one_line_error(capsys, ["train", "--resume", ck, *flags], needle)
+    # flags that may change: --device, --no-progress, --out, a larger --epochs (cosine)
+    assert run(["train", "--resume", ck, "--seed", "0", "--model", "lenet5", "--epochs", "2",
+                "--out", str(tmp_path / "c"), "--no-progress", "--no-plot"]) == 0
+    assert tk.load(str(tmp_path / "c" / "checkpoint.npz"))["epoch"] == 2
+    _one_line_error(capsys, ["train", "--resume", str(tmp_path / "c" / "checkpoint.npz"),
+                             "--epochs", "1"], "--epochs 1 contradicts", "only grow")
+
+
+def test_help_says_what_may_change_on_resume(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "may change on" in out and "--device" in out and "must match" in out
+
+
+def _csv(tmp_path, text):
+    p = tmp_path / "series.csv"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize("text, where", [
+    ("v\n" + "1.0\n" * 30 + "abc\n" + "2.0\n" * 5, "line 32, column 1: 'abc'"),
+    ("1.0,5\n" * 30 + ",5\n", "line 31, column 1: a missing value"),
+    ("1.0,5\n" * 10 + "1.0\n" + "1.0,5\n" * 20, "line 11: 1 columns, expected 2"),
+    ("1.0\n" * 10 + "nan\n" + "1.0\n" * 20, "line 11, column 1: 'nan'"),
+    ("".join(f"{i}\nx{i}\n" for i in range(30)), "line 2, column 1: 'x0'"),
+    ("1.0\n" * 10 + "\n" + "1.0\n" * 20, "line 11: empty row"),
+    ("1\n2\n", "2 values"),
+])
+def test_csv_errors_name_file_line_and_column(tmp_path, capsys, text, where):
+    path = _csv(tmp_path, text)
+    with pytest.raises(ValueError, match=None) as exc:
+        data.read_series_csv(path)
+    assert str(exc.value).startswith(path) and where in str(exc.value), str(exc.value)
+    _one_line_error(capsys, ["train", "--model", "rnn_regressor", "--dataset", path,
+                             "--out", str(tmp_path / "o"), *SMALL], path, where)
+
+
+def test_csv_series_with_header_trains(tmp_path):
+    t = np.arange(300)
+    path = _csv(tmp_path, "value,other\n" + "".join(f"{np.sin(i / 7):.5f},{i}\n" for i in t))
+    np.testing.assert_allclose(data.read_series_csv(path), np.round(np.sin(t / 7), 5))
+    assert run(["train", "--model", "rnn_regressor", "--dataset", path, "--epochs", "1",
+                "--out", str(tmp_path / "o"), "--no-progress", "--no-plot"]) == 0

@@ -39,17 +39,33 @@ at "backward", distributed training reduces them there. A callback ends the run
 cleanly with ``state.request_stop()``: the loop stops at the next consistent point and
 writes a checkpoint, as on Ctrl-C.
 
-Exact resume: the checkpoint holds the model, the optimizer (and scheduler) state, the
-framework's RNG state, the metrics so far and where in the run it was written (epoch, and
-the batch within the epoch for a Ctrl-C checkpoint). The loader's order depends only on
-(seed, epoch), so a resumed run replays the remaining batches in the same order with the
-same random state and reaches the same weights as an uninterrupted run.
+Interruptions
+-------------
+``fit`` turns SIGINT and SIGTERM into ``request_stop``: the batch in flight finishes (an
+evaluation in flight is abandoned), a checkpoint of that consistent point is written and
+``fit`` returns 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM). A second
+signal aborts at once (KeyboardInterrupt) except inside an optimizer update or a
+checkpoint write, which it lets finish first. A KeyboardInterrupt that does arrive in the
+middle of a batch (raised by a callback, or an abort) is handled by what it interrupted:
+before the optimizer step the batch is rolled back (module buffers such as BatchNorm
+statistics and the RNG return to the batch start) and a checkpoint is written; inside
+the update (after ``optimizer.step`` began, before the batch is counted) nothing is
+written and the previous checkpoint stays the last consistent state.
+
+Exact resume: the checkpoint holds the model, the optimizer and scheduler state, the
+framework's RNG state, the metrics so far, the sums of the current epoch (loss, samples,
+time) and the position: epoch, batches done, and whether the epoch's training (with its
+per-epoch scheduler step) is complete and only its evaluation is owed. The loader's
+order depends only on (seed, epoch), so a resumed run replays the remaining batches in
+the same order with the same random state and reaches bit-identical weights and metrics.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -60,7 +76,7 @@ from .io import save
 from .models import loss_and_score, targets_for
 
 __all__ = ["PHASES", "StopTraining", "TrainState", "new_history", "train_step", "train_epoch", "evaluate",
-           "end_epoch", "checkpoint_dict", "save_checkpoint", "restore_checkpoint", "fit",
+           "end_epoch", "CHECKPOINT_KEYS", "checkpoint_dict", "save_checkpoint", "restore_checkpoint", "fit",
            "write_metrics"]
 
 PHASES = ("data", "forward", "backward", "step", "sched_step", "batch_end", "epoch_end",
@@ -100,6 +116,7 @@ class TrainState:
     eval_batch_size: int = 256
     epoch: int = 0
     step: int = 0
+    epoch_trained: bool = False   # all batches of `epoch` done; its evaluation is owed
     loss_sum: float = 0.0
     seen: int = 0
     train_time: float = 0.0
@@ -109,15 +126,32 @@ class TrainState:
     output: object = None
     loss: object = None
     stop_reason: str | None = None
+    stop_signal: int | None = None
 
     def __post_init__(self):
         self.loss_fn, self.score = loss_and_score(self.task)
         # the RNG state at the last consistent point (a batch boundary)
         self.rng_state = R.get_state()
+        self.in_update = False    # between optimizer.step() and the batch being counted
+        self.saving = False
+        self.finishing = False
+        self._buffers_at_batch_start = None
+        self._saved_at = None
 
     def request_stop(self, reason="stop requested"):
         """End the run at the next consistent point, with a checkpoint."""
-        self.stop_reason = reason
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    @property
+    def position(self):
+        return (self.epoch, self.step, self.epoch_trained, len(self.history["step_loss"]))
+
+    def next_epoch(self):
+        """Bookkeeping after an epoch's metrics are recorded: move to the next epoch."""
+        self.epoch, self.step, self.epoch_trained = self.epoch + 1, 0, False
+        self.loss_sum, self.seen, self.train_time = 0.0, 0, 0.0
+        self.rng_state = R.get_state()
 
 
 def emit(state, phase):
@@ -134,9 +168,17 @@ def _bar(iterable, total, desc, disable):
                 dynamic_ncols=True, mininterval=0.5)
 
 
+def _check_stop(state):
+    if state.stop_reason:
+        raise StopTraining(state.stop_reason)
+
+
 def train_step(state, x, y):
     """One batch: loss = loss_fn(model(x), y); backward; optimizer step; per-batch
     scheduler step; then count it. Returns the batch's loss as a float."""
+    # forward changes module buffers (BatchNorm statistics): keep them to roll back to
+    state._buffers_at_batch_start = [(b, b._array.copy()) for _, b in
+                                     state.model.named_buffers()]
     state.x, state.y = x, y
     emit(state, "data")
     state.output = state.model(x)
@@ -145,6 +187,7 @@ def train_step(state, x, y):
     state.optimizer.zero_grad()
     state.loss.backward()
     emit(state, "backward")
+    state.in_update = True
     state.optimizer.step()
     emit(state, "step")
     if state.scheduler is not None and state.sched_per_batch:
@@ -160,6 +203,7 @@ def train_step(state, x, y):
     state.seen += len(y)
     state.loss_sum += lv * len(y)
     state.x = state.y = state.output = state.loss = None
+    state.in_update, state._buffers_at_batch_start = False, None
     emit(state, "batch_end")
     return lv
 
@@ -175,14 +219,18 @@ def train_epoch(state):
                f"epoch {state.epoch + 1}/{state.epochs}", not state.progress)
     for x, y in bar:
         lv = train_step(state, x.to(state.device), y.to(state.device))
-        if state.stop_reason:
-            raise StopTraining(state.stop_reason)
+        state.train_time += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        _check_stop(state)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(refresh=False, loss=f"{lv:.4f}",
-                            img_s=f"{state.seen / (time.perf_counter() - t0):.0f}")
-    state.train_time += time.perf_counter() - t0
+                            img_s=f"{state.seen / max(state.train_time, 1e-9):.0f}")
+    # the per-epoch scheduler step and the flag change together: a signal waits
+    state.in_update = True
     if state.scheduler is not None and not state.sched_per_batch:
         state.scheduler.step()
+    state.epoch_trained, state.in_update = True, False
+    if state.scheduler is not None and not state.sched_per_batch:
         emit(state, "sched_step")
     emit(state, "epoch_end")
 
@@ -216,8 +264,7 @@ def end_epoch(state):
     """Evaluate epoch ``state.epoch`` on the test set and append its metrics."""
     def on_batch():
         emit(state, "eval_batch")
-        if state.stop_reason:
-            raise StopTraining(state.stop_reason)
+        _check_stop(state)
 
     test_loss, test_acc = evaluate(state.model, state.test_set, state.task, state.device,
                                    state.eval_batch_size, on_batch=on_batch)
@@ -227,21 +274,36 @@ def end_epoch(state):
     h["test_loss"].append(test_loss)
     h["test_accuracy"].append(test_acc)
     h["images_per_s"].append(state.seen / state.train_time if state.train_time > 0 else None)
+    state.next_epoch()
     emit(state, "eval")
     return test_loss, test_acc
 
 
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "rng", "history", "epoch", "step",
+                   "epoch_trained", "epoch_sums", "config")
+
+
 def checkpoint_dict(state):
-    """The run state as a ``tinygrad_k.save``-able dict."""
+    """The run state at its last consistent point as a ``tinygrad_k.save``-able dict."""
     sched = state.scheduler
     return {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else None,
             "rng": state.rng_state, "history": state.history, "epoch": state.epoch,
-            "step": state.step, "config": state.config}
+            "step": state.step, "epoch_trained": state.epoch_trained,
+            "epoch_sums": {"loss_sum": state.loss_sum, "seen": state.seen,
+                           "train_time": state.train_time},
+            "config": state.config}
 
 
 def save_checkpoint(state, path=None):
-    path = save(checkpoint_dict(state), path or state.ckpt_path)
+    """Write the checkpoint (atomically: the previous one stays until the new one is
+    complete). Signals arriving meanwhile wait until it is written."""
+    state.saving = True
+    try:
+        path = save(checkpoint_dict(state), path or state.ckpt_path)
+        state._saved_at = state.position
+    finally:
+        state.saving = False
     emit(state, "save")
     return path
 
@@ -256,38 +318,107 @@ def restore_checkpoint(state, ck):
     state.rng_state = R.get_state()
     state.history = ck["history"]
     state.epoch, state.step = int(ck["epoch"]), int(ck["step"])
+    state.epoch_trained = bool(ck.get("epoch_trained", False))
+    sums = ck.get("epoch_sums") or {}
+    state.loss_sum = float(sums.get("loss_sum", 0.0))
+    state.seen = int(sums.get("seen", 0))
+    state.train_time = float(sums.get("train_time", 0.0))
+    state._saved_at = state.position
 
 
 def _log_epoch(state):
     h = state.history
     acc = f"test accuracy {h['test_accuracy'][-1]:.4f}" if h["test_accuracy"][-1] is not None \
         else ""
-    print(f"epoch {state.epoch + 1}/{state.epochs}: train loss {h['train_loss'][-1]:.4f}  "
-          f"test loss {h['test_loss'][-1]:.4f}  {acc}  "
-          f"({state.seen / max(state.train_time, 1e-9):.0f} samples/s)", flush=True)
+    ips = h["images_per_s"][-1]
+    print(f"epoch {h['epoch'][-1]}/{state.epochs}: train loss {h['train_loss'][-1]:.4f}  "
+          f"test loss {h['test_loss'][-1]:.4f}  {acc}  ({ips or 0:.0f} samples/s)", flush=True)
 
 
-def fit(state):
-    """Train from ``(state.epoch, state.step)`` to ``state.epochs``: each epoch trains,
-    evaluates and writes a checkpoint. Returns 0, or 130 when interrupted (Ctrl-C) after
-    writing a checkpoint to resume from."""
-    try:
-        while state.epoch < state.epochs:
-            train_epoch(state)
-            end_epoch(state)
-            _log_epoch(state)
-            state.rng_state = R.get_state()
-            state.epoch, state.step = state.epoch + 1, 0
-            state.loss_sum, state.seen, state.train_time = 0.0, 0, 0.0
-            save_checkpoint(state)
-            if state.stop_reason:
-                raise StopTraining(state.stop_reason)
-    except (KeyboardInterrupt, StopTraining):
-        save_checkpoint(state)
-        print(f"\ninterrupted: checkpoint written to {state.ckpt_path}; continue with "
-              f"--resume {state.ckpt_path}")
-        return 130
+class _Signals:
+    """While active (main thread only): SIGINT/SIGTERM request a stop; a second one aborts
+    with KeyboardInterrupt unless an update or a checkpoint write is in progress."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, state):
+        self.state, self.previous = state, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self.previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+        return False
+
+    def _handle(self, signum, frame):
+        st = self.state
+        if st.finishing:  # already writing the final checkpoint and leaving
+            return
+        if st.stop_reason is None:
+            st.stop_signal = signum
+            st.request_stop(signal.Signals(signum).name)
+        elif not (st.saving or st.in_update):
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
+
+
+def _roll_back_batch(state):
+    """Undo what a batch interrupted before its optimizer step changed."""
+    for b, arr in state._buffers_at_batch_start or ():
+        b._array[...] = arr
+    state._buffers_at_batch_start = None
+    R.set_state(state.rng_state)
+    state.x = state.y = state.output = state.loss = None
+
+
+def fit(state, handle_signals=True):
+    """Train from the state's position to ``state.epochs``: each epoch trains, evaluates
+    and writes a checkpoint. Returns 0, or 128 + signal number (130 on Ctrl-C or a
+    KeyboardInterrupt) when interrupted; see the module docstring for what is saved."""
+    with (_Signals(state) if handle_signals else _Nothing()):
+        try:
+            while state.epoch < state.epochs:
+                if not state.epoch_trained:
+                    train_epoch(state)
+                _check_stop(state)
+                end_epoch(state)
+                _log_epoch(state)
+                save_checkpoint(state)
+                _check_stop(state)
+        except StopTraining:
+            return _interrupted(state, state.stop_signal or signal.SIGINT)
+        except KeyboardInterrupt:
+            if state.in_update:
+                print(f"\ninterrupted inside an optimizer update: no checkpoint written; "
+                      f"{state.ckpt_path} (if present) holds the last consistent state",
+                      flush=True)
+                return 130
+            if state._buffers_at_batch_start is not None:
+                _roll_back_batch(state)
+            return _interrupted(state, signal.SIGINT)
     return 0
+
+
+class _Nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _interrupted(state, signum):
+    state.finishing = True
+    if state._saved_at != state.position:
+        save_checkpoint(state)
+    print(f"\ninterrupted ({signal.Signals(signum).name}): checkpoint written to "
+          f"{state.ckpt_path} at epoch {state.epoch + 1}, batch {state.step}; continue with "
+          f"--resume {state.ckpt_path}", flush=True)
+    return 128 + int(signum)
 
 
 def write_metrics(out_dir, config, history):

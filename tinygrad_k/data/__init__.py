@@ -16,7 +16,7 @@ from .dataset import (ArrayDataset, Dataset, SeriesWindows, Subset, TensorDatase
                       fetch_batch, labels_of, random_split)
 from .datasets import (CIFAR10, DATASET_NAMES, MNIST, FashionMNIST, SyntheticImages,
                        candidate_roots, default_root, load_dataset, make_data, make_series,
-                       read_idx)
+                       read_idx, read_series_csv)
 from .loader import DataLoader, collate
 from .transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip, ToFloat
 
@@ -24,4 +24,5 @@ __all__ = ["Dataset", "TensorDataset", "ArrayDataset", "Subset", "SeriesWindows"
            "class_subset", "random_split", "fetch_batch", "labels_of", "DataLoader", "collate",
            "FashionMNIST", "MNIST", "CIFAR10", "SyntheticImages", "load_dataset", "read_idx",
            "candidate_roots", "default_root", "DATASET_NAMES", "make_data", "make_series",
+           "read_series_csv",
            "Compose", "ToFloat", "Normalize", "RandomCrop", "RandomHorizontalFlip"]

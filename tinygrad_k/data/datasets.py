@@ -26,7 +26,8 @@ from .dataset import ArrayDataset, SeriesWindows, Subset, class_subset
 
 __all__ = ["read_idx", "FashionMNIST", "MNIST", "CIFAR10", "SyntheticImages", "load_dataset",
            "candidate_roots", "default_root", "DATASET_NAMES", "FASHION_CLASSES",
-           "CIFAR_CLASSES", "BINARY_PAIR", "NORMALIZE", "make_series", "make_data"]
+           "CIFAR_CLASSES", "BINARY_PAIR", "NORMALIZE", "read_series_csv", "make_series",
+           "make_data"]
 
 DATASET_NAMES = ("fashion-mnist", "mnist", "cifar10", "synthetic")
 SYSTEM_DIR = "/usr/share/datasets"
@@ -306,22 +307,78 @@ def load_dataset(name, root=None, train=True, transform=None, **kwargs):
 
 
 # -- the training CLI's data factory ----------------------------------------------------------
+def read_series_csv(path, min_values=20):
+    """The series in column 1 of a CSV file, as float64, refusing anything doubtful.
+
+    An optional header row (a first row whose first cell is not a number) names the
+    columns. Every row must have as many cells as the first; every cell of column 1 must
+    be a finite number. Other columns are read for their shape only. Errors name the
+    file, the line and the column: nothing is skipped, nothing is guessed."""
+    import csv
+    import math
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [(n, row) for n, row in _csv_rows(csv.reader(f))]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
+    except csv.Error as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
+    while rows and not rows[-1][1]:  # trailing blank lines
+        rows.pop()
+    if not rows:
+        raise ValueError(f"{path}: empty CSV file; expected a column of numbers")
+
+    def number(cell):
+        try:
+            v = float(cell.strip())
+        except ValueError:
+            return None
+        return v if math.isfinite(v) else None
+
+    first_line, first = rows[0]
+    if first and number(first[0]) is None and first[0].strip().lower() not in (
+            "nan", "inf", "-inf", "+inf", "infinity", "-infinity", ""):
+        rows = rows[1:]  # a header
+    width = len(first)
+    values = []
+    for line, row in rows:
+        if not row:
+            raise ValueError(f"{path}: line {line}: empty row (expected {width} columns)")
+        if len(row) != width:
+            raise ValueError(f"{path}: line {line}: {len(row)} columns, expected {width} "
+                             f"(as on line {first_line})")
+        v = number(row[0])
+        if v is None:
+            what = "a missing value" if not row[0].strip() else f"{row[0]!r} is not a finite number"
+            raise ValueError(f"{path}: line {line}, column 1: {what}")
+        values.append(v)
+    if len(values) < min_values:
+        raise ValueError(f"{path}: {len(values)} values in column 1; expected at least "
+                         f"{min_values}")
+    return np.asarray(values, dtype=np.float64)
+
+
+def _csv_rows(reader):
+    """(line number where the row starts, row) for each row of a csv.reader."""
+    line = 1
+    for row in reader:
+        yield line, row
+        line = reader.line_num + 1
+
+
 def make_series(name, n=2000, seed=0):
-    """A reproducible series (sum of two sines + noise), or a CSV's first numeric column,
-    standardised to mean 0 and standard deviation 1."""
+    """A reproducible series (sum of two sines + noise), or column 1 of a CSV file
+    (``read_series_csv``) standardised to mean 0 and standard deviation 1."""
     if name == "sine":
         rng = np.random.default_rng(seed)
         t = np.arange(n, dtype=np.float64)
         s = np.sin(2 * np.pi * t / 50) + 0.5 * np.sin(2 * np.pi * t / 23)
         return (s + 0.05 * rng.standard_normal(n)).astype(np.float32)
-    if not os.path.exists(name):
+    if not os.path.isfile(name):
         raise FileNotFoundError(f"rnn_regressor: series {name!r} is neither 'sine' nor a CSV "
                                 "file")
-    values = np.genfromtxt(name, delimiter=",", dtype=np.float64)
-    values = values[:, 0] if values.ndim == 2 else values
-    values = values[np.isfinite(values)]
-    if values.size < 20:
-        raise ValueError(f"{name}: expected a CSV with a numeric column of at least 20 values")
+    values = read_series_csv(name)
     return ((values - values.mean()) / (values.std() + 1e-12)).astype(np.float32)
 
 
