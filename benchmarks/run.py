@@ -2,20 +2,28 @@
 
     python -m benchmarks --device cpu --suite all            # kernels + training steps
     python -m benchmarks --device cuda --suite kernels
-    python -m benchmarks --quick                             # < 2 minutes on a laptop CPU
+    python -m benchmarks --quick                             # a few small cases
+    python -m benchmarks --profile lenet5                    # where one step's time goes
 
-Every case runs ours and every available baseline in the same process, interleaved
-(ours, baseline 1, baseline 2, ours, ...), after warm-up, and reports the median of the
-repeats. GPU timings use CUDA events recorded after a synchronisation.
+**Each side runs in a process of its own, at its own settings.** One child process runs
+our side (tinygrad_k's kernels, plus the baselines that share our process honestly:
+kernels.reference and NumPy, which start no thread pool of their own), another runs
+PyTorch at its defaults (its own thread count and OpenMP wait policy; on a GPU TF32 off).
+The children alternate -- ours, torch, ours, torch, ... (``--pairs`` rounds) -- so slow
+phases of a shared machine hit both sides alike. Within a child every case is warmed up
+and timed ``--repeats`` times (median). Reported: the median over the rounds of each
+side's per-round median, the spread (min-max over rounds) and ratio = baseline / ours
+(> 1: ours is faster), with the per-round ratios' range. Each training-step child is a
+fresh process, so its first step (JIT cache load, first allocations) is timed as well.
 
-Baselines: kernels.reference and NumPy (cpu), PyTorch (cpu and cuda, TF32 off), CuPy /
-cuBLAS (cuda). Figures: time, GFLOP/s or GB/s, percent of the machine's peak (a large
-matrix product and a large copy, measured once per run) and ratio = baseline time / our
-time (> 1: we are faster).
+The children's environment is stripped of the thread-pool variables (OMP_*, GOMP_*,
+MKL_/OPENBLAS_NUM_THREADS, NUMBA_THREADING_LAYER/NUM_THREADS) unless ``--keep-env``:
+each library gets the settings it would have for a new user. The settings each side
+actually ran with are recorded in the results.
 
 Outputs, under ``--out`` (default benchmarks/results/<date>-<device>): ``results.md``
-(the table also printed to stdout), ``results.json`` (machine info and every timing) and
-``results.png`` (ratio per case).
+(the table also printed to stdout), ``results.json`` (machine info, settings, every
+timing) and ``results.png`` (ratio per case).
 """
 from __future__ import annotations
 
@@ -25,62 +33,72 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
-# Every OpenMP pool in the process (Numba's, PyTorch's) must wait passively: a spinning
-# pool steals the cores from the other library's next call and both slow down several-fold
-# on a small machine. Set before anything loads an OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# variables that choose a thread pool's size or waiting: removed from the children's
+# environment so every library runs at its own defaults
+POOL_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_DYNAMIC",
+            "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+            "NUMBA_THREADING_LAYER", "NUMBA_NUM_THREADS", "KMP_BLOCKTIME")
 
 
 # -- timing ------------------------------------------------------------------------------
 class Timer:
-    """Times a zero-argument callable on one device (wall clock on cpu, CUDA events on cuda)."""
+    """Times a zero-argument callable: wall clock on the cpu; on cuda, events of the
+    side's own library (CuPy for ours, torch.cuda for PyTorch) after a synchronisation."""
 
-    def __init__(self, device):
-        self.device = device
-        self._cp = None
+    def __init__(self, device, side="ours"):
+        self.device, self.side = device, side
+        self._cp = self._torch = None
         if device == "cuda":
-            import cupy
+            if side == "torch":
+                import torch
 
-            self._cp = cupy
+                self._torch = torch
+            else:
+                import cupy
+
+                self._cp = cupy
 
     def sync(self):
         if self._cp is not None:
             self._cp.cuda.runtime.deviceSynchronize()
-            try:
-                import torch
-
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-            except ImportError:
-                pass
+        if self._torch is not None:
+            self._torch.cuda.synchronize()
 
     def __call__(self, fn):
-        if self._cp is None:
-            t0 = time.perf_counter()
+        if self._cp is not None:
+            self.sync()
+            start, stop = self._cp.cuda.Event(), self._cp.cuda.Event()
+            start.record()
             fn()
-            return time.perf_counter() - t0
-        self.sync()
-        start, stop = self._cp.cuda.Event(), self._cp.cuda.Event()
-        start.record()
+            stop.record()
+            stop.synchronize()
+            return self._cp.cuda.get_elapsed_time(start, stop) / 1e3
+        if self._torch is not None:
+            self.sync()
+            start = self._torch.cuda.Event(enable_timing=True)
+            stop = self._torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            stop.record()
+            stop.synchronize()
+            return start.elapsed_time(stop) / 1e3
+        t0 = time.perf_counter()
         fn()
-        stop.record()
-        stop.synchronize()
-        self.sync()  # torch kernels run on torch's stream: wait for them too
-        return self._cp.cuda.get_elapsed_time(start, stop) / 1e3
+        return time.perf_counter() - t0
 
 
 def time_interleaved(fns, timer, warmup=1, repeats=5, budget_s=None):
-    """Median seconds per implementation, calling them round-robin after ``warmup`` rounds.
-
-    ``budget_s``: stop adding repeats once a round has taken this long (slow references).
-    """
+    """Per implementation: the list of seconds per call, calling them round-robin after
+    ``warmup`` rounds. ``budget_s``: stop adding repeats once the rounds have taken this
+    long (at least 3 rounds)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -92,10 +110,10 @@ def time_interleaved(fns, timer, warmup=1, repeats=5, budget_s=None):
             times[k].append(timer(fn))
         if budget_s is not None and r >= 2 and time.perf_counter() - t_start > budget_s:
             break
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
 
 
-# -- machine facts ------------------------------------------------------------------------
+# -- machine facts and settings ------------------------------------------------------------
 def machine_info(device):
     info = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "device": device,
             "python": platform.python_version(), "platform": platform.platform(),
@@ -124,20 +142,60 @@ def _cpu_name():
     return platform.processor() or "unknown"
 
 
-def measure_peaks(device, timer, quick):
+def _env_pools():
+    return {k: os.environ[k] for k in POOL_ENV if k in os.environ}
+
+
+def side_settings(side, device):
+    """The thread settings this process actually runs with (call after the first step)."""
+    s = {"env": _env_pools() or "none set"}
+    if side == "torch":
+        import torch
+
+        s["torch_threads"] = torch.get_num_threads()
+        s["torch_interop_threads"] = torch.get_num_interop_threads()
+        s["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "libgomp default (spin, then sleep)")
+        if device == "cuda":
+            s["tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
+            s["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
+        return s
+    try:
+        import numba
+
+        s["numba_threading_layer"] = numba.threading_layer()
+        s["numba_threads"] = numba.get_num_threads()
+    except Exception:  # no parallel kernel ran (e.g. only the GPU was used)
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        s["blas"] = [f"{i['internal_api']} {i['num_threads']} threads"
+                     for i in threadpool_info() if i["user_api"] == "blas"]
+    except ImportError:
+        pass
+    try:
+        import kernels.cpu as kc
+
+        s["policy"] = kc.THREAD_POLICY
+    except Exception:
+        pass
+    return s
+
+
+def measure_peaks(device, quick):
     """Achievable peaks: GFLOP/s of a large float32 matrix product and GB/s of a large copy
-    (bytes read + written)."""
+    (bytes read + written), through NumPy (cpu) or CuPy (cuda)."""
     n = 1024 if (quick and device == "cpu") else (2048 if device == "cpu" else 8192)
     m_bytes = (64 if quick else 256) * 2 ** 20
+    timer = Timer(device)
+    xp = np
     if device == "cuda":
         import cupy as xp
-    else:
-        xp = np
     a = xp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
-    t = time_interleaved({"mm": lambda: a @ a}, timer, warmup=1, repeats=3)["mm"]
+    t = statistics.median(time_interleaved({"mm": lambda: a @ a}, timer, 1, 3)["mm"])
     src = xp.ones(m_bytes // 4, dtype=np.float32)
     dst = xp.empty_like(src)
-    tc = time_interleaved({"cp": lambda: xp.copyto(dst, src)}, timer, warmup=1, repeats=5)["cp"]
+    tc = statistics.median(time_interleaved({"cp": lambda: xp.copyto(dst, src)}, timer, 1, 5)["cp"])
     return {"matmul_gflops": 2 * n ** 3 / t / 1e9, "matmul_n": n,
             "copy_gbps": 2 * src.nbytes / tc / 1e9, "copy_bytes": int(src.nbytes)}
 
@@ -170,16 +228,13 @@ QUICK = {"matmul": (256, 512), "model_mm": ("lenet fc1 64x400x120",),
          "pool": ("lenet5 pool1", "resnet-ish 64@32 3x3 s2 p1")}
 
 
-def _impls(device):
-    """name -> kernel module, ours first."""
-    import kernels
-
-    if device == "cuda":
-        return {"ours": kernels.get("cuda")}
-    return {"ours": kernels.get("cpu"), "reference": kernels.get("reference")}
+def _out_side(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
 
 
 def _torch(device):
+    """PyTorch at its defaults (threads untouched); on a GPU TF32 off and cuDNN autotuning
+    on, as a user comparing FP32 speed would set it."""
     try:
         import torch
     except ImportError:
@@ -190,26 +245,37 @@ def _torch(device):
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.benchmark = True
-    else:
-        torch.set_num_threads(os.cpu_count() or 1)
     return torch
 
 
-def kernel_cases(device, quick):
-    """Yield (group, name, work dict, {impl: fn}). Work: flops and/or bytes."""
+def kernel_cases(device, quick, side):
+    """Yield (group, name, work dict, {impl: fn}) for one side: "ours" (kernels.cpu or
+    kernels.cuda, kernels.reference on small cases, NumPy / cuBLAS through CuPy) or
+    "torch". Both sides draw the same arrays in the same order. Work: flops or bytes."""
+    import kernels
+
     xp = np
     if device == "cuda":
         import cupy as xp
     rng = np.random.default_rng(0)
-    mods = _impls(device)
-    torch = _torch(device)
+    if side == "ours":
+        mods = {"ours": kernels.get("cuda" if device == "cuda" else "cpu")}
+        if device == "cpu":
+            mods["reference"] = kernels.get("reference")
+        torch = None
+    else:
+        mods = {}
+        torch = _torch(device)
+        if torch is None:
+            return
+        import torch.nn.functional as tf
     tdev = "cuda" if device == "cuda" else "cpu"
 
     def arr(shape):
         return xp.asarray(rng.standard_normal(shape, dtype=np.float32))
 
     def tt(a):
-        return torch.as_tensor(a, device=tdev) if device == "cpu" else torch.as_tensor(a, device=tdev)
+        return torch.as_tensor(a, device=tdev)
 
     sizes = QUICK["matmul"] if quick else (MATMUL_SQUARE if device == "cuda" else MATMUL_SQUARE[:4])
     mm_cases = [(f"square {n}", (n, n, n)) for n in sizes]
@@ -218,11 +284,9 @@ def kernel_cases(device, quick):
         a, b = arr((m, k)), arr((k, n))
         fns = {key: (lambda mod=mod: mod.matmul(a, b)) for key, mod in mods.items()
                if key == "ours" or n <= 512}
-        if device == "cpu":
-            fns["numpy"] = lambda: a @ b
+        if side == "ours":
+            fns["numpy" if device == "cpu" else "cublas (cupy)"] = lambda: a @ b
         else:
-            fns["cublas (cupy)"] = lambda: a @ b
-        if torch is not None:
             ta, tb = tt(a), tt(b)
             fns["torch"] = lambda: ta @ tb
         yield "matmul", name, {"flops": 2 * m * n * k}, fns
@@ -231,11 +295,12 @@ def kernel_cases(device, quick):
         if quick and name not in QUICK["conv"]:
             continue
         x, w = arr(xs), arr(ws)
-        ref_ok = xs[1] * ws[0] <= 64 * 64 and device == "cpu"
-        y = mods["ours"].conv2d_forward(x, w, s, p)
-        dy = arr(y.shape)
-        oh, ow = y.shape[2:]
+        oh, ow = _out_side(xs[2], ws[2], s, p), _out_side(xs[3], ws[3], s, p)
+        dy = arr((xs[0], ws[0], oh, ow))
+        ref_ok = xs[1] * ws[0] <= 64 * 64
         flops = 2 * xs[0] * ws[0] * oh * ow * xs[1] * ws[2] * ws[3]
+        if side == "torch":
+            tx, tw, tdy = tt(x), tt(w), tt(dy)
         for op in ("forward", "backward_input", "backward_weight"):
             fns = {}
             for key, mod in mods.items():
@@ -247,10 +312,7 @@ def kernel_cases(device, quick):
                     fns[key] = lambda mod=mod: mod.conv2d_backward_input(dy, w, xs, s, p)
                 else:
                     fns[key] = lambda mod=mod: mod.conv2d_backward_weight(dy, x, ws, s, p)
-            if torch is not None:
-                import torch.nn.functional as tf
-
-                tx, tw, tdy = tt(x), tt(w), tt(dy)
+            if side == "torch":
                 if op == "forward":
                     fns["torch"] = lambda: tf.conv2d(tx, tw, None, s, p)
                 elif op == "backward_input":
@@ -263,41 +325,56 @@ def kernel_cases(device, quick):
         if quick and name not in QUICK["pool"]:
             continue
         x = arr(xs)
-        y, idx = mods["ours"].maxpool2d_forward(x, k, s, p)
-        dy = arr(y.shape)
-        fwd_bytes = x.nbytes + y.nbytes
-        bwd_bytes = x.nbytes + dy.nbytes + idx.nbytes
-        tx = tdy = None
-        if torch is not None:
-            import torch.nn.functional as tf
-
-            tx = tt(x).requires_grad_(False)
-            tdy = tt(dy)
+        out = xs[:2] + (_out_side(xs[2], k, s, p), _out_side(xs[3], k, s, p))
+        dy = arr(out)
+        y_bytes = int(np.prod(out)) * 4
+        fwd_bytes = x.nbytes + y_bytes + 2 * y_bytes  # int64 indices written
+        bwd_bytes = x.nbytes + dy.nbytes + 2 * y_bytes
+        if side == "ours":
+            _, idx = mods["ours"].maxpool2d_forward(x, k, s, p)
+            fwd = {key: (lambda mod=mod: mod.maxpool2d_forward(x, k, s, p)) for key, mod in mods.items()}
+            bwd = {key: (lambda mod=mod: mod.maxpool2d_backward(dy, idx, xs)) for key, mod in mods.items()}
+            afwd = {key: (lambda mod=mod: mod.avgpool2d_forward(x, k, s, p)) for key, mod in mods.items()}
+            abwd = {key: (lambda mod=mod: mod.avgpool2d_backward(dy, xs, k, s, p))
+                    for key, mod in mods.items()}
+        else:
+            tx, tdy = tt(x), tt(dy)
             _, tidx = tf.max_pool2d(tx, k, s, p, return_indices=True)
-        fwd = {key: (lambda mod=mod: mod.maxpool2d_forward(x, k, s, p)) for key, mod in mods.items()}
-        bwd = {key: (lambda mod=mod: mod.maxpool2d_backward(dy, idx, xs)) for key, mod in mods.items()}
-        afwd = {key: (lambda mod=mod: mod.avgpool2d_forward(x, k, s, p)) for key, mod in mods.items()}
-        abwd = {key: (lambda mod=mod: mod.avgpool2d_backward(dy, xs, k, s, p)) for key, mod in mods.items()}
-        if torch is not None:
-            fwd["torch"] = lambda: tf.max_pool2d(tx, k, s, p, return_indices=True)
-            bwd["torch"] = lambda: tf.max_unpool2d(tdy, tidx, k, s, p, output_size=xs[2:])
-            afwd["torch"] = lambda: tf.avg_pool2d(tx, k, s, p)
-            abwd["torch"] = lambda: torch.ops.aten.avg_pool2d_backward(
-                tdy, tx, [k, k], [s, s], [p, p], False, True, None)
+            fwd = {"torch": lambda: tf.max_pool2d(tx, k, s, p, return_indices=True)}
+            bwd = {"torch": lambda: tf.max_unpool2d(tdy, tidx, k, s, p, output_size=xs[2:])}
+            afwd = {"torch": lambda: tf.avg_pool2d(tx, k, s, p)}
+            abwd = {"torch": lambda: torch.ops.aten.avg_pool2d_backward(
+                tdy, tx, [k, k], [s, s], [p, p], False, True, None)}
         yield "maxpool2d forward", name, {"bytes": fwd_bytes}, fwd
         yield "maxpool2d backward", name, {"bytes": bwd_bytes}, bwd
-        yield "avgpool2d forward", name, {"bytes": x.nbytes + y.nbytes}, afwd
+        yield "avgpool2d forward", name, {"bytes": x.nbytes + y_bytes}, afwd
         yield "avgpool2d backward", name, {"bytes": x.nbytes + dy.nbytes}, abwd
 
 
 # -- training cases ------------------------------------------------------------------------
-TRAIN_MODELS = {"lenet5": (1, 28, 28), "lenet": (3, 32, 32), "resnet18": (3, 32, 32)}
+TRAIN_MODELS = {"mlp": (1, 28, 28), "lenet5": (1, 28, 28), "lenet": (3, 32, 32),
+                "resnet18": (3, 32, 32)}
 
 
 def make_train_step(impl, model_name, device, x_np, y_np):
     """A zero-argument callable doing one full training step (forward, cross-entropy,
     backward, SGD-momentum update) and returning the loss: ``impl`` "ours" (tinygrad_k)
     or "torch" (PyTorch eager, TF32 off on a GPU). Both frameworks spell the step alike."""
+    parts = make_train_parts(impl, model_name, device, x_np, y_np)
+    model, opt, loss_fn, x, y = parts
+
+    def step():
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def make_train_parts(impl, model_name, device, x_np, y_np):
+    """(model, optimizer, loss function, x, y) of the benchmark step for one framework."""
     shape = TRAIN_MODELS[model_name]
     if impl == "ours":
         import tinygrad_k as tk
@@ -313,20 +390,13 @@ def make_train_step(impl, model_name, device, x_np, y_np):
         from benchmarks.torch_models import build_torch
 
         torch = _torch(device)
+        torch.manual_seed(0)
         tdev = "cuda" if device == "cuda" else "cpu"
         model = build_torch(model_name, shape, 10).to(tdev)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         loss_fn = torch.nn.CrossEntropyLoss()
         x, y = torch.as_tensor(x_np, device=tdev), torch.as_tensor(y_np, device=tdev)
-
-    def step():
-        loss = loss_fn(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return model, opt, loss_fn, x, y
 
 
 def _train_batch(model_name, batch, rng):
@@ -334,79 +404,140 @@ def _train_batch(model_name, batch, rng):
     return x_np, rng.integers(0, 10, batch)
 
 
-def _first_step_child(impl, model_name, batch, device):
-    """Run in a fresh process by ``first_step_seconds``: build, then time one step."""
-    x_np, y_np = _train_batch(model_name, int(batch), np.random.default_rng(0))
-    step = make_train_step(impl, model_name, device, x_np, y_np)
-    t0 = time.perf_counter()
-    step().item()
-    print("FIRST_STEP_S", time.perf_counter() - t0)
-
-
-def first_step_seconds(impl, model_name, batch, device):
-    """Seconds of the first training step in a fresh process (imports and model building
-    excluded; JIT compilation or loading Numba's on-disk cache, first allocations and
-    CUDA context set-up included) -- in this process the kernel suite has warmed
-    everything up. None when the subprocess fails."""
-    import subprocess
-
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [os.path.dirname(HERE)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    code = ("import sys; from benchmarks.run import _first_step_child; "
-            "_first_step_child(*sys.argv[1:])")
-    try:
-        proc = subprocess.run([sys.executable, "-c", code, impl, model_name, str(batch), device],
-                              capture_output=True, text=True, timeout=600, env=env)
-    except subprocess.TimeoutExpired:
-        return None
-    for line in proc.stdout.splitlines():
-        if line.startswith("FIRST_STEP_S"):
-            return float(line.split()[1])
-    return None
-
-
-def train_cases(device, quick):
-    """Yield (group, name, work, {impl: fn}, first_step_times) for full training steps."""
-    torch = _torch(device)
-    combos = [("lenet5", 64)] if quick else [(m, b) for m in TRAIN_MODELS for b in (64, 256)]
-    if device == "cpu" and not quick:
+def train_combos(device, quick, models=None):
+    if quick:
+        return [("lenet5", 64)]
+    combos = [(m, b) for m in (models or TRAIN_MODELS) for b in (64, 256)]
+    if device == "cpu":
         combos = [c for c in combos if c != ("resnet18", 256)]
-    rng = np.random.default_rng(0)
-    for model_name, batch in combos:
-        x_np, y_np = _train_batch(model_name, batch, rng)
-        impls = {"ours": "ours"} if torch is None else {"ours": "ours", "torch eager": "torch"}
-        fns, first = {}, {}
-        for label, impl in impls.items():
-            first[impl] = first_step_seconds(impl, model_name, batch, device)
-            fns[label] = make_train_step(impl, model_name, device, x_np, y_np)
-        fns["ours"]().item()  # warm-up is the timer's job; this only checks the step runs
-        yield "train step", f"{model_name} batch {batch}", {"images": batch}, fns, first
+    return combos
+
+
+# -- the children ---------------------------------------------------------------------------
+def child_kernels(side, device, quick, repeats):
+    """Every kernel case of one side: {"group|case": {impl: [seconds, ...]}}, work."""
+    timer = Timer(device, side)
+    out, work = {}, {}
+    for group, name, w, fns in kernel_cases(device, quick, side):
+        key = f"{group}|{name}"
+        out[key] = time_interleaved(fns, timer, warmup=1, repeats=repeats, budget_s=5.0)
+        work[key] = w
+    return {"times": out, "work": work}
+
+
+def child_train(side, device, model_name, batch, repeats):
+    """One fresh process, one training case: the first step (JIT cache, first
+    allocations) then ``repeats`` timed steps after 2 warm-up steps."""
+    x_np, y_np = _train_batch(model_name, int(batch), np.random.default_rng(0))
+    step = make_train_step("ours" if side == "ours" else "torch", model_name, device, x_np, y_np)
+    timer = Timer(device, side)
+    first = timer(lambda: step().item())
+    label = "ours" if side == "ours" else "torch eager"
+    times = time_interleaved({label: lambda: step().item()}, timer, warmup=2, repeats=repeats,
+                             budget_s=30.0)
+    return {"times": {f"train step|{model_name} batch {batch}": times},
+            "work": {f"train step|{model_name} batch {batch}": {"images": int(batch)}},
+            "first_step_s": first}
+
+
+def _child(argv):
+    """Entry point of a child process: runs one job and prints one JSON line."""
+    job = json.loads(argv[0])
+    load0 = os.getloadavg()
+    if job["kind"] == "kernels":
+        res = child_kernels(job["side"], job["device"], job["quick"], job["repeats"])
+    else:
+        res = child_train(job["side"], job["device"], job["model"], job["batch"], job["repeats"])
+    res["settings"] = side_settings(job["side"], job["device"])
+    res["loadavg"] = [load0[0], os.getloadavg()[0]]
+    print("BENCH_JSON " + json.dumps(res))
+
+
+def run_child(job, keep_env=False, timeout=900):
+    """Run one job in a fresh interpreter; its JSON result, or {"error": ...}."""
+    env = dict(os.environ)
+    if not keep_env:
+        for k in POOL_ENV:
+            env.pop(k, None)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    code = "import sys; from benchmarks.run import _child; _child(sys.argv[1:])"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(job)], capture_output=True,
+                              text=True, timeout=timeout, env=env, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return json.loads(line[len("BENCH_JSON "):])
+    return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-5:]}
+
+
+def _have_torch():
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec("torch") is not None
+    except Exception:
+        return False
 
 
 # -- running and reporting -----------------------------------------------------------------------
-def run(device="cpu", suite="all", quick=False, out=None, repeats=None, log=print):
-    timer = Timer(device)
+def run(device="cpu", suite="all", quick=False, out=None, repeats=None, pairs=None,
+        models=None, keep_env=False, log=print):
     info = machine_info(device)
-    peaks = measure_peaks(device, timer, quick)
-    info["peaks"] = peaks
-    log(f"# tinygrad_k benchmarks: {device}, suite {suite}{' (quick)' if quick else ''}")
-    log(f"machine: {info.get('gpu') or info['cpu']}, {info['cores']} cores; peaks: "
-        f"{peaks['matmul_gflops']:.0f} GFLOP/s (float32 {peaks['matmul_n']}^3 product), "
-        f"{peaks['copy_gbps']:.1f} GB/s (copy)")
+    info["peaks"] = peaks = measure_peaks(device, quick)
+    info["loadavg_start"] = list(os.getloadavg())
     reps = repeats or (3 if quick else 7)
-    rows = []
+    pairs = pairs or (1 if quick else 3)
+    sides = ["ours"] + (["torch"] if _have_torch() else [])
+    log(f"# tinygrad_k benchmarks: {device}, suite {suite}{' (quick)' if quick else ''}, "
+        f"{pairs} round(s) of {' / '.join(sides)} in separate processes")
+    log(f"machine: {info.get('gpu') or info['cpu']}, {info['cores']} cores, load average "
+        f"{info['loadavg_start'][0]:.1f}; peaks: {peaks['matmul_gflops']:.0f} GFLOP/s "
+        f"(float32 {peaks['matmul_n']}^3 product), {peaks['copy_gbps']:.1f} GB/s (copy)")
+    jobs = []
     if suite in ("kernels", "all"):
-        for group, name, work, fns in kernel_cases(device, quick):
-            t = time_interleaved(fns, timer, warmup=1, repeats=reps, budget_s=5.0)
-            rows.append(_row(group, name, work, t, peaks))
-            log(_fmt_row(rows[-1]))
+        jobs.append({"kind": "kernels", "device": device, "quick": quick, "repeats": reps})
     if suite in ("train", "all"):
-        for group, name, work, fns, first in train_cases(device, quick):
-            t = time_interleaved(fns, timer, warmup=1, repeats=reps, budget_s=20.0)
-            row = _row(group, name, work, t, peaks)
-            row["first_step_s"] = first
-            rows.append(row)
-            log(_fmt_row(row))
+        for m, b in train_combos(device, quick, models):
+            jobs.append({"kind": "train", "device": device, "model": m, "batch": b,
+                         "repeats": reps})
+    # samples[key][impl] = [per-round median, ...]; first[key][side] = [s, ...]
+    samples, work, first, settings, errors, loads = {}, {}, {}, {}, [], []
+    for job in jobs:
+        for rnd in range(pairs):
+            for side in sides:
+                res = run_child(dict(job, side=side), keep_env)
+                label = f"{job['kind']} {job.get('model', '')} {job.get('batch', '')} {side}"
+                if "error" in res:
+                    errors.append(f"{label}: {res['error']}")
+                    log(f"  ! {label}: {res['error']}")
+                    continue
+                settings.setdefault(side, res["settings"])
+                loads.append(res["loadavg"])
+                work.update(res["work"])
+                for key, per_impl in res["times"].items():
+                    for impl, ts in per_impl.items():
+                        samples.setdefault(key, {}).setdefault(impl, []).append(
+                            statistics.median(ts))
+                if "first_step_s" in res:
+                    key = next(iter(res["times"]))
+                    first.setdefault(key, {}).setdefault(side, []).append(res["first_step_s"])
+        if job["kind"] == "train":
+            key = f"train step|{job['model']} batch {job['batch']}"
+            if key in samples:
+                row = _row(key, samples[key], work[key], peaks, first.get(key))
+                log(_fmt_row(row))
+    rows = [_row(k, v, work[k], peaks, first.get(k)) for k, v in samples.items() if "ours" in v]
+    if suite in ("kernels", "all"):
+        for r in rows:
+            if r["group"] != "train step":
+                log(_fmt_row(r))
+    info["loadavg_end"] = list(os.getloadavg())
+    info["settings"] = settings
+    info["pairs"], info["repeats"] = pairs, reps
+    info["child_loadavg"] = loads
+    info["errors"] = errors
     out = out or os.path.join(HERE, "results",
                               f"{_dt.date.today().isoformat()}-{device}{'-quick' if quick else ''}")
     os.makedirs(out, exist_ok=True)
@@ -422,12 +553,20 @@ def run(device="cpu", suite="all", quick=False, out=None, repeats=None, log=prin
     return {"machine": info, "rows": rows, "out": out}
 
 
-def _row(group, name, work, times, peaks):
-    ours = times["ours"]
-    row = {"group": group, "case": name, "times_s": times, "ratios": {}}
-    for k, v in times.items():
-        if k != "ours":
-            row["ratios"][k] = v / ours
+def _row(key, per_impl, work, peaks, first=None):
+    """per_impl: {impl: [per-round median seconds]} -> one table row."""
+    group, name = key.split("|", 1)
+    med = {k: statistics.median(v) for k, v in per_impl.items()}
+    ours = med["ours"]
+    row = {"group": group, "case": name, "times_s": med,
+           "spread_s": {k: [min(v), max(v)] for k, v in per_impl.items()},
+           "rounds_s": per_impl, "ratios": {}, "ratio_range": {}}
+    for k, v in per_impl.items():
+        if k == "ours":
+            continue
+        row["ratios"][k] = med[k] / ours
+        per_round = [b / a for a, b in zip(per_impl["ours"], v)]
+        row["ratio_range"][k] = [min(per_round), max(per_round)] if per_round else None
     if "flops" in work:
         row["gflops"] = work["flops"] / ours / 1e9
         row["pct_peak"] = 100 * row["gflops"] / peaks["matmul_gflops"]
@@ -435,7 +574,9 @@ def _row(group, name, work, times, peaks):
         row["gbps"] = work["bytes"] / ours / 1e9
         row["pct_peak"] = 100 * row["gbps"] / peaks["copy_gbps"]
     if "images" in work:
-        row["images_per_s"] = {k: work["images"] / v for k, v in times.items()}
+        row["images_per_s"] = {k: work["images"] / v for k, v in med.items()}
+    if first:
+        row["first_step_s"] = {k: statistics.median(v) for k, v in first.items()}
     return row
 
 
@@ -444,15 +585,35 @@ def _fmt_row(r):
     return f"{r['group']:<22} {r['case']:<28} ours {r['times_s']['ours'] * 1e3:9.3f} ms  {ratios}"
 
 
+def _fmt_settings(s):
+    return "; ".join(f"{k} {v}" for k, v in s.items())
+
+
 def to_markdown(info, rows):
+    lo = min([info["loadavg_start"][0]] + [a for pair in info.get("child_loadavg", []) for a in pair])
+    hi = max([info["loadavg_start"][0]] + [a for pair in info.get("child_loadavg", []) for a in pair])
     lines = [f"## {info.get('gpu') or info['cpu']} ({info['device']}), {info['date']}", "",
              f"numpy {info['numpy']}, numba {info.get('numba')}, torch {info.get('torch')}, "
              f"cupy {info.get('cupy')}, {info['cores']} cores. Peaks measured in this run: "
              f"{info['peaks']['matmul_gflops']:.0f} GFLOP/s matmul, "
-             f"{info['peaks']['copy_gbps']:.1f} GB/s copy.", "",
-             "ratio = baseline time / our time (> 1: ours is faster)", "",
-             "| op | case | ours (ms) | throughput | % peak | baselines (ms) | ratios |",
-             "|---|---|---:|---:|---:|---|---|"]
+             f"{info['peaks']['copy_gbps']:.1f} GB/s copy. 1-minute load average during the "
+             f"run: {lo:.1f} to {hi:.1f} (above the core count: the machine was shared and "
+             "times are noisy -- compare ratios, and read the spread).", "",
+             f"Each side in its own process, {info['pairs']} alternating round(s) "
+             f"(ours, torch, ours, ...), median of {info['repeats']} calls per round; "
+             "time = median over rounds [min-max over rounds]. "
+             "ratio = baseline time / our time (> 1: ours is faster) [per-round range].", ""]
+    for side, s in info.get("settings", {}).items():
+        lines.append(f"* settings, {side}: {_fmt_settings(s)}")
+    for e in info.get("errors", []):
+        lines.append(f"* failed: {e}")
+    lines += ["", "| op | case | ours (ms) | throughput | % peak | baselines (ms) | ratios |",
+              "|---|---|---:|---:|---:|---|---|"]
+
+    def ms(r, k):
+        lo_, hi_ = r["spread_s"][k]
+        return f"{r['times_s'][k] * 1e3:.3f} [{lo_ * 1e3:.3g}-{hi_ * 1e3:.3g}]"
+
     for r in rows:
         thr = ""
         if "gflops" in r:
@@ -462,19 +623,22 @@ def to_markdown(info, rows):
         elif "images_per_s" in r:
             thr = f"{r['images_per_s']['ours']:.0f} img/s"
         pct = f"{r['pct_peak']:.0f}%" if "pct_peak" in r else ""
-        base = ", ".join(f"{k} {v * 1e3:.3f}" for k, v in r["times_s"].items() if k != "ours")
-        rat = ", ".join(f"{k} {v:.2f}x" for k, v in r["ratios"].items())
-        lines.append(f"| {r['group']} | {r['case']} | {r['times_s']['ours'] * 1e3:.3f} | {thr} "
+        base = ", ".join(f"{k} {ms(r, k)}" for k in r["times_s"] if k != "ours")
+        rat = ", ".join(f"{k} {v:.2f}x" + (f" [{r['ratio_range'][k][0]:.2f}-"
+                                           f"{r['ratio_range'][k][1]:.2f}]"
+                                           if r["ratio_range"].get(k) else "")
+                        for k, v in r["ratios"].items())
+        lines.append(f"| {r['group']} | {r['case']} | {ms(r, 'ours')} | {thr} "
                      f"| {pct} | {base} | {rat} |")
     firsts = [r for r in rows if "first_step_s" in r]
     if firsts:
-        lines += ["", "Time to first training step, each in a fresh process (imports and model "
+        lines += ["", "Time to first training step, each a fresh process (imports and model "
                   "building excluded; JIT compilation or loading Numba's on-disk cache and "
-                  "first allocations included):",
+                  "first allocations included), median over rounds:",
                   "", "| case | ours (s) | torch (s) |", "|---|---:|---:|"]
 
         def sec(v):
-            return "-" if v is None else f"{v:.2f}"
+            return "-" if v is None else f"{v:.3f}"
 
         for r in firsts:
             f = r["first_step_s"]
@@ -517,8 +681,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--suite", default="all", choices=["kernels", "train", "all"])
-    p.add_argument("--quick", action="store_true", help="few small cases: < 2 minutes on a CPU")
-    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--quick", action="store_true", help="few small cases, one round")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per case and round")
+    p.add_argument("--pairs", type=int, default=None,
+                   help="alternating rounds of the ours / torch processes (default 3)")
+    p.add_argument("--models", nargs="*", default=None, choices=list(TRAIN_MODELS),
+                   help="training cases: these models only")
+    p.add_argument("--keep-env", action="store_true",
+                   help="pass the thread-pool variables (OMP_*, ...) on to the children")
+    p.add_argument("--profile", metavar="MODEL", default=None, choices=list(TRAIN_MODELS),
+                   help="break one training step into kernel and framework time, ours and "
+                        "PyTorch's (see benchmarks/profile.py)")
+    p.add_argument("--batch", type=int, default=64, help="batch size for --profile")
     p.add_argument("--out", default=None, help="results directory")
     args = p.parse_args(argv)
     if args.device == "cuda":
@@ -529,7 +703,12 @@ def main(argv=None):
         except Exception as exc:
             print(f"error: --device cuda needs a CUDA GPU with CuPy ({exc})", file=sys.stderr)
             return 2
-    run(args.device, args.suite, args.quick, args.out, args.repeats)
+    if args.profile:
+        from benchmarks.profile import main as profile_main
+
+        return profile_main(args.profile, args.batch, args.device, args.out, args.keep_env)
+    run(args.device, args.suite, args.quick, args.out, args.repeats, args.pairs, args.models,
+        args.keep_env)
     return 0
 
 

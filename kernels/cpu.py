@@ -21,6 +21,9 @@ and 0.2/0.5/0.5):
       0.76/0.77/0.88; ResNet 128@16 layer 48/45/50 (PyTorch 26/22/30).
   v3  (this) per-sample layout cols (N, C*KH*KW, L) and a batched GEMM that writes NCHW
       directly (no reorder pass): 0.43/0.40/0.72 and 0.55/0.55/0.61; ResNet layer 38/42/39.
+  v4  the same kernels on Numba's workqueue threading layer (sleeping pthreads) instead
+      of OpenMP with a process-wide OMP_WAIT_POLICY=passive, which also changed the pool
+      of any other OpenMP user in the process (PyTorch) -- see _choose_threading_layer.
 All kernels are compiled with ``cache=True`` so the JIT cost is paid once per machine.
 """
 from __future__ import annotations
@@ -30,14 +33,32 @@ import functools
 import os
 import threading
 
-# Numba's OpenMP threads otherwise spin after every parallel loop and steal the cores
-# BLAS needs next; passive waiting made LeNet-5 convs 2-3x faster on 2 cores. Read when
-# Numba loads its threading layer (first parallel call), so it is set at import; a
-# user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+import numba
+import numpy as np
+from numba import njit, prange
 
-import numpy as np  # noqa: E402
-from numba import njit, prange  # noqa: E402
+
+def _choose_threading_layer():
+    """Run our parallel loops on Numba's ``workqueue`` layer (plain pthreads that sleep
+    when idle) unless the user chose a layer. Numba's default, OpenMP, keeps its threads
+    spinning after every parallel loop, stealing the cores BLAS needs next (a LeNet-5
+    conv took 11 ms instead of 1.4 on 2 cores). We used to set OMP_WAIT_POLICY=passive
+    here, but that environment variable is process-wide: it also slowed or sped up
+    every other OpenMP user in the process (PyTorch shares the same libgomp), and every
+    child process. Numba's config is read by Numba alone, at its first parallel launch;
+    Numba parallel kernels hold the GIL, so workqueue's one-caller-at-a-time rule holds."""
+    if "NUMBA_THREADING_LAYER" in os.environ or numba.config.THREADING_LAYER != "default":
+        return f"user's choice ({numba.config.THREADING_LAYER})"
+    from numba.np.ufunc import parallel
+
+    if getattr(parallel, "_is_initialized", False):  # a parallel loop already ran
+        return "already launched by another user of Numba"
+    numba.config.THREADING_LAYER = "workqueue"
+    return "workqueue (set by kernels.cpu)"
+
+
+# what kernels.cpu did to its own process's thread pools (reported by the benchmarks)
+THREAD_POLICY = _choose_threading_layer()
 
 from ._common import check_float, check_matmul, conv2d_out_shape, pool2d_out_shape
 

@@ -20,6 +20,13 @@ def test_quick_cpu_run_writes_wellformed_json(tmp_path, capsys):
     for row in data["rows"]:
         assert row["times_s"]["ours"] > 0
         assert all(v > 0 for v in row["ratios"].values())
+        lo, hi = row["spread_s"]["ours"]
+        assert lo <= row["times_s"]["ours"] <= hi
+    # each side ran in its own process and says with which thread settings
+    settings = data["machine"]["settings"]
+    assert settings["ours"]["numba_threading_layer"] == "workqueue"
+    assert "torch_threads" in settings["torch"]
+    assert data["machine"]["errors"] == []
     md = (tmp_path / "results.md").read_text()
     assert md.count("\n| ") >= len(data["rows"])
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
@@ -37,3 +44,37 @@ def test_cuda_without_gpu_is_a_clear_error(capsys):
         pass
     assert main(["--device", "cuda", "--quick"]) == 2
     assert "CUDA GPU" in capsys.readouterr().err
+
+
+def test_children_get_no_thread_pool_settings(monkeypatch):
+    """The parent's OMP_WAIT_POLICY (or any pool variable) must not reach the sides."""
+    from benchmarks import run
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    seen = {}
+
+    def fake_run(cmd, env, **kw):
+        seen.update(env)
+        raise run.subprocess.TimeoutExpired(cmd, 0)
+
+    monkeypatch.setattr(run.subprocess, "run", fake_run)
+    assert "error" in run.run_child({"kind": "train"})
+    assert "OMP_WAIT_POLICY" not in seen
+    run.run_child({"kind": "train"}, keep_env=True)
+    assert seen["OMP_WAIT_POLICY"] == "passive"
+
+
+def test_importing_our_cpu_kernels_leaves_openmp_alone():
+    """kernels.cpu must not set process-wide OpenMP variables (they would change any
+    other library's pool in the same process, PyTorch's included)."""
+    import subprocess
+    import sys
+
+    code = ("import os, numpy as np, kernels.cpu as k; "
+            "k.conv2d_forward(np.ones((2, 1, 5, 5), np.float32), np.ones((1, 1, 3, 3), np.float32)); "
+            "import numba; print(os.environ.get('OMP_WAIT_POLICY'), numba.threading_layer())")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout.split()
+    assert out == ["None", "workqueue"]
