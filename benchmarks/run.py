@@ -444,7 +444,11 @@ def _child(argv):
     """Entry point of a child process: runs one job and prints one JSON line."""
     job = json.loads(argv[0])
     load0 = os.getloadavg()
-    if job["kind"] == "kernels":
+    if job["kind"] == "profile":
+        from benchmarks.profile import child
+
+        res = child(job)
+    elif job["kind"] == "kernels":
         res = child_kernels(job["side"], job["device"], job["quick"], job["repeats"])
     else:
         res = child_train(job["side"], job["device"], job["model"], job["batch"], job["repeats"])

@@ -78,3 +78,20 @@ def test_importing_our_cpu_kernels_leaves_openmp_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, check=True).stdout.split()
     assert out == ["None", "workqueue"]
+
+
+def test_profile_splits_a_step_into_kernel_and_framework_time(tmp_path):
+    from benchmarks.run import main
+
+    assert main(["--profile", "mlp", "--batch", "8", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "profile-mlp-8.json").read_text())
+    ours = next(r for r in res if r["side"] == "ours")
+    assert {"kernels", "Function.apply", "autograd engine (backward)",
+            "optimizer Python"} <= set(ours["categories_s"])
+    # 3 linear layers: 3 forward GEMMs, 2 backward each but none for the input's gradient
+    assert ours["calls_per_step"]["kernels"] == 8
+    assert ours["alloc"]["graph_nodes"] > 0
+    torch_side = [r for r in res if r["side"] == "torch"]
+    if torch_side:
+        assert torch_side[0]["categories_s"]["ATen operators (kernels + dispatch)"] > 0
+    assert "where the time goes" in (tmp_path / "profile-mlp-8.md").read_text()
