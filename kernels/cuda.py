@@ -264,6 +264,11 @@ def matmul(a, b, trans_a=False, trans_b=False):
     m, k, n = check_matmul(a, b, trans_a, trans_b)
     check_float("matmul", a, b)
     xp = _xp(a)
+    if a.dtype == np.float32 and b.dtype == np.float32 and not _simulating():
+        from . import cuda_tf32
+
+        if cuda_tf32.tf32_allowed():  # the user opted in (backends.cuda.matmul.allow_tf32)
+            return cuda_tf32.matmul(a, b, trans_a, trans_b)
     squeeze = a.ndim == 2
     A = a[None] if squeeze else a
     B = b[None] if squeeze else b

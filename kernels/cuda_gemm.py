@@ -1,0 +1,358 @@
+"""The GEMM ladder: five FP32 matmul kernels in Numba CUDA, each a step of the classic
+optimisation path, runnable by name (``LADDER``, also ``kernels.cuda.VERSIONS["matmul"]``)
+and tested under the simulator against kernels.reference.
+
+C[g] = A[g] @ B[g] for (batch, M, K) x (batch, K, N) row-major float arrays; batch on
+grid z. Transposed operands are made contiguous first (these are study versions; the
+production conv/matmul paths of kernels.cuda read transposes in place).
+
+| rung | name | what it adds | global loads per FMA |
+|---|---|---|---|
+| 1 | ``naive`` | one thread per C element, K loop from global memory | 2 |
+| 2 | ``smem_tiled`` | T x T tiles of A and B staged in shared memory | 2/T |
+| 3 | ``regblock2d`` | (today's production kernel) BM x BN block, each thread a TM x TN register tile: TM+TN shared loads per TM*TN FMAs | (1/BM + 1/BN) |
+| 4 | ``vec4_transposed_a`` | each thread fetches 4 consecutive floats per operand per K-step (the 128-bit access pattern), A stored transposed with a padding column so the transposing stores spread over the shared-memory banks; 8x8 register tile | as 3 |
+| 5 | ``double_buffered_warp`` | two shared stages: the next K-tile is fetched into registers while the current one is multiplied (one barrier per step); threads laid out by warp so that a warp covers a compact sub-tile and its shared reads broadcast | as 3 |
+
+About rung 4's "128-bit" loads: Numba has no float4 type, so the four consecutive loads
+are separate ``ld.global.f32`` unless LLVM merges them; the resource table
+(benchmarks/resources.py) counts the vector loads in each kernel's PTX. The TF32
+tensor-core kernel (kernels/cuda_tf32.py, CUDA C++) uses real float4 loads.
+
+Tiles: ``CONFIG[rung]``; tests use tiny ones (the simulator runs every thread as a
+Python thread). ``configure(rung, **params)`` changes one.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from numba import cuda
+
+from . import cuda as _cuda  # noqa: F401  (the simulator's shared-array fix, _xp)
+from ._common import check_float, check_matmul
+
+__all__ = ["LADDER", "CONFIG", "DEFAULT_CONFIG", "configure", "matmul_naive",
+           "matmul_smem_tiled", "matmul_regblock2d", "matmul_vec4_transposed_a",
+           "matmul_double_buffered_warp"]
+
+DEFAULT_CONFIG = {
+    "naive": {"block": 16},
+    "smem_tiled": {"tile": 32},
+    "vec4_transposed_a": {"bm": 128, "bn": 128, "bk": 8, "tm": 8, "tn": 8, "pad": 4},
+    # warp: threads per warp (32 on a GPU; smaller in simulator tests), ln: lanes of a
+    # warp along N (a warp then covers (32/ln)*tm rows by ln*tn columns)
+    "double_buffered_warp": {"bm": 128, "bn": 128, "bk": 8, "tm": 8, "tn": 8, "pad": 4,
+                             "warp": 32, "ln": 4},
+}
+CONFIG = {k: dict(v) for k, v in DEFAULT_CONFIG.items()}
+
+
+def configure(rung, **params):
+    """Set tile parameters of one rung (validated on the next launch)."""
+    if rung not in CONFIG:
+        raise ValueError(f"configure: unknown rung {rung!r}, expected one of {sorted(CONFIG)}")
+    unknown = set(params) - set(CONFIG[rung])
+    if unknown:
+        raise ValueError(f"configure: {rung} has no parameter(s) {sorted(unknown)}")
+    CONFIG[rung].update(params)
+
+
+def _operands(name, a, b, trans_a, trans_b):
+    m, k, n = check_matmul(a, b, trans_a, trans_b)
+    check_float(name, a, b)
+    xp = _cuda._xp(a)
+    A = a[None] if a.ndim == 2 else a
+    B = b[None] if b.ndim == 2 else b
+    if trans_a:
+        A = A.swapaxes(-1, -2)
+    if trans_b:
+        B = B.swapaxes(-1, -2)
+    A, B = xp.ascontiguousarray(A), xp.ascontiguousarray(B)
+    C = xp.empty((A.shape[0], m, n), dtype=a.dtype)
+    return xp, A, B, C, m, n, k, a.ndim == 2
+
+
+def _acc(dtype_name):
+    from numba import float32, float64
+
+    return float64 if dtype_name == "float64" else float32
+
+
+# -- rung 1: naive ----------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _naive_kernel():
+    @cuda.jit
+    def kernel(A, B, C):
+        g = cuda.blockIdx.z
+        col = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x  # x along N: coalesced B, C
+        row = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
+        if row < C.shape[1] and col < C.shape[2]:
+            acc = 0.0
+            for k in range(A.shape[2]):
+                acc += A[g, row, k] * B[g, k, col]
+            C[g, row, col] = acc
+
+    return kernel
+
+
+def matmul_naive(a, b, trans_a=False, trans_b=False):
+    """Rung 1: C[i, j] = sum_k A[i, k] B[k, j], one thread per C element."""
+    xp, A, B, C, m, n, k, squeeze = _operands("matmul_naive", a, b, trans_a, trans_b)
+    t = CONFIG["naive"]["block"]
+    _naive_kernel()[(math.ceil(n / t), math.ceil(m / t), A.shape[0]), (t, t)](A, B, C)
+    return C[0] if squeeze else C
+
+
+# -- rung 2: shared-memory tiles ----------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _smem_kernel(t, dtype_name):
+    acc_t = _acc(dtype_name)
+
+    @cuda.jit
+    def kernel(A, B, C):
+        g = cuda.blockIdx.z
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        row = cuda.blockIdx.y * t + ty
+        col = cuda.blockIdx.x * t + tx
+        M, K, N = A.shape[1], A.shape[2], B.shape[2]
+        As = cuda.shared.array((t, t), dtype=acc_t)
+        Bs = cuda.shared.array((t, t), dtype=acc_t)
+        acc = acc_t(0.0)
+        for k0 in range(0, K, t):
+            As[ty, tx] = A[g, row, k0 + tx] if row < M and k0 + tx < K else 0.0
+            Bs[ty, tx] = B[g, k0 + ty, col] if k0 + ty < K and col < N else 0.0
+            cuda.syncthreads()
+            for kk in range(t):
+                acc += As[ty, kk] * Bs[kk, tx]
+            cuda.syncthreads()
+        if row < M and col < N:
+            C[g, row, col] = acc
+
+    return kernel
+
+
+def matmul_smem_tiled(a, b, trans_a=False, trans_b=False):
+    """Rung 2: T x T tiles of A and B in shared memory; each loaded element is used T times."""
+    xp, A, B, C, m, n, k, squeeze = _operands("matmul_smem_tiled", a, b, trans_a, trans_b)
+    t = CONFIG["smem_tiled"]["tile"]
+    _smem_kernel(t, A.dtype.name)[(math.ceil(n / t), math.ceil(m / t), A.shape[0]), (t, t)](A, B, C)
+    return C[0] if squeeze else C
+
+
+# -- rung 3: today's register-blocked kernel ------------------------------------------------------
+def matmul_regblock2d(a, b, trans_a=False, trans_b=False):
+    """Rung 3: kernels.cuda's production GEMM (BM x BN block, TM x TN register tile per
+    thread, tile set by kernels.cuda.set_tile)."""
+    return _cuda.matmul(a, b, trans_a, trans_b)
+
+
+# -- rungs 4 and 5 ---------------------------------------------------------------------------------
+def _check_vec_config(name, c, nthreads):
+    bm, bn, bk, tm, tn = c["bm"], c["bn"], c["bk"], c["tm"], c["tn"]
+    if bm % tm or bn % tn or bk % 4:
+        raise ValueError(f"{name}: need BM % TM == BN % TN == 0 and BK % 4 == 0, got {c}")
+    if bm * bk != 4 * nthreads or bk * bn != 4 * nthreads:
+        raise ValueError(f"{name}: each thread loads one 4-vector of A and of B per K-step: "
+                         f"need BM*BK == BK*BN == 4 * threads ({nthreads}), got {c}")
+
+
+@cuda.jit(device=True, inline=True)
+def _load4(X, g, r, c, R, Cn, out):
+    """out[0:4] = X[g, r, c:c+4], zero outside (R, Cn); one 16-byte access when in range."""
+    if r < R and c + 3 < Cn:
+        out[0] = X[g, r, c]
+        out[1] = X[g, r, c + 1]
+        out[2] = X[g, r, c + 2]
+        out[3] = X[g, r, c + 3]
+    else:
+        for i in range(4):
+            out[i] = X[g, r, c + i] if r < R and c + i < Cn else 0.0
+
+
+@functools.lru_cache(maxsize=None)
+def _vec4_kernel(bm, bn, bk, tm, tn, pad, dtype_name):
+    acc_t = _acc(dtype_name)
+    threads_n = bn // tn
+    a_per_row = bk // 4   # 4-vectors along K in one row of the A tile
+    b_per_row = bn // 4
+    a_cols = bm + pad     # a compile-time constant (shared array shapes must be)
+
+    @cuda.jit
+    def kernel(A, B, C):
+        g = cuda.blockIdx.z
+        M, K, N = A.shape[1], A.shape[2], B.shape[2]
+        # As is A's tile transposed (k-major) and padded: the 4 transposing stores of a
+        # thread go to 4 rows whose starts are bm+pad apart, i.e. different banks
+        As = cuda.shared.array((bk, a_cols), dtype=acc_t)
+        Bs = cuda.shared.array((bk, bn), dtype=acc_t)
+        acc = cuda.local.array((tm, tn), dtype=acc_t)
+        ra = cuda.local.array(tm, dtype=acc_t)
+        rb = cuda.local.array(tn, dtype=acc_t)
+        va = cuda.local.array(4, dtype=acc_t)
+        vb = cuda.local.array(4, dtype=acc_t)
+        tid = cuda.threadIdx.x
+        ty, tx = tid // threads_n, tid % threads_n
+        row0, col0 = cuda.blockIdx.y * bm, cuda.blockIdx.x * bn
+        a_r, a_k = tid // a_per_row, (tid % a_per_row) * 4
+        b_k, b_c = tid // b_per_row, (tid % b_per_row) * 4
+        for i in range(tm):
+            for j in range(tn):
+                acc[i, j] = 0.0
+        for k0 in range(0, K, bk):
+            _load4(A, g, row0 + a_r, k0 + a_k, M, K, va)
+            _load4(B, g, k0 + b_k, col0 + b_c, K, N, vb)
+            for i in range(4):
+                As[a_k + i, a_r] = va[i]
+                Bs[b_k, b_c + i] = vb[i]
+            cuda.syncthreads()
+            for kk in range(bk):
+                for i in range(tm):
+                    ra[i] = As[kk, ty * tm + i]
+                for j in range(tn):
+                    rb[j] = Bs[kk, tx * tn + j]
+                for i in range(tm):
+                    for j in range(tn):
+                        acc[i, j] += ra[i] * rb[j]
+            cuda.syncthreads()
+        for i in range(tm):
+            r = row0 + ty * tm + i
+            if r < M:
+                for j in range(tn):
+                    c = col0 + tx * tn + j
+                    if c < N:
+                        C[g, r, c] = acc[i, j]
+
+    return kernel
+
+
+def matmul_vec4_transposed_a(a, b, trans_a=False, trans_b=False):
+    """Rung 4: 4-wide operand fetches, A tile stored transposed and padded, 8x8 per thread."""
+    xp, A, B, C, m, n, k, squeeze = _operands("matmul_vec4_transposed_a", a, b, trans_a, trans_b)
+    c = CONFIG["vec4_transposed_a"]
+    nthreads = (c["bm"] // c["tm"]) * (c["bn"] // c["tn"])
+    _check_vec_config("matmul_vec4_transposed_a", c, nthreads)
+    kern = _vec4_kernel(c["bm"], c["bn"], c["bk"], c["tm"], c["tn"], c["pad"], A.dtype.name)
+    kern[(math.ceil(n / c["bn"]), math.ceil(m / c["bm"]), A.shape[0]), nthreads](A, B, C)
+    return C[0] if squeeze else C
+
+
+@functools.lru_cache(maxsize=None)
+def _dbuf_kernel(bm, bn, bk, tm, tn, pad, warp, ln, dtype_name):
+    acc_t = _acc(dtype_name)
+    lm = warp // ln                    # lanes of a warp along M
+    warps_n = (bn // tn) // ln         # warps along N
+    a_per_row, b_per_row = bk // 4, bn // 4
+    a_cols = bm + pad
+
+    @cuda.jit
+    def kernel(A, B, C):
+        g = cuda.blockIdx.z
+        M, K, N = A.shape[1], A.shape[2], B.shape[2]
+        As = cuda.shared.array((2, bk, a_cols), dtype=acc_t)
+        Bs = cuda.shared.array((2, bk, bn), dtype=acc_t)
+        acc = cuda.local.array((tm, tn), dtype=acc_t)
+        ra = cuda.local.array(tm, dtype=acc_t)
+        rb = cuda.local.array(tn, dtype=acc_t)
+        va = cuda.local.array(4, dtype=acc_t)
+        vb = cuda.local.array(4, dtype=acc_t)
+        tid = cuda.threadIdx.x
+        w, lane = tid // warp, tid % warp
+        # warp tiling: warp (wm, wn) owns rows [wm*lm*tm, +lm*tm) and columns
+        # [wn*ln*tn, +ln*tn); within it lane (lane // ln, lane % ln) owns a tm x tn tile
+        trow = ((w // warps_n) * lm + lane // ln) * tm
+        tcol = ((w % warps_n) * ln + lane % ln) * tn
+        row0, col0 = cuda.blockIdx.y * bm, cuda.blockIdx.x * bn
+        a_r, a_k = tid // a_per_row, (tid % a_per_row) * 4
+        b_k, b_c = tid // b_per_row, (tid % b_per_row) * 4
+        for i in range(tm):
+            for j in range(tn):
+                acc[i, j] = 0.0
+        # stage 0 <- K-tile 0
+        _load4(A, g, row0 + a_r, a_k, M, K, va)
+        _load4(B, g, b_k, col0 + b_c, K, N, vb)
+        for i in range(4):
+            As[0, a_k + i, a_r] = va[i]
+            Bs[0, b_k, b_c + i] = vb[i]
+        cuda.syncthreads()
+        ntiles = (K + bk - 1) // bk
+        for t in range(ntiles):
+            cur = t % 2
+            more = t + 1 < ntiles
+            if more:  # fetch the next K-tile into registers; its latency hides behind the FMAs
+                k1 = (t + 1) * bk
+                _load4(A, g, row0 + a_r, k1 + a_k, M, K, va)
+                _load4(B, g, k1 + b_k, col0 + b_c, K, N, vb)
+            for kk in range(bk):
+                for i in range(tm):
+                    ra[i] = As[cur, kk, trow + i]
+                for j in range(tn):
+                    rb[j] = Bs[cur, kk, tcol + j]
+                for i in range(tm):
+                    for j in range(tn):
+                        acc[i, j] += ra[i] * rb[j]
+            if more:
+                # the other stage was last read in step t-1, before that step's barrier
+                for i in range(4):
+                    As[1 - cur, a_k + i, a_r] = va[i]
+                    Bs[1 - cur, b_k, b_c + i] = vb[i]
+            cuda.syncthreads()
+        for i in range(tm):
+            r = row0 + trow + i
+            if r < M:
+                for j in range(tn):
+                    c = col0 + tcol + j
+                    if c < N:
+                        C[g, r, c] = acc[i, j]
+
+    return kernel
+
+
+def matmul_double_buffered_warp(a, b, trans_a=False, trans_b=False):
+    """Rung 5: rung 4 with two shared stages (prefetch into registers) and warp tiling."""
+    xp, A, B, C, m, n, k, squeeze = _operands("matmul_double_buffered_warp", a, b, trans_a,
+                                              trans_b)
+    c = CONFIG["double_buffered_warp"]
+    nthreads = (c["bm"] // c["tm"]) * (c["bn"] // c["tn"])
+    _check_vec_config("matmul_double_buffered_warp", c, nthreads)
+    lm = c["warp"] // c["ln"]
+    if (c["warp"] % c["ln"] or nthreads % c["warp"] or (c["bn"] // c["tn"]) % c["ln"]
+            or (c["bm"] // c["tm"]) % lm):
+        raise ValueError("matmul_double_buffered_warp: the warp layout (warp, ln) must tile "
+                         f"the (BM/TM) x (BN/TN) threads exactly, got {c}")
+    kern = _dbuf_kernel(c["bm"], c["bn"], c["bk"], c["tm"], c["tn"], c["pad"], c["warp"],
+                        c["ln"], A.dtype.name)
+    kern[(math.ceil(n / c["bn"]), math.ceil(m / c["bm"]), A.shape[0]), nthreads](A, B, C)
+    return C[0] if squeeze else C
+
+
+LADDER = {
+    "naive": matmul_naive,
+    "smem_tiled": matmul_smem_tiled,
+    "regblock2d": matmul_regblock2d,
+    "vec4_transposed_a": matmul_vec4_transposed_a,
+    "double_buffered_warp": matmul_double_buffered_warp,
+}
+
+
+def kernels_for_ptx():
+    """(name, python function, Numba signature, threads per block, config) of every ladder
+    kernel at its production configuration, for PTX compilation and the resource table."""
+    from numba import float32, types
+
+    a3 = types.Array(float32, 3, "C")
+    sig = (a3, a3, a3)
+    out = [("gemm naive", _naive_kernel().py_func, sig, CONFIG["naive"]["block"] ** 2)]
+    t = DEFAULT_CONFIG["smem_tiled"]["tile"]
+    out.append(("gemm smem_tiled", _smem_kernel(t, "float32").py_func, sig, t * t))
+    c = DEFAULT_CONFIG["vec4_transposed_a"]
+    nt = (c["bm"] // c["tm"]) * (c["bn"] // c["tn"])
+    out.append(("gemm vec4_transposed_a", _vec4_kernel(c["bm"], c["bn"], c["bk"], c["tm"], c["tn"],
+                                                       c["pad"], "float32").py_func, sig, nt))
+    c = DEFAULT_CONFIG["double_buffered_warp"]
+    nt = (c["bm"] // c["tm"]) * (c["bn"] // c["tn"])
+    out.append(("gemm double_buffered_warp",
+                _dbuf_kernel(c["bm"], c["bn"], c["bk"], c["tm"], c["tn"], c["pad"], c["warp"],
+                             c["ln"], "float32").py_func, sig, nt))
+    return out

@@ -1,0 +1,183 @@
+"""The GPU GEMM ladder (kernels.cuda_gemm), the TF32 tensor-core GEMM (kernels.cuda_tf32)
+and the sm_90 resource table, all checked without a GPU:
+
+* every ladder rung runs under Numba's simulator (tiny tiles: the simulator runs each
+  thread as a Python thread) against kernels.reference, on shapes that are not
+  multiples of the tiles, batched and transposed, float32 and float64;
+* the TF32 kernel's CUDA source compiles for sm_90 with NVRTC; its fragment layout is
+  compared with the PTX ISA's, and a NumPy model of the kernel (its index expressions,
+  the ISA's MMA) computes A @ B to TF32 accuracy;
+* ptxas reports every production kernel spill-free (benchmarks/resources.py).
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kernels.reference as R
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL = {"naive": {"block": 4}, "smem_tiled": {"tile": 4},
+         "vec4_transposed_a": {"bm": 16, "bn": 16, "bk": 4, "tm": 4, "tn": 4, "pad": 1},
+         "double_buffered_warp": {"bm": 16, "bn": 16, "bk": 4, "tm": 4, "tn": 4, "pad": 1,
+                                  "warp": 4, "ln": 2}}
+
+
+@pytest.fixture
+def ladder():
+    import kernels.cuda as K
+    import kernels.cuda_gemm as G
+
+    saved = {k: dict(v) for k, v in G.CONFIG.items()}
+    for rung, params in SMALL.items():
+        G.configure(rung, **params)
+    K.set_tile(8, 8, 4, 2, 2)
+    yield G
+    for rung, params in saved.items():
+        G.configure(rung, **params)
+    K.set_tile(*K.DEFAULT_TILE)
+
+
+RUNGS = ["naive", "smem_tiled", "regblock2d", "vec4_transposed_a", "double_buffered_warp"]
+
+
+@pytest.mark.parametrize("rung", RUNGS)
+@pytest.mark.parametrize("shape,batch,trans", [((5, 7, 9), 0, (False, False)),
+                                               ((19, 13, 21), 0, (False, True)),
+                                               ((6, 4, 3), 2, (True, True))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ladder_rung_matches_reference(ladder, rung, shape, batch, trans, dtype):
+    m, k, n = shape
+    rng = np.random.default_rng(m * 100 + k)
+    lead = (batch,) if batch else ()
+    a = rng.standard_normal(lead + ((k, m) if trans[0] else (m, k))).astype(dtype)
+    b = rng.standard_normal(lead + ((n, k) if trans[1] else (k, n))).astype(dtype)
+    got = ladder.LADDER[rung](a, b, *trans)
+    want = R.matmul(a, b, *trans)
+    assert got.shape == want.shape and got.dtype == dtype
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.sqrt(k))
+
+
+def test_ladder_is_registered_and_runnable_by_name():
+    import kernels.cuda as K
+    import kernels.cuda_gemm as G
+
+    assert list(G.LADDER) == RUNGS
+    versions = getattr(K, "VERSIONS", {}).get("matmul")
+    if versions is not None:
+        assert set(RUNGS) <= set(versions)
+
+
+def test_ladder_rejects_a_tile_its_threads_cannot_load(ladder):
+    ladder.configure("vec4_transposed_a", bk=8)
+    with pytest.raises(ValueError, match="4-vector"):
+        ladder.matmul_vec4_transposed_a(np.ones((4, 4), np.float32), np.ones((4, 4), np.float32))
+    with pytest.raises(ValueError, match="unknown rung"):
+        ladder.configure("fastest", tile=1)
+
+
+# -- TF32 -------------------------------------------------------------------------------------
+def test_tf32_fragments_are_the_ptx_isa_layout():
+    import kernels.cuda_tf32 as T
+
+    for frag, isa, n in ((T.A_FRAG, T.isa_a, 4), (T.B_FRAG, T.isa_b, 2), (T.C_FRAG, T.isa_c, 4)):
+        cells = set()
+        for lane in range(32):
+            for i in range(n):
+                rc = tuple(T._frag_index(e, lane) for e in frag[i])
+                assert rc == isa(lane, i), (frag, lane, i)
+                cells.add(rc)
+        assert len(cells) == 32 * n  # every element of the tile is held by exactly one lane
+
+
+def test_round_tf32_keeps_ten_mantissa_bits():
+    import kernels.cuda_tf32 as T
+
+    x = np.array([1.0, 1 + 2 ** -10, 1 + 2 ** -11, 1 + 2 ** -12, -(1 + 2 ** -11), 3.0e-3],
+                 np.float32)
+    r = T.round_tf32(x)
+    assert r[0] == 1.0 and r[1] == 1 + 2 ** -10
+    assert r[2] == 1 + 2 ** -10 and r[4] == -(1 + 2 ** -10)  # a tie rounds away from zero
+    assert r[3] == 1.0
+    assert abs(r[5] - x[5]) <= x[5] * 2 ** -11
+
+
+@pytest.mark.parametrize("shape", [(20, 24, 12), (70, 9, 66)])
+def test_tf32_kernel_model_computes_the_product(shape):
+    import kernels.cuda_tf32 as T
+
+    m, k, n = shape
+    rng = np.random.default_rng(k)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    got = T.emulate(a, b)
+    exact = a.astype(np.float64) @ b
+    assert np.linalg.norm(got - exact) / np.linalg.norm(exact) < 1e-3
+    # the only error is the TF32 rounding of the operands
+    np.testing.assert_allclose(got, T.round_tf32(a).astype(np.float64) @ T.round_tf32(b),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_tf32_kernel_compiles_for_sm90_with_nvrtc():
+    import kernels.cuda_tf32 as T
+
+    try:
+        from cuda.bindings import nvrtc  # noqa: F401
+        from benchmarks.resources import nvrtc_ptx
+        ptx = nvrtc_ptx(T.SOURCE)
+    except ImportError as e:
+        pytest.skip(f"NVRTC not available here: {e}"[:200])
+    assert ptx.count("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32") == 2 * T.MI * T.NI
+    assert "cvt.rna.tf32.f32" in ptx and "ld.global.nc.v4.f32" in ptx
+
+
+def test_tf32_only_when_allowed(monkeypatch):
+    import kernels.cuda as K
+    import kernels.cuda_tf32 as T
+    import tinygrad_k  # noqa: F401
+
+    assert T.tf32_allowed() is False  # nothing loaded or the default: off
+    flags = type(sys)("tinygrad_k.backends.cuda")
+    flags.matmul = type("M", (), {"allow_tf32": True})()
+    monkeypatch.setitem(sys.modules, "tinygrad_k.backends.cuda", flags)
+    assert T.tf32_allowed() is True
+    calls = []
+    monkeypatch.setattr(T, "matmul", lambda *a, **k: calls.append(1))
+    a = np.ones((3, 4), np.float32)
+    K.matmul(a, a.T.copy())  # the simulator: NumPy arrays never take the CuPy TF32 path
+    assert calls == []
+    monkeypatch.setattr(K, "_simulating", lambda: False)
+    monkeypatch.setattr(K, "_xp", lambda arr: np)
+    K.matmul(a, a.T.copy())
+    assert calls == [1]
+    K.matmul(a.astype(np.float64), a.T.astype(np.float64))  # float64: never TF32
+    assert calls == [1]
+
+
+# -- resources ----------------------------------------------------------------------------------
+def test_resource_table_production_kernels_do_not_spill(tmp_path):
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.resources", "--out", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    missing = ("DynamicLibNotFound", "NvvmSupportError", "libnvvm", "NVVM", "no ptxas",
+               "No module named 'cuda")
+    if proc.returncode and any(m in proc.stderr for m in missing):
+        pytest.skip("no NVVM/NVRTC/ptxas here: " + proc.stderr.strip().splitlines()[-1][:200])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    rows = json.loads((tmp_path / "resources.json").read_text())
+    names = {r["kernel"] for r in rows}
+    assert {"gemm matmul (regblock2d)", "conv input gradient", "maxpool forward",
+            "gemm double_buffered_warp (ladder)"} <= names
+    assert any("TF32" in n for n in names)
+    for r in rows:
+        assert 0 < r["registers"] <= 255 and 0 < r["occupancy"] <= 1
+        if r["production"]:
+            assert r["spill_stores"] == 0 and r["spill_loads"] == 0, r
+    assert "| kernel |" in (tmp_path / "resources.md").read_text()
