@@ -27,3 +27,84 @@ settings.register_profile("dev", deadline=None, max_examples=25,
 settings.register_profile("ci", deadline=None, max_examples=25, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow], print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+# -- Function coverage: which ops the gradcheck and PyTorch-parity suites differentiate ----
+# Tests marked `gradcheck` (float64 finite differences) or `parity` (forward and gradients
+# against PyTorch) record every Function class that builds a graph node while they run;
+# tests/test_function_coverage.py, moved to the end of the session, fails for any Function
+# subclass in the package that neither kind of test exercised.
+import pytest  # noqa: E402
+
+COVERAGE_KINDS = ("gradcheck", "parity")
+_COVERAGE = pytest.StashKey[dict]()
+
+
+def pytest_configure(config):
+    config.stash[_COVERAGE] = {"covered": {k: set() for k in COVERAGE_KINDS},
+                               "selected": {k: 0 for k in COVERAGE_KINDS},
+                               "deselected": {k: 0 for k in COVERAGE_KINDS}}
+
+
+def _kinds(item):
+    return [k for k in COVERAGE_KINDS if item.get_closest_marker(k) is not None]
+
+
+def pytest_collection_modifyitems(config, items):
+    state = config.stash[_COVERAGE]
+    for item in items:
+        for k in _kinds(item):
+            state["selected"][k] += 1
+    # the coverage check reads what the marked tests recorded, so it runs after them
+    last = [i for i in items if i.path.name == "test_function_coverage.py"]
+    items[:] = [i for i in items if i.path.name != "test_function_coverage.py"] + last
+
+
+def pytest_deselected(items):
+    if not items:
+        return
+    state = items[0].config.stash[_COVERAGE]
+    for item in items:
+        for k in _kinds(item):
+            state["deselected"][k] += 1
+
+
+@pytest.fixture(autouse=True)
+def _record_function_coverage(request):
+    kinds = _kinds(request.node)
+    if not kinds:
+        yield
+        return
+    from tinygrad_k.autograd import Function
+
+    covered = [request.config.stash[_COVERAGE]["covered"][k] for k in kinds]
+    # every class that defines its own apply (Function, and e.g. ToDevice) is wrapped
+    owners, todo = [], [Function]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if "apply" in vars(cls):
+            owners.append((cls, vars(cls)["apply"]))
+
+    def recording(apply):
+        def recording_apply(cls, *args, **kwargs):
+            out = apply.__func__(cls, *args, **kwargs)
+            if getattr(out, "requires_grad", False):  # a graph node: its backward runs
+                for s in covered:
+                    s.add(cls)
+            return out
+        return classmethod(recording_apply)
+
+    for cls, apply in owners:
+        setattr(cls, "apply", recording(apply))
+    try:
+        yield
+    finally:
+        for cls, apply in owners:
+            setattr(cls, "apply", apply)
+
+
+@pytest.fixture
+def function_coverage(request):
+    """{"covered": {kind: set of Function classes}, "selected"/"deselected": {kind: count}}."""
+    return request.config.stash[_COVERAGE]

@@ -14,6 +14,7 @@ from tinygrad_k.ops import nn as N
 
 CPU = get_backend("cpu")
 SET = settings(max_examples=12, deadline=None)
+pytestmark = pytest.mark.gradcheck
 
 
 def leaf(arr):
@@ -283,3 +284,43 @@ def test_dropout_gradient_is_the_mask():
     np.testing.assert_allclose(x.grad.numpy(), mask)
     np.testing.assert_allclose(y.numpy(), x.numpy() * mask)
     assert tk.gradcheck(lambda t: N.Dropout.apply(t, 0.3, u) * t, (x,))
+
+
+@SET
+@given(st.integers(1, 4), st.integers(1, 4), st.sampled_from(["mean", "sum", "none"]), seeds)
+def test_binary_cross_entropy(n, c, reduction, seed):
+    rng = np.random.default_rng(seed)
+    y, w = tk.tensor(rng.uniform(0, 1, (n, c))), tk.tensor(rng.uniform(0.5, 1.5, (n, c)))
+    pw = tk.tensor(rng.uniform(0.5, 2.0, (c,)))
+    check(lambda z: F.binary_cross_entropy(z.sigmoid(), y, w, reduction), make(rng, (n, c)))
+    check(lambda z: F.binary_cross_entropy_with_logits(z * 3, y, w, reduction, pw),
+          make(rng, (n, c), "transposed"))
+
+
+@SET
+@given(st.integers(1, 4), st.integers(1, 3), st.sampled_from([(), (3,), (2, 2)]), seeds)
+def test_batch_norm_eval(n, c, spatial, seed):
+    rng = np.random.default_rng(seed)
+    mean, var = tk.tensor(rng.standard_normal(c)), tk.tensor(rng.uniform(0.5, 2.0, c))
+    check(lambda x, g, b: F.batch_norm(x, mean, var, g, b, training=False),
+          make(rng, (n, c) + spatial), make(rng, (c,)), make(rng, (c,)))
+
+
+@SET
+@given(st.integers(1, 5), st.integers(1, 3), seeds)
+def test_embedding(rows, dim, seed):
+    """Indices repeat, so the scatter-add of dW must accumulate. (``padding_idx`` withholds
+    its row's gradient on purpose, as PyTorch: not a derivative, so it is checked against
+    PyTorch in test_op_parity.py instead.)"""
+    rng = np.random.default_rng(seed)
+    idx = tk.tensor(rng.integers(0, rows, (2, 4)))
+    check(lambda w: F.embedding(idx, w), make(rng, (rows, dim)))
+
+
+def test_to_device_and_cast():
+    """The round trip through the (simulated) cuda device, and a float32 cast: eps 1e-3
+    keeps float32 rounding (~1e-7) far below the finite-difference signal."""
+    x = leaf(np.random.default_rng(0).standard_normal((3, 4)))
+    assert tk.gradcheck(lambda t: (t.to("cuda") * t.to("cuda")).to("cpu"), (x,))
+    assert tk.gradcheck(lambda t: t.to(dtype=tk.float32).to(dtype=tk.float64) * t, (x,),
+                        eps=1e-3, atol=1e-3)

@@ -5,8 +5,10 @@ import pytest
 
 import tinygrad_k as tk
 from tinygrad_k.nn import functional as F
+from tinygrad_k.ops import nn as _Ops
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.parity
 TF = torch.nn.functional
 
 
@@ -128,7 +130,48 @@ CASES = {
                    [((2, 3, 9, 8), N)]),
     "avg_pool2d": (lambda a: F.avg_pool2d(a, 2), lambda a: TF.avg_pool2d(a, 2),
                    [((2, 3, 9, 8), N)]),
+    "bias_relu": (lambda x, b: F.bias_relu(x, b), lambda x, b: torch.relu(x + b.view(1, -1, 1, 1)),
+                  [((2, 3, 4, 2), "away"), ((3,), N)]),
+    "cast": (lambda a: (a.to(dtype=tk.float64) ** 2).to(dtype=tk.float32),
+             lambda a: (a.to(torch.float64) ** 2).to(torch.float32), [((3, 4), N)]),
+    "to_device": (lambda a: (a.to("cuda") * 2).to("cpu"), lambda a: a * 2, [((3, 4), N)]),
+    "dropout": (lambda a: _Ops.Dropout.apply(a, 0.3, _U), lambda a: a * _torch_mask(0.3),
+                [((4, 5), N)]),
+    "binary_cross_entropy": (
+        lambda a: F.binary_cross_entropy(a.sigmoid(), tk.tensor(_Y), tk.tensor(_W)),
+        lambda a: TF.binary_cross_entropy(a.sigmoid(), torch.tensor(_Y), torch.tensor(_W)),
+        [((4, 5), N)]),
+    "bce_with_logits": (
+        lambda a: F.binary_cross_entropy_with_logits(a * 3, tk.tensor(_Y), reduction="sum",
+                                                     pos_weight=tk.tensor(_W[0])),
+        lambda a: TF.binary_cross_entropy_with_logits(a * 3, torch.tensor(_Y), reduction="sum",
+                                                      pos_weight=torch.tensor(_W[0])),
+        [((4, 5), N)]),
+    "batch_norm_train": (lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+                         lambda x, w, b: TF.batch_norm(x, None, None, w, b, training=True),
+                         [((4, 3, 2, 2), N), ((3,), N), ((3,), N)]),
+    "batch_norm_eval": (
+        lambda x, w, b: F.batch_norm(x, tk.tensor(_W[0, :3]), tk.tensor(_W[1, :3] + 0.5), w, b),
+        lambda x, w, b: TF.batch_norm(x, torch.tensor(_W[0, :3]),
+                                      torch.tensor(_W[1, :3] + 0.5), w, b),
+        [((4, 3, 5), N), ((3,), N), ((3,), N)]),
+    "layer_norm": (lambda x, w, b: F.layer_norm(x, (3, 4), w, b),
+                   lambda x, w, b: TF.layer_norm(x, (3, 4), w, b),
+                   [((2, 3, 4), N), ((3, 4), N), ((3, 4), N)]),
+    "embedding": (lambda w: F.embedding(tk.tensor(_IDX), w, padding_idx=1),
+                  lambda w: TF.embedding(torch.tensor(_IDX), w, padding_idx=1), [((5, 3), N)]),
 }
+
+# constants of the cases above (targets, weights, indices, a dropout draw)
+_R = np.random.default_rng(7)
+_Y = _R.uniform(0, 1, (4, 5)).astype(np.float32)
+_W = _R.uniform(0.5, 1.5, (4, 5)).astype(np.float32)
+_IDX = np.array([[0, 1, 4], [4, 4, 2]])
+_U = _R.uniform(0, 1, (4, 5)).astype(np.float32)
+
+
+def _torch_mask(p):
+    return torch.tensor((_U >= p) / (1 - p), dtype=torch.float32)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
