@@ -285,7 +285,8 @@ def test_loader_per_sample_path_matches_vectorised():
     loader = D.DataLoader(PerSample(7), batch_size=3, shuffle=True, seed=0)
     tensor_loader = D.DataLoader(_tensor_ds(7), batch_size=3, shuffle=True, seed=0)
     for (x, y), (_, y2) in zip(loader, tensor_loader):
-        assert x.dtype == np.float32 and x.shape == (len(y.numpy()), 2, 3)
+        # dtypes are kept, as torch's default_collate does (float64 samples: float64 batch)
+        assert x.dtype == np.float64 and x.shape == (len(y.numpy()), 2, 3)
         np.testing.assert_array_equal(y.numpy(), 10 * y2.numpy())
         np.testing.assert_array_equal(x.numpy()[:, 0, 0] * 10, y.numpy())
 
@@ -433,6 +434,7 @@ def test_subset_and_random_split():
     with pytest.raises(IndexError, match="out of range"):
         D.Subset(ds, [10])
     parts = D.random_split(ds, [6, 4], seed=1)
+    assert all(isinstance(p, D.Subset) for p in parts)
     idx = np.concatenate([p.indices for p in parts])
     assert [len(p) for p in parts] == [6, 4] and sorted(idx.tolist()) == list(range(10))
     np.testing.assert_array_equal(idx, np.concatenate([p.indices for p in

@@ -35,7 +35,7 @@ def __getattr__(name):
     # heavier subpackages load on first use so `import tinygrad_k` stays fast
     import importlib
 
-    if name in ("nn", "optim", "data", "models", "viz", "io"):
+    if name in ("nn", "optim", "data", "models", "viz", "io", "distributed"):
         return importlib.import_module(f"{__name__}.{name}")
     if name in ("save", "load"):
         return getattr(importlib.import_module(f"{__name__}.io"), name)

@@ -12,17 +12,22 @@ instead of a Python loop over samples, and their transforms run batch-wise.
         loader.set_epoch(epoch)          # the order depends only on (seed, epoch)
         for x, y in loader: ...
 """
-from .dataset import (ArrayDataset, Dataset, SeriesWindows, Subset, TensorDataset, class_subset,
-                      fetch_batch, labels_of, random_split)
+from .dataset import (ArrayDataset, ConcatDataset, Dataset, SeriesWindows, Subset, TensorDataset,
+                      class_subset, fetch_batch, labels_of, random_split)
 from .datasets import (CIFAR10, DATASET_NAMES, MNIST, FashionMNIST, SyntheticImages,
                        candidate_roots, default_root, load_dataset, make_data, make_series,
                        read_idx, read_series_csv)
-from .loader import DataLoader, collate
+from .loader import (DataLoader, WorkerInfo, collate, default_collate, default_convert,
+                     get_worker_info)
+from .sampler import (BatchSampler, DistributedSampler, RandomSampler, Sampler,
+                      SequentialSampler, SubsetRandomSampler, WeightedRandomSampler)
 from .transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip, ToFloat
 
-__all__ = ["Dataset", "TensorDataset", "ArrayDataset", "Subset", "SeriesWindows",
+__all__ = ["Dataset", "TensorDataset", "ArrayDataset", "Subset", "ConcatDataset", "SeriesWindows",
            "class_subset", "random_split", "fetch_batch", "labels_of", "DataLoader", "collate",
-           "FashionMNIST", "MNIST", "CIFAR10", "SyntheticImages", "load_dataset", "read_idx",
-           "candidate_roots", "default_root", "DATASET_NAMES", "make_data", "make_series",
-           "read_series_csv",
-           "Compose", "ToFloat", "Normalize", "RandomCrop", "RandomHorizontalFlip"]
+           "default_collate", "default_convert", "get_worker_info", "WorkerInfo", "Sampler",
+           "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler",
+           "BatchSampler", "DistributedSampler", "FashionMNIST", "MNIST", "CIFAR10",
+           "SyntheticImages", "load_dataset", "read_idx", "read_series_csv", "candidate_roots",
+           "default_root", "DATASET_NAMES", "make_data", "make_series", "Compose", "ToFloat",
+           "Normalize", "RandomCrop", "RandomHorizontalFlip"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Dataset", "TensorDataset", "ArrayDataset", "Subset", "SeriesWindows", "fetch_batch",
-           "labels_of", "class_subset", "random_split"]
+__all__ = ["Dataset", "TensorDataset", "ArrayDataset", "Subset", "ConcatDataset", "SeriesWindows",
+           "fetch_batch", "labels_of", "class_subset", "random_split"]
 
 
 class Dataset:
@@ -25,6 +25,9 @@ class Dataset:
 
     def __getitem__(self, i):
         raise NotImplementedError(f"{type(self).__name__} must implement __getitem__")
+
+    def __add__(self, other):
+        return ConcatDataset([self, other])
 
 
 def _as_numpy(a, who):
@@ -203,15 +206,94 @@ def class_subset(dataset, classes=(0, 6)):
     return Subset(dataset, keep, label_map=label_map)
 
 
-def random_split(dataset, lengths, seed=0):
-    """Split ``dataset`` into non-overlapping ``Subset``s of the given lengths (which must sum
-    to ``len(dataset)``), by a permutation drawn from ``numpy.random.default_rng(seed)``."""
-    lengths = [int(n) for n in lengths]
-    if any(n < 0 for n in lengths) or sum(lengths) != len(dataset):
-        raise ValueError(f"random_split: lengths {lengths} must be >= 0 and sum to the "
-                         f"dataset's length {len(dataset)}")
-    perm = np.random.default_rng(seed).permutation(len(dataset))
-    cuts = np.cumsum([0] + lengths)
+class ConcatDataset(Dataset):
+    """The datasets one after another: index ``i`` of the whole reads dataset ``k`` at
+    ``i - cumulative_sizes[k - 1]`` (as ``torch.utils.data.ConcatDataset``).
+
+    ``get_batch`` groups a batch's indices by dataset (one ``fetch_batch`` each) and puts the
+    rows back in the asked order, so concatenated array datasets keep the fast path.
+    """
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        if len(self.datasets) == 0:
+            raise ValueError("ConcatDataset: datasets should not be an empty iterable")
+        for d in self.datasets:
+            if not hasattr(d, "__len__"):
+                raise TypeError(f"ConcatDataset does not support {type(d).__name__} (a "
+                                "dataset without len)")
+        self.cumulative_sizes = np.cumsum([len(d) for d in self.datasets]).tolist()
+
+    def __len__(self):
+        return self.cumulative_sizes[-1]
+
+    def _locate(self, idx):
+        n = len(self)
+        if idx < 0:
+            if -idx > n:
+                raise ValueError("absolute value of index should not exceed dataset length")
+            idx += n
+        if idx >= n:
+            raise IndexError(f"ConcatDataset: index {idx} out of range for length {n}")
+        k = int(np.searchsorted(self.cumulative_sizes, idx, side="right"))
+        return k, idx - (self.cumulative_sizes[k - 1] if k > 0 else 0)
+
+    def __getitem__(self, idx):
+        k, local = self._locate(int(idx))
+        return self.datasets[k][local]
+
+    def get_batch(self, idx):
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"ConcatDataset: indices span [{idx.min()}, {idx.max()}], out of "
+                             f"range for length {n}")
+        idx = idx % n
+        which = np.searchsorted(self.cumulative_sizes, idx, side="right")
+        starts = np.concatenate([[0], self.cumulative_sizes[:-1]])
+        positions, parts = [], []
+        for k in np.unique(which).tolist():
+            sel = np.flatnonzero(which == k)
+            positions.append(sel)
+            parts.append(fetch_batch(self.datasets[k], idx[sel] - starts[k]))
+        inverse = np.argsort(np.concatenate(positions), kind="stable")
+        return tuple(np.concatenate([p[f] for p in parts])[inverse]
+                     for f in range(len(parts[0])))
+
+
+def random_split(dataset, lengths, generator=None, *, seed=None):
+    """Split ``dataset`` into non-overlapping ``Subset``s, as ``torch.utils.data.random_split``.
+
+    ``lengths``: sizes summing to ``len(dataset)``, or fractions summing to 1 (each part gets
+    ``floor(n * f)``, the remainder is dealt one by one round-robin from the first part).
+    The permutation comes from ``generator`` (a framework or NumPy generator; default: the
+    global one, so ``manual_seed`` fixes it), or from ``numpy.random.default_rng(seed)``.
+    """
+    import math
+    import warnings
+
+    from .sampler import _numpy_rng
+
+    n = len(dataset)
+    lengths = list(lengths)
+    if math.isclose(sum(lengths), 1) and sum(lengths) <= 1 and \
+            all(0 <= f <= 1 for f in lengths) and not all(isinstance(f, int) for f in lengths):
+        sizes = [int(math.floor(n * f)) for f in lengths]
+        for i in range(n - sum(sizes)):
+            sizes[i % len(sizes)] += 1
+        for i, size in enumerate(sizes):
+            if size == 0:
+                warnings.warn(f"Length of split at index {i} is 0. This might result in an "
+                              "empty dataset.", stacklevel=2)
+        lengths = sizes
+    if any(int(x) != x or x < 0 for x in lengths) or sum(lengths) != n:
+        raise ValueError(f"random_split: sum of input lengths {lengths} does not equal the "
+                         f"length of the input dataset ({n}); lengths must be >= 0 and sum "
+                         f"to {n}, or be fractions that sum to 1")
+    rng = np.random.default_rng(seed) if seed is not None else _numpy_rng(generator,
+                                                                          "random_split")
+    perm = rng.permutation(n)
+    cuts = np.cumsum([0] + [int(x) for x in lengths])
     return [Subset(dataset, perm[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
 
 
