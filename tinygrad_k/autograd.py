@@ -235,6 +235,10 @@ def run_backward(root, grad, retain_graph=False, trace=None):
             else:
                 node.grad = Tensor._wrap(node.grad._array + g, node.backend, False)
         if ctx is None:
+            # torch's post-accumulate-grad hooks: the leaf's .grad is final for this backward
+            # (DistributedDataParallel launches its bucket reductions from here)
+            for hook in tuple(getattr(node, "_post_accumulate_grad_hooks", None) or ()):
+                hook(node)
             continue
         if ctx.freed:
             raise RuntimeError(

@@ -128,6 +128,9 @@ def build_parser():
                    help="use only the first N test samples")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    t.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of an MPI launcher (detected by itself "
+                        "under mpiexec); --batch-size is then the global batch")
 
     e = sub.add_parser("eval", help="test accuracy / loss of a checkpoint")
     e.add_argument("--checkpoint", required=True)
@@ -152,6 +155,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
+            from .distributed import training as dtrain
+
+            if dtrain.wanted(args):
+                return _train_distributed(args, dtrain)
             return train(args)
         if args.command == "eval":
             return evaluate_checkpoint(args)
@@ -286,7 +293,23 @@ def _check_fits(model, cfg, test_set, device):
 
 
 # -- the commands ----------------------------------------------------------------------------
-def train(args):
+def _train_distributed(args, dtrain):
+    dt = dtrain.DistributedTraining(args.device)
+    dt.quiet_unless_main()
+    try:
+        return train(args, dt)
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        dt.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        dt.close()
+
+
+def train(args, dist_run=None):
+    """The ``train`` command; ``dist_run`` (a ``distributed.training.DistributedTraining``)
+    makes it one rank of a data-parallel run."""
     from . import random as R
     from .data import DataLoader, make_data
     from .io import load
@@ -305,12 +328,15 @@ def train(args):
                            else os.path.join("runs", cfg["model"]))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f"--out {out_dir}: is a file, expected a folder for the run")
+    main_rank = dist_run is None or dist_run.is_main
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        if main_rank:
+            os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--out {out_dir}: cannot create the run folder ({exc.strerror})") \
             from None
-    ckpt_path = os.path.join(out_dir, "checkpoint.npz")
+    # only rank 0 writes the checkpoint (the trainer skips saving without a path)
+    ckpt_path = os.path.join(out_dir, "checkpoint.npz") if main_rank else None
 
     R.manual_seed(cfg["seed"])
     train_set, test_set, in_shape, num_classes, names = make_data(
@@ -324,18 +350,28 @@ def train(args):
         raise UsageError(f"--model {cfg['model']} cannot take --dataset {cfg['dataset']}: "
                          f"{exc}") from None
     _check_fits(model, cfg, test_set, args.device)
+    if dist_run is not None:
+        dist_run.wrap(model)  # rank 0's initial weights on every rank
     opt = make_optimizer(cfg["optimizer"], model.parameters(), cfg["lr"], cfg["momentum"],
                          cfg["weight_decay"])
-    loader = DataLoader(train_set, batch_size=cfg["batch_size"], shuffle=True, seed=cfg["seed"])
+    if dist_run is not None:
+        loader = dist_run.loader(train_set, cfg["batch_size"], cfg["seed"])
+    else:
+        loader = DataLoader(train_set, batch_size=cfg["batch_size"], shuffle=True,
+                            seed=cfg["seed"])
     sched, per_batch = make_scheduler(cfg["scheduler"], opt, cfg["lr"], cfg["epochs"],
                                       len(loader))
     config = {k: cfg[k] for k in ("model", "dataset", "in_shape", "num_classes", "task",
                                   "epochs", "batch_size", "lr", "optimizer", "momentum",
                                   "weight_decay", "seed", "scheduler", "class_names",
                                   "limit_train", "limit_test", "classes")}
+    if dist_run is not None:
+        config["world_size"] = dist_run.world_size
     state = TrainState(model, opt, sched, per_batch, loader, test_set, task=cfg["task"],
                        epochs=cfg["epochs"], device=args.device, ckpt_path=ckpt_path,
-                       config=config, progress=not args.no_progress)
+                       config=config, progress=not args.no_progress and main_rank)
+    if dist_run is not None:
+        state.callbacks.append(dist_run)
     if ck is not None:
         try:
             restore_checkpoint(state, ck)
@@ -344,11 +380,13 @@ def train(args):
                              f"({type(exc).__name__}: {exc})") from None
         print(f"resumed from {args.resume} at epoch {state.epoch + 1}, batch {state.step}")
 
+    ranks = "" if dist_run is None else \
+        f" over {dist_run.world_size} ranks ({cfg['batch_size'] // dist_run.world_size} per rank)"
     print(f"training {cfg['model']} on {cfg['dataset']} ({len(train_set)} train / "
           f"{len(test_set)} test samples) for {cfg['epochs']} epochs on {args.device}, "
-          f"{cfg['optimizer']} lr={cfg['lr']}, batch {cfg['batch_size']}")
+          f"{cfg['optimizer']} lr={cfg['lr']}, batch {cfg['batch_size']}{ranks}")
     rc = fit(state)
-    if rc:
+    if rc or not main_rank:
         return rc
     history = state.history
     metrics_path = write_metrics(out_dir, config, history)

@@ -57,6 +57,17 @@ def _default_dtype(arr_dtype):
     return arr_dtype
 
 
+class _HookHandle:
+    """``handle.remove()`` unregisters a hook (torch's RemovableHandle)."""
+
+    def __init__(self, hooks, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self):
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
 @register_tensor_type
 class Tensor:
     """An n-dimensional array with reverse-mode autograd.
@@ -67,7 +78,7 @@ class Tensor:
     """
 
     __slots__ = ("_array", "grad", "requires_grad", "_ctx", "_backend", "_retains_grad", "name",
-                 "__weakref__")
+                 "_post_accumulate_grad_hooks", "__weakref__")
     __array_priority__ = 1000  # numpy scalars defer to our reflected operators
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
@@ -263,6 +274,21 @@ class Tensor:
         """Keep ``.grad`` on this non-leaf tensor during backward (for inspection)."""
         self._retains_grad = True
         return self
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` each time backward has accumulated this leaf's ``.grad``
+        (torch's name). Returns a handle whose ``remove()`` unregisters it."""
+        if self._ctx is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf "
+                               "tensors")
+        if not callable(hook):
+            raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got "
+                            f"{type(hook).__name__}")
+        hooks = getattr(self, "_post_accumulate_grad_hooks", None)  # unset slot: no hooks yet
+        if hooks is None:
+            hooks = self._post_accumulate_grad_hooks = []
+        hooks.append(hook)
+        return _HookHandle(hooks, hook)
 
     # -- autograd -----------------------------------------------------------------
     def backward(self, gradient=None, retain_graph=False, trace=False):

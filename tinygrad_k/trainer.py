@@ -297,10 +297,15 @@ def checkpoint_dict(state):
 
 def save_checkpoint(state, path=None):
     """Write the checkpoint (atomically: the previous one stays until the new one is
-    complete). Signals arriving meanwhile wait until it is written."""
+    complete). Signals arriving meanwhile wait until it is written. Without a path (the
+    ranks other than 0 of a distributed run) nothing is written."""
+    path = path or state.ckpt_path
+    if path is None:
+        emit(state, "save")
+        return None
     state.saving = True
     try:
-        path = save(checkpoint_dict(state), path or state.ckpt_path)
+        path = save(checkpoint_dict(state), path)
         state._saved_at = state.position
     finally:
         state.saving = False
