@@ -1,26 +1,321 @@
 """Argument handling shared by every kernel implementation (reference, cpu, cuda).
 
-All shape checks live here so the implementations agree on what is valid and on the
-error messages: each names the primitive, the shapes and what was expected.
+Convolution and pooling arguments are validated and normalised HERE and nowhere else:
+``conv_geometry`` and ``pool_geometry`` turn PyTorch-style arguments (an int or a tuple
+per spatial dimension) into one frozen record of int tuples. A layer builds it once in
+``__init__``, the op keeps it on its context, and every kernel implementation reads the
+same record (a kernel entry point called with plain ints builds it itself).
+
+Every argument error has one wording, ``"<op>: <argument> must be <bound>, got <value>"``,
+raised as TypeError for a wrong type and ValueError for a wrong value. Shape checks name
+the primitive, the shapes and what was expected.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["pair", "check_float", "conv2d_out_shape", "pool2d_out_shape", "check_matmul"]
+__all__ = ["ConvGeometry", "PoolGeometry", "conv_geometry", "pool_geometry",
+           "as_conv_geometry", "as_pool_geometry", "int_tuple", "check_dy", "check_float",
+           "check_matmul", "bad_argument"]
 
 
-def pair(v, name="argument", op="kernel"):
-    """int or 2-sequence of ints -> (h, w)."""
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        return int(v), int(v)
-    try:
-        h, w = v
-    except (TypeError, ValueError):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}") from None
-    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in (h, w)):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
-    return int(h), int(w)
+def bad_argument(op, arg, value, expected, exc=ValueError):
+    """The one wording of an argument error: ``<op>: <arg> must be <expected>, got <value>``."""
+    return exc(f"{op}: {arg} must be {expected}, got {value!r}")
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def int_tuple(value, n, arg, op, low):
+    """int or n-sequence of ints -> n-tuple of ints, each >= ``low`` (the one place that
+    turns PyTorch's "int or tuple" arguments into tuples)."""
+    kind = f"an int or a tuple of {n} int{'s' if n > 1 else ''}"
+    if _is_int(value):
+        t = (int(value),) * n
+    else:
+        try:
+            t = tuple(value)
+        except TypeError:
+            raise bad_argument(op, arg, value, kind, TypeError) from None
+        if len(t) != n or not all(_is_int(v) for v in t):
+            raise bad_argument(op, arg, value, kind, TypeError)
+        t = tuple(int(v) for v in t)
+    if min(t) < low:
+        raise bad_argument(op, arg, value, f">= {low}")
+    return t
+
+
+def _out_size(size, pad_total, eff_kernel, stride, ceil_mode=False, pad_low=0):
+    """PyTorch's output length: floor((size + pads - eff_kernel) / stride) + 1, or ceil
+    with ``ceil_mode`` (then the last window must start inside the input or the low pad)."""
+    span = size + pad_total - eff_kernel
+    if ceil_mode:
+        out = -(-span // stride) + 1
+        if (out - 1) * stride >= size + pad_low:
+            out -= 1
+        return out
+    return span // stride + 1 if span >= 0 else 0
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Validated convolution arguments, one int per spatial dimension (ndim of them).
+
+    ``padding`` is the zero padding on each low side and on each high side; for
+    ``padding='same'`` with an even effective kernel PyTorch puts one more row/column on
+    the high side: that is ``padding_extra`` (0 or 1 per dimension). Kernels only ever
+    read the low side explicitly; the high side enters through the output size.
+    ``padding_mode`` remembers 'same'/'valid' when given as a string ("" otherwise).
+    """
+
+    kernel_size: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+    ndim: int = 2
+    op: str = "conv2d"
+    padding_extra: tuple = ()
+    padding_mode: str = ""
+    output_padding: tuple = ()
+
+    def __post_init__(self):
+        for name in ("padding_extra", "output_padding"):
+            if not getattr(self, name):
+                object.__setattr__(self, name, (0,) * self.ndim)
+
+    def check_channels(self, in_channels, out_channels, op=None):
+        """A layer's channel counts: ints >= 1, both divisible by groups."""
+        op = op or self.op
+        for arg, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not _is_int(v):
+                raise bad_argument(op, arg, v, "an int", TypeError)
+            if v < 1:
+                raise bad_argument(op, arg, v, ">= 1")
+            if v % self.groups:
+                raise bad_argument(op, arg, v, f"divisible by groups={self.groups}")
+
+    @property
+    def effective_kernel(self):
+        """d * (k - 1) + 1: the span of a dilated kernel."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation))
+
+    @property
+    def pad_high(self):
+        return tuple(p + e for p, e in zip(self.padding, self.padding_extra))
+
+    def out_size(self, size):
+        """Spatial output size for a spatial input ``size`` (may be <= 0: empty)."""
+        return tuple(_out_size(n, p + ph, e, s) for n, p, ph, e, s in
+                     zip(size, self.padding, self.pad_high, self.effective_kernel,
+                         self.stride))
+
+    def output_shape(self, x_shape, w_shape, op=None):
+        """Check x (N, C, *spatial) against w (O, C/groups, *kernel_size) and return the
+        output shape (N, O, *out). N may be 0 (an empty batch); the spatial output may not."""
+        op = op or self.op
+        nd = self.ndim
+        x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+        names = "HW"[-nd:] if nd <= 2 else "DHW"[-nd:]
+        if len(x_shape) != nd + 2 or len(w_shape) != nd + 2:
+            raise ValueError(f"{op}: expected input (N, C, {', '.join(names)}) and weight "
+                             f"(O, C/groups, {', '.join('K' + c for c in names)}), got shapes "
+                             f"{x_shape} and {w_shape}")
+        n, c = x_shape[:2]
+        o, cg = w_shape[:2]
+        g = self.groups
+        if c != cg * g:
+            expect = f"{cg} input channels" if g == 1 else f"{cg} x groups {g} = {cg * g} input channels"
+            raise ValueError(f"{op}: input {x_shape} has {c} channels but weight {w_shape} "
+                             f"expects {expect}")
+        if o % g:
+            raise ValueError(f"{op}: weight {w_shape} has {o} output channels, not divisible "
+                             f"by groups {g}")
+        if w_shape[2:] != self.kernel_size:
+            raise ValueError(f"{op}: weight {w_shape} has kernel {w_shape[2:]}, but the "
+                             f"geometry says kernel_size {self.kernel_size}")
+        out = self.out_size(x_shape[2:])
+        if min(x_shape[2:] + (c, o)) < 1 or min(out) < 1:
+            raise ValueError(f"{op}: input {x_shape} with kernel {self.kernel_size}, stride "
+                             f"{self.stride}, padding {self.padding}, dilation {self.dilation} "
+                             f"gives an empty output {out}")
+        return (n, o) + out
+
+    def as_2d(self):
+        """A 1-D geometry as the 2-D one of an (N, C, 1, L) input (identity for 2-D)."""
+        if self.ndim == 2:
+            return self
+        if self.ndim != 1:
+            raise ValueError(f"{self.op}: as_2d needs a 1-D or 2-D geometry, got {self.ndim}-D")
+        return ConvGeometry((1,) + self.kernel_size, (1,) + self.stride, (0,) + self.padding,
+                            (1,) + self.dilation, self.groups, 2, self.op,
+                            (0,) + self.padding_extra, self.padding_mode,
+                            (0,) + self.output_padding)
+
+
+def conv_geometry(kernel_size, stride=1, padding=0, dilation=1, groups=1, *, ndim=2,
+                  op="conv2d", output_padding=None):
+    """Validate PyTorch's convolution arguments once -> ConvGeometry.
+
+    kernel_size, stride, dilation: int or ndim-tuple of ints >= 1; padding: ints >= 0, or
+    'valid' (no padding) or 'same' (output size = input size; stride must be 1, as in
+    PyTorch; an even effective kernel gets the extra row on the high side); groups: int >= 1
+    (it must divide both channel counts: ``ConvGeometry.output_shape`` checks that against
+    the tensors, ``check_channels`` against a layer's counts). ``output_padding`` (transposed
+    convolutions only; None for a plain one): ints >= 0, each smaller than the stride or
+    the dilation of its axis, as PyTorch requires."""
+    k = int_tuple(kernel_size, ndim, "kernel_size", op, 1)
+    s = int_tuple(stride, ndim, "stride", op, 1)
+    d = int_tuple(dilation, ndim, "dilation", op, 1)
+    if not _is_int(groups):
+        raise bad_argument(op, "groups", groups, "an int", TypeError)
+    if groups < 1:
+        raise bad_argument(op, "groups", groups, ">= 1")
+    extra, mode = (0,) * ndim, ""
+    if isinstance(padding, str):
+        if padding == "valid":
+            p, mode = (0,) * ndim, "valid"
+        elif padding == "same":
+            if any(v != 1 for v in s):
+                raise bad_argument(op, "stride", stride, "1 with padding='same' (PyTorch does "
+                                   "not support 'same' for strided convolutions)")
+            total = tuple(dd * (kk - 1) for kk, dd in zip(k, d))
+            p = tuple(t // 2 for t in total)
+            extra, mode = tuple(t % 2 for t in total), "same"
+        else:
+            raise bad_argument(op, "padding", padding, "'same', 'valid' or an int or a tuple "
+                               f"of {ndim} ints")
+    else:
+        p = int_tuple(padding, ndim, "padding", op, 0)
+    if output_padding is None:
+        op_ = (0,) * ndim
+    else:
+        if mode:
+            raise bad_argument(op, "padding", padding, "an int or a tuple of ints for a "
+                               "transposed convolution", TypeError)
+        op_ = int_tuple(output_padding, ndim, "output_padding", op, 0)
+        if any(o >= max(ss, dd) for o, ss, dd in zip(op_, s, d)):
+            raise bad_argument(op, "output_padding", output_padding,
+                               f"smaller than stride {s} or dilation {d}")
+    return ConvGeometry(k, s, p, d, int(groups), ndim, op, extra, mode, op_)
+
+
+@dataclass(frozen=True)
+class PoolGeometry:
+    """Validated pooling arguments (int tuples of length ndim). ``stride`` defaults to the
+    kernel (PyTorch). Average pooling also uses ``count_include_pad`` and
+    ``divisor_override``; max pooling leaves them at their defaults."""
+
+    kernel_size: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    ceil_mode: bool = False
+    ndim: int = 2
+    op: str = "max_pool2d"
+    count_include_pad: bool = True
+    divisor_override: int | None = None
+
+    @property
+    def effective_kernel(self):
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation))
+
+    def out_size(self, size):
+        return tuple(_out_size(n, 2 * p, e, s, self.ceil_mode, p) for n, p, e, s in
+                     zip(size, self.padding, self.effective_kernel, self.stride))
+
+    def output_shape(self, x_shape, op=None):
+        """Check x (N, C, *spatial) and return (N, C, *out); N may be 0."""
+        op = op or self.op
+        x_shape = tuple(x_shape)
+        if len(x_shape) != self.ndim + 2:
+            raise ValueError(f"{op}: expected a {self.ndim + 2}-D input (N, C, "
+                             f"{', '.join('HW'[-self.ndim:])}), got shape {x_shape}")
+        out = self.out_size(x_shape[2:])
+        if min(out) < 1:
+            raise ValueError(f"{op}: input {x_shape} is smaller than the kernel "
+                             f"{self.kernel_size} (dilation {self.dilation}) with padding "
+                             f"{self.padding}: the output would be {out}")
+        return x_shape[:2] + out
+
+    def divisors(self, size):
+        """Per-axis window sizes for average pooling: for each axis a float64 array of
+        length out[axis] with the number of taps each window counts (the window clipped
+        to the padded input, or to the input itself when count_include_pad is False). The
+        divisor of output (i, j) is rows[i] * cols[j], or divisor_override."""
+        out = []
+        for n, k, s, p, o in zip(size, self.kernel_size, self.stride, self.padding,
+                                 self.out_size(size)):
+            start = np.arange(o) * s - p
+            end = np.minimum(start + k, n + p)
+            if not self.count_include_pad:
+                start, end = np.maximum(start, 0), np.minimum(end, n)
+            out.append((end - start).astype(np.float64))
+        return out
+
+    def as_2d(self):
+        if self.ndim == 2:
+            return self
+        return PoolGeometry((1,) + self.kernel_size, (1,) + self.stride, (0,) + self.padding,
+                            (1,) + self.dilation, self.ceil_mode, 2, self.op,
+                            self.count_include_pad, self.divisor_override)
+
+
+def pool_geometry(kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
+                  ndim=2, op="max_pool2d", count_include_pad=True, divisor_override=None):
+    """Validate PyTorch's pooling arguments once -> PoolGeometry.
+
+    kernel_size, stride (None: the kernel), dilation: ints >= 1; padding: ints >= 0 and at
+    most half of kernel_size (PyTorch's bound: a window never lies in the padding alone)."""
+    k = int_tuple(kernel_size, ndim, "kernel_size", op, 1)
+    s = k if stride is None or _empty(stride) else int_tuple(stride, ndim, "stride", op, 1)
+    p = int_tuple(padding, ndim, "padding", op, 0)
+    d = int_tuple(dilation, ndim, "dilation", op, 1)
+    if any(pp > kk // 2 for pp, kk in zip(p, k)):
+        raise bad_argument(op, "padding", padding, f"at most half of kernel_size {k}")
+    if divisor_override is not None:
+        if not _is_int(divisor_override):
+            raise bad_argument(op, "divisor_override", divisor_override, "an int or None",
+                               TypeError)
+        if divisor_override < 1:
+            raise bad_argument(op, "divisor_override", divisor_override, ">= 1")
+        divisor_override = int(divisor_override)
+    return PoolGeometry(k, s, p, d, bool(ceil_mode), ndim, op, bool(count_include_pad),
+                        divisor_override)
+
+
+def _empty(v):
+    """PyTorch accepts stride=[] / () for 'the default'."""
+    return isinstance(v, (tuple, list)) and len(v) == 0
+
+
+def as_conv_geometry(stride, padding, dilation, groups, w_shape, op):
+    """A kernel entry point's arguments -> ConvGeometry: ``stride`` may already be one
+    (what the ops pass), else the plain ints are validated here (standalone use)."""
+    if isinstance(stride, ConvGeometry):
+        return stride
+    if len(w_shape) != 4:
+        raise ValueError(f"{op}: expected a weight (O, C/groups, KH, KW), got shape "
+                         f"{tuple(w_shape)}")
+    return conv_geometry(tuple(int(v) for v in w_shape[2:]), stride, padding, dilation, groups,
+                         op=op)
+
+
+def as_pool_geometry(kernel, stride, padding, dilation, ceil_mode, op, **avg):
+    """Like ``as_conv_geometry`` for pooling: ``kernel`` may already be a PoolGeometry."""
+    if isinstance(kernel, PoolGeometry):
+        return kernel
+    return pool_geometry(kernel, stride, padding, dilation, ceil_mode, op=op, **avg)
+
+
+def check_dy(op, dy, out_shape):
+    """The incoming gradient must have the forward output's shape."""
+    if tuple(dy.shape) != tuple(out_shape):
+        raise ValueError(f"{op}: dy has shape {tuple(dy.shape)}, expected {tuple(out_shape)}")
 
 
 def check_float(op, *arrays):
@@ -45,47 +340,3 @@ def check_matmul(a, b, trans_a, trans_b, op="matmul"):
                          f"{' transposed' if trans_a else ''}, op(b) is ({k2}, {n}) from "
                          f"{tuple(b.shape)}{' transposed' if trans_b else ''}")
     return m, k, n
-
-
-def conv2d_out_shape(x_shape, w_shape, stride, padding, op="conv2d_forward"):
-    """Validate a convolution and return ((sh, sw), (ph, pw), (N, O, OH, OW))."""
-    sh, sw = pair(stride, "stride", op)
-    ph, pw = pair(padding, "padding", op)
-    if len(x_shape) != 4 or len(w_shape) != 4:
-        raise ValueError(f"{op}: expected x (N,C,H,W) and w (O,C,KH,KW), got shapes "
-                         f"{tuple(x_shape)} and {tuple(w_shape)}")
-    n, c, h, w = x_shape
-    o, cw, kh, kw = w_shape
-    if c != cw:
-        raise ValueError(f"{op}: x {tuple(x_shape)} has {c} channels but w {tuple(w_shape)} "
-                         f"expects {cw}")
-    if sh < 1 or sw < 1 or ph < 0 or pw < 0:
-        raise ValueError(f"{op}: stride {(sh, sw)} must be >= 1 and padding {(ph, pw)} >= 0")
-    oh = (h + 2 * ph - kh) // sh + 1
-    ow = (w + 2 * pw - kw) // sw + 1
-    if min(n, c, o, kh, kw) < 1 or oh < 1 or ow < 1:
-        raise ValueError(f"{op}: x {tuple(x_shape)} with kernel {(kh, kw)}, stride {(sh, sw)}, "
-                         f"padding {(ph, pw)} gives an empty output ({oh}x{ow})")
-    return (sh, sw), (ph, pw), (n, o, oh, ow)
-
-
-def pool2d_out_shape(x_shape, kernel, stride, padding, op="pool2d"):
-    """Validate a pooling window and return ((kh, kw), (sh, sw), (ph, pw), (N, C, OH, OW)).
-    ``stride=None`` means stride = kernel (PyTorch's default)."""
-    kh, kw = pair(kernel, "kernel", op)
-    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", op)
-    ph, pw = pair(padding, "padding", op)
-    if len(x_shape) != 4:
-        raise ValueError(f"{op}: expected x (N,C,H,W), got shape {tuple(x_shape)}")
-    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0:
-        raise ValueError(f"{op}: kernel {(kh, kw)} and stride {(sh, sw)} must be >= 1 and "
-                         f"padding {(ph, pw)} >= 0")
-    if ph > kh // 2 or pw > kw // 2:
-        raise ValueError(f"{op}: padding {(ph, pw)} must be at most half the kernel {(kh, kw)}")
-    n, c, h, w = x_shape
-    oh = (h + 2 * ph - kh) // sh + 1
-    ow = (w + 2 * pw - kw) // sw + 1
-    if oh < 1 or ow < 1:
-        raise ValueError(f"{op}: x {tuple(x_shape)} is smaller than the kernel {(kh, kw)} "
-                         f"with padding {(ph, pw)}")
-    return (kh, kw), (sh, sw), (ph, pw), (n, c, oh, ow)

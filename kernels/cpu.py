@@ -60,10 +60,12 @@ def _choose_threading_layer():
 # what kernels.cpu did to its own process's thread pools (reported by the benchmarks)
 THREAD_POLICY = _choose_threading_layer()
 
-from ._common import check_float, check_matmul, conv2d_out_shape, pool2d_out_shape
+from ._common import (as_conv_geometry, as_pool_geometry, check_dy, check_float,
+                      check_matmul)
 
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
-           "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
+           "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
+           "VERSIONS"]
 
 _COLS_BUDGET_BYTES = 32 * 2 ** 20
 # conv2d_backward_weight: the output size L = OH*OW below which the batch is folded into
@@ -130,7 +132,7 @@ def _make_im2col(k_major):
     strided view of one layout written by the other's kernel ran 1.7x slower."""
 
     @njit(parallel=True, cache=True)
-    def im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, cols):
+    def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):
         n_, c_, h_, w_ = x.shape
         for n in prange(n_):
             for c in range(c_):
@@ -138,10 +140,10 @@ def _make_im2col(k_major):
                     for q in range(kw):
                         row = (c * kh + p) * kw + q
                         for i in range(oh):
-                            hh = i * sh + p - ph
+                            hh = i * sh + p * dh - ph
                             inside = hh >= 0 and hh < h_
                             for j in range(ow):
-                                ww = j * sw + q - pw
+                                ww = j * sw + q * dw - pw
                                 v = x[n, c, hh, ww] if inside and ww >= 0 and ww < w_ else 0.0
                                 if k_major:
                                     cols[row, n, i * ow + j] = v
@@ -151,15 +153,15 @@ def _make_im2col(k_major):
     return im2col
 
 
-# cols[n, (c*kh + p)*kw + q, i*ow + j] = xpad[n, c, i*sh + p, j*sw + q]
+# cols[n, (c*kh + p)*kw + q, i*ow + j] = xpad[n, c, i*sh + p*dh, j*sw + q*dw]
 _im2col = _make_im2col(False)
 # the same in the (K, N, L) layout, where (K, N*L) is a plain reshape (weight gradient)
 _im2col_kn = _make_im2col(True)
 
 
 @njit(parallel=True, cache=True)
-def _col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, dx):
-    """dx[n, c, i*sh + p - ph, j*sw + q - pw] += cols[n, (c*kh + p)*kw + q, i*ow + j]
+def _col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
+    """dx[n, c, i*sh + p*dh - ph, j*sw + q*dw - pw] += cols[n, (c*kh + p)*kw + q, i*ow + j]
     (each sample n writes only its own plane, so samples run in parallel safely)."""
     n_, c_, h_, w_ = dx.shape
     for n in prange(n_):
@@ -168,12 +170,12 @@ def _col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, dx):
                 for q in range(kw):
                     row = (c * kh + p) * kw + q
                     for i in range(oh):
-                        hh = i * sh + p - ph
+                        hh = i * sh + p * dh - ph
                         if hh < 0 or hh >= h_:
                             continue
                         base = i * ow
                         for j in range(ow):
-                            ww = j * sw + q - pw
+                            ww = j * sw + q * dw - pw
                             if ww >= 0 and ww < w_:
                                 dx[n, c, hh, ww] += cols[n, row, base + j]
 
@@ -200,108 +202,138 @@ def _chunks(n, rows, L, itemsize):
     return [(s, min(n, s + step)) for s in range(0, n, step)]
 
 
-def conv2d_forward(x, w, stride=1, padding=0):
-    """y (N,O,OH,OW) = cross-correlation of x (N,C,H,W) with w (O,C,KH,KW):
-    y[n] = W2 (O, C*KH*KW) @ cols[n] (C*KH*KW, OH*OW), a batched GEMM."""
+def _lowering_args(geo):
+    """The im2col/col2im scalar arguments of a geometry: kh, kw, sh, sw, ph, pw, dh, dw."""
+    return geo.kernel_size + geo.stride + geo.padding + geo.dilation
+
+
+def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
+    """y (N,O,OH,OW) = grouped, dilated cross-correlation of x (N,C,H,W) with
+    w (O,C/G,KH,KW): with the im2col rows of group g a contiguous block of Kg = C/G*KH*KW,
+    y[n, g] = W2[g] (O/G, Kg) @ cols[n, g] (Kg, OH*OW), one batched GEMM over (n, g)."""
     check_float("conv2d_forward", x, w)
-    (sh, sw), (ph, pw), (n, o, oh, ow) = conv2d_out_shape(x.shape, w.shape, stride, padding)
-    c, kh, kw = w.shape[1:]
+    geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_forward")
+    n, o, oh, ow = geo.output_shape(x.shape, w.shape, "conv2d_forward")
+    g = geo.groups
+    c, kh, kw = w.shape[1] * g, w.shape[2], w.shape[3]
     k, L = c * kh * kw, oh * ow
     x = np.ascontiguousarray(x)
-    w2 = np.ascontiguousarray(w).reshape(o, k)
-    y = np.empty((n, o, L), dtype=x.dtype)
+    w2 = np.ascontiguousarray(w).reshape(g, o // g, k // g)
+    y = np.empty((n, g, o // g, L), dtype=x.dtype)
     for s, e in _chunks(n, k, L, x.itemsize):
         cols = _workspace((e - s, k, L), x.dtype)
-        _im2col(x[s:e], kh, kw, sh, sw, ph, pw, oh, ow, cols)
-        np.matmul(w2, cols, out=y[s:e])
+        _im2col(x[s:e], *_lowering_args(geo), oh, ow, cols)
+        np.matmul(w2, cols.reshape(e - s, g, k // g, L), out=y[s:e])
     return y.reshape(n, o, oh, ow)
 
 
-def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
-    """dx = col2im(W2^T @ dy[n]): the adjoint of the im2col lowering."""
+def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
+    """dx = col2im(W2[g]^T @ dy[n, g]): the adjoint of the im2col lowering."""
     check_float("conv2d_backward_input", dy, w)
-    (sh, sw), (ph, pw), out = conv2d_out_shape(x_shape, w.shape, stride, padding,
-                                               "conv2d_backward_input")
-    _check_dy("conv2d_backward_input", dy, out)
+    geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_backward_input")
+    out = geo.output_shape(x_shape, w.shape, "conv2d_backward_input")
+    check_dy("conv2d_backward_input", dy, out)
     n, o, oh, ow = out
-    c, kh, kw = w.shape[1:]
+    g = geo.groups
+    c, kh, kw = w.shape[1] * g, w.shape[2], w.shape[3]
     k, L = c * kh * kw, oh * ow
-    w2t = np.ascontiguousarray(w).reshape(o, k).T
-    dy3 = np.ascontiguousarray(dy).reshape(n, o, L)
+    w2t = np.ascontiguousarray(w).reshape(g, o // g, k // g).transpose(0, 2, 1)
+    dy4 = np.ascontiguousarray(dy).reshape(n, g, o // g, L)
     dx = np.zeros(tuple(x_shape), dtype=dy.dtype)
     for s, e in _chunks(n, k, L, dy.itemsize):
-        cols = np.matmul(w2t, dy3[s:e], out=_workspace((e - s, k, L), dy.dtype))
-        _col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, dx[s:e])
+        cols = _workspace((e - s, k, L), dy.dtype)
+        np.matmul(w2t, dy4[s:e], out=cols.reshape(e - s, g, k // g, L))
+        _col2im(cols, *_lowering_args(geo), oh, ow, dx[s:e])
     return dx
 
 
-def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
-    """dW2 (O, C*KH*KW) = sum_n dy[n] (O, L) @ cols[n]^T (L, C*KH*KW).
+_DW_LOWERINGS = ("auto", "fold_batch", "batched", "per_sample")
 
-    Lowerings of the same sum, chosen by size (measured, 2 cores):
+
+def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1):
+    """dW2[g] (O/G, Kg) = sum_n dy[n, g] (O/G, L) @ cols[n, g]^T (L, Kg).
+
+    Lowerings of the same sum, chosen by size (measured, 2 cores, groups=1):
     * L = OH*OW >= 256: per-sample products dy[n] @ cols[n]^T, each contracting over a
       long L -- one batched GEMM and a sum over samples when the (chunk, O, K)
-      intermediate is small, else accumulated sample by sample;
+      intermediate is small ("batched"), else accumulated sample by sample
+      ("per_sample");
     * L < 256 (deep layers, small images): per-sample contractions are too short for
-      BLAS, so the batch is folded into the contraction instead -- one GEMM
-      dY (O, N*L) @ COLS (N*L, K) with cols laid out (K, N, L) by ``_im2col_kn`` and dy
-      transposed to (O, N, L). ResNet 512@4: 40 ms instead of 180; LeNet-5 conv2: 1.05
+      BLAS, so the batch is folded into the contraction instead ("fold_batch") -- one
+      GEMM dY (O, N*L) @ COLS (N*L, K) with cols laid out (K, N, L) by ``_im2col_kn`` and
+      dy transposed to (O, N, L). ResNet 512@4: 40 ms instead of 180; LeNet-5 conv2: 1.05
       instead of 1.26 ms. (For large L the one-GEMM form lost: LeNet-5 conv1 1.4 vs 0.5.)
+    Each lowering is also runnable by name: ``VERSIONS["conv2d_backward_weight"]``.
     """
+    return _conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, "auto")
+
+
+def _conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, lowering):
     check_float("conv2d_backward_weight", dy, x)
-    (sh, sw), (ph, pw), out = conv2d_out_shape(x.shape, w_shape, stride, padding,
-                                               "conv2d_backward_weight")
-    _check_dy("conv2d_backward_weight", dy, out)
+    geo = as_conv_geometry(stride, padding, dilation, groups, w_shape, "conv2d_backward_weight")
+    out = geo.output_shape(x.shape, w_shape, "conv2d_backward_weight")
+    check_dy("conv2d_backward_weight", dy, out)
     n, o, oh, ow = out
-    c, kh, kw = w_shape[1:]
+    g = geo.groups
+    c, kh, kw = w_shape[1] * g, w_shape[2], w_shape[3]
     k, L = c * kh * kw, oh * ow
+    og, kg = o // g, k // g
     x = np.ascontiguousarray(x)
-    dy3 = np.ascontiguousarray(dy).reshape(n, o, L)
-    dw = np.zeros((o, k), dtype=x.dtype)
+    dy4 = np.ascontiguousarray(dy).reshape(n, g, og, L)
+    dw = np.zeros((g, og, kg), dtype=x.dtype)
     for s, e in _chunks(n, k, L, x.itemsize):
-        if L < _FOLD_BATCH_BELOW_L:
+        how = lowering
+        if how == "auto":
+            how = ("fold_batch" if L < _FOLD_BATCH_BELOW_L else
+                   "batched" if (e - s) * o * kg * x.itemsize <= _BATCHED_DW_BYTES else
+                   "per_sample")
+        if how == "fold_batch":
             cols = _workspace((k, e - s, L), x.dtype)
-            _im2col_kn(x[s:e], kh, kw, sh, sw, ph, pw, oh, ow, cols)
-            dyt = np.ascontiguousarray(dy3[s:e].transpose(1, 0, 2)).reshape(o, (e - s) * L)
-            dw += dyt @ cols.reshape(k, (e - s) * L).T
+            _im2col_kn(x[s:e], *_lowering_args(geo), oh, ow, cols)
+            dyt = np.ascontiguousarray(dy4[s:e].transpose(1, 2, 0, 3)).reshape(
+                g, og, (e - s) * L)
+            dw += np.matmul(dyt, cols.reshape(g, kg, (e - s) * L).transpose(0, 2, 1))
             continue
         cols = _workspace((e - s, k, L), x.dtype)
-        _im2col(x[s:e], kh, kw, sh, sw, ph, pw, oh, ow, cols)
-        if (e - s) * o * k * x.itemsize <= _BATCHED_DW_BYTES:
+        _im2col(x[s:e], *_lowering_args(geo), oh, ow, cols)
+        cols_t = cols.reshape(e - s, g, kg, L).transpose(0, 1, 3, 2)
+        if how == "batched":
             # one batched GEMM then a sum over samples: fastest for small layers
-            dw += np.matmul(dy3[s:e], cols.transpose(0, 2, 1)).sum(axis=0)
+            dw += np.matmul(dy4[s:e], cols_t).sum(axis=0)
         else:
             # large O*K: a (chunk, O, K) intermediate would cost more than the products;
             # accumulate sample by sample instead
             for i in range(e - s):
-                dw += dy3[s + i] @ cols[i].T
+                dw += np.matmul(dy4[s + i], cols_t[i])
     return dw.reshape(tuple(w_shape))
 
 
 # -- pooling -------------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
-def _maxpool_fwd(x, kh, kw, sh, sw, ph, pw, y, arg):
-    """The general case: any padding, NaN-aware. The window is clipped to the image (the
-    -inf padding never wins, so it is never read); padding <= kernel/2 guarantees a
-    non-empty clipped window."""
+def _maxpool_fwd(x, kh, kw, sh, sw, ph, pw, dh, dw, y, arg):
+    """The general case: any padding, dilation, ceil_mode, NaN-aware. Only taps inside
+    the image compete (the -inf padding never wins, so it is never read); the first tap
+    inside seeds the maximum, so an all -inf window still records a position in it."""
     n_, c_, h_, w_ = x.shape
     oh, ow = y.shape[2], y.shape[3]
     for nc in prange(n_ * c_):
         n = nc // c_
         c = nc % c_
         for i in range(oh):
-            h0 = max(i * sh - ph, 0)
-            h1 = min(i * sh - ph + kh, h_)
             for j in range(ow):
-                w0 = max(j * sw - pw, 0)
-                w1 = min(j * sw - pw + kw, w_)
-                best = x[n, c, h0, w0]
-                besti = h0 * w_ + w0
-                for hh in range(h0, h1):
-                    for ww in range(w0, w1):
+                best = -np.inf
+                besti = -1
+                for p in range(kh):
+                    hh = i * sh - ph + p * dh
+                    if hh < 0 or hh >= h_:
+                        continue
+                    for q in range(kw):
+                        ww = j * sw - pw + q * dw
+                        if ww < 0 or ww >= w_:
+                            continue
                         v = x[n, c, hh, ww]
                         # the first maximum wins ties; the first NaN wins and then stays
-                        take = (v > best) | ((v != v) & (best == best))
+                        take = (besti < 0) | (v > best) | ((v != v) & (best == best))
                         best = v if take else best
                         besti = hh * w_ + ww if take else besti
                 y[n, c, i, j] = best
@@ -359,21 +391,29 @@ def _maxpool_fwd_fixed(kh, kw, sh, sw, ph, pw):
     return kernel
 
 
-def maxpool2d_forward(x, kernel, stride=None, padding=0):
+def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
     """-> y (N,C,OH,OW), argmax (int64 flat index h*W + w); -inf padding, first max wins,
-    a NaN in a window wins (as PyTorch)."""
+    a NaN in a window wins (as PyTorch). Common undilated windows on NaN-free input take
+    the compile-time-specialised kernel, the rest the general one (both are runnable by
+    name: ``VERSIONS["maxpool2d_forward"]``)."""
+    return _maxpool2d_forward(x, kernel, stride, padding, dilation, ceil_mode, "auto")
+
+
+def _maxpool2d_forward(x, kernel, stride, padding, dilation, ceil_mode, version):
     check_float("maxpool2d_forward", x)
-    (kh, kw), (sh, sw), (ph, pw), out = pool2d_out_shape(x.shape, kernel, stride, padding,
-                                                         "maxpool2d_forward")
+    geo = as_pool_geometry(kernel, stride, padding, dilation, ceil_mode, "maxpool2d_forward")
+    out = geo.output_shape(x.shape, "maxpool2d_forward")
     y = np.empty(out, dtype=x.dtype)
     arg = np.empty(out, dtype=np.int64)
     n, c, h, w = x.shape
-    if (kh, kw, sh, sw, ph, pw) in _FIXED_POOLS and not np.isnan(x).any():
+    window = geo.kernel_size + geo.stride + geo.padding
+    fixed = geo.dilation == (1, 1) and (window in _FIXED_POOLS or version == "specialised")
+    if version != "general" and fixed and not np.isnan(x).any():
         x3 = np.ascontiguousarray(x).reshape(n * c, h, w)
-        _maxpool_fwd_fixed(kh, kw, sh, sw, ph, pw)(x3, y.reshape(n * c, *out[2:]),
-                                                   arg.reshape(n * c, *out[2:]))
+        _maxpool_fwd_fixed(*window)(x3, y.reshape(n * c, *out[2:]),
+                                    arg.reshape(n * c, *out[2:]))
     else:
-        _maxpool_fwd(x, kh, kw, sh, sw, ph, pw, y, arg)
+        _maxpool_fwd(x, *window, *geo.dilation, y, arg)
     return y, arg
 
 
@@ -386,7 +426,9 @@ def _maxpool_bwd(dy, arg, dx):
         c = nc % c_
         for i in range(oh):
             for j in range(ow):
-                dx[n, c, arg[n, c, i, j]] += dy[n, c, i, j]
+                a = arg[n, c, i, j]
+                if a >= 0:  # -1: a window with no tap inside the input, no gradient
+                    dx[n, c, a] += dy[n, c, i, j]
 
 
 def maxpool2d_backward(dy, argmax, x_shape):
@@ -402,10 +444,9 @@ def maxpool2d_backward(dy, argmax, x_shape):
 
 
 @njit(parallel=True, cache=True)
-def _avgpool_fwd(x, kh, kw, sh, sw, ph, pw, y):
+def _avgpool_fwd(x, kh, kw, sh, sw, ph, pw, div, y):
     n_, c_, h_, w_ = x.shape
     oh, ow = y.shape[2], y.shape[3]
-    inv = 1.0 / (kh * kw)
     for nc in prange(n_ * c_):
         n = nc // c_
         c = nc % c_
@@ -420,20 +461,19 @@ def _avgpool_fwd(x, kh, kw, sh, sw, ph, pw, y):
                         ww = j * sw + q - pw
                         if ww >= 0 and ww < w_:
                             s += x[n, c, hh, ww]
-                y[n, c, i, j] = s * inv
+                y[n, c, i, j] = s / div[i, j]
 
 
 @njit(parallel=True, cache=True)
-def _avgpool_bwd(dy, kh, kw, sh, sw, ph, pw, dx):
+def _avgpool_bwd(dy, kh, kw, sh, sw, ph, pw, div, dx):
     n_, c_, h_, w_ = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
-    inv = 1.0 / (kh * kw)
     for nc in prange(n_ * c_):
         n = nc // c_
         c = nc % c_
         for i in range(oh):
             for j in range(ow):
-                g = dy[n, c, i, j] * inv
+                g = dy[n, c, i, j] / div[i, j]
                 for p in range(kh):
                     hh = i * sh + p - ph
                     if hh < 0 or hh >= h_:
@@ -444,27 +484,62 @@ def _avgpool_bwd(dy, kh, kw, sh, sw, ph, pw, dx):
                             dx[n, c, hh, ww] += g
 
 
-def avgpool2d_forward(x, kernel, stride=None, padding=0):
-    """y = window sums of the zero-padded x / (KH*KW)."""
+def _avg_divisor(geo, size):
+    """(OH, OW) float64 divisors: PyTorch's clipped window sizes, or divisor_override."""
+    rows, cols = geo.divisors(size)
+    if geo.divisor_override is not None:
+        return np.full((rows.size, cols.size), float(geo.divisor_override))
+    return rows[:, None] * cols[None, :]
+
+
+def avgpool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=False,
+                      count_include_pad=True, divisor_override=None):
+    """y[n,c,i,j] = window sum of the zero-padded x / div[i,j] (PyTorch's divisor rules)."""
     check_float("avgpool2d_forward", x)
-    (kh, kw), (sh, sw), (ph, pw), out = pool2d_out_shape(x.shape, kernel, stride, padding,
-                                                         "avgpool2d_forward")
+    geo = as_pool_geometry(kernel, stride, padding, 1, ceil_mode, "avgpool2d_forward",
+                           count_include_pad=count_include_pad,
+                           divisor_override=divisor_override)
+    out = geo.output_shape(x.shape, "avgpool2d_forward")
     y = np.empty(out, dtype=x.dtype)
-    _avgpool_fwd(x, kh, kw, sh, sw, ph, pw, y)
+    _avgpool_fwd(x, *geo.kernel_size, *geo.stride, *geo.padding,
+                 _avg_divisor(geo, x.shape[2:]), y)
     return y
 
 
-def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0):
-    """dx[n,c,h,w] = sum over the windows containing (h, w) of dy / (KH*KW)."""
+def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=False,
+                       count_include_pad=True, divisor_override=None):
+    """dx[n,c,h,w] = sum over the windows containing (h, w) of dy[n,c,i,j] / div[i,j]."""
     check_float("avgpool2d_backward", dy)
-    (kh, kw), (sh, sw), (ph, pw), out = pool2d_out_shape(x_shape, kernel, stride, padding,
-                                                         "avgpool2d_backward")
-    _check_dy("avgpool2d_backward", dy, out)
+    geo = as_pool_geometry(kernel, stride, padding, 1, ceil_mode, "avgpool2d_backward",
+                           count_include_pad=count_include_pad,
+                           divisor_override=divisor_override)
+    out = geo.output_shape(x_shape, "avgpool2d_backward")
+    check_dy("avgpool2d_backward", dy, out)
     dx = np.zeros(tuple(x_shape), dtype=dy.dtype)
-    _avgpool_bwd(dy, kh, kw, sh, sw, ph, pw, dx)
+    _avgpool_bwd(dy, *geo.kernel_size, *geo.stride, *geo.padding,
+                 _avg_divisor(geo, x_shape[2:]), dx)
     return dx
 
 
-def _check_dy(op, dy, out_shape):
-    if tuple(dy.shape) != tuple(out_shape):
-        raise ValueError(f"{op}: dy has shape {tuple(dy.shape)}, expected {tuple(out_shape)}")
+def _dw_version(lowering):
+    def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1):
+        return _conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups,
+                                       lowering)
+    conv2d_backward_weight.__doc__ = f"conv2d_backward_weight, {lowering} lowering."
+    return conv2d_backward_weight
+
+
+def _maxpool_version(version):
+    def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
+        return _maxpool2d_forward(x, kernel, stride, padding, dilation, ceil_mode, version)
+    maxpool2d_forward.__doc__ = f"maxpool2d_forward, {version} kernel."
+    return maxpool2d_forward
+
+
+# primitive -> version name -> function with the primitive's signature; "default" is the
+# function the backend calls (which picks among the others by size where there is a choice)
+VERSIONS = {name: {"default": globals()[name]} for name in __all__ if name != "VERSIONS"}
+VERSIONS["conv2d_backward_weight"].update({v: _dw_version(v) for v in _DW_LOWERINGS[1:]})
+# "specialised" compiles the window into the kernel for any undilated geometry (about a
+# second per new window, then Numba's disk cache); "general" never does
+VERSIONS["maxpool2d_forward"].update({v: _maxpool_version(v) for v in ("general", "specialised")})

@@ -37,11 +37,12 @@ import math
 import numpy as np
 from numba import cuda  # a module global: the simulator swaps it for its fake inside kernels
 
-from ._common import check_float, check_matmul, conv2d_out_shape, pool2d_out_shape
+from ._common import (as_conv_geometry, as_pool_geometry, check_dy, check_float,
+                      check_matmul)
 
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
-           "DEFAULT_TILE", "set_tile"]
+           "DEFAULT_TILE", "set_tile", "VERSIONS"]
 
 DEFAULT_TILE = (64, 64, 8, 4, 4)  # BM, BN, BK, TM, TN
 _tile = list(DEFAULT_TILE)
@@ -123,7 +124,9 @@ def _xp(arr):
 # -- the GEMM kernel factory -----------------------------------------------------------------
 # Operand loaders, one small device function per mode. The factory picks them in Python,
 # so each compiled kernel contains only the code (and array ranks) of its own modes.
-# geo = (L, OW, KH, KW, SH, SW, PH, PW) describes the convolution (zeros for matmul).
+# geo = (L, OW, KH, KW, SH, SW, PH, PW, DH, DW, KG, OG) describes the convolution (zeros
+# for matmul): L = OH*OW, dilation DH/DW, and per group KG = C/G*KH*KW im2col rows and OG
+# output channels; a grouped convolution runs one GEMM per group on grid z (g).
 @cuda.jit(device=True, inline=True)
 def _a_plain(A, g, row, k, geo):
     return A[g, row, k]
@@ -136,8 +139,8 @@ def _a_trans(A, g, row, k, geo):
 
 @cuda.jit(device=True, inline=True)
 def _a_dy(A, g, row, k, geo):
-    """A[o, n*L + l] = dy[n, o, l] (dy viewed as (N, O, L))."""
-    return A[k // geo[0], row, k % geo[0]]
+    """A[o, n*L + l] = dy[n, g*OG + o, l] (dy viewed as (N, O, L))."""
+    return A[k // geo[0], g * geo[11] + row, k % geo[0]]
 
 
 @cuda.jit(device=True, inline=True)
@@ -152,15 +155,15 @@ def _b_trans(B, g, k, col, geo):
 
 @cuda.jit(device=True, inline=True)
 def _im2col_at(x, r, c, geo):
-    """im2col(x)[r = (ch, p, q), c = (n, i, j)] = xpad[n, ch, i*SH + p, j*SW + q]."""
-    L, OW, KH, KW, SH, SW, PH, PW = geo
+    """im2col(x)[r = (ch, p, q), c = (n, i, j)] = xpad[n, ch, i*SH + p*DH, j*SW + q*DW]."""
+    L, OW, KH, KW, SH, SW, PH, PW, DH, DW, KG, OG = geo
     n = c // L
     rem = c % L
     q = r % KW
     p = (r // KW) % KH
     ch = r // (KW * KH)
-    h = (rem // OW) * SH + p - PH
-    w = (rem % OW) * SW + q - PW
+    h = (rem // OW) * SH + p * DH - PH
+    w = (rem % OW) * SW + q * DW - PW
     if h < 0 or h >= x.shape[2] or w < 0 or w >= x.shape[3]:
         return 0.0
     return x[n, ch, h, w]
@@ -168,12 +171,12 @@ def _im2col_at(x, r, c, geo):
 
 @cuda.jit(device=True, inline=True)
 def _b_im2col(B, g, k, col, geo):
-    return _im2col_at(B, k, col, geo)
+    return _im2col_at(B, g * geo[10] + k, col, geo)
 
 
 @cuda.jit(device=True, inline=True)
 def _b_im2col_t(B, g, k, col, geo):
-    return _im2col_at(B, col, k, geo)
+    return _im2col_at(B, g * geo[10] + col, k, geo)
 
 
 @cuda.jit(device=True, inline=True)
@@ -183,8 +186,8 @@ def _c_plain(C, g, r, c, v, geo):
 
 @cuda.jit(device=True, inline=True)
 def _c_nchw(C, g, r, c, v, geo):
-    """C[o, n*L + l] -> y[n, o, l]."""
-    C[c // geo[0], r, c % geo[0]] = v
+    """C[o, n*L + l] -> y[n, g*OG + o, l]."""
+    C[c // geo[0], g * geo[11] + r, c % geo[0]] = v
 
 
 _LOAD_A = {_PLAIN: _a_plain, _PLAIN_T: _a_trans, _DY_ONL: _a_dy}
@@ -274,43 +277,48 @@ def matmul(a, b, trans_a=False, trans_b=False):
     B = b[None] if squeeze else b
     C = xp.empty((A.shape[0], m, n), dtype=a.dtype)
     _launch_gemm(_PLAIN_T if trans_a else _PLAIN, _PLAIN_T if trans_b else _PLAIN, _OUT_PLAIN,
-                 A, B, C, m, n, k, A.shape[0], (0,) * 8, a.dtype)
+                 A, B, C, m, n, k, A.shape[0], (0,) * 12, a.dtype)
     return C[0] if squeeze else C
 
 
 # -- convolution ------------------------------------------------------------------------------
-def _geo(l, ow, kh, kw, sh, sw, ph, pw):
-    return (l, ow, kh, kw, sh, sw, ph, pw)
+def _geo(geo, oh, ow, kg, og):
+    """The GEMM loaders' convolution tuple (see the factory) of a ConvGeometry."""
+    return ((oh * ow, ow) + geo.kernel_size + geo.stride + geo.padding + geo.dilation
+            + (kg, og))
 
 
-def conv2d_forward(x, w, stride=1, padding=0):
-    """Implicit GEMM: y[n, o, l] = sum_k W2[o, k] * im2col(x)[k, n*L + l]."""
+def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
+    """Implicit GEMM per group g: y[n, g*OG + o, l] = sum_k W2[g, o, k] * im2col(x)[g*KG + k, n*L + l]."""
     check_float("conv2d_forward", x, w)
-    (sh, sw), (ph, pw), (n, o, oh, ow) = conv2d_out_shape(x.shape, w.shape, stride, padding)
+    geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_forward")
+    n, o, oh, ow = geo.output_shape(x.shape, w.shape, "conv2d_forward")
     xp = _xp(x)
-    c, kh, kw = w.shape[1:]
-    k, L = c * kh * kw, oh * ow
-    w2 = xp.ascontiguousarray(w).reshape(1, o, k)
+    g = geo.groups
+    kg, L = w.shape[1] * w.shape[2] * w.shape[3], oh * ow
     y = xp.empty((n, o, L), dtype=x.dtype)
-    _launch_gemm(_PLAIN, _IM2COL, _OUT_NCHW, w2, xp.ascontiguousarray(x), y, o, n * L, k, 1,
-                 _geo(L, ow, kh, kw, sh, sw, ph, pw), x.dtype)
+    if n:
+        w2 = xp.ascontiguousarray(w).reshape(g, o // g, kg)
+        _launch_gemm(_PLAIN, _IM2COL, _OUT_NCHW, w2, xp.ascontiguousarray(x), y, o // g, n * L,
+                     kg, g, _geo(geo, oh, ow, kg, o // g), x.dtype)
     return y.reshape(n, o, oh, ow)
 
 
-def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
-    """dW2[o, k] = sum_{n,l} dy[n, o, l] * im2col(x)[k, n*L + l] (implicit GEMM)."""
+def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1):
+    """dW2[g, o, k] = sum_{n,l} dy[n, g*OG + o, l] * im2col(x)[g*KG + k, n*L + l] (implicit
+    GEMM per group)."""
     check_float("conv2d_backward_weight", dy, x)
-    (sh, sw), (ph, pw), out = conv2d_out_shape(x.shape, w_shape, stride, padding,
-                                               "conv2d_backward_weight")
-    _check_dy("conv2d_backward_weight", dy, out)
+    geo = as_conv_geometry(stride, padding, dilation, groups, w_shape, "conv2d_backward_weight")
+    out = geo.output_shape(x.shape, w_shape, "conv2d_backward_weight")
+    check_dy("conv2d_backward_weight", dy, out)
     xp = _xp(x)
     n, o, oh, ow = out
-    c, kh, kw = w_shape[1:]
-    k, L = c * kh * kw, oh * ow
-    dw = xp.empty((1, o, k), dtype=x.dtype)
+    g = geo.groups
+    kg, L = w_shape[1] * w_shape[2] * w_shape[3], oh * ow
+    dw = xp.empty((g, o // g, kg), dtype=x.dtype)
     _launch_gemm(_DY_ONL, _IM2COL_T, _OUT_PLAIN, xp.ascontiguousarray(dy).reshape(n, o, L),
-                 xp.ascontiguousarray(x), dw, o, k, n * L, 1,
-                 _geo(L, ow, kh, kw, sh, sw, ph, pw), x.dtype)
+                 xp.ascontiguousarray(x), dw, o // g, kg, n * L, g,
+                 _geo(geo, oh, ow, kg, o // g), x.dtype)
     return dw.reshape(tuple(w_shape))
 
 
@@ -327,46 +335,49 @@ def _nchw(idx, shape):
 def _conv_dx_kernel():
 
     @cuda.jit
-    def kernel(dy, w, dx, sh, sw, ph, pw):
+    def kernel(dy, w, dx, sh, sw, ph, pw, dh, dw):
         idx = cuda.grid(1)
         if idx >= dx.size:
             return
         n, ch, x_h, x_w = _nchw(idx, dx.shape)
-        o_, _, kh, kw = w.shape
+        o_, cg, kh, kw = w.shape
+        og = o_ // (dx.shape[1] // cg)
+        grp = ch // cg
         oh, ow = dy.shape[2], dy.shape[3]
         acc = 0.0
         for p in range(kh):
-            t = x_h + ph - p          # = i * sh for the output row i that used this tap
+            t = x_h + ph - p * dh     # = i * sh for the output row i that used this tap
             if t < 0 or t % sh != 0:
                 continue
             i = t // sh
             if i >= oh:
                 continue
             for q in range(kw):
-                u = x_w + pw - q
+                u = x_w + pw - q * dw
                 if u < 0 or u % sw != 0:
                     continue
                 j = u // sw
                 if j >= ow:
                     continue
-                for o in range(o_):
-                    acc += dy[n, o, i, j] * w[o, ch, p, q]
+                for o in range(grp * og, grp * og + og):
+                    acc += dy[n, o, i, j] * w[o, ch - grp * cg, p, q]
         dx[n, ch, x_h, x_w] = acc
 
     return kernel
 
 
-def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
-    """dx[n,c,h,w] = sum_{o,p,q: h+ph-p = i*sh, w+pw-q = j*sw} dy[n,o,i,j] w[o,c,p,q]."""
+def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
+    """dx[n,c,h,w] = sum over o in c's group and taps (p, q) with h + ph - p*dh = i*sh,
+    w + pw - q*dw = j*sw of dy[n,o,i,j] w[o,c',p,q] (one thread per dx element, no atomics)."""
     check_float("conv2d_backward_input", dy, w)
-    (sh, sw), (ph, pw), out = conv2d_out_shape(x_shape, w.shape, stride, padding,
-                                               "conv2d_backward_input")
-    _check_dy("conv2d_backward_input", dy, out)
+    geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_backward_input")
+    out = geo.output_shape(x_shape, w.shape, "conv2d_backward_input")
+    check_dy("conv2d_backward_input", dy, out)
     xp = _xp(dy)
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
-    total = int(np.prod(x_shape))
-    _conv_dx_kernel()[math.ceil(total / 128), 128](xp.ascontiguousarray(dy),
-                                                    xp.ascontiguousarray(w), dx, sh, sw, ph, pw)
+    _conv_dx_kernel()[_blocks(int(np.prod(x_shape)))](
+        xp.ascontiguousarray(dy), xp.ascontiguousarray(w), dx, *geo.stride, *geo.padding,
+        *geo.dilation)
     return dx
 
 
@@ -375,7 +386,7 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
 def _pool_kernels():
 
     @cuda.jit
-    def max_fwd(x, y, arg, kh, kw, sh, sw, ph, pw):
+    def max_fwd(x, y, arg, kh, kw, sh, sw, ph, pw, dh, dw):
         idx = cuda.grid(1)
         if idx >= y.size:
             return
@@ -384,11 +395,11 @@ def _pool_kernels():
         best = -math.inf
         besti = -1
         for p in range(kh):
-            hh = i * sh + p - ph
+            hh = i * sh + p * dh - ph
             if hh < 0 or hh >= h_:
                 continue
             for q in range(kw):
-                ww = j * sw + q - pw
+                ww = j * sw + q * dw - pw
                 if ww < 0 or ww >= w_:
                     continue
                 v = x[n, c, hh, ww]
@@ -401,7 +412,7 @@ def _pool_kernels():
         arg[n, c, i, j] = besti
 
     @cuda.jit
-    def max_bwd(dy, arg, dx, kh, kw, sh, sw, ph, pw):
+    def max_bwd(dy, arg, dx, kh, kw, sh, sw, ph, pw, dh, dw):
         # one thread per input element: gather the windows that chose it (no atomics)
         idx = cuda.grid(1)
         if idx >= dx.size:
@@ -412,12 +423,12 @@ def _pool_kernels():
         me = xh * w_ + xw
         acc = 0.0
         for p in range(kh):
-            t = xh + ph - p
+            t = xh + ph - p * dh
             if t < 0 or t % sh != 0 or t // sh >= oh:
                 continue
             i = t // sh
             for q in range(kw):
-                u = xw + pw - q
+                u = xw + pw - q * dw
                 if u < 0 or u % sw != 0 or u // sw >= ow:
                     continue
                 j = u // sw
@@ -426,7 +437,7 @@ def _pool_kernels():
         dx[n, c, xh, xw] = acc
 
     @cuda.jit
-    def avg_fwd(x, y, kh, kw, sh, sw, ph, pw):
+    def avg_fwd(x, y, kh, kw, sh, sw, ph, pw, div):
         idx = cuda.grid(1)
         if idx >= y.size:
             return
@@ -441,10 +452,10 @@ def _pool_kernels():
                 ww = j * sw + q - pw
                 if ww >= 0 and ww < w_:
                     s += x[n, c, hh, ww]
-        y[n, c, i, j] = s / (kh * kw)
+        y[n, c, i, j] = s / div[i, j]
 
     @cuda.jit
-    def avg_bwd(dy, dx, kh, kw, sh, sw, ph, pw):
+    def avg_bwd(dy, dx, kh, kw, sh, sw, ph, pw, div):
         idx = cuda.grid(1)
         if idx >= dx.size:
             return
@@ -459,8 +470,8 @@ def _pool_kernels():
                 u = xw + pw - q
                 if u < 0 or u % sw != 0 or u // sw >= ow:
                     continue
-                acc += dy[n, c, t // sh, u // sw]
-        dx[n, c, xh, xw] = acc / (kh * kw)
+                acc += dy[n, c, t // sh, u // sw] / div[t // sh, u // sw]
+        dx[n, c, xh, xw] = acc
 
     return max_fwd, max_bwd, avg_fwd, avg_bwd
 
@@ -469,25 +480,29 @@ def _blocks(total, threads=128):
     return max(1, math.ceil(total / threads)), threads
 
 
-def maxpool2d_forward(x, kernel, stride=None, padding=0):
-    """-> y, argmax (int64 flat h*W + w); -inf padding, first max wins, NaN propagates."""
+def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """-> y, argmax (int64 flat h*W + w); only taps inside the input compete, first max
+    wins, NaN propagates."""
     check_float("maxpool2d_forward", x)
-    (kh, kw), (sh, sw), (ph, pw), out = pool2d_out_shape(x.shape, kernel, stride, padding,
-                                                         "maxpool2d_forward")
+    geo = as_pool_geometry(kernel, stride, padding, dilation, ceil_mode, "maxpool2d_forward")
+    out = geo.output_shape(x.shape, "maxpool2d_forward")
     xp = _xp(x)
     y = xp.empty(out, dtype=x.dtype)
     arg = xp.empty(out, dtype=np.int64)
-    _pool_kernels()[0][_blocks(int(np.prod(out)))](xp.ascontiguousarray(x), y, arg, kh, kw, sh,
-                                                   sw, ph, pw)
+    _pool_kernels()[0][_blocks(int(np.prod(out)))](xp.ascontiguousarray(x), y, arg,
+                                                   *geo.kernel_size, *geo.stride,
+                                                   *geo.padding, *geo.dilation)
     return y, arg
 
 
-def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0):
+def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0, dilation=1,
+                       ceil_mode=False):
     """dx[n,c,h,w] = sum of dy over the windows whose argmax is h*W + w.
 
-    With the window geometry (kernel/stride/padding) one thread per input element gathers
-    from the windows that can contain it; without it (the primitive's standard
-    signature) one thread per (n, c) plane scatters its outputs in order."""
+    With the window geometry (a PoolGeometry or kernel/stride/padding/...) one thread per
+    input element gathers from the windows that can contain it; without it (the
+    primitive's standard signature) one thread per (n, c) plane scatters its outputs in
+    order."""
     n, c, h, w = x_shape
     if dy.shape != argmax.shape or tuple(dy.shape[:2]) != (n, c):
         raise ValueError(f"maxpool2d_backward: dy {tuple(dy.shape)} and argmax "
@@ -496,12 +511,13 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0)
     xp = _xp(dy)
     if kernel is None:  # geometry unknown (the DESIGN.md signature): scatter per plane
         return _maxpool_bwd_scatter(dy, argmax, x_shape, xp)
-    (kh, kw), (sh, sw), (ph, pw), _ = pool2d_out_shape(x_shape, kernel, stride, padding,
-                                                       "maxpool2d_backward")
+    geo = as_pool_geometry(kernel, stride, padding, dilation, ceil_mode, "maxpool2d_backward")
+    check_dy("maxpool2d_backward", dy, geo.output_shape(x_shape, "maxpool2d_backward"))
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
     _pool_kernels()[1][_blocks(int(np.prod(x_shape)))](xp.ascontiguousarray(dy),
                                                        xp.ascontiguousarray(argmax), dx,
-                                                       kh, kw, sh, sw, ph, pw)
+                                                       *geo.kernel_size, *geo.stride,
+                                                       *geo.padding, *geo.dilation)
     return dx
 
 
@@ -519,7 +535,9 @@ def _scatter_kernel():
         c = plane % c_
         for i in range(dy.shape[2]):
             for j in range(dy.shape[3]):
-                dx[n, c, arg[n, c, i, j]] += dy[n, c, i, j]
+                a = arg[n, c, i, j]
+                if a >= 0:  # -1: a window with no tap inside the input, no gradient
+                    dx[n, c, a] += dy[n, c, i, j]
 
     return scatter
 
@@ -532,31 +550,52 @@ def _maxpool_bwd_scatter(dy, argmax, x_shape, xp):
     return dx.reshape(tuple(x_shape))
 
 
-def avgpool2d_forward(x, kernel, stride=None, padding=0):
-    """y = window sums of the zero-padded x / (KH*KW)."""
+def _avg_divisor(geo, size, xp):
+    """(OH, OW) float64 divisors on the device: PyTorch's clipped window sizes, or
+    divisor_override."""
+    rows, cols = geo.divisors(size)
+    div = rows[:, None] * cols[None, :]
+    if geo.divisor_override is not None:
+        div[...] = geo.divisor_override
+    return xp.asarray(div)
+
+
+def avgpool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=False,
+                      count_include_pad=True, divisor_override=None):
+    """y[n,c,i,j] = window sum of the zero-padded x / div[i,j] (PyTorch's divisor rules)."""
     check_float("avgpool2d_forward", x)
-    (kh, kw), (sh, sw), (ph, pw), out = pool2d_out_shape(x.shape, kernel, stride, padding,
-                                                         "avgpool2d_forward")
+    geo = as_pool_geometry(kernel, stride, padding, 1, ceil_mode, "avgpool2d_forward",
+                           count_include_pad=count_include_pad,
+                           divisor_override=divisor_override)
+    out = geo.output_shape(x.shape, "avgpool2d_forward")
     xp = _xp(x)
     y = xp.empty(out, dtype=x.dtype)
-    _pool_kernels()[2][_blocks(int(np.prod(out)))](xp.ascontiguousarray(x), y, kh, kw, sh, sw,
-                                                   ph, pw)
+    _pool_kernels()[2][_blocks(int(np.prod(out)))](xp.ascontiguousarray(x), y,
+                                                   *geo.kernel_size, *geo.stride,
+                                                   *geo.padding,
+                                                   _avg_divisor(geo, x.shape[2:], xp))
     return y
 
 
-def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0):
-    """dx[n,c,h,w] = sum over the windows containing (h, w) of dy / (KH*KW)."""
+def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=False,
+                       count_include_pad=True, divisor_override=None):
+    """dx[n,c,h,w] = sum over the windows containing (h, w) of dy[n,c,i,j] / div[i,j]."""
     check_float("avgpool2d_backward", dy)
-    (kh, kw), (sh, sw), (ph, pw), out = pool2d_out_shape(x_shape, kernel, stride, padding,
-                                                         "avgpool2d_backward")
-    _check_dy("avgpool2d_backward", dy, out)
+    geo = as_pool_geometry(kernel, stride, padding, 1, ceil_mode, "avgpool2d_backward",
+                           count_include_pad=count_include_pad,
+                           divisor_override=divisor_override)
+    out = geo.output_shape(x_shape, "avgpool2d_backward")
+    check_dy("avgpool2d_backward", dy, out)
     xp = _xp(dy)
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
-    _pool_kernels()[3][_blocks(int(np.prod(x_shape)))](xp.ascontiguousarray(dy), dx, kh, kw,
-                                                       sh, sw, ph, pw)
+    _pool_kernels()[3][_blocks(int(np.prod(x_shape)))](xp.ascontiguousarray(dy), dx,
+                                                       *geo.kernel_size, *geo.stride,
+                                                       *geo.padding,
+                                                       _avg_divisor(geo, x_shape[2:], xp))
     return dx
 
 
-def _check_dy(op, dy, out_shape):
-    if tuple(dy.shape) != tuple(out_shape):
-        raise ValueError(f"{op}: dy has shape {tuple(dy.shape)}, expected {tuple(out_shape)}")
+# primitive -> version name -> function with the primitive's signature ("default" is what
+# the backend calls). The GEMM tile is a module setting (``set_tile``), not a version.
+VERSIONS = {name: {"default": globals()[name]} for name in __all__
+            if name not in ("DEFAULT_TILE", "set_tile", "VERSIONS")}
