@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels._common import int_tuple
+
 __all__ = ["Compose", "ToFloat", "Normalize", "RandomCrop", "RandomHorizontalFlip"]
 
 
@@ -22,13 +24,6 @@ def _check_image(x, who):
         raise ValueError(f"{who}: expected an image (C, H, W) or a batch (N, C, H, W), got "
                          f"shape {x.shape}")
     return x if x.ndim == 4 else x[None]
-
-
-def _pair(v, who, name):
-    t = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
-    if len(t) != 2 or any(not isinstance(i, (int, np.integer)) or i < 0 for i in t):
-        raise ValueError(f"{who}: {name} must be a non-negative int or an (h, w) pair, got {v!r}")
-    return int(t[0]), int(t[1])
 
 
 class _Random:
@@ -114,10 +109,8 @@ class RandomCrop(_Random):
 
     def __init__(self, size, padding=0, generator=None):
         super().__init__(generator)
-        self.size = _pair(size, "RandomCrop", "size")
-        self.padding = _pair(padding, "RandomCrop", "padding")
-        if min(self.size) < 1:
-            raise ValueError(f"RandomCrop: size must be >= 1, got {size!r}")
+        self.size = int_tuple(size, 2, "size", "RandomCrop", 1)
+        self.padding = int_tuple(padding, 2, "padding", "RandomCrop", 0)
 
     def __call__(self, x):
         xb = _check_image(x, "RandomCrop")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels._common import conv_geometry, int_tuple, pool_geometry
+
 from ..ops import elementwise as E
 from ..ops import linalg as L
 from ..ops import loss as _L
@@ -18,7 +20,8 @@ from ..random import uniform as _uniform
 from ..tensor import Tensor, stack
 
 __all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "softplus", "softmax",
-           "log_softmax", "linear", "conv2d", "max_pool2d", "avg_pool2d", "dropout",
+           "log_softmax", "linear", "conv1d", "conv2d", "conv_transpose2d", "max_pool1d",
+           "max_pool2d", "avg_pool1d", "avg_pool2d", "dropout",
            "cross_entropy", "bias_relu", "pad", "nll_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "mse_loss", "l1_loss", "batch_norm",
            "layer_norm", "embedding", "adaptive_avg_pool2d", "one_hot"]
@@ -84,32 +87,138 @@ def bias_relu(x, bias):
     return E.BiasReLU.apply(x, bias)
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0):
-    """2-D cross-correlation, NCHW input, OIHW weight (see ``ops.nn.Conv2d`` for the math)."""
-    _same_device("conv2d", x, weight, bias)
-    return N.Conv2d.apply(x, weight, bias, stride=stride, padding=padding)
+def _spatial_input(x, nd, op):
+    """PyTorch takes (C, *spatial) as one unbatched sample: -> ((N, C, *spatial), unbatched)."""
+    if x.ndim == nd + 1:
+        return x.unsqueeze(0), True
+    if x.ndim != nd + 2:
+        dims = ", ".join("LHW"[-nd:] if nd == 1 else "HW")
+        raise ValueError(f"{op}: expected an input (N, C, {dims}) or (C, {dims}), got shape "
+                         f"{tuple(x.shape)}")
+    return x, False
 
 
-def _pool_args(op, kernel_size, stride, padding):
-    k = N.pair(kernel_size, "kernel_size", op)
-    s = k if stride is None else N.pair(stride, "stride", op)
-    p = N.pair(padding, "padding", op)
-    if min(k) <= 0 or min(s) <= 0 or min(p) < 0:
-        raise ValueError(f"{op}: kernel_size {k} and stride {s} must be positive and padding "
-                         f"{p} non-negative")
-    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
-        raise ValueError(f"{op}: padding {p} should be at most half of kernel_size {k}")
-    return k, s, p
+def _kernel_size_of(weight, nd, op):
+    if weight.ndim != nd + 2:
+        raise ValueError(f"{op}: expected a {nd + 2}-D weight, got shape {tuple(weight.shape)}")
+    return tuple(weight.shape[2:])
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
-    """Max over KHxKW windows (stride defaults to kernel_size, -inf padding)."""
-    return N.MaxPool2d.apply(x, *_pool_args("max_pool2d", kernel_size, stride, padding))
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D cross-correlation: input (N, C, L), weight (O, C/groups, K); conv2d on (N, C, 1, L)."""
+    geometry = conv_geometry(_kernel_size_of(weight, 1, "conv1d"), stride, padding, dilation,
+                             groups, ndim=1, op="conv1d")
+    return conv(input, weight, bias, geometry)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
-    """Mean over KHxKW windows (zero padding counted, as PyTorch's default)."""
-    return N.AvgPool2d.apply(x, *_pool_args("avg_pool2d", kernel_size, stride, padding))
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation, NCHW input, OIHW weight (O, C/groups, KH, KW); padding may be
+    'same' or 'valid' (see ``ops.nn.Conv2d`` for the math)."""
+    geometry = conv_geometry(_kernel_size_of(weight, 2, "conv2d"), stride, padding, dilation,
+                             groups, op="conv2d")
+    return conv(input, weight, bias, geometry)
+
+
+def conv(input, weight, bias, geometry):
+    """A convolution with an already validated ``kernels._common.ConvGeometry`` (what the
+    Conv modules call, having validated their arguments once in ``__init__``)."""
+    op, nd = geometry.op, geometry.ndim
+    _same_device(op, input, weight, bias)
+    x, unbatched = _spatial_input(input, nd, op)
+    geometry.output_shape(x.shape, weight.shape)
+    if nd == 1:
+        y = N.Conv2d.apply(x.unsqueeze(2), weight.unsqueeze(2), bias, geometry.as_2d())
+        y = y.squeeze(2)
+    else:
+        y = N.Conv2d.apply(x, weight, bias, geometry)
+    return y.squeeze(0) if unbatched else y
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Transposed 2-D convolution (the input gradient of conv2d): input (N, Cin, H, W),
+    weight (Cin, Cout/groups, KH, KW) -> (N, Cout, OH, OW),
+    OH = (H - 1)*stride - 2*padding + dilation*(KH - 1) + output_padding + 1."""
+    geometry = conv_geometry(_kernel_size_of(weight, 2, "conv_transpose2d"), stride, padding,
+                             dilation, groups, op="conv_transpose2d",
+                             output_padding=output_padding)
+    return conv_transpose(input, weight, bias, geometry)
+
+
+def conv_transpose(input, weight, bias, geometry):
+    """conv_transpose2d with an already validated geometry (what ConvTranspose2d calls)."""
+    op = geometry.op
+    _same_device(op, input, weight, bias)
+    x, unbatched = _spatial_input(input, 2, op)
+    y = N.ConvTranspose2d.apply(x, weight, bias, geometry)
+    return y.squeeze(0) if unbatched else y
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max over windows of (N, C, L); indices are positions along L."""
+    geometry = pool_geometry(kernel_size, stride, padding, dilation, ceil_mode, ndim=1,
+                             op="max_pool1d")
+    return max_pool(input, geometry, return_indices)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max over (dilated) KHxKW windows (stride defaults to kernel_size, -inf padding);
+    ``return_indices``: also the flat h*W + w position of each maximum (int64)."""
+    geometry = pool_geometry(kernel_size, stride, padding, dilation, ceil_mode,
+                             op="max_pool2d")
+    return max_pool(input, geometry, return_indices)
+
+
+def max_pool(input, geometry, return_indices=False):
+    """Max pooling with an already validated ``kernels._common.PoolGeometry``."""
+    nd = geometry.ndim
+    x, unbatched = _spatial_input(input, nd, geometry.op)
+    geometry.output_shape(x.shape)
+    if nd == 1:
+        x = x.unsqueeze(2)
+    indices = [] if return_indices else None
+    y = N.MaxPool2d.apply(x, geometry.as_2d(), indices)
+    if nd == 1:
+        y = y.squeeze(2)
+    if unbatched:
+        y = y.squeeze(0)
+    if not return_indices:
+        return y
+    idx = indices[0]
+    idx = idx[:, :, 0] if nd == 1 else idx
+    idx = idx[0] if unbatched else idx
+    return y, Tensor._wrap(idx, input._backend, False)
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    """Mean over windows of (N, C, L) (PyTorch's divisor rules, as avg_pool2d)."""
+    geometry = pool_geometry(kernel_size, stride, padding, 1, ceil_mode, ndim=1,
+                             op="avg_pool1d", count_include_pad=count_include_pad)
+    return avg_pool(input, geometry)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """Mean over KHxKW windows: zero padding counted unless count_include_pad=False;
+    ceil_mode windows are clipped to the padded input; divisor_override replaces the
+    window size (PyTorch's rules)."""
+    geometry = pool_geometry(kernel_size, stride, padding, 1, ceil_mode, op="avg_pool2d",
+                             count_include_pad=count_include_pad,
+                             divisor_override=divisor_override)
+    return avg_pool(input, geometry)
+
+
+def avg_pool(input, geometry):
+    """Average pooling with an already validated ``kernels._common.PoolGeometry``."""
+    nd = geometry.ndim
+    x, unbatched = _spatial_input(input, nd, geometry.op)
+    geometry.output_shape(x.shape)
+    y = N.AvgPool2d.apply(x.unsqueeze(2) if nd == 1 else x, geometry.as_2d())
+    y = y.squeeze(2) if nd == 1 else y
+    return y.squeeze(0) if unbatched else y
 
 
 def dropout(x, p=0.5, training=True):
@@ -442,19 +551,13 @@ def embedding(input, weight, padding_idx=None):
     return _N.Embedding.apply(weight, idx, padding_idx)
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
 def adaptive_avg_pool2d(input, output_size):
     """Average pool (N, C, H, W) to (N, C, OH, OW); output cell (i, j) averages rows
     floor(i H / OH) .. ceil((i + 1) H / OH) - 1 and the same for columns (PyTorch's bins).
     Equal bins use one avg_pool2d node; uneven ones are sliced and averaged."""
-    oh, ow = _pair(output_size)
+    oh, ow = int_tuple(output_size, 2, "output_size", "adaptive_avg_pool2d", 1)
     if input.ndim != 4:
         raise ValueError(f"adaptive_avg_pool2d: expected input (N, C, H, W), got {input.shape}")
-    if oh <= 0 or ow <= 0:
-        raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, got {(oh, ow)}")
     h, w = input.shape[2:]
     if (oh, ow) == (1, 1):
         return input.mean(dim=(2, 3), keepdim=True)

@@ -8,50 +8,30 @@ from __future__ import annotations
 from ..autograd import Function
 
 
-def pair(v, name, op):
-    """int or 2-sequence -> (h, w) of ints, with a clear error otherwise."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        return (v, v)
-    try:
-        h, w = v
-        if isinstance(h, int) and isinstance(w, int):
-            return (h, w)
-    except (TypeError, ValueError):
-        pass
-    raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
-
-
 class Conv2d(Function):
-    """Cross-correlation (what every framework calls conv2d), NCHW / OIHW:
+    """Cross-correlation (what every framework calls conv2d), NCHW / OIHW, with stride s,
+    zero padding, dilation d and G groups (channel blocks; output block g sees input
+    block g only, c' is c's index inside its block; w is (O, C/G, KH, KW)):
 
-        y[n,o,i,j] = b[o] + sum_{c,p,q} x_pad[n, c, i*sh + p, j*sw + q] * w[o,c,p,q]
+        y[n,o,i,j] = b[o] + sum_{c in group(o),p,q} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * w[o,c',p,q]
 
     Gradients (the two "transposed" correlations, ``kernels.conv2d_backward_*``):
-        dx_pad[n,c,i*sh+p, j*sw+q] += g[n,o,i,j] * w[o,c,p,q]   (then crop the padding)
-        dw[o,c,p,q] = sum_{n,i,j} g[n,o,i,j] * x_pad[n,c,i*sh+p, j*sw+q]
-        db[o]       = sum_{n,i,j} g[n,o,i,j]
+        dx_pad[n,c,i*sh+p*dh, j*sw+q*dw] += g[n,o,i,j] * w[o,c',p,q]   (then crop the padding)
+        dw[o,c',p,q] = sum_{n,i,j} g[n,o,i,j] * x_pad[n,c,i*sh+p*dh, j*sw+q*dw]
+        db[o]        = sum_{n,i,j} g[n,o,i,j]
+    ``geometry`` is the ``kernels._common.ConvGeometry`` (validated once by the caller);
+    the same record goes to every kernel.
     """
 
     @staticmethod
-    def forward(ctx, x, w, b=None, stride=1, padding=0):
-        stride = pair(stride, "stride", "conv2d")
-        padding = pair(padding, "padding", "conv2d")
-        if x.ndim != 4 or w.ndim != 4:
-            raise ValueError(f"conv2d: expected input (N,C,H,W) and weight (O,C,KH,KW), got "
-                             f"input {tuple(x.shape)} and weight {tuple(w.shape)}")
-        if x.shape[1] != w.shape[1]:
-            raise ValueError(
-                f"conv2d: input {tuple(x.shape)} has {x.shape[1]} channels but weight "
-                f"{tuple(w.shape)} expects {w.shape[1]} input channels")
-        if b is not None and tuple(b.shape) != (w.shape[0],):
-            raise ValueError(f"conv2d: bias of shape {tuple(b.shape)}, expected ({w.shape[0]},)")
-        if x.dtype != w.dtype:
-            raise TypeError(f"conv2d: input dtype {x.dtype} and weight dtype {w.dtype} differ")
-        y = ctx.kernels.conv2d_forward(x, w, stride, padding)
+    def forward(ctx, x, w, b, geometry):
+        geometry.output_shape(x.shape, w.shape)
+        _check_bias_dtype(geometry.op, x, w, b, w.shape[0])
+        y = ctx.kernels.conv2d_forward(x, w, geometry)
         if b is not None:
             y += b.reshape(1, -1, 1, 1)
         ctx.save_for_backward(x, w)
-        ctx.stride, ctx.padding, ctx.has_bias = stride, padding, b is not None
+        ctx.geometry, ctx.has_bias = geometry, b is not None
         return y
 
     @staticmethod
@@ -60,25 +40,109 @@ class Conv2d(Function):
         k = ctx.kernels
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dx = k.conv2d_backward_input(g, w, x.shape, ctx.stride, ctx.padding)
+            dx = k.conv2d_backward_input(g, w, x.shape, ctx.geometry)
         if ctx.needs_input_grad[1]:
-            dw = k.conv2d_backward_weight(g, x, w.shape, ctx.stride, ctx.padding)
+            dw = k.conv2d_backward_weight(g, x, w.shape, ctx.geometry)
         if not ctx.has_bias:
             return dx, dw
         return dx, dw, g.sum(axis=(0, 2, 3))
 
 
-class MaxPool2d(Function):
-    """y[n,c,i,j] = max_{p,q} x_pad[n,c,i*sh+p, j*sw+q]   (padding is -inf).
+class ConvTranspose2d(Function):
+    """The transposed convolution: the input gradient of the Conv2d with the same geometry,
+    applied to x as if x were that conv's output gradient. x (N, Cin, H, W), weight
+    (Cin, Cout/G, KH, KW) (PyTorch's layout: the conv's (O, C/G, KH, KW) with O = Cin):
 
-    dx[n,c,h,w] = sum of g[n,c,i,j] over the windows whose maximum sat at (h,w); the
-    forward keeps those positions (``argmax``) so backward is one scatter-add.
+        y[n,c,i*sh+p*dh-ph, j*sw+q*dw-pw] += x[n,o,i,j] * w[o,c',p,q]   (+ b[c])
+        OH = (H - 1)*sh - 2*ph + dh*(KH - 1) + output_padding_h + 1
+
+    y = conv2d_backward_input(x, w, y.shape), so by the adjoint identities
+        dx = conv2d_forward(g, w)                (the conv is the transpose's transpose)
+        dw = conv2d_backward_weight(x, g, w.shape)  (x plays dy, g plays the conv input)
+        db[c] = sum_{n,i,j} g[n,c,i,j]
+    When output_padding makes the conv of y longer than H (possible only with dilation),
+    x is zero-extended to that length and dx is cropped back.
     """
 
     @staticmethod
-    def forward(ctx, x, kernel, stride, padding):
-        _check_nchw(x, "max_pool2d")
-        y, argmax = ctx.kernels.maxpool2d_forward(x, kernel, stride, padding)
+    def forward(ctx, x, w, b, geometry):
+        op = geometry.op
+        if x.ndim != 4 or w.ndim != 4:
+            raise ValueError(f"{op}: expected input (N, Cin, H, W) and weight "
+                             f"(Cin, Cout/groups, KH, KW), got {tuple(x.shape)} and "
+                             f"{tuple(w.shape)}")
+        if x.shape[1] != w.shape[0]:
+            raise ValueError(f"{op}: input {tuple(x.shape)} has {x.shape[1]} channels but "
+                             f"weight {tuple(w.shape)} expects {w.shape[0]}")
+        cout = w.shape[1] * geometry.groups
+        _check_bias_dtype(op, x, w, b, cout)
+        size = transposed_out_size(geometry, x.shape[2:])
+        y_shape = (x.shape[0], cout) + size
+        xe = _zero_extend(ctx.xp, x, geometry.out_size(size))
+        y = ctx.kernels.conv2d_backward_input(xe, w, y_shape, geometry)
+        if b is not None:
+            y += b.reshape(1, -1, 1, 1)
+        ctx.save_for_backward(xe, w)
+        ctx.geometry, ctx.has_bias, ctx.x_size = geometry, b is not None, x.shape[2:]
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        xe, w = ctx.saved_tensors
+        k = ctx.kernels
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            h, wd = ctx.x_size
+            dx = k.conv2d_forward(g, w, ctx.geometry)[:, :, :h, :wd]
+        if ctx.needs_input_grad[1]:
+            dw = k.conv2d_backward_weight(xe, g, w.shape, ctx.geometry)
+        if not ctx.has_bias:
+            return dx, dw
+        return dx, dw, g.sum(axis=(0, 2, 3))
+
+
+def transposed_out_size(geometry, size):
+    """(H - 1)*s - 2p + d*(k - 1) + output_padding + 1 per axis, checked non-empty."""
+    out = tuple((n - 1) * s - 2 * p + e + op for n, s, p, e, op in
+                zip(size, geometry.stride, geometry.padding, geometry.effective_kernel,
+                    geometry.output_padding))
+    if min(out) < 1:
+        raise ValueError(f"{geometry.op}: input size {tuple(size)} with kernel "
+                         f"{geometry.kernel_size}, stride {geometry.stride}, padding "
+                         f"{geometry.padding} gives an empty output {out}")
+    return out
+
+
+def _zero_extend(xp, x, size):
+    """x with its spatial axes zero-extended at the high end to ``size`` (or x itself)."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    out = xp.zeros(x.shape[:2] + tuple(size), dtype=x.dtype)
+    out[:, :, :x.shape[2], :x.shape[3]] = x
+    return out
+
+
+def _check_bias_dtype(op, x, w, b, channels):
+    if b is not None and tuple(b.shape) != (channels,):
+        raise ValueError(f"{op}: bias of shape {tuple(b.shape)}, expected ({channels},)")
+    if x.dtype != w.dtype:
+        raise TypeError(f"{op}: input dtype {x.dtype} and weight dtype {w.dtype} differ")
+
+
+class MaxPool2d(Function):
+    """y[n,c,i,j] = max_{p,q} x_pad[n,c,i*sh+p*dh, j*sw+q*dw]   (padding is -inf).
+
+    dx[n,c,h,w] = sum of g[n,c,i,j] over the windows whose maximum sat at (h,w); the
+    forward keeps those positions (``argmax``) so backward is one scatter-add.
+    ``indices`` (a list or None) receives the argmax array for ``return_indices``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, geometry, indices=None):
+        geometry.output_shape(x.shape)
+        y, argmax = ctx.kernels.maxpool2d_forward(x, geometry)
+        if indices is not None:
+            indices.append(argmax)
         ctx.save_for_backward(argmax)
         ctx.x_shape = x.shape
         return y
@@ -90,25 +154,22 @@ class MaxPool2d(Function):
 
 
 class AvgPool2d(Function):
-    """y[n,c,i,j] = 1/(KH*KW) sum_{p,q} x_pad[n,c,i*sh+p, j*sw+q]   (zero padding counted).
+    """y[n,c,i,j] = 1/div[i,j] sum_{p,q} x_pad[n,c,i*sh+p, j*sw+q]   (zero padding);
+    div is KH*KW, or the window clipped to the padded input (ceil_mode), or to the input
+    (count_include_pad=False), or divisor_override, as in PyTorch.
 
-    dx[n,c,h,w] = sum over the windows containing (h,w) of g[n,c,i,j] / (KH*KW).
+    dx[n,c,h,w] = sum over the windows containing (h,w) of g[n,c,i,j] / div[i,j].
     """
 
     @staticmethod
-    def forward(ctx, x, kernel, stride, padding):
-        _check_nchw(x, "avg_pool2d")
-        ctx.x_shape, ctx.args = x.shape, (kernel, stride, padding)
-        return ctx.kernels.avgpool2d_forward(x, kernel, stride, padding)
+    def forward(ctx, x, geometry):
+        geometry.output_shape(x.shape)
+        ctx.x_shape, ctx.geometry = x.shape, geometry
+        return ctx.kernels.avgpool2d_forward(x, geometry)
 
     @staticmethod
     def backward(ctx, g):
-        return ctx.kernels.avgpool2d_backward(g, ctx.x_shape, *ctx.args)
-
-
-def _check_nchw(x, op):
-    if x.ndim != 4:
-        raise ValueError(f"{op}: expected a 4-D input (N,C,H,W), got shape {tuple(x.shape)}")
+        return ctx.kernels.avgpool2d_backward(g, ctx.x_shape, ctx.geometry)
 
 
 class Softmax(Function):
