@@ -231,6 +231,34 @@ def test_conv2d(n, c, o, size, k, stride, pad, layout, seed):
 
 
 @SET
+@given(st.integers(1, 2), st.integers(1, 2), st.integers(1, 2), st.integers(1, 2),
+       st.integers(1, 3), st.integers(1, 2), st.sampled_from([0, 1, "same", "valid"]), layouts,
+       seeds)
+def test_conv_dilated_grouped_and_1d(n, cg, og, groups, k, dilation, pad, layout, seed):
+    """Conv2d with dilation, groups and 'same'/'valid' padding; Conv1d (Conv2d on H = 1)."""
+    rng = np.random.default_rng(seed)
+    size = dilation * (k - 1) + 2
+    x = make(rng, (n, cg * groups, size, size + 1), layout)
+    w, b = make(rng, (og * groups, cg, k, k)), make(rng, (og * groups,))
+    check(lambda x_, w_, b_: F.conv2d(x_, w_, b_, 1, pad, dilation, groups), x, w, b)
+    x1, w1 = make(rng, (n, cg * groups, size + 2), layout), make(rng, (og * groups, cg, k))
+    check(lambda x_, w_: F.conv1d(x_, w_, None, 1, pad, dilation, groups), x1, w1)
+
+
+@SET
+@given(st.integers(1, 2), st.integers(1, 2), st.integers(1, 2), st.integers(1, 2),
+       st.integers(1, 3), st.integers(1, 2), st.integers(1, 2), st.integers(0, 1), layouts,
+       seeds)
+def test_conv_transpose2d(n, cg, og, groups, k, stride, dilation, pad, layout, seed):
+    rng = np.random.default_rng(seed)
+    x = make(rng, (n, cg * groups, 3, 4), layout)
+    w, b = make(rng, (cg * groups, og, k, k)), make(rng, (og * groups,))
+    out_pad = (seed % max(stride, dilation), 0)
+    check(lambda x_, w_, b_: F.conv_transpose2d(x_, w_, b_, stride, pad, out_pad, groups,
+                                                dilation), x, w, b)
+
+
+@SET
 @given(st.integers(1, 2), st.integers(1, 3), st.integers(2, 7), st.integers(1, 3),
        st.integers(1, 3), layouts, seeds)
 def test_pooling(n, c, size, k, stride, layout, seed):
@@ -239,6 +267,12 @@ def test_pooling(n, c, size, k, stride, layout, seed):
     x = make(np.random.default_rng(seed), (n, c, size, size), layout, "distinct")
     check(lambda t: F.max_pool2d(t, k, stride, pad), x)
     check(lambda t: F.avg_pool2d(t, k, stride, pad), x)
+    # dilation, ceil_mode, the other divisor rules, and the 1-D forms
+    check(lambda t: F.max_pool2d(t, k, stride, pad, 1 + seed % 2, True), x)
+    check(lambda t: F.avg_pool2d(t, k, stride, pad, True, False, None), x)
+    check(lambda t: F.avg_pool2d(t, k, stride, pad, False, True, 3), x)
+    check(lambda t: F.max_pool1d(t[:, :, 0], k, stride, pad, 1, True), x)
+    check(lambda t: F.avg_pool1d(t[:, :, 0], k, stride, pad, True, False), x)
 
 
 @SET

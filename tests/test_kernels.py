@@ -1,0 +1,516 @@
+"""The kernel suite, table-driven: every implementation (kernels.cpu, kernels.cuda -- under
+Numba's simulator without a GPU) and every VERSION of each primitive is checked against
+kernels.reference on hypothesis-drawn cases (tests/strategies.py); the reference itself is
+checked against PyTorch in float64. Arrays the kernels allocate start as NaN, so an
+element a kernel never writes fails the comparison."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kernels
+from kernels import reference
+from kernels._common import conv_geometry, pool_geometry
+from strategies import (DTYPES, LAYOUTS, SEEDS, TOL, avg_options, conv_case, matmul_case,
+                        pool_case, rand, rel)
+
+cuda_mod = kernels.get("cuda")
+from numba import config  # noqa: E402
+
+SIM = bool(config.ENABLE_CUDASIM)
+if SIM:
+    xp = np
+else:  # pragma: no cover - a real GPU
+    import cupy as xp
+
+IMPLS = ("cpu", "cuda")
+# the simulator runs every CUDA thread as a Python thread: tiny shapes, few examples
+LIMITS = {"cpu": dict(max_size=13, max_batch=3, max_channels=4),
+          "cuda": dict(max_size=6, max_batch=2, max_channels=3, max_kernel=3)}
+EXAMPLES = {"cpu": 20, "cuda": 6 if SIM else 30}
+SMALL_TILES = [(8, 8, 4, 2, 2), (4, 8, 2, 1, 2), (8, 4, 3, 2, 1)]
+
+
+def versions(primitive):
+    """pytest params (impl, version) for every version of ``primitive``."""
+    return [pytest.param(impl, v, id=f"{impl}-{v}") for impl in IMPLS
+            for v in kernels.get(impl).VERSIONS[primitive]]
+
+
+def run(impl, strategy, check):
+    """Run ``check`` on ``strategy``'s cases with the implementation's example budget."""
+    settings(max_examples=EXAMPLES[impl], deadline=None)(given(strategy)(check))()
+
+
+def dev(impl, a):
+    return xp.asarray(a) if impl == "cuda" else a
+
+
+def draws(impl):
+    """(dtype, layout) strategies: the CPU takes any float dtype and layout; the CUDA
+    kernels get contiguous float32 (what the framework hands them)."""
+    if impl == "cuda":
+        return st.just(np.float32), st.just("contiguous")
+    return DTYPES, LAYOUTS
+
+
+def tol(impl, dtype):
+    return 1e-5 if impl == "cuda" else TOL[dtype]
+
+
+@pytest.fixture(autouse=True)
+def poisoned_empty(monkeypatch):
+    """Every array a kernel allocates with empty() starts as NaN (or -7 for integers), and
+    the CUDA GEMM tile goes back to production after each test."""
+    real_empty = xp.empty
+
+    def empty(shape, dtype=float, **kw):
+        out = real_empty(shape, dtype=dtype, **kw)
+        if np.dtype(dtype).kind == "f":
+            out.fill(np.nan)
+        elif np.dtype(dtype).kind == "i":
+            out.fill(-7)
+        return out
+
+    monkeypatch.setattr(xp, "empty", empty)
+    yield
+    cuda_mod.set_tile(*cuda_mod.DEFAULT_TILE)
+
+
+def small_tile(impl, data):
+    if impl == "cuda":
+        cuda_mod.set_tile(*data.draw(st.sampled_from(SMALL_TILES)))
+
+
+# -- convolution --------------------------------------------------------------------------------
+def _conv_check(impl, version, which):
+    fn = kernels.get(impl).VERSIONS[which][version]
+    dtypes, layouts = draws(impl)
+
+    @st.composite
+    def cases(draw):
+        return draw(conv_case(**LIMITS[impl])), draw(dtypes), draw(layouts), draw(SEEDS)
+
+    def check(data):
+        small_tile(impl, data)
+        case, dtype, layout, seed = data.draw(cases())
+        xs, ws, args = case["x_shape"], case["w_shape"], case["args"]
+        rng = np.random.default_rng(seed)
+        x, w = rand(rng, xs, dtype, layout), rand(rng, ws, dtype)
+        y_ref = reference.conv2d_forward(x, w, *args)
+        dy = rand(rng, y_ref.shape, dtype, layout)
+        if which == "conv2d_forward":
+            got, want = fn(dev(impl, x), dev(impl, w), *args), y_ref
+        elif which == "conv2d_backward_input":
+            got = fn(dev(impl, dy), dev(impl, w), xs, *args)
+            want = reference.conv2d_backward_input(dy, w, xs, *args)
+        else:
+            got = fn(dev(impl, dy), dev(impl, x), ws, *args)
+            want = reference.conv2d_backward_weight(dy, x, ws, *args)
+        assert got.shape == want.shape and got.dtype == dtype
+        assert rel(got, want) < tol(impl, dtype)
+
+    return check
+
+
+@pytest.mark.parametrize("impl,version", versions("conv2d_forward"))
+def test_conv2d_forward(impl, version):
+    run(impl, st.data(), _conv_check(impl, version, "conv2d_forward"))
+
+
+@pytest.mark.parametrize("impl,version", versions("conv2d_backward_input"))
+def test_conv2d_backward_input(impl, version):
+    run(impl, st.data(), _conv_check(impl, version, "conv2d_backward_input"))
+
+
+@pytest.mark.parametrize("impl,version", versions("conv2d_backward_weight"))
+def test_conv2d_backward_weight(impl, version):
+    run(impl, st.data(), _conv_check(impl, version, "conv2d_backward_weight"))
+
+
+# -- pooling ----------------------------------------------------------------------------------------
+def _pool_strategy(impl, version):
+    if impl == "cpu" and version == "specialised":
+        # one compile per window: draw from the windows the default path specialises
+        return pool_case(windows=kernels.get("cpu")._FIXED_POOLS, **LIMITS[impl])
+    return pool_case(**LIMITS[impl])
+
+
+def _pool_check(impl, version, which):
+    fn = kernels.get(impl).VERSIONS[which][version]
+    dtypes, layouts = draws(impl)
+
+    def check(data):
+        case = data.draw(_pool_strategy(impl, version))
+        dtype, layout = data.draw(dtypes), data.draw(layouts)
+        rng = np.random.default_rng(data.draw(SEEDS))
+        xs = case.pop("x_shape")
+        x = rand(rng, xs, dtype, layout)
+        if which.startswith("max"):
+            y_ref, arg_ref = reference.maxpool2d_forward(x, **case)
+            dy = rand(rng, y_ref.shape, dtype)
+            if which == "maxpool2d_forward":
+                y, arg = fn(dev(impl, x), **case)
+                np.testing.assert_array_equal(np.asarray(y if SIM or impl == "cpu" else y.get()),
+                                              y_ref)
+                np.testing.assert_array_equal(arg if SIM or impl == "cpu" else arg.get(), arg_ref)
+                assert arg.dtype == np.int64
+                return
+            got = fn(dev(impl, dy), dev(impl, arg_ref), xs)
+            want = reference.maxpool2d_backward(dy, arg_ref, xs)
+        else:
+            opts = data.draw(avg_options())
+            case.pop("dilation")
+            y_ref = reference.avgpool2d_forward(x, **case, **opts)
+            if which == "avgpool2d_forward":
+                got, want = fn(dev(impl, x), **case, **opts), y_ref
+            else:
+                dy = rand(rng, y_ref.shape, dtype)
+                got = fn(dev(impl, dy), xs, **case, **opts)
+                want = reference.avgpool2d_backward(dy, xs, **case, **opts)
+        assert got.shape == want.shape
+        assert rel(got, want) < tol(impl, dtype)
+
+    return check
+
+
+@pytest.mark.parametrize("impl,version", versions("maxpool2d_forward"))
+def test_maxpool2d_forward(impl, version):
+    run(impl, st.data(), _pool_check(impl, version, "maxpool2d_forward"))
+
+
+@pytest.mark.parametrize("impl,version", versions("maxpool2d_backward"))
+def test_maxpool2d_backward(impl, version):
+    run(impl, st.data(), _pool_check(impl, version, "maxpool2d_backward"))
+
+
+@pytest.mark.parametrize("impl,version", versions("avgpool2d_forward"))
+def test_avgpool2d_forward(impl, version):
+    run(impl, st.data(), _pool_check(impl, version, "avgpool2d_forward"))
+
+
+@pytest.mark.parametrize("impl,version", versions("avgpool2d_backward"))
+def test_avgpool2d_backward(impl, version):
+    run(impl, st.data(), _pool_check(impl, version, "avgpool2d_backward"))
+
+
+def test_cuda_max_pool_gather_backward_matches_the_scatter():
+    """kernels.cuda's max-pool backward also has a gather form (one thread per input
+    element, given the window geometry); it must equal the reference's scatter-add."""
+    def check(data):
+        case = data.draw(pool_case(**LIMITS["cuda"]))
+        xs = case.pop("x_shape")
+        rng = np.random.default_rng(data.draw(SEEDS))
+        x = rng.standard_normal(xs).astype(np.float32)
+        y, arg = reference.maxpool2d_forward(x, **case)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        got = cuda_mod.maxpool2d_backward(dev("cuda", dy), dev("cuda", arg), xs,
+                                          pool_geometry(case["kernel"], case["stride"],
+                                                        case["padding"], case["dilation"],
+                                                        case["ceil_mode"]))
+        assert rel(got, reference.maxpool2d_backward(dy, arg, xs)) < 1e-6
+
+    run("cuda", st.data(), check)
+
+
+# -- matmul -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("impl,version", versions("matmul"))
+def test_matmul(impl, version):
+    fn = kernels.get(impl).VERSIONS["matmul"][version]
+    dims = st.sampled_from([1, 2, 3, 5, 7, 11]) if impl == "cuda" else None
+
+    def check(data):
+        small_tile(impl, data)
+        m, k, n, ta, tb, batch = data.draw(matmul_case() if dims is None else matmul_case(dims))
+        dtype = data.draw(draws(impl)[0])
+        rng = np.random.default_rng(data.draw(SEEDS))
+        lead = (batch,) if batch else ()
+        a = rng.standard_normal(lead + ((k, m) if ta else (m, k))).astype(dtype)
+        b = rng.standard_normal(lead + ((n, k) if tb else (k, n))).astype(dtype)
+        out = fn(dev(impl, a), dev(impl, b), ta, tb)
+        assert out.shape == lead + (m, n) and out.dtype == dtype
+        assert rel(out, reference.matmul(a, b, ta, tb)) < tol(impl, dtype)
+
+    run(impl, st.data(), check)
+
+
+def test_cuda_matmul_production_tile_on_one_block():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((13, 17)).astype(np.float32)
+    b = rng.standard_normal((17, 7)).astype(np.float32)
+    assert rel(cuda_mod.matmul(dev("cuda", a), dev("cuda", b)), a.astype(np.float64) @ b) < 1e-5
+
+
+def test_cuda_conv_production_tile_grouped_dilated():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 6, 5)).astype(np.float32)
+    w = rng.standard_normal((6, 2, 2, 3)).astype(np.float32)
+    args = (1, "same", (2, 1), 2)
+    assert rel(cuda_mod.conv2d_forward(dev("cuda", x), dev("cuda", w), *args),
+               reference.conv2d_forward(x, w, *args)) < 1e-5
+
+
+# -- the reference against PyTorch (float64) ----------------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(conv_case(), SEEDS)
+def test_reference_conv_matches_pytorch(case, seed):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    xs, ws, (s, p, d, g) = case["x_shape"], case["w_shape"], case["args"]
+    rng = np.random.default_rng(seed)
+    tx = torch.tensor(rng.standard_normal(xs), requires_grad=True)
+    tw = torch.tensor(rng.standard_normal(ws), requires_grad=True)
+    ty = F.conv2d(tx, tw, None, s, p, d, g)
+    y = reference.conv2d_forward(tx.detach().numpy(), tw.detach().numpy(), s, p, d, g)
+    assert y.shape == tuple(ty.shape)
+    assert rel(y, ty.detach().numpy()) < 1e-12
+    dy = rng.standard_normal(y.shape)
+    ty.backward(torch.tensor(dy))
+    assert rel(reference.conv2d_backward_input(dy, tw.detach().numpy(), xs, s, p, d, g),
+               tx.grad.numpy()) < 1e-12
+    assert rel(reference.conv2d_backward_weight(dy, tx.detach().numpy(), ws, s, p, d, g),
+               tw.grad.numpy()) < 1e-12
+
+
+@settings(max_examples=25, deadline=None)
+@given(pool_case(), avg_options(), SEEDS)
+def test_reference_pooling_matches_pytorch(case, opts, seed):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    xs = case.pop("x_shape")
+    k, s, p, d, ceil = (case[a] for a in ("kernel", "stride", "padding", "dilation",
+                                          "ceil_mode"))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs)
+    tx = torch.tensor(x, requires_grad=True)
+    ty, tidx = F.max_pool2d(tx, k, s, p, d, ceil, return_indices=True)
+    y, arg = reference.maxpool2d_forward(x, **case)
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    inside = arg >= 0  # PyTorch's index of a window lying wholly in the padding is junk
+    np.testing.assert_array_equal(arg[inside], tidx.numpy()[inside])
+    g = rng.standard_normal(y.shape)
+    ty.backward(torch.tensor(g))
+    assert rel(reference.maxpool2d_backward(g, arg, xs), tx.grad.numpy()) < 1e-12
+    tx.grad = None
+    ta = F.avg_pool2d(tx, k, s, p, ceil, **opts)
+    assert rel(reference.avgpool2d_forward(x, k, s, p, ceil, **opts), ta.detach().numpy()) < 1e-12
+    g = rng.standard_normal(ta.shape)
+    ta.backward(torch.tensor(g))
+    assert rel(reference.avgpool2d_backward(g, xs, k, s, p, ceil, **opts),
+               tx.grad.numpy()) < 1e-12
+
+
+# -- behaviour every implementation shares -------------------------------------------------------------
+ALL = ("reference",) + IMPLS
+
+
+@pytest.mark.parametrize("impl", ALL)
+def test_max_pool_nan_and_ties(impl):
+    mod = kernels.get(impl)
+    x = np.array([[[[1.0, 1.0], [np.nan, 0.0]]]], dtype=np.float32)
+    y, arg = mod.maxpool2d_forward(dev(impl, x), 2, 2, 0)
+    assert np.isnan(float(y[0, 0, 0, 0])) and int(arg[0, 0, 0, 0]) == 2  # NaN wins, as torch
+    x = np.ones((1, 1, 2, 2), dtype=np.float32)
+    y, arg = mod.maxpool2d_forward(dev(impl, x), 2, 2, 0)
+    assert int(arg[0, 0, 0, 0]) == 0  # the first maximum wins a tie
+
+
+@pytest.mark.parametrize("impl", ALL)
+def test_empty_batch_gives_pytorchs_shapes(impl):
+    """N = 0 flows through every primitive (PyTorch returns (0, C, OH, OW))."""
+    mod = kernels.get(impl)
+    x = dev(impl, np.zeros((0, 4, 7, 6), np.float32))
+    w = dev(impl, np.ones((6, 2, 3, 3), np.float32))
+    y = mod.conv2d_forward(x, w, 2, 1, 1, 2)
+    assert y.shape == (0, 6, 4, 3)
+    assert mod.conv2d_backward_input(y, w, x.shape, 2, 1, 1, 2).shape == x.shape
+    dw = mod.conv2d_backward_weight(y, x, w.shape, 2, 1, 1, 2)
+    assert dw.shape == w.shape and not np.asarray(dw if impl != "cuda" or SIM else dw.get()).any()
+    y, arg = mod.maxpool2d_forward(x, 2)
+    assert y.shape == arg.shape == (0, 4, 3, 3)
+    assert mod.maxpool2d_backward(y, arg, x.shape).shape == x.shape
+    assert mod.avgpool2d_forward(x, 3, 2, 1).shape == (0, 4, 4, 3)
+    assert mod.avgpool2d_backward(mod.avgpool2d_forward(x, 3, 2, 1), x.shape, 3, 2, 1).shape \
+        == x.shape
+
+
+@pytest.mark.parametrize("impl", ALL)
+def test_kernels_accept_the_geometry_record(impl):
+    """What the ops pass: one ConvGeometry / PoolGeometry instead of the plain ints."""
+    mod = kernels.get(impl)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 7, 6)).astype(np.float32)
+    w = rng.standard_normal((6, 2, 3, 2)).astype(np.float32)
+    geo = conv_geometry((3, 2), (2, 1), (1, 0), (1, 2), 2)
+    assert rel(mod.conv2d_forward(dev(impl, x), dev(impl, w), geo),
+               reference.conv2d_forward(x, w, (2, 1), (1, 0), (1, 2), 2)) < 1e-5
+    pgeo = pool_geometry(3, 2, 1, 2, True)
+    y, _ = mod.maxpool2d_forward(dev(impl, x), pgeo)
+    assert rel(y, reference.maxpool2d_forward(x, 3, 2, 1, 2, True)[0]) == 0
+
+
+@pytest.mark.parametrize("impl", ALL)
+def test_bad_arguments_name_the_primitive_argument_and_value(impl):
+    mod = kernels.get(impl)
+    x = dev(impl, np.zeros((1, 3, 8, 8), np.float32))
+    w = dev(impl, np.zeros((2, 4, 3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d_forward: input \(1, 3, 8, 8\) has 3 "
+                                         r"channels but weight \(2, 4, 3, 3\) expects 4"):
+        mod.conv2d_forward(x, w, 1, 0)
+    with pytest.raises(ValueError, match="matmul.*inner sizes"):
+        mod.matmul(dev(impl, np.zeros((3, 4), np.float32)), dev(impl, np.zeros((5, 6), np.float32)))
+    with pytest.raises(ValueError, match=r"maxpool2d_forward: padding must be at most half of "
+                                         r"kernel_size \(2, 2\), got 2"):
+        mod.maxpool2d_forward(x, 2, 2, 2)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        mod.conv2d_forward(x.astype(np.int32), w.astype(np.int32)[:, :3], 1, 0)
+    with pytest.raises(ValueError, match="empty output"):
+        mod.conv2d_forward(dev(impl, np.zeros((1, 3, 2, 2), np.float32)), w[:, :3], 1, 0)
+    with pytest.raises(TypeError, match=r"conv2d_forward: stride must be an int or a tuple of "
+                                        r"2 ints, got 1.5"):
+        mod.conv2d_forward(x, w[:, :3], 1.5, 0)
+    with pytest.raises(ValueError, match=r"conv2d_forward: dilation must be >= 1, got 0"):
+        mod.conv2d_forward(x, w[:, :3], 1, 0, 0)
+    with pytest.raises(ValueError, match=r"conv2d_forward: input \(1, 3, 8, 8\) has 3 channels "
+                                         r"but weight \(2, 3, 3, 3\) expects 3 x groups 2"):
+        mod.conv2d_forward(x, w[:, :3], 1, 0, 1, 2)
+
+
+def test_implementations_and_versions_are_listed():
+    """Each implementation lists every primitive's versions by name; "default" is the
+    function the backend calls."""
+    assert kernels.IMPLEMENTATIONS == ("reference", "cpu", "cuda")
+    with pytest.raises(ValueError, match="unknown kernel implementation"):
+        kernels.get("opencl")
+    primitives = {"matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
+                  "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
+                  "avgpool2d_backward"}
+    for impl in kernels.IMPLEMENTATIONS:
+        mod = kernels.get(impl)
+        assert primitives <= set(mod.VERSIONS), impl
+        for name in primitives:
+            assert mod.VERSIONS[name]["default"] is getattr(mod, name)
+            assert kernels.get(impl, name) is getattr(mod, name)
+            for v, fn in mod.VERSIONS[name].items():
+                assert kernels.get(impl, name, v) is fn
+    assert {"fold_batch", "batched", "per_sample"} <= set(
+        kernels.get("cpu").VERSIONS["conv2d_backward_weight"])
+    with pytest.raises(ValueError, match=r"kernels.cpu has no version 'v9' of matmul"):
+        kernels.get("cpu", "matmul", "v9")
+
+
+# -- kernels.cpu specifics ------------------------------------------------------------------------------
+def test_cpu_conv_results_never_alias_the_reused_workspace():
+    """kernels.cpu reuses one scratch buffer across calls; what it returns must be fresh."""
+    cpu = kernels.get("cpu")
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.standard_normal((2, 2, 3, 6, 6))
+    w = rng.standard_normal((4, 3, 3, 3))
+    y1 = cpu.conv2d_forward(x1, w, 1, 1)
+    y1_copy = y1.copy()
+    dx1 = cpu.conv2d_backward_input(y1, w, x1.shape, 1, 1)
+    dx1_copy = dx1.copy()
+    dw1 = cpu.conv2d_backward_weight(y1, x1, w.shape, 1, 1)
+    dw1_copy = dw1.copy()
+    cpu.conv2d_forward(x2, w, 1, 1)
+    cpu.conv2d_backward_input(y1 * 2, w, x1.shape, 1, 1)
+    cpu.conv2d_backward_weight(y1 * 3, x2, w.shape, 1, 1)
+    np.testing.assert_array_equal(y1, y1_copy)
+    np.testing.assert_array_equal(dx1, dx1_copy)
+    np.testing.assert_array_equal(dw1, dw1_copy)
+    assert rel(y1, reference.conv2d_forward(x1, w, 1, 1)) < 1e-12
+
+
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (2, 1, 1), (3, 3, 0)])
+@pytest.mark.parametrize("nan", [False, True])
+def test_cpu_max_pool_fast_path_and_general_kernel_agree(k, s, p, nan):
+    """kernels.cpu has a compile-time-specialised max-pool for common windows without
+    NaN and a general kernel for the rest; both give the reference's values and argmax."""
+    cpu = kernels.get("cpu")
+    rng = np.random.default_rng(k * 10 + s)
+    x = rng.standard_normal((3, 4, 11, 9)).astype(np.float32)
+    x[:, :, ::3, ::2] = 0.5  # ties inside windows
+    if nan:  # routes the call to the general kernel
+        x[1, 2, 4, 4] = x[2, 0, 0, 1] = np.nan
+    y_ref, arg_ref = reference.maxpool2d_forward(x, k, s, p)
+    for fn in cpu.VERSIONS["maxpool2d_forward"].values():
+        y, arg = fn(x, k, s, p)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(arg, arg_ref)
+    assert (k, k, s, s, p, p) in cpu._FIXED_POOLS  # the case really exercises the fast path
+
+
+# -- kernels.cuda specifics -----------------------------------------------------------------------------
+def test_cuda_set_tile_checks_its_arguments():
+    with pytest.raises(ValueError, match="set_tile"):
+        cuda_mod.set_tile(8, 8, 4, 3, 2)
+
+
+@pytest.mark.skipif(not SIM, reason="a workaround for Numba's CUDA simulator")
+def test_simulator_shared_arrays_are_one_per_line_under_contention(monkeypatch):
+    """kernels.cuda makes the simulator's shared-array creation atomic: 64 threads that
+    reach the same cuda.shared.array line together must all get the same array."""
+    import threading
+    import time
+
+    from numba.cuda.simulator.kernelapi import FakeCUDAShared
+
+    # a slow allocation widens the race window from microseconds to a millisecond: with
+    # numba's unlocked version nearly every thread then creates its own array
+    real_empty = np.empty
+
+    def slow_empty(*args, **kwargs):
+        time.sleep(1e-3)
+        return real_empty(*args, **kwargs)
+
+    monkeypatch.setattr(np, "empty", slow_empty)
+    shared = FakeCUDAShared(0)
+    start = threading.Barrier(64)
+    got = []
+
+    def thread():
+        start.wait()
+        got.append(shared.array((8, 8), np.float32))
+
+    threads = [threading.Thread(target=thread) for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 64 and all(a is got[0] for a in got)
+
+
+def test_framework_dispatches_to_the_cuda_kernels(monkeypatch):
+    """A small CNN trained one step on "cuda" gives the cpu step's loss and gradients, and
+    conv/pool/matmul really went through kernels.cuda."""
+    import tinygrad_k as tk
+    from tinygrad_k import nn
+
+    cuda_mod.set_tile(8, 8, 4, 2, 2)
+    calls = []
+    for name in ("conv2d_forward", "conv2d_backward_weight", "maxpool2d_forward", "matmul"):
+        real = getattr(cuda_mod, name)
+        monkeypatch.setattr(cuda_mod, name,
+                            lambda *a, _r=real, _n=name, **k: (calls.append(_n), _r(*a, **k))[1])
+    tk.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(2 * 3 * 3, 3))
+    x, y = tk.randn(2, 1, 6, 6), tk.tensor([0, 2])
+    loss = nn.CrossEntropyLoss()(model(x), y)
+    loss.backward()
+    grads = [p.grad.numpy().copy() for p in model.parameters()]
+    model.zero_grad()
+    model.to("cuda")
+    assert model[0].weight.device == "cuda"
+    loss_gpu = nn.CrossEntropyLoss()(model(x.to("cuda")), y.to("cuda"))
+    loss_gpu.backward()
+    assert loss_gpu.device == "cuda"
+    assert abs(loss_gpu.item() - loss.item()) < 1e-5
+    for g, p in zip(grads, model.parameters()):
+        assert rel(p.grad.numpy(), g) < 1e-5
+    assert {"conv2d_forward", "conv2d_backward_weight", "maxpool2d_forward",
+            "matmul"} <= set(calls)
+    model.cpu()
+    assert model[0].weight.device == "cpu"
