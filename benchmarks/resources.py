@@ -73,35 +73,19 @@ def ptxas_info(ptx, ptxas):
 
 def numba_kernels():
     """(name, ptx, threads per block, production?) of every Numba CUDA kernel, float32."""
-    from numba import cuda, float32, int64, types
+    from numba import cuda
 
     import kernels.cuda as K
     import kernels.cuda_gemm as G
 
-    geo = types.UniTuple(int64, 8)
-    a3, a4 = types.Array(float32, 3, "C"), types.Array(float32, 4, "C")
-    i4 = types.Array(int64, 4, "C")
     out = []
 
     def add(name, fn, sig, threads, production):
         ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0))
         out.append((name, ptx, threads, production))
 
-    tile = K.DEFAULT_TILE
-    gemms = {"gemm matmul (regblock2d)": (K._PLAIN, K._PLAIN, K._OUT_PLAIN, a3, a3),
-             "gemm matmul, transposed operands": (K._PLAIN_T, K._PLAIN_T, K._OUT_PLAIN, a3, a3),
-             "gemm conv forward (implicit im2col)": (K._PLAIN, K._IM2COL, K._OUT_NCHW, a3, a4),
-             "gemm conv weight gradient": (K._DY_ONL, K._IM2COL_T, K._OUT_PLAIN, a3, a4)}
-    for name, (ma, mb, mc, A, B) in gemms.items():
-        kern, nthreads = K._gemm_kernel(*tile, ma, mb, mc, "float32")
-        add(name, kern.py_func, (A, B, a3, int64, int64, int64, geo), nthreads, True)
-    add("conv input gradient", K._conv_dx_kernel().py_func, (a4, a4, a4) + (int64,) * 4, 128, True)
-    mf, mb_, af, ab = K._pool_kernels()
-    add("maxpool forward", mf.py_func, (a4, a4, i4) + (int64,) * 6, 128, True)
-    add("maxpool backward (gather)", mb_.py_func, (a4, i4, a4) + (int64,) * 6, 128, True)
-    add("avgpool forward", af.py_func, (a4, a4) + (int64,) * 6, 128, True)
-    add("avgpool backward", ab.py_func, (a4, a4) + (int64,) * 6, 128, True)
-    add("maxpool backward (scatter per plane)", K._scatter_kernel().py_func, (a4, i4, a3), 64, True)
+    for name, fn, sig, threads in K.kernels_for_ptx():
+        add(name, fn, sig, threads, True)
     for name, fn, sig, threads in G.kernels_for_ptx():
         add(name + " (ladder)", fn, sig, threads, False)
     return out

@@ -599,3 +599,39 @@ def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=Fa
 # the backend calls). The GEMM tile is a module setting (``set_tile``), not a version.
 VERSIONS = {name: {"default": globals()[name]} for name in __all__
             if name not in ("DEFAULT_TILE", "set_tile", "VERSIONS")}
+
+def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
+    """(name, python function, Numba signature, threads per block) of every production
+    kernel of this module, for PTX compilation (tests/test_kernels_ptx.py) and the
+    resource table (benchmarks/resources.py): the one place that knows their signatures."""
+    from numba import float64, int64, types
+
+    ft = getattr(types, dtype_name)
+    geo = types.UniTuple(int64, 12)
+    a3, a4 = types.Array(ft, 3, "C"), types.Array(ft, 4, "C")
+    i4, d2 = types.Array(int64, 4, "C"), types.Array(float64, 2, "C")
+    out = []
+    gemms = {"gemm matmul (regblock2d)": (_PLAIN, _PLAIN, _OUT_PLAIN, a3, a3),
+             "gemm matmul, transposed operands": (_PLAIN_T, _PLAIN_T, _OUT_PLAIN, a3, a3),
+             "gemm conv forward (implicit im2col)": (_PLAIN, _IM2COL, _OUT_NCHW, a3, a4),
+             "gemm conv weight gradient": (_DY_ONL, _IM2COL_T, _OUT_PLAIN, a3, a4)}
+    for name, (ma, mb, mc, A, B) in gemms.items():
+        kern, nthreads = _gemm_kernel(*tile, ma, mb, mc, dtype_name)
+        out.append((name, kern.py_func, (A, B, a3, int64, int64, int64, geo), nthreads))
+    out.append(("conv input gradient", _conv_dx_kernel().py_func,
+                (a4, a4, a4) + (int64,) * 6, 128))
+    mf, mb, af, ab = _pool_kernels()
+    out += [("maxpool forward", mf.py_func, (a4, a4, i4) + (int64,) * 8, 128),
+            ("maxpool backward (gather)", mb.py_func, (a4, i4, a4) + (int64,) * 8, 128),
+            ("avgpool forward", af.py_func, (a4, a4) + (int64,) * 6 + (d2,), 128),
+            ("avgpool backward", ab.py_func, (a4, a4) + (int64,) * 6 + (d2,), 128),
+            ("maxpool backward (scatter per plane)", _scatter_kernel().py_func, (a4, i4, a3),
+             64)]
+    return out
+
+
+# the GEMM ladder (kernels/cuda_gemm.py: naive .. double-buffered) joins the matmul
+# versions; imported last because it builds on this module
+from . import cuda_gemm as _ladder  # noqa: E402
+
+VERSIONS["matmul"].update(_ladder.LADDER)

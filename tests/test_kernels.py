@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import kernels
 from kernels import reference
 from kernels._common import conv_geometry, pool_geometry
+from test_gemm_ladder import SMALL as LADDER_TILES
 from strategies import (DTYPES, LAYOUTS, SEEDS, TOL, avg_options, conv_case, matmul_case,
                         pool_case, rand, rel)
 
@@ -60,8 +61,14 @@ def tol(impl, dtype):
 
 @pytest.fixture(autouse=True)
 def poisoned_empty(monkeypatch):
-    """Every array a kernel allocates with empty() starts as NaN (or -7 for integers), and
-    the CUDA GEMM tile goes back to production after each test."""
+    """Every array a kernel allocates with empty() starts as NaN (or -7 for integers); the
+    GEMM ladder runs with tiny tiles (as in tests/test_gemm_ladder.py), and the tiles go
+    back to production after each test."""
+    import kernels.cuda_gemm as ladder
+
+    saved = {k: dict(v) for k, v in ladder.CONFIG.items()}
+    for rung, params in LADDER_TILES.items():
+        ladder.configure(rung, **params)
     real_empty = xp.empty
 
     def empty(shape, dtype=float, **kw):
@@ -75,6 +82,8 @@ def poisoned_empty(monkeypatch):
     monkeypatch.setattr(xp, "empty", empty)
     yield
     cuda_mod.set_tile(*cuda_mod.DEFAULT_TILE)
+    for rung, params in saved.items():
+        ladder.configure(rung, **params)
 
 
 def small_tile(impl, data):

@@ -14,26 +14,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = r'''
-from numba import cuda, types, float32, float64, int64
+from numba import cuda
 import kernels.cuda as K
-geo = types.UniTuple(int64, 12)
-for ft in (float32, float64):
-    a3, a4 = types.Array(ft, 3, "C"), types.Array(ft, 4, "C")
-    i4 = types.Array(int64, 4, "C")
-    d2 = types.Array(float64, 2, "C")
-    gemms = [(K._PLAIN, K._PLAIN, K._OUT_PLAIN, a3, a3), (K._PLAIN_T, K._PLAIN_T, K._OUT_PLAIN, a3, a3),
-             (K._PLAIN, K._IM2COL, K._OUT_NCHW, a3, a4), (K._DY_ONL, K._IM2COL_T, K._OUT_PLAIN, a3, a4)]
-    for ma, mb, mc, A, B in gemms:
-        for tile in ((64, 64, 8, 4, 4), (8, 8, 4, 2, 2)):
-            kern, _ = K._gemm_kernel(*tile, ma, mb, mc, ft.name)
-            cuda.compile_ptx(kern.py_func, (A, B, a3, int64, int64, int64, geo), cc=(9, 0))
-    cuda.compile_ptx(K._conv_dx_kernel().py_func, (a4, a4, a4) + (int64,) * 6, cc=(9, 0))
-    mf, mb_, af, ab = K._pool_kernels()
-    cuda.compile_ptx(mf.py_func, (a4, a4, i4) + (int64,) * 8, cc=(9, 0))
-    cuda.compile_ptx(mb_.py_func, (a4, i4, a4) + (int64,) * 8, cc=(9, 0))
-    cuda.compile_ptx(af.py_func, (a4, a4) + (int64,) * 6 + (d2,), cc=(9, 0))
-    cuda.compile_ptx(ab.py_func, (a4, a4) + (int64,) * 6 + (d2,), cc=(9, 0))
-    cuda.compile_ptx(K._scatter_kernel().py_func, (a4, i4, a3), cc=(9, 0))
+for dtype in ("float32", "float64"):
+    for tile in (K.DEFAULT_TILE, (8, 8, 4, 2, 2)):
+        for name, fn, sig, _ in K.kernels_for_ptx(dtype, tile):
+            if tile == K.DEFAULT_TILE or name.startswith("gemm"):  # the rest has no tile
+                cuda.compile_ptx(fn, sig, cc=(9, 0))
 print("compiled")
 '''
 
