@@ -260,7 +260,7 @@ def test_cuda_conv_production_tile_grouped_dilated():
 
 
 # -- the reference against PyTorch (float64) ----------------------------------------------------------
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(conv_case(), SEEDS)
 def test_reference_conv_matches_pytorch(case, seed):
     torch = pytest.importorskip("torch")

@@ -72,6 +72,34 @@ def test_pool_large(k, s, p):
         < 1e-6
 
 
+@pytest.mark.parametrize("xs,ws,args", [((8, 64, 32, 32), (64, 1, 3, 3), (1, 1, 1, 64)),
+                                         ((4, 32, 30, 29), (48, 8, 3, 3), (2, 2, (2, 3), 4)),
+                                         ((4, 16, 17, 19), (16, 16, 4, 3), (1, "same", 2, 1))])
+def test_conv_grouped_dilated_large(xs, ws, args):
+    """Depthwise, grouped + dilated, and 'same' with an even kernel (asymmetric padding)."""
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    y = K.conv2d_forward(cp.asarray(x), cp.asarray(w), *args)
+    assert rel(y, R.conv2d_forward(x64, w64, *args)) < 1e-5
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    assert rel(K.conv2d_backward_input(cp.asarray(dy), cp.asarray(w), xs, *args),
+               R.conv2d_backward_input(dy.astype(np.float64), w64, xs, *args)) < 1e-5
+    assert rel(K.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), ws, *args),
+               R.conv2d_backward_weight(dy.astype(np.float64), x64, ws, *args)) < 1e-5
+
+
+def test_pool_options_large():
+    x = rng.standard_normal((8, 16, 33, 31)).astype(np.float32)
+    y, arg = K.maxpool2d_forward(cp.asarray(x), 3, 2, 1, 2, True)
+    y_ref, arg_ref = R.maxpool2d_forward(x, 3, 2, 1, 2, True)
+    np.testing.assert_array_equal(cp.asnumpy(y), y_ref)
+    np.testing.assert_array_equal(cp.asnumpy(arg), arg_ref)
+    opts = dict(ceil_mode=True, count_include_pad=False)
+    assert rel(K.avgpool2d_forward(cp.asarray(x), 3, 2, 1, **opts),
+               R.avgpool2d_forward(x.astype(np.float64), 3, 2, 1, **opts)) < 1e-6
+
+
 def test_fused_bias_relu_and_relu_backward():
     x = rng.standard_normal((4, 5, 3, 3)).astype(np.float32)
     b = rng.standard_normal(5).astype(np.float32)
