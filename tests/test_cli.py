@@ -277,3 +277,24 @@ def test_csv_series_with_header_trains(tmp_path):
     np.testing.assert_allclose(data.read_series_csv(path), np.round(np.sin(t / 7), 5))
     assert run(["train", "--model", "rnn_regressor", "--dataset", path, "--epochs", "1",
                 "--out", str(tmp_path / "o"), "--no-progress", "--no-plot"]) == 0
+
+
+def test_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    import errno
+
+    real_fsync, calls = os.fsync, {"n": 0}
+
+    def fsync(fd):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the first checkpoint (file + folder) is written, then the disk fills
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    rc = _rc(["train", "--model", "mlp", "--dataset", "synthetic", "--epochs", "2",
+              "--out", str(tmp_path), *SMALL])
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "No space left" in err, err
+    assert tk.load(str(tmp_path / "checkpoint.npz"))["epoch"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz"]

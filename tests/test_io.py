@@ -274,3 +274,233 @@ def test_safetensors_damaged_files_are_refused(tmp_path):
         _st_file(p, header, b"\0" * 4)
         with pytest.raises(ValueError, match="not a readable safetensors"):
             tk.load(p)
+
+
+# -- strict, bounded reading (issue 12) ---------------------------------------------------
+@pytest.mark.parametrize("header, data, why", [
+    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+      "v": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, 12, "overlaps"),
+    ({"w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, 8, "hole of 4 bytes"),
+    ({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+      "v": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}}, 12, "hole of 4 bytes"),
+    ({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, 0, "does not fit"),
+    ({"w": {"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 4]}}, 4,
+     "does not fit"),
+    ({"w": {"dtype": "F32", "shape": [2**62, 0, 2**62], "data_offsets": [0, 0]}}, 0,
+     "bad entry"),
+    ({"w": {"dtype": "F32", "shape": [2**20, 0], "data_offsets": [0, 0]}}, 0, None),
+    ({"w": {"dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]}}, 4, "bad entry"),
+    ({"w": {"dtype": "F32", "shape": [1] * 65, "data_offsets": [0, 4]}}, 4, "bad entry"),
+    ({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 2**70]}}, 4, "does not fit"),
+])
+def test_safetensors_layout_is_checked(tmp_path, header, data, why):
+    p = tmp_path / "x.safetensors"
+    _st_file(p, header, b"\0" * data)
+    if why is None:  # an empty tensor with huge dims is legal (0 bytes)
+        assert tk.load(p)["w"].shape == (2**20, 0)
+        return
+    with pytest.raises(ValueError, match=why) as e:
+        tk.load(p)
+    assert str(p) in str(e.value)
+
+
+@pytest.mark.parametrize("depth", [600, 100_000])
+def test_deep_json_nesting_is_refused(tmp_path, depth):
+    p = tmp_path / "deep.safetensors"
+    hb = b'{"a": ' + b"[" * depth + b"]" * depth + b"}"
+    p.write_bytes(len(hb).to_bytes(8, "little") + hb)
+    with pytest.raises(ValueError, match="nested") as e:
+        tk.load(p)
+    assert str(p) in str(e.value)
+    q = tmp_path / "deep.npz"
+    meta = b'{"format": "tinygrad_k-checkpoint-1", "root": ' + b"[" * depth + \
+        b"]" * depth + b"}"
+    np.savez(q, __meta__=np.frombuffer(meta, dtype=np.uint8))
+    with pytest.raises(ValueError, match="nested") as e:
+        tk.load(q)
+    assert str(q) in str(e.value)
+
+
+def _npz_with_member(path, name, npy_bytes):
+    meta = b'{"format": "tinygrad_k-checkpoint-1", "root": {"__ndarray__": "a0"}}'
+    buf = io.BytesIO()
+    np.save(buf, np.frombuffer(meta, dtype=np.uint8))
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("__meta__.npy", buf.getvalue())
+        z.writestr(name, npy_bytes)
+
+
+@pytest.mark.parametrize("shape", [(10**13,), (2**40, 2**40), (3, 3)])
+def test_npy_header_claiming_a_huge_array_is_refused_before_allocating(tmp_path, shape):
+    hdr = io.BytesIO()
+    np.lib.format.write_array_header_1_0(hdr, {"descr": "<f8", "fortran_order": False,
+                                               "shape": shape})
+    p = tmp_path / "huge.npz"
+    _npz_with_member(p, "a0.npy", hdr.getvalue() + b"\0" * 16)
+    with pytest.raises(ValueError, match="header claims|bad shape") as e:
+        tk.load(p)
+    assert str(p) in str(e.value)
+
+
+def test_npz_entry_that_is_not_an_array_or_pickled_is_refused(tmp_path):
+    p = tmp_path / "obj.npz"
+    buf = io.BytesIO()
+    np.save(buf, np.array([1, None], dtype=object), allow_pickle=True)
+    _npz_with_member(p, "a0.npy", buf.getvalue())
+    with pytest.raises(ValueError, match="object arrays"):
+        tk.load(p)
+
+
+def test_saving_a_cycle_or_a_module_is_refused(tmp_path):
+    loop = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="nested deeper"):
+        tk.save(loop, tmp_path / "loop.npz")
+    with pytest.raises(TypeError, match="state_dict"):
+        tk.save(_model(), tmp_path / "m.npz")
+    assert not os.listdir(tmp_path)
+
+
+# -- atomic writes, umask, stale temp files ---------------------------------------------------
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        for name in ("ck.npz", "ck.safetensors"):
+            path = tk.save({"w": tk.ones(2)}, tmp_path / name)
+            assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask, name
+    finally:
+        os.umask(old)
+
+
+def test_next_save_removes_stale_temp_files(tmp_path):
+    path = tmp_path / "ck.npz"
+    dead = tmp_path / ".ck.npz.999999999.0badf00d.tmp"      # pid beyond pid_max: gone
+    alive = tmp_path / f".ck.npz.{os.getppid()}.00c0ffee.tmp"  # a live writer's file
+    other = tmp_path / ".other.npz.999999999.0badf00d.tmp"   # another checkpoint's
+    for p in (dead, alive, other):
+        p.write_bytes(b"partial")
+    tk.save({"a": 1}, path)
+    assert not dead.exists() and alive.exists() and other.exists()
+    assert tk.load(path) == {"a": 1}
+
+
+def test_kill_9_during_save_keeps_the_previous_checkpoint(tmp_path):
+    """A writer killed with SIGKILL at random moments while saving: the checkpoint on disk
+    always loads (the old or the new one), and the next save cleans up its temp file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "ck.npz"
+    script = ("import sys, numpy as np, tinygrad_k as tk\n"
+              "i = 0\n"
+              "while True:\n"
+              "    tk.save({'i': i, 'w': np.full(3_000_000, i, np.float32)}, sys.argv[1])\n"
+              "    i += 1\n")
+    rng = np.random.default_rng(0)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for trial in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", script, str(path)], cwd=root)
+        deadline = time.time() + 60
+        while not path.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.05, 0.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        ck = tk.load(path)
+        assert (ck["w"] == ck["i"]).all()
+    tk.save({"i": -1}, path)
+    assert os.listdir(tmp_path) == ["ck.npz"]
+
+
+def test_failed_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    """A full disk (ENOSPC while writing): the error propagates, the old checkpoint stays,
+    no temp file is left."""
+    import errno
+
+    path = tk.save({"a": 1}, tmp_path / "ck.npz")
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space"):
+        tk.save({"a": 2}, path)
+    monkeypatch.undo()
+    assert tk.load(path) == {"a": 1} and os.listdir(tmp_path) == ["ck.npz"]
+
+
+# -- torch.save / torch.load compatibility (issue 11) ------------------------------------------
+@pytest.mark.parametrize("name, kw", [("SGD", {"lr": 0.1, "momentum": 0.9}),
+                                      ("Adam", {"lr": 0.01}), ("AdamW", {"lr": 0.01}),
+                                      ("RMSprop", {"lr": 0.01}), ("Adagrad", {"lr": 0.1})])
+@pytest.mark.parametrize("ext", ["pt", "safetensors"])
+def test_training_state_round_trip_as_in_torch(tmp_path, name, kw, ext):
+    """torch.save({'epoch', 'model', 'optim', 'sched'}) / torch.load, then both runs
+    continue bit for bit alike."""
+    rng = np.random.default_rng(0)
+    xs = [tk.tensor(rng.standard_normal((8, 4)).astype(np.float32)) for _ in range(6)]
+
+    def make():
+        m = _model()
+        o = getattr(optim, name)(m.parameters(), **kw)
+        return m, o, optim.lr_scheduler.StepLR(o, step_size=2, gamma=0.5)
+
+    def steps(m, o, s, batch):
+        for x in batch:
+            o.zero_grad()
+            (m(x) ** 2).mean().backward()
+            o.step()
+            s.step()
+
+    m, o, s = make()
+    steps(m, o, s, xs[:3])
+    path = tmp_path / f"ck.{ext}"
+    tk.save({"epoch": 3, "model": m.state_dict(), "optim": o.state_dict(),
+             "sched": s.state_dict(), "note": "mid-run", "done": False, "best": None,
+             "lrs": [0.1, 0.05]}, path)
+    ck = tk.load(path, map_location="cpu", weights_only=True)
+    assert (ck["epoch"], ck["note"], ck["done"], ck["best"], ck["lrs"]) == (
+        3, "mid-run", False, None, [0.1, 0.05])
+    m2, o2, s2 = make()
+    m2.load_state_dict(ck["model"])
+    o2.load_state_dict(ck["optim"])
+    s2.load_state_dict(ck["sched"])
+    steps(m, o, s, xs[3:])
+    steps(m2, o2, s2, xs[3:])
+    for a, b in zip(m.parameters(), m2.parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert o.param_groups[0]["lr"] == o2.param_groups[0]["lr"]
+
+
+def test_file_objects_and_map_location(tmp_path):
+    buf = io.BytesIO()
+    obj = {"w": tk.ones(2, 3), "n": [1, {"k": tk.zeros(1)}]}
+    assert tk.save(obj, buf) is None
+    for loc in (None, "cpu", {"cuda": "cpu"}):
+        buf.seek(0)
+        back = tk.load(buf, map_location=loc, weights_only=False)
+        assert back["w"].device == "cpu" and back["n"][1]["k"].shape == (1,)
+    seen = []
+    buf.seek(0)
+    back = tk.load(buf, map_location=lambda t, where: seen.append(where) or t * 2)
+    np.testing.assert_array_equal(back["w"].numpy(), np.full((2, 3), 2.0))
+    assert seen == ["cpu", "cpu"]
+    with open(tmp_path / "f.safetensors", "wb") as f:
+        tk.save({"w": tk.ones(2)}, f)
+    with open(tmp_path / "f.safetensors", "rb") as f:
+        np.testing.assert_array_equal(tk.load(f)["w"].numpy(), np.ones(2))
+    with pytest.raises(ValueError, match="never pickles"):
+        tk.save(obj, io.BytesIO(), pickle_module=pickle)
+    with pytest.raises(ValueError, match="map_location"):
+        buf.seek(0)
+        tk.load(buf, map_location="tpu")
+
+
+def test_torch_pickle_checkpoint_is_refused_with_the_way_out(tmp_path):
+    p = tmp_path / "model.pt"
+    p.write_bytes(pickle.dumps({"w": [1, 2]}, protocol=2))
+    with pytest.raises(ValueError, match="never unpickles.*safetensors"):
+        tk.load(p)
