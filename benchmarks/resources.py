@@ -97,14 +97,16 @@ def nvrtc_ptx(source, name="k.cu"):
     err, prog = nvrtc.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], [])
     (err,) = nvrtc.nvrtcCompileProgram(prog, 2, [b"--gpu-architecture=compute_90", b"--std=c++14"])
     _, size = nvrtc.nvrtcGetProgramLogSize(prog)
-    log = b" " * size
+    # a bytearray: NVRTC writes into the buffer, and a 1-byte bytes object is CPython's
+    # shared singleton (writing a NUL into b" " * 1 turns every b" " of the process into NUL)
+    log = bytearray(size)
     nvrtc.nvrtcGetProgramLog(prog, log)
     if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-        raise RuntimeError(log.decode(errors="replace"))
+        raise RuntimeError(bytes(log).decode(errors="replace"))
     _, n = nvrtc.nvrtcGetPTXSize(prog)
-    ptx = b" " * n
+    ptx = bytearray(n)
     nvrtc.nvrtcGetPTX(prog, ptx)
-    return ptx.rstrip(b"\0").decode()
+    return bytes(ptx).rstrip(b"\0").decode()
 
 
 def table():

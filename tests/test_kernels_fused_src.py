@@ -92,9 +92,9 @@ def test_fused_kernels_compile_with_nvrtc(ctype):
     assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, err
     (err,) = nvrtc.nvrtcCompileProgram(prog, 1, [b"--gpu-architecture=compute_90"])
     _, size = nvrtc.nvrtcGetProgramLogSize(prog)
-    log = b" " * size
+    log = bytearray(size)  # not bytes: a 1-byte bytes object is CPython's shared singleton
     nvrtc.nvrtcGetProgramLog(prog, log)
-    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode(errors="replace")
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, bytes(log).decode(errors="replace")
 
 
 # -- host C++: the math matches NumPy ------------------------------------------------------
