@@ -338,3 +338,22 @@ def test_builtin_layout_orders_to_avoid_crossings():
     exp_x = [xs[i] for i, n in enumerate(nodes) if n["lines"][0] == "Tanh"]
     sig_x = [xs[i] for i, n in enumerate(nodes) if n["lines"][0] == "Sigmoid"]
     assert (max(exp_x) < min(sig_x)) or (max(sig_x) < min(exp_x))
+
+
+def test_builtin_svg_and_png_of_the_transformer(tmp_path, monkeypatch):
+    _no_dot(monkeypatch)
+    from tinygrad_k.models.charlm import CharTransformer, LMLoss
+    tk.manual_seed(0)
+    model = CharTransformer(block_size=6, n_embd=8, n_head=2, n_layer=1, tie_weights=True)
+    idx = tk.tensor(np.array([[0, 5, 13, 13, 1, 0]]))
+    loss = LMLoss()(model(idx), tk.tensor(np.array([[5, 13, 13, 1, 0, -1]])))
+    loss.backward()
+    nodes, edges = _nodes_and_edges(viz.to_dot(loss))
+    svg = viz.draw(loss, tmp_path / "t.svg", model.named_parameters())
+    root = _check_svg(svg, len(nodes), len(edges),
+                      texts=["Softmax", "LayerNorm", "MatMul", "GELU", "Embedding", "|grad|",
+                             "tok_emb.weight", "blocks.0.attn.qkv.weight"])
+    ops = [t.text for t in root.iter(SVG + "tspan") if t.get("font-weight") == "bold"]
+    assert ops.count("MatMul") >= 2 and "Where" in ops   # the two attention products, the mask
+    png = viz.draw(loss, tmp_path / "t.png", model.named_parameters())
+    assert open(png, "rb").read()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -4,6 +4,8 @@
     python -m tinygrad_k train --resume runs/lenet5/checkpoint.npz  # continue a run exactly
     python -m tinygrad_k eval --checkpoint runs/lenet5/checkpoint.npz
     python -m tinygrad_k predict --checkpoint runs/lenet5/checkpoint.npz --index 0 1 2
+    python -m tinygrad_k train --model char_transformer --dataset words
+    python -m tinygrad_k sample --checkpoint runs/char_transformer/checkpoint.npz --num 10
 
 A run directory (``--out``) receives ``checkpoint.npz`` (after every epoch, and on Ctrl-C
 or SIGTERM), ``metrics.json`` and ``curves.png``.
@@ -21,7 +23,7 @@ import math
 import os
 import sys
 
-__all__ = ["main", "build_parser", "train", "evaluate_checkpoint", "predict", "UsageError"]
+__all__ = ["main", "build_parser", "train", "evaluate_checkpoint", "predict", "sample", "UsageError"]
 
 
 class UsageError(ValueError):
@@ -101,7 +103,8 @@ def build_parser():
     t.add_argument("--dataset", default=None,
                    help="fashion-mnist, fashion-mnist-binary, mnist, cifar10, synthetic (1x28x28), "
                         "synthetic-rgb (3x32x32), sine or a CSV file whose column 1 is the "
-                        "series (rnn_regressor); default: the model's own")
+                        "series (rnn_regressor), words or a .txt file (bigram, char_mlp, "
+                        "char_transformer); default: the model's own")
     t.add_argument("--data-dir", default=None, help="folder with the dataset files")
     t.add_argument("--classes", type=_int_flag(0, 9), nargs=2, default=None,
                    metavar=("NEG", "POS"),
@@ -148,6 +151,18 @@ def build_parser():
                    help=".npy file with images (N,C,H,W), (N,H,W) or (H,W), values 0-255 or 0-1")
     r.add_argument("--data-dir", default=None)
     r.add_argument("--device", default="cpu")
+
+    s = sub.add_parser("sample", help="new words from a character-level language model "
+                                      "(bigram, char_mlp, char_transformer) checkpoint")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--num", type=_int_flag(1, 1_000_000), default=10,
+                   help="how many words (default 10)")
+    s.add_argument("--seed", type=_int_flag(0, 2**63 - 1), default=0)
+    s.add_argument("--temperature", type=_float_flag(0, 1000, lo_open=True), default=1.0,
+                   help="< 1: more typical words, > 1: more surprising ones (default 1)")
+    s.add_argument("--max-len", type=_int_flag(1, 10_000), default=None,
+                   help="cut words at this length")
+    s.add_argument("--device", default="cpu")
     return p
 
 
@@ -162,6 +177,8 @@ def main(argv=None):
             return train(args)
         if args.command == "eval":
             return evaluate_checkpoint(args)
+        if args.command == "sample":
+            return sample(args)
         return predict(args)
     except (ValueError, RuntimeError, FileNotFoundError, NotADirectoryError,
             IsADirectoryError, PermissionError) as exc:
@@ -232,15 +249,20 @@ def resolve_config(args, saved=None, resume_path=None):
     cfg["epochs"] = epochs if epochs is not None else spec.epochs
     cfg["task"] = spec.task
 
+    from .data.text import is_words_dataset
+
     ds = cfg["dataset"]
     series = ds == "sine" or ds.lower().endswith(".csv")
-    if not series and ds not in IMAGE_DATASETS:
+    words = is_words_dataset(ds)
+    if not series and not words and ds not in IMAGE_DATASETS:
         raise UsageError(f"--dataset {ds}: unknown; expected one of "
-                         f"{', '.join(IMAGE_DATASETS)}, sine or a .csv file")
+                         f"{', '.join(IMAGE_DATASETS)}, sine or a .csv file, words or a "
+                         ".txt file")
     want = {"regress": "a series (--dataset sine or a .csv file)",
-            "binary": "fashion-mnist-binary", "classify": "an image dataset"}[spec.task]
-    if (spec.task == "regress") != series or (spec.task == "binary"
-                                               and ds != "fashion-mnist-binary"):
+            "binary": "fashion-mnist-binary", "classify": "an image dataset",
+            "lm": "words (--dataset words or a .txt file)"}[spec.task]
+    if (spec.task == "regress") != series or (spec.task == "lm") != words or (
+            spec.task == "binary" and ds != "fashion-mnist-binary"):
         raise UsageError(f"--model {model} cannot train on --dataset {ds}: it needs {want}")
     if ds == "fashion-mnist-binary":
         cfg["classes"] = cfg["classes"] or list(BINARY_PAIR)
@@ -277,8 +299,12 @@ def _check_fits(model, cfg, test_set, device):
 
     import numpy as np
 
-    x = tensor(np.asarray(fetch_batch(test_set, np.arange(1))[0], dtype=np.float32))
-    want = (1, 1) if cfg["task"] in ("binary", "regress") else (1, cfg["num_classes"])
+    x = np.asarray(fetch_batch(test_set, np.arange(1))[0])
+    if cfg["task"] == "lm":   # character indices in, logits per position out
+        x, want = tensor(x), (1, x.shape[1], cfg["num_classes"])
+    else:
+        x = tensor(x.astype(np.float32))
+        want = (1, 1) if cfg["task"] in ("binary", "regress") else (1, cfg["num_classes"])
     model.eval()
     try:
         with no_grad():
@@ -448,6 +474,9 @@ def predict(args):
     from .tensor import tensor
 
     model, cfg, test_set = _restore(args.checkpoint, args.device, args.data_dir)
+    if cfg["task"] == "lm":
+        raise ValueError(f"predict: {args.checkpoint} is a language model ({cfg['model']}); "
+                         "generate words with `python -m tinygrad_k sample --checkpoint ...`")
     names = cfg.get("class_names")
     if args.input:
         x = np.load(args.input, allow_pickle=False).astype(np.float32)
@@ -489,6 +518,30 @@ def predict(args):
         true = "" if labels[k] is None else \
             f"  true: {names[int(labels[k])] if names else int(labels[k])}"
         print(f"sample {k}: {name} (p={p[c]:.3f}){true}")
+    return 0
+
+
+def sample(args):
+    """Print ``--num`` words drawn from a language-model checkpoint (no dataset needed)."""
+    from .io import load
+    from .models import build
+    from .models.charlm import sample as draw
+
+    ck = load(args.checkpoint, map_location="cpu")
+    cfg = _training_checkpoint(ck, args.checkpoint, "--checkpoint")
+    if cfg.get("task") != "lm":
+        raise UsageError(f"--checkpoint {args.checkpoint}: holds a {cfg.get('model')} model; "
+                         "sample needs a language model (bigram, char_mlp or "
+                         "char_transformer trained on words)")
+    try:
+        model = build(cfg["model"], tuple(int(d) for d in cfg["in_shape"]),
+                      int(cfg["num_classes"])).to(args.device)
+        model.load_state_dict(ck["model"])
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
+        raise UsageError(f"--checkpoint {args.checkpoint}: cannot rebuild its model "
+                         f"({type(exc).__name__}: {exc})") from None
+    for word in draw(model, args.num, args.seed, args.temperature, args.max_len, args.device):
+        print(word)
     return 0
 
 

@@ -249,10 +249,13 @@ def evaluate(model, dataset, task, device="cpu", batch_size=256, progress=False,
                 x, y = x.to(device), y.to(device)
                 out = model(x)
                 t = targets_for(y, task)
-                total_loss += loss_fn(out, t).item() * len(y)
+                # weight of a batch: its samples, or what the loss averages over (the
+                # characters of a language model) so the mean is exact over the dataset
+                w = loss_fn.batch_weight(t) if hasattr(loss_fn, "batch_weight") else len(y)
+                total_loss += loss_fn(out, t).item() * w
                 if score is not None:
                     correct += score(out, t)
-                n += len(y)
+                n += w
                 if on_batch is not None:
                     on_batch()
     finally:

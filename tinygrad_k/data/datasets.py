@@ -394,14 +394,18 @@ def make_data(dataset, data_dir, limit_train=None, limit_test=None, augment=Fals
 
     ``dataset``: "fashion-mnist", "fashion-mnist-binary" (two classes, ``classes`` or
     ``BINARY_PAIR``, relabelled 0/1), "mnist", "cifar10", "synthetic" (1x28x28),
-    "synthetic-rgb" (3x32x32), "sine" or a CSV file (windows of ``window`` values).
+    "synthetic-rgb" (3x32x32), "sine" or a CSV file (windows of ``window`` values), "words"
+    or a .txt file (words as character sequences, ``text.make_words_data``).
     Images are normalised with the training set's per-channel mean/std (``NORMALIZE``);
     ``augment`` adds random crops (padding 4) and flips to the training set.
 
     -> train_set, test_set, input shape, number of classes, class names (or None).
     """
+    from .text import is_words_dataset, make_words_data
     from .transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip
 
+    if is_words_dataset(dataset):   # character-level language models (data/text.py)
+        return make_words_data(dataset, data_dir, limit_train, limit_test, seed)
     if dataset == "sine" or dataset.endswith(".csv"):
         s = make_series(dataset, seed=seed)
         cut = int(len(s) * 0.8)

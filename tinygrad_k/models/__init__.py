@@ -12,12 +12,14 @@ trains on by default (dataset, loss, optimizer, learning rate).
 | `wide_cnn`      | conv(C->64,3,pad 1), pool, fc 64*H/2*W/2 -> 500 -> classes             |
 | `resnet18`      | CIFAR-style ResNet-18 (BasicBlock, BatchNorm, adaptive avg pool)       |
 | `rnn_regressor` | LSTM over a 1-D series -> next value (MSE)                             |
+| `bigram`, `char_mlp`, `char_transformer` | character-level language models on words (``charlm.py``) |
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from .. import nn
+from .charlm import CHAR_MODELS, LMLoss, build_char_model
 
 __all__ = ["MLP", "LeNet", "LeNet5", "BinaryCNN", "WideCNN", "ResNet18", "BasicBlock",
            "RNNRegressor", "SPECS", "build", "loss_and_score", "targets_for"]
@@ -171,7 +173,7 @@ class ModelSpec:
     """Defaults for training a model from the CLI."""
 
     dataset: str
-    task: str = "classify"        # "classify", "binary" or "regress"
+    task: str = "classify"        # "classify", "binary", "regress" or "lm"
     optimizer: str = "sgd"
     lr: float = 0.01
     batch_size: int = 64
@@ -195,6 +197,12 @@ SPECS = {
     "resnet18": ModelSpec("cifar10", optimizer="sgd", lr=0.05, batch_size=128, augment=True),
     "rnn_regressor": ModelSpec("sine", task="regress", optimizer="adam", lr=5e-3, batch_size=32,
                                epochs=10),
+    # character-level language models on words (models/charlm.py); loss in nats per character
+    "bigram": ModelSpec("words", task="lm", optimizer="adam", lr=0.1, batch_size=64, epochs=1),
+    "char_mlp": ModelSpec("words", task="lm", optimizer="adam", lr=3e-3, batch_size=64,
+                          epochs=3, scheduler="onecycle"),
+    "char_transformer": ModelSpec("words", task="lm", optimizer="adamw", lr=3e-3, batch_size=64,
+                                  epochs=1, scheduler="onecycle"),
 }
 
 
@@ -203,6 +211,8 @@ def build(name, in_shape=(1, 28, 28), num_classes=10, **kwargs):
     the regressor)."""
     if name not in SPECS:
         raise ValueError(f"unknown model {name!r}: expected one of {sorted(SPECS)}")
+    if name in CHAR_MODELS:   # in_shape (T,): the longest sequence; classes: the vocabulary
+        return build_char_model(name, in_shape[0], num_classes, **kwargs)
     c = in_shape[0]
     side = in_shape[-1]
     if name == "mlp":
@@ -230,14 +240,17 @@ def loss_and_score(task):
     ``score(output, target)`` counts the correct predictions (None for regression).
 
     "classify": cross-entropy on logits, correct = argmax matches; "binary": BCE on the
-    probability of class 1, correct = (p > 0.5) matches; "regress": MSE."""
+    probability of class 1, correct = (p > 0.5) matches; "regress": MSE; "lm": next-character
+    cross-entropy in nats over the non-padding positions (``charlm.LMLoss``)."""
     if task == "classify":
         return nn.CrossEntropyLoss(), lambda out, y: int((out.argmax(1) == y).numpy().sum())
     if task == "binary":
         return nn.BCELoss(), lambda out, y: int(((out.numpy() > 0.5) == (y.numpy() > 0.5)).sum())
     if task == "regress":
         return nn.MSELoss(), None
-    raise ValueError(f"unknown task {task!r}: expected classify, binary or regress")
+    if task == "lm":
+        return LMLoss(), None
+    raise ValueError(f"unknown task {task!r}: expected classify, binary, regress or lm")
 
 
 def targets_for(y, task):
