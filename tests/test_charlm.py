@@ -278,6 +278,16 @@ def test_cli_train_sample_and_errors(tmp_path, capsys):
     assert exc.value.code == 2 and "--temperature" in capsys.readouterr().err
 
 
+def test_cli_models_and_datasets_must_match(tmp_path, capsys):
+    words = _word_file(tmp_path)
+    assert cli.main(["train", "--model", "char_mlp", "--dataset", "synthetic",
+                     "--out", str(tmp_path / "a")]) == 2
+    assert "needs words" in capsys.readouterr().err
+    assert cli.main(["train", "--model", "lenet5", "--dataset", words,
+                     "--out", str(tmp_path / "b")]) == 2
+    assert "cannot train on --dataset" in capsys.readouterr().err
+
+
 def test_specs_of_the_language_models():
     for name in CHAR_MODELS:
         assert SPECS[name].dataset == "words" and SPECS[name].task == "lm"
