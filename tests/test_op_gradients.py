@@ -358,3 +358,24 @@ def test_to_device_and_cast():
     assert tk.gradcheck(lambda t: (t.to("cuda") * t.to("cuda")).to("cpu"), (x,))
     assert tk.gradcheck(lambda t: t.to(dtype=tk.float32).to(dtype=tk.float64) * t, (x,),
                         eps=1e-3, atol=1e-3)
+
+
+@SET
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.booleans(), seeds)
+def test_einsum_gradients(m, k, n, broadcast, seed):
+    """Einsum: products, a letter summed over one operand alone, broadcast ellipsis."""
+    rng = np.random.default_rng(seed)
+    a = make(rng, (2, m, k), "transposed")
+    b = make(rng, (1 if broadcast else 2, k, n), "contiguous")
+    c = make(rng, (n,), "contiguous")
+    check(lambda x, y: tk.einsum("...ij,...jk->...ik", x, y), a, b)
+    check(lambda x, y, z: tk.einsum("bij,bjk,k->i", x, y, z), a, b, c)
+    check(lambda x: tk.einsum("bij->j", x) * 1.5, a)
+
+
+def test_topk_sort_gradients_go_to_the_picked_elements():
+    rng = np.random.default_rng(0)
+    a = make(rng, (3, 5), "transposed", "distinct")
+    check(lambda t: tk.topk(t, 2, dim=1).values.sum(1, keepdim=True)
+          * tk.sort(t, 0, descending=True).values[:1], a)
+    check(lambda t: t.log10() + t.log2(), make(rng, (3, 4), "contiguous", "positive"))

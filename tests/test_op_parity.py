@@ -185,6 +185,18 @@ CASES = {
                    lambda a: TF.max_pool1d(a, 3, 2, 1, 1, True), [((2, 3, 10), N)]),
     "avg_pool1d": (lambda a: F.avg_pool1d(a, 3, 2, 1, True, False),
                    lambda a: TF.avg_pool1d(a, 3, 2, 1, True, False), [((2, 3, 10), N)]),
+    "einsum": (lambda a, b: tk.einsum("bij,jk->bik", a, b) + tk.einsum("...j,kj", a, b.T),
+               lambda a, b: torch.einsum("bij,jk->bik", a, b) + torch.einsum("...j,kj", a, b.T),
+               [((2, 3, 4), N), ((4, 5), N)]),
+    "einsum_reduce": (lambda a, b: tk.einsum("ij,j->", a, b), lambda a, b: torch.einsum(
+                      "ij,j->", a, b), [((3, 4), N), ((4,), N)]),
+    "topk_sort": (lambda a: tk.topk(a, 2, dim=1).values.sum(1, keepdim=True) *
+                  tk.sort(a, 0, True).values[:1],
+                  lambda a: torch.topk(a, 2, dim=1).values.sum(1, keepdim=True) *
+                  torch.sort(a, 0, True).values[:1],
+                  [((3, 4), N)]),
+    "log10_log2": (lambda a: a.log10() + tk.log2(a), lambda a: a.log10() + torch.log2(a),
+                   [((3, 4), "positive")]),
 }
 
 # constants of the cases above (targets, weights, indices, a dropout draw)

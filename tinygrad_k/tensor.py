@@ -19,6 +19,7 @@ from .ops import linalg as L
 from .ops import movement as M
 from .ops import nn as N
 from .ops import reduce as R
+from .tensor_methods import TorchMethods, UnsupportedDtype, add_numpy_aliases
 
 float32 = np.dtype(np.float32)
 float64 = np.dtype(np.float64)
@@ -26,6 +27,10 @@ int64 = np.dtype(np.int64)
 int32 = np.dtype(np.int32)
 bool_ = np.dtype(np.bool_)
 uint8 = np.dtype(np.uint8)
+
+# torch.set_default_dtype / set_default_device: what factories and Python data get when
+# no dtype / device is given
+_DEFAULTS = {"dtype": float32, "device": "cpu"}
 
 _DTYPE_NAMES = {"float32": float32, "float": float32, "float64": float64, "double": float64,
                 "int64": int64, "long": int64, "int32": int32, "int": int32, "bool": bool_,
@@ -49,9 +54,10 @@ def to_dtype(dtype):
 
 
 def _default_dtype(arr_dtype):
-    """PyTorch's inference: Python floats -> float32, ints -> int64, bools -> bool."""
+    """PyTorch's inference: Python floats -> the default dtype (float32 unless
+    ``set_default_dtype``), ints -> int64, bools -> bool."""
     if arr_dtype.kind == "f":
-        return float32 if arr_dtype == np.float64 else arr_dtype
+        return _DEFAULTS["dtype"] if arr_dtype == np.float64 else arr_dtype
     if arr_dtype.kind in "iu":
         return int64 if arr_dtype.kind == "i" or arr_dtype.itemsize >= 8 else arr_dtype
     return arr_dtype
@@ -69,7 +75,7 @@ class _HookHandle:
 
 
 @register_tensor_type
-class Tensor:
+class Tensor(TorchMethods):
     """An n-dimensional array with reverse-mode autograd.
 
     Attributes: ``_array`` (the numpy/cupy array; ``data`` for now), ``grad`` (Tensor or None), ``requires_grad``,
@@ -83,7 +89,7 @@ class Tensor:
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
         backend = get_backend(device if device is not None else
-                              (data.device if isinstance(data, Tensor) else "cpu"))
+                              (data.device if isinstance(data, Tensor) else _DEFAULTS["device"]))
         if isinstance(data, Tensor):
             data = data._array
         dtype = to_dtype(dtype)
@@ -209,8 +215,8 @@ class Tensor:
 
     def to(self, device=None, dtype=None):
         """Copy to ``device`` and/or cast to ``dtype``; differentiable (like PyTorch)."""
-        if isinstance(device, (np.dtype, type)) or (isinstance(device, str)
-                                                     and device in _DTYPE_NAMES):
+        if isinstance(device, (np.dtype, type, UnsupportedDtype)) or (
+                isinstance(device, str) and device in _DTYPE_NAMES):
             device, dtype = None, device
         out = self
         if device is not None and normalize_device(device) != self.device:
@@ -850,13 +856,18 @@ class Tensor:
         self._array[...] = self._backend.asarray(src, dtype=self.dtype)
         return self
 
-    def uniform_(self, a=0.0, b=1.0):
-        self._array[...] = _random.uniform(self.shape, self.dtype, self._backend, a, b)
+    def uniform_(self, a=0.0, b=1.0, *, generator=None):
+        self._array[...] = _random.uniform(self.shape, self.dtype, self._backend, a, b,
+                                           generator=generator)
         return self
 
-    def normal_(self, mean=0.0, std=1.0):
-        self._array[...] = _random.normal(self.shape, self.dtype, self._backend) * std + mean
+    def normal_(self, mean=0.0, std=1.0, *, generator=None):
+        self._array[...] = _random.normal(self.shape, self.dtype, self._backend,
+                                          generator=generator) * std + mean
         return self
+
+
+add_numpy_aliases(Tensor)
 
 
 # ---------------------------------------------------------------------------------------
@@ -958,61 +969,81 @@ def _size(shape):
     return _shape_arg(shape)
 
 
-def zeros(*shape, dtype=float32, device="cpu", requires_grad=False):
-    b = get_backend(device)
-    return _make(b.xp.zeros(_size(shape), dtype=to_dtype(dtype)), device, requires_grad)
+def _factory_args(dtype, device, default=None):
+    """(numpy dtype, backend) of a factory call: a missing dtype is ``default`` (the
+    default float dtype when None), a missing device the default device."""
+    dtype = to_dtype(dtype) if dtype is not None else (default or _DEFAULTS["dtype"])
+    return dtype, get_backend(_DEFAULTS["device"] if device is None else device)
 
 
-def ones(*shape, dtype=float32, device="cpu", requires_grad=False):
-    b = get_backend(device)
-    return _make(b.xp.ones(_size(shape), dtype=to_dtype(dtype)), device, requires_grad)
+def zeros(*shape, dtype=None, device=None, requires_grad=False):
+    dtype, b = _factory_args(dtype, device)
+    return _make(b.xp.zeros(_size(shape), dtype=dtype), b, requires_grad)
 
 
-def full(shape, fill_value, dtype=float32, device="cpu", requires_grad=False):
-    b = get_backend(device)
+def ones(*shape, dtype=None, device=None, requires_grad=False):
+    dtype, b = _factory_args(dtype, device)
+    return _make(b.xp.ones(_size(shape), dtype=dtype), b, requires_grad)
+
+
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
+    """``shape`` filled with ``fill_value``; the dtype follows the value (bool, int64, or
+    the default float dtype) unless given, as torch.full."""
+    kind = (np.bool_ if isinstance(fill_value, (bool, np.bool_)) else
+            int64 if isinstance(fill_value, (int, np.integer)) else None)
+    dtype, b = _factory_args(dtype, device, kind and np.dtype(kind))
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    return _make(b.xp.full(shape, fill_value, dtype=to_dtype(dtype)), device, requires_grad)
+    return _make(b.xp.full(shape, fill_value, dtype=dtype), b, requires_grad)
 
 
-def randn(*shape, dtype=float32, device="cpu", requires_grad=False):
-    b = get_backend(device)
-    return _make(_random.normal(_size(shape), to_dtype(dtype), b), device, requires_grad)
+def randn(*shape, generator=None, dtype=None, device=None, requires_grad=False):
+    """Standard normal draws of ``shape`` from ``generator`` (default: the default one)."""
+    dtype, b = _factory_args(dtype, device)
+    return _make(_random.normal(_size(shape), dtype, b, generator=generator), b, requires_grad)
 
 
-def rand(*shape, dtype=float32, device="cpu", requires_grad=False):
-    b = get_backend(device)
-    return _make(_random.uniform(_size(shape), to_dtype(dtype), b), device, requires_grad)
+def rand(*shape, generator=None, dtype=None, device=None, requires_grad=False):
+    """Uniform draws in [0, 1) of ``shape`` from ``generator``."""
+    dtype, b = _factory_args(dtype, device)
+    return _make(_random.uniform(_size(shape), dtype, b, generator=generator), b,
+                 requires_grad)
 
 
-def randint(low, high, size, dtype=int64, device="cpu"):
-    b = get_backend(device)
-    return _make(_random.integers(low, high, tuple(size), b).astype(to_dtype(dtype)), device,
-                 False)
+def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=None,
+            requires_grad=False):
+    """Integers in [low, high) of ``size`` (``randint(high, size)`` too), int64 by default."""
+    if size is None:  # randint(high, size)
+        low, high, size = 0, low, high
+    if high is None or size is None:
+        raise TypeError("randint: expected (low, high, size) or (high, size)")
+    dtype, b = _factory_args(dtype, device, int64)
+    size = (size,) if isinstance(size, int) else tuple(size)
+    arr = _random.integers(int(low), int(high), size, b, generator=generator)
+    return _make(arr.astype(dtype, copy=False), b, requires_grad)
 
 
-def arange(start, end=None, step=1, dtype=None, device="cpu", requires_grad=False):
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
     if end is None:
         start, end = 0, start
-    b = get_backend(device)
-    if dtype is None:
-        dtype = float32 if any(isinstance(v, float) for v in (start, end, step)) else int64
-    return _make(b.xp.arange(start, end, step, dtype=to_dtype(dtype)), device, requires_grad)
+    floats = any(isinstance(v, float) for v in (start, end, step))
+    dtype, b = _factory_args(dtype, device, None if floats else int64)
+    return _make(b.xp.arange(start, end, step, dtype=dtype), b, requires_grad)
 
 
-def linspace(start, end, steps, dtype=float32, device="cpu"):
-    b = get_backend(device)
-    return _make(b.xp.linspace(start, end, steps, dtype=to_dtype(dtype)), device, False)
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
+    dtype, b = _factory_args(dtype, device)
+    return _make(b.xp.linspace(start, end, steps, dtype=dtype), b, requires_grad)
 
 
-def eye(n, m=None, dtype=float32, device="cpu"):
-    b = get_backend(device)
-    return _make(b.xp.eye(n, m, dtype=to_dtype(dtype)), device, False)
+def eye(n, m=None, dtype=None, device=None, requires_grad=False):
+    dtype, b = _factory_args(dtype, device)
+    return _make(b.xp.eye(n, m, dtype=dtype), b, requires_grad)
 
 
 def _like(fn):
     def like(t, dtype=None, device=None, requires_grad=False):
-        return fn(*t.shape, dtype=dtype or t.dtype, device=device or t.device,
-                  requires_grad=requires_grad)
+        return fn(*t.shape, dtype=t.dtype if dtype is None else dtype,
+                  device=t.device if device is None else device, requires_grad=requires_grad)
     like.__name__ = fn.__name__ + "_like"
     like.__doc__ = f"``{fn.__name__}`` with the shape (and by default dtype, device) of ``t``."
     return like
@@ -1025,8 +1056,8 @@ rand_like = _like(rand)
 
 
 def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
-    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device,
-                requires_grad=requires_grad)
+    return full(t.shape, fill_value, dtype=t.dtype if dtype is None else dtype,
+                device=t.device if device is None else device, requires_grad=requires_grad)
 
 
 def cat(tensors, dim=0):
@@ -1126,7 +1157,7 @@ def from_numpy(array):
     return Tensor(array, dtype=array.dtype, device="cpu")
 
 
-def empty(*shape, dtype=float32, device="cpu", requires_grad=False):
+def empty(*shape, dtype=None, device=None, requires_grad=False):
     """Uninitialised storage of ``shape`` (its values are whatever memory held)."""
-    b = get_backend(device)
-    return _make(b.xp.empty(_size(shape), dtype=to_dtype(dtype)), device, requires_grad)
+    dtype, b = _factory_args(dtype, device)
+    return _make(b.xp.empty(_size(shape), dtype=dtype), b, requires_grad)

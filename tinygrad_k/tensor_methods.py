@@ -1,0 +1,258 @@
+"""Tensor methods torch scripts use that are compositions of other Tensor methods
+(``view_as``, ``new_zeros``, ``log10``, ``topk``, ``sort`` ...), kept apart from the core
+in ``tensor.py``: ``Tensor`` inherits them from ``TorchMethods``. Also the numpy-style
+keyword aliases torch accepts (``axis=`` for ``dim=``, ``keepdims=`` for ``keepdim=``).
+
+Nothing here has its own backward: values picked by ``topk``/``sort`` are a ``gather``
+(gradient to the picked elements), the logarithms are ``log`` scaled.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import math
+
+import numpy as np
+
+from .backend import get_backend
+
+# what torch.topk / torch.sort return (torch.return_types.topk / .sort)
+TopK = collections.namedtuple("topk", ["values", "indices"])
+Sort = collections.namedtuple("sort", ["values", "indices"])
+
+# The methods (and the torch.* functions made from them) that take numpy's spellings.
+NUMPY_ALIASED = ("sum", "mean", "max", "min", "amax", "amin", "argmax", "argmin", "var",
+                 "std", "logsumexp", "norm", "cumsum", "softmax", "log_softmax", "squeeze",
+                 "unsqueeze", "topk", "sort", "argsort", "any", "all", "flip", "chunk",
+                 "split", "unbind", "gather", "index_select")
+_ALIASES = {"axis": "dim", "keepdims": "keepdim"}
+
+UNSUPPORTED_DTYPES = {
+    "float16": "float16 (half) is not supported by tinygrad_k on purpose: the kernels are "
+               "float32/float64 only; use float32 (mixed precision and autocast are not "
+               "available either)",
+    "bfloat16": "bfloat16 is not supported by tinygrad_k on purpose: the kernels are "
+                "float32/float64 only; use float32",
+    "complex64": "complex dtypes are not supported by tinygrad_k; use two float32 tensors",
+    "complex128": "complex dtypes are not supported by tinygrad_k; use two float64 tensors",
+}
+
+
+class UnsupportedDtype:
+    """A dtype name torch has and we do not support on purpose: any use of it as a dtype
+    (``x.to(half)``, ``zeros(2, dtype=half)``) raises a TypeError that says so."""
+
+    def __init__(self, name):
+        self.name = name
+
+    @property
+    def dtype(self):  # NumPy asks for this when the object is used as a dtype
+        raise TypeError(UNSUPPORTED_DTYPES[self.name])
+
+    @property
+    def itemsize(self):
+        raise TypeError(UNSUPPORTED_DTYPES[self.name])
+
+    def __repr__(self):
+        return f"tinygrad_k.{self.name} (not supported)"
+
+
+def rename_numpy_kwargs(op, kwargs):
+    """``kwargs`` with ``axis``/``keepdims`` spelled ``dim``/``keepdim``."""
+    if not kwargs or not ("axis" in kwargs or "keepdims" in kwargs):
+        return kwargs
+    out = {}
+    for k, v in kwargs.items():
+        name = _ALIASES.get(k, k)
+        if name in out:
+            raise TypeError(f"{op}: got both '{name}' and its alias '{k}'")
+        out[name] = v
+    return out
+
+
+def accept_numpy_kwargs(method):
+    """Wrap a Tensor method so it also takes ``axis=`` / ``keepdims=``."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        return method(self, *args, **rename_numpy_kwargs(method.__name__, kwargs))
+    return wrapper
+
+
+def add_numpy_aliases(cls):
+    """Called once on Tensor: its NUMPY_ALIASED methods also take numpy's keywords."""
+    for name in NUMPY_ALIASED:
+        setattr(cls, name, accept_numpy_kwargs(getattr(cls, name)))
+    return cls
+
+
+class TorchMethods:
+    """Mixed into Tensor. Only uses Tensor's public methods and ``_wrap``/``_backend``."""
+
+    __slots__ = ()
+
+    # -- shapes and new tensors like this one -------------------------------------------
+    def view_as(self, other):
+        return self.view(other.shape)
+
+    def reshape_as(self, other):
+        return self.reshape(other.shape)
+
+    def nelement(self):
+        return self.numel()
+
+    def element_size(self):
+        return int(self.dtype.itemsize)
+
+    def is_floating_point(self):
+        return self.dtype.kind == "f"
+
+    def _new(self, arr, requires_grad):
+        t = type(self)._wrap(arr, self._backend, False)
+        return t.requires_grad_(True) if requires_grad else t
+
+    def _new_args(self, size, dtype, device):
+        size = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) \
+            else tuple(size)
+        backend = self._backend if device is None else get_backend(device)
+        return tuple(int(s) for s in size), (self.dtype if dtype is None else
+                                             np.dtype(dtype)), backend
+
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+        """Zeros of ``size`` with this tensor's dtype and device (unless given)."""
+        size, dtype, b = self._new_args(size, dtype, device)
+        return type(self)._wrap(b.xp.zeros(size, dtype=dtype), b, False).requires_grad_(
+            requires_grad)
+
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+        size, dtype, b = self._new_args(size, dtype, device)
+        return type(self)._wrap(b.xp.ones(size, dtype=dtype), b, False).requires_grad_(
+            requires_grad)
+
+    def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+        size, dtype, b = self._new_args(size, dtype, device)
+        return type(self)._wrap(b.xp.empty(size, dtype=dtype), b, False).requires_grad_(
+            requires_grad)
+
+    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+        size, dtype, b = self._new_args((size,), dtype, device)
+        return type(self)._wrap(b.xp.full(size, fill_value, dtype=dtype), b,
+                                False).requires_grad_(requires_grad)
+
+    def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+        """A copy of ``data`` with this tensor's dtype and device (unless given)."""
+        data = data.numpy() if isinstance(data, type(self)) else data
+        t = type(self)(np.array(data), dtype=self.dtype if dtype is None else dtype,
+                       device=self.device if device is None else device)
+        return t.requires_grad_(True) if requires_grad else t
+
+    # -- elementwise compositions ----------------------------------------------------
+    def log10(self):
+        """log(x) / ln 10 (gradient 1 / (x ln 10))."""
+        return self.log() * (1.0 / math.log(10.0))
+
+    def log2(self):
+        return self.log() * (1.0 / math.log(2.0))
+
+    def subtract(self, other):
+        return self.sub(other)
+
+    def multiply(self, other):
+        return self.mul(other)
+
+    def divide(self, other):
+        return self.div(other)
+
+    true_divide = divide
+
+    def absolute(self):
+        return self.abs()
+
+    def negative(self):
+        return self.neg()
+
+    def greater(self, other):
+        return self.gt(other)
+
+    def less(self, other):
+        return self.lt(other)
+
+    def greater_equal(self, other):
+        return self.ge(other)
+
+    def less_equal(self, other):
+        return self.le(other)
+
+    def swapaxes(self, axis0, axis1):
+        return self.transpose(axis0, axis1)
+
+    swapdims = swapaxes
+
+    def index_select(self, dim, index):
+        """The slices ``index`` (a 1-D integer tensor) along ``dim``."""
+        if index.ndim > 1 or index.dtype.kind not in "iu":
+            raise TypeError(f"index_select: index must be a 1-D integer tensor, got dtype "
+                            f"{index.dtype} and shape {index.shape}")
+        d = dim % max(self.ndim, 1)
+        return self[(slice(None),) * d + (index.reshape(-1),)]
+
+    # -- sorting ------------------------------------------------------------------------
+    def _sort_indices(self, dim, descending, op):
+        xp = self._backend.xp
+        if self.ndim == 0:
+            return xp.zeros((), dtype=np.int64), 0
+        if not -self.ndim <= dim < self.ndim:
+            raise IndexError(f"{op}: dim {dim} out of range for a tensor of {self.ndim} "
+                             "dimensions")
+        d = dim % self.ndim
+        arr = self._array
+        if descending and arr.dtype.kind in "fi":
+            idx = xp.argsort(-arr, axis=d, kind="stable")
+        elif descending:
+            idx = xp.flip(xp.argsort(arr, axis=d, kind="stable"), axis=d)
+        else:
+            idx = xp.argsort(arr, axis=d, kind="stable")
+        return idx.astype(np.int64, copy=False), d
+
+    def argsort(self, dim=-1, descending=False, stable=False):
+        """Indices that sort along ``dim`` (ties in their original order)."""
+        idx, _ = self._sort_indices(dim, descending, "argsort")
+        return type(self)._wrap(idx, self._backend, False)
+
+    def sort(self, dim=-1, descending=False, stable=False):
+        """``(values, indices)`` sorted along ``dim``; values are a gather of self (the
+        gradient goes back to where each value came from)."""
+        idx, d = self._sort_indices(dim, descending, "sort")
+        indices = type(self)._wrap(idx, self._backend, False)
+        if self.ndim == 0:
+            return Sort(self, indices)
+        return Sort(self.gather(d, indices), indices)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        """The ``k`` largest (or smallest) ``(values, indices)`` along ``dim``."""
+        n = self.shape[dim] if self.ndim else 1
+        if not 0 <= int(k) <= n:
+            raise RuntimeError(f"topk: k ({k}) out of range for dimension {dim} of size {n} "
+                               f"(shape {self.shape})")
+        idx, d = self._sort_indices(dim, largest, "topk")
+        if self.ndim == 0:
+            return TopK(self, type(self)._wrap(idx, self._backend, False))
+        idx = idx[(slice(None),) * d + (slice(0, int(k)),)]
+        indices = type(self)._wrap(self._backend.xp.ascontiguousarray(idx), self._backend,
+                                   False)
+        return TopK(self.gather(d, indices), indices)
+
+    # -- what we do not support, said so ----------------------------------------------
+    def half(self):
+        raise TypeError("Tensor.half(): " + UNSUPPORTED_DTYPES["float16"])
+
+    def bfloat16(self):
+        raise TypeError("Tensor.bfloat16(): " + UNSUPPORTED_DTYPES["bfloat16"])
+
+    def to_sparse(self, *args, **kwargs):
+        raise NotImplementedError("to_sparse: sparse tensors are not supported by tinygrad_k "
+                                  "on purpose; keep dense tensors (and masks for sparsity)")
+
+    def pin_memory(self):
+        """Accepted as a no-op: pinned host memory only matters for asynchronous GPU
+        copies, which tinygrad_k does not make."""
+        return self
