@@ -93,6 +93,9 @@ class Backend:
             data = data.get()
         return self.xp.asarray(data, dtype=dtype)
 
+    def synchronize(self):
+        """Wait until the device's queued work is done (host devices have none)."""
+
     def to_numpy(self, arr) -> np.ndarray:
         if isinstance(arr, (np.ndarray, np.generic)):
             return np.asarray(arr)
@@ -249,6 +252,9 @@ class CUDABackend(Backend):
 
     def quiet(self):
         return contextlib.nullcontext()  # CuPy never warns about NaN/inf
+
+    def synchronize(self):
+        self.xp.cuda.Device().synchronize()
 
     def erf(self, x):
         return self._cupyx.scipy.special.erf(x)

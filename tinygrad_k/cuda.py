@@ -42,23 +42,12 @@ manual_seed_all = manual_seed
 
 def synchronize(device=None):
     """Wait for the GPU's queued work (nothing to wait for without one)."""
-    if not cuda_available():
-        return
-    try:
-        import cupy
-
-        cupy.cuda.Device().synchronize()
-    except Exception:  # simulator: work is already done when the call returns
-        pass
+    if cuda_available():
+        get_backend("cuda").synchronize()
 
 
 def empty_cache():
-    try:
-        import cupy
-
-        cupy.get_default_memory_pool().free_all_blocks()
-    except Exception:
-        pass
+    """Accepted; memory is CuPy's pool, which frees blocks as it needs to."""
 
 
 def _require(op):

@@ -141,7 +141,7 @@ def _rng(gen) -> np.random.Generator:
 
 
 def _on_device(arr, backend):
-    return arr if backend.xp is np else backend.asarray(arr)
+    return backend.asarray(arr)
 
 
 # Draws from the default stream are the backend's (the GPU makes its own with CuPy); a

@@ -316,8 +316,7 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
     draws = _random.multinomial(probs, num_samples, replacement, generator)
     draws = draws.reshape(input.shape[:-1] + (num_samples,))
     b = input.backend
-    return _write_out("multinomial", Tensor._wrap(draws if b.xp is np else b.asarray(draws),
-                                                  b, False), out)
+    return _write_out("multinomial", Tensor._wrap(b.asarray(draws), b, False), out)
 
 
 def bernoulli(input, p=None, *, generator=None, out=None):
