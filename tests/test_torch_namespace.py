@@ -319,3 +319,30 @@ def test_multinomial_matches_torch_semantics():
             tk.multinomial(p, n)
         with pytest.raises(RuntimeError):
             torch.multinomial(torch.tensor(p.numpy()), n)
+
+
+def test_rounding_remainder_and_floor_division_match_torch():
+    x = np.array([-3.5, -2.5, -0.4, 0.5, 1.5, 2.7, 7.0], np.float32)
+    a, b = both(x)
+    for name in ("floor", "ceil", "trunc", "round", "frac"):
+        close(getattr(tk, name)(a), getattr(torch, name)(b))
+    for other in (2, -2.5):
+        close(a % other, b % other)
+        close(a // other, b // other)
+        close(tk.fmod(a, other), torch.fmod(b, other))
+        close(tk.remainder(a, other), torch.remainder(b, other))
+    ia, ib = both(np.array([-7, -3, 0, 4, 9]))
+    for other in (3, -4):
+        assert (ia % other).tolist() == (ib % other).tolist()
+        assert (ia // other).tolist() == (ib // other).tolist()
+        assert (ia % other).dtype == tk.int64
+    assert (7 % tk.tensor([3, 4])).tolist() == [1, 3]
+    # gradients as torch: d(a % b)/da = 1, d/db = -floor(a / b)
+    pa = tk.tensor(x, requires_grad=True)
+    pb = tk.tensor(np.full(7, 2.5, np.float32), requires_grad=True)
+    ta = torch.tensor(x, requires_grad=True)
+    tb = torch.tensor(np.full(7, 2.5, np.float32), requires_grad=True)
+    (pa % pb).sum().backward()
+    (ta % tb).sum().backward()
+    close(pa.grad, ta.grad)
+    close(pb.grad, tb.grad)

@@ -195,6 +195,62 @@ class TorchMethods:
         d = dim % max(self.ndim, 1)
         return self[(slice(None),) * d + (index.reshape(-1),)]
 
+    # -- rounding, remainder and floor division -----------------------------------------
+    # floor/ceil/round/trunc are piecewise constant: their gradient is zero, so the result
+    # is a constant (no graph). remainder = a - floor(a / b) * b with that constant floor
+    # gives torch's gradients (1 for a, -floor(a / b) for b).
+    def _constant(self, fn):
+        return type(self)._wrap(fn(self._array), self._backend, False)
+
+    def floor(self):
+        return self._constant(self._backend.xp.floor)
+
+    def ceil(self):
+        return self._constant(self._backend.xp.ceil)
+
+    def trunc(self):
+        return self._constant(self._backend.xp.trunc)
+
+    def round(self, decimals=0):
+        """Half to even, as torch.round."""
+        return self._constant(lambda a: self._backend.xp.round(a, decimals))
+
+    def frac(self):
+        return self - self.trunc()
+
+    def floor_divide(self, other):
+        """floor(self / other) (rounding toward minus infinity, as torch's floor_divide)."""
+        other = self._operand(other, "floor_divide")
+        if self.dtype.kind in "iu" and other.dtype.kind in "iu":
+            return type(self)._wrap(self._backend.xp.floor_divide(self._array, other._array),
+                                    self._backend, False)
+        return self.div(other).floor()
+
+    def remainder(self, other):
+        """self - floor(self / other) * other: the sign of ``other``, as torch.remainder."""
+        other = self._operand(other, "remainder")
+        if self.dtype.kind in "iu" and other.dtype.kind in "iu":
+            return type(self)._wrap(self._backend.xp.remainder(self._array, other._array),
+                                    self._backend, False)
+        return self - self.div(other).floor() * other
+
+    def fmod(self, other):
+        """self - trunc(self / other) * other: the sign of ``self``, as torch.fmod."""
+        other = self._operand(other, "fmod")
+        if self.dtype.kind in "iu" and other.dtype.kind in "iu":
+            return type(self)._wrap(self._backend.xp.fmod(self._array, other._array),
+                                    self._backend, False)
+        return self - self.div(other).trunc() * other
+
+    __mod__ = remainder
+    __floordiv__ = floor_divide
+
+    def __rmod__(self, other):
+        return self._operand(other, "remainder").remainder(self)
+
+    def __rfloordiv__(self, other):
+        return self._operand(other, "floor_divide").floor_divide(self)
+
     # -- sorting ------------------------------------------------------------------------
     def _sort_indices(self, dim, descending, op):
         xp = self._backend.xp

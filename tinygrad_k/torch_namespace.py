@@ -35,6 +35,7 @@ _METHODS = """
     flatten reshape squeeze unsqueeze transpose swapaxes swapdims permute t flip tril triu
     unbind chunk gather masked_fill index_select
     clamp clip softmax log_softmax detach clone numel dot
+    floor ceil trunc round frac floor_divide remainder fmod
 """
 FUNCTIONS = {name: name for name in _METHODS.split()}
 FUNCTIONS.update({"matmul": matmul, "mm": mm, "bmm": bmm, "cat": cat, "concat": cat,
