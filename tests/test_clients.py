@@ -21,19 +21,29 @@ CLIENTS = sorted(p for p in (ROOT / "tests" / "clients").glob("*.py") if not p.n
 RTOL, ATOL = 2e-3, 1e-5
 
 
-def run_client(script, aliased):
+def start_client(script, aliased):
     cmd = [sys.executable, "-m", "tinygrad_k.torch_alias", str(script)] if aliased else \
         [sys.executable, str(script)]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     # a client on a machine without a GPU: no CUDA simulator (torch sees no GPU either)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def result_of(script, proc, aliased):
+    """The script's RESULT dict, or a test failure with its stderr."""
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
     who = "tinygrad_k (aliased as torch)" if aliased else "torch"
     if proc.returncode != 0:
         pytest.fail(f"{script.name} under {who} exited with {proc.returncode}:\n"
-                    f"{proc.stderr[-4000:]}")
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert lines, f"{script.name} under {who} printed no RESULT line:\n{proc.stdout[-2000:]}"
+                    f"{stderr[-4000:]}")
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, f"{script.name} under {who} printed no RESULT line:\n{stdout[-2000:]}"
     return json.loads(lines[-1][len("RESULT "):])
 
 
@@ -65,10 +75,33 @@ def compare(want, got, path, compare_values=True):
     return []
 
 
-@pytest.mark.parametrize("script", CLIENTS, ids=[p.stem for p in CLIENTS])
+# Scripts that still need a piece of issue 11 another engineer is landing: marked, with
+# the missing feature, never skipped (they run, and show as XPASS once it lands).
+WAITING_FOR = {
+    "autograd_tutorial": "torch.autograd.grad (issue 11 item 6)",
+    "cifar_tutorial": ".data as a Tensor: torch.max(outputs.data, 1) (issue 11 item 2)",
+    "lstm_classifier": ".data as a Tensor: torch.max(outputs.data, 1) (issue 11 item 2)",
+    "dataloader_workers": "DataLoader num_workers/collate_fn, samplers, ConcatDataset "
+                          "(issue 11 item 7)",
+    "inplace_updates": ".data as a Tensor, in-place methods and version counters "
+                       "(issue 11 items 1-2)",
+    "nn_blitz": "grad_fn.next_functions, in-place sub_ (issue 11 items 1, 6)",
+    "tensor_blitz": "in-place add_ (issue 11 item 1)",
+}
+
+
+def _param(p):
+    marks = [pytest.mark.xfail(reason=WAITING_FOR[p.stem], strict=False)] \
+        if p.stem in WAITING_FOR else []
+    return pytest.param(p, id=p.stem, marks=marks)
+
+
+@pytest.mark.parametrize("script", [_param(p) for p in CLIENTS])
 def test_client_script_matches_torch(script):
-    want = run_client(script, aliased=False)
-    got = run_client(script, aliased=True)
+    # both at once: the two processes overlap their start-up (imports, JIT caches)
+    procs = start_client(script, aliased=False), start_client(script, aliased=True)
+    want = result_of(script, procs[0], aliased=False)
+    got = result_of(script, procs[1], aliased=True)
     mismatches = compare(want, got, script.stem)
     assert not mismatches, "\n".join(mismatches[:20])
 

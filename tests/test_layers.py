@@ -191,8 +191,9 @@ def test_bad_labels_are_clear():
 def test_state_dict_round_trip_and_strict_checks():
     m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 3))
     sd = m.state_dict()
-    assert list(sd) == ["0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias",
-                        "1.running_mean", "1.running_var", "1.num_batches_tracked"]
+    # PyTorch's order: module by module, each module's parameters then its buffers
+    assert list(sd) == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
+                        "1.running_var", "1.num_batches_tracked", "3.weight", "3.bias"]
     m2 = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 3))
     m2.load_state_dict(sd)
     x = tk.randn(2, 1, 4, 4)

@@ -72,6 +72,19 @@ CASES = [
     (optim.RMSprop, torch.optim.RMSprop, dict(lr=1e-2, alpha=0.9, momentum=0.5,
                                               weight_decay=1e-2)),
     (optim.RMSprop, torch.optim.RMSprop, dict(lr=5e-3, centered=True, momentum=0.3)),
+    (optim.Adadelta, torch.optim.Adadelta, dict()),
+    (optim.Adadelta, torch.optim.Adadelta, dict(lr=0.5, rho=0.8, eps=1e-5, weight_decay=0.1)),
+    (optim.Adadelta, torch.optim.Adadelta, dict(lr=1.0, maximize=True)),
+    (optim.Adamax, torch.optim.Adamax, dict()),
+    (optim.Adamax, torch.optim.Adamax, dict(lr=1e-2, betas=(0.8, 0.95), weight_decay=0.05)),
+    (optim.NAdam, torch.optim.NAdam, dict()),
+    (optim.NAdam, torch.optim.NAdam, dict(lr=1e-2, momentum_decay=1e-2, weight_decay=0.05)),
+    (optim.NAdam, torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.1,
+                                          decoupled_weight_decay=True)),
+    (optim.RAdam, torch.optim.RAdam, dict()),
+    (optim.RAdam, torch.optim.RAdam, dict(lr=1e-2, betas=(0.7, 0.9), weight_decay=0.05)),
+    (optim.RAdam, torch.optim.RAdam, dict(lr=1e-2, weight_decay=0.1,
+                                          decoupled_weight_decay=True, maximize=True)),
 ]
 
 
@@ -324,3 +337,117 @@ def test_reduce_lr_on_plateau_matches_pytorch(mode, threshold_mode, cooldown):
     assert "optimizer" not in so.state_dict()
     assert (resumed.best, resumed.num_bad_epochs, resumed.cooldown_counter) == (
         so.best, so.num_bad_epochs, so.cooldown_counter)
+
+
+def test_new_optimizers_state_names_match_torch():
+    for ours_cls, torch_cls in ((optim.Adadelta, torch.optim.Adadelta),
+                                (optim.Adamax, torch.optim.Adamax),
+                                (optim.NAdam, torch.optim.NAdam),
+                                (optim.RAdam, torch.optim.RAdam)):
+        o, t, _, _ = _run_pair(ours_cls, torch_cls, {}, steps=2)
+        ours, theirs = o.state_dict(), t.state_dict()
+        assert set(ours["state"][0]) == set(theirs["state"][0]), ours_cls.__name__
+        assert set(ours["param_groups"][0]) <= set(theirs["param_groups"][0]) | {"params"}
+        for k, v in theirs["param_groups"][0].items():
+            if k in ours["param_groups"][0] and k != "params":
+                assert ours["param_groups"][0][k] == v, (ours_cls.__name__, k)
+
+
+def test_step_with_closure_returns_its_loss():
+    p = tk.tensor(np.array([1.0, -2.0], np.float32), requires_grad=True)
+    opt = optim.NAdam([p], lr=0.1)
+
+    def closure():
+        opt.zero_grad()
+        loss = (p * p).sum()
+        loss.backward()
+        return loss
+
+    assert opt.step(closure).item() == pytest.approx(5.0)
+    assert p.grad is not None
+
+
+def test_add_param_group_matches_torch():
+    init = _params(3)
+    grads = _grads(3, 6)
+    ours = [tk.tensor(a.copy(), requires_grad=True) for a in init]
+    theirs = [torch.tensor(a.copy(), requires_grad=True) for a in init]
+    o = optim.Adam(ours[:1], lr=1e-2)
+    t = torch.optim.Adam(theirs[:1], lr=1e-2)
+    for k, gs in enumerate(grads):
+        if k == 2:  # unfreeze the rest with its own lr, as a fine-tuning script does
+            o.add_param_group({"params": ours[1:], "lr": 5e-2})
+            t.add_param_group({"params": theirs[1:], "lr": 5e-2})
+        for p, q, g in zip(ours, theirs, gs):
+            p.grad, q.grad = tk.tensor(g.copy()), torch.tensor(g.copy())
+        o.step()
+        t.step()
+        for p, q in zip(ours, theirs):
+            assert _rel(p.numpy(), q.detach().numpy()) < 1e-5
+    assert [g["lr"] for g in o.param_groups] == [g["lr"] for g in t.param_groups]
+    assert o.param_groups[1]["betas"] == t.param_groups[1]["betas"]
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        o.add_param_group({"params": [ours[0]]})
+    with pytest.raises(ValueError):
+        t.add_param_group({"params": [theirs[0]]})
+    with pytest.raises(TypeError, match="expected a dict"):
+        o.add_param_group([ours[0]])
+
+
+def _rosenbrock_pair(line_search_fn, steps, **kwargs):
+    """Rosenbrock-like sum plus a least-squares term: every step compared with torch."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((6, 4)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    x0 = np.array([-1.2, 1.0, 0.5, -0.3], np.float32)
+    w0 = rng.standard_normal((4,)).astype(np.float32) * 0.1
+    results = []
+    for lib in (tk, torch):
+        x = lib.tensor(x0.copy(), requires_grad=True)
+        w = lib.tensor(w0.copy(), requires_grad=True)
+        At, bt = lib.tensor(A), lib.tensor(b)
+        opt = (optim.LBFGS if lib is tk else torch.optim.LBFGS)(
+            [x, w], line_search_fn=line_search_fn, **kwargs)
+
+        def closure():
+            opt.zero_grad()
+            rosen = (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
+            loss = rosen + ((At @ (x + w) - bt) ** 2).mean()
+            loss.backward()
+            return loss
+
+        trace = []
+        for _ in range(steps):
+            loss = opt.step(closure)
+            trace.append((float(loss.detach()), x.detach().numpy().copy(),
+                          w.detach().numpy().copy()))
+        state = opt.state[x] if lib is torch else opt.state[id(x)]
+        results.append((trace, state["func_evals"], state["n_iter"]))
+    return results
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_lbfgs_matches_torch(line_search_fn):
+    (ours, o_evals, o_iter), (theirs, t_evals, t_iter) = _rosenbrock_pair(
+        line_search_fn, steps=3, lr=0.1 if line_search_fn is None else 1, max_iter=8,
+        history_size=5)
+    assert (o_evals, o_iter) == (t_evals, t_iter)
+    for k, ((lo, xo, wo), (lt, xt, wt)) in enumerate(zip(ours, theirs)):
+        assert lo == pytest.approx(lt, rel=1e-5), f"step {k}"
+        assert _rel(xo, xt) < 1e-5 and _rel(wo, wt) < 1e-5, f"step {k}"
+    assert ours[-1][0] < ours[0][0]
+
+
+def test_lbfgs_arguments():
+    p = tk.zeros(2, requires_grad=True)
+    opt = optim.LBFGS([p])
+    g = opt.param_groups[0]
+    t = torch.optim.LBFGS([torch.zeros(2, requires_grad=True)]).param_groups[0]
+    assert {k: v for k, v in g.items() if k != "params"} == \
+        {k: v for k, v in t.items() if k != "params"}
+    with pytest.raises(RuntimeError, match="closure"):
+        opt.step(None)
+    with pytest.raises(ValueError, match="line_search_fn"):
+        optim.LBFGS([p], line_search_fn="armijo")
+    with pytest.raises(ValueError, match="parameter groups"):
+        optim.LBFGS([{"params": [p]}, {"params": [tk.zeros(1, requires_grad=True)]}])

@@ -19,29 +19,43 @@ class Optimizer:
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
+        if isinstance(params, Tensor):
+            raise TypeError(f"{type(self).__name__}: params must be an iterable of Tensors or "
+                            "dicts, got a Tensor (wrap it in a list)")
         params = list(params)
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
-        groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.param_groups = []
         self.state = {}
-        seen = set()
-        for g in groups:
-            g = dict(g)
-            g["params"] = list(g["params"])
-            for p in g["params"]:
-                if not isinstance(p, Tensor):
-                    raise TypeError(f"{type(self).__name__}: expected Tensors, got "
-                                    f"{type(p).__name__}")
-                if not p.requires_grad:
-                    raise ValueError(f"{type(self).__name__}: a parameter of shape {p.shape} "
-                                     "does not require grad")
-                if id(p) in seen:
-                    raise ValueError(f"{type(self).__name__}: a parameter appears twice")
-                seen.add(id(p))
-            for k, v in self.defaults.items():
-                g.setdefault(k, v)
-            self.param_groups.append(g)
+        for g in (params if isinstance(params[0], dict) else [{"params": params}]):
+            self.add_param_group(g)
+
+    def add_param_group(self, param_group):
+        """Add a group (a dict with "params" and any hyperparameters; the others take the
+        optimizer's defaults), e.g. to train layers unfrozen later, as torch's."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"{type(self).__name__}.add_param_group: expected a dict, got "
+                            f"{type(param_group).__name__}")
+        g = dict(param_group)
+        params = g.get("params")
+        g["params"] = [params] if isinstance(params, Tensor) else list(params or [])
+        seen = {id(p) for group in self.param_groups for p in group["params"]}
+        if len({id(p) for p in g["params"]}) != len(g["params"]):
+            raise ValueError(f"{type(self).__name__}: a parameter appears twice in a group")
+        for p in g["params"]:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"{type(self).__name__}: expected Tensors, got "
+                                f"{type(p).__name__}")
+            if not p.requires_grad:
+                raise ValueError(f"{type(self).__name__}: a parameter of shape {p.shape} "
+                                 "does not require grad")
+            if id(p) in seen:
+                raise ValueError(f"{type(self).__name__}: some parameters appear in more than "
+                                 "one parameter group")
+            seen.add(id(p))
+        for k, v in self.defaults.items():
+            g.setdefault(k, v)
+        self.param_groups.append(g)
 
     def zero_grad(self, set_to_none=True):
         for g in self.param_groups:

@@ -287,13 +287,18 @@ class Module:
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self, keep_vars=False):
-        """Ordered name -> Tensor of parameters, then persistent buffers (detached and
-        sharing memory; the Parameters themselves with ``keep_vars=True``)."""
+        """Ordered name -> Tensor: module by module (parent first), each module's
+        parameters then its persistent buffers, in PyTorch's order (detached and sharing
+        memory; the Parameters themselves with ``keep_vars=True``)."""
         out = OrderedDict()
-        for name, p in self.named_parameters():
-            out[name] = p if keep_vars else p.detach()
-        for name, b in self.named_buffers(_persistent_only=True):
-            out[name] = b if keep_vars else b.detach()
+        for mod_name, mod in self.named_modules():
+            prefix = f"{mod_name}." if mod_name else ""
+            for name, p in mod._parameters.items():
+                if p is not None:
+                    out[prefix + name] = p if keep_vars else p.detach()
+            for name, b in mod._buffers.items():
+                if b is not None and name not in mod._non_persistent:
+                    out[prefix + name] = b if keep_vars else b.detach()
         return out
 
     def load_state_dict(self, state_dict, strict=True):
