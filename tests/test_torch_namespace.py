@@ -346,3 +346,53 @@ def test_rounding_remainder_and_floor_division_match_torch():
     (ta % tb).sum().backward()
     close(pa.grad, ta.grad)
     close(pb.grad, tb.grad)
+
+
+def test_more_compositions_match_torch_with_gradients():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1.5, 1.5, (3, 4)).astype(np.float32)
+    v = rng.uniform(-1, 1, 4).astype(np.float32)
+    cases = {
+        "expm1": lambda L, a, b: L.expm1(a), "exp2": lambda L, a, b: L.exp2(a),
+        "sinh": lambda L, a, b: L.sinh(a), "cosh": lambda L, a, b: L.cosh(a),
+        "lerp": lambda L, a, b: L.lerp(a, b.expand(3, 4), 0.3),
+        "outer": lambda L, a, b: L.outer(a[0], b), "narrow": lambda L, a, b: L.narrow(a, 1, 1, 2),
+        "select": lambda L, a, b: L.select(a, 0, -1), "roll": lambda L, a, b: L.roll(a, 1, 1),
+        "roll2": lambda L, a, b: L.roll(a, (2, -1), (0, 1)),
+        "roll_flat": lambda L, a, b: L.roll(a, 5),
+        "masked_select": lambda L, a, b: L.masked_select(a, a.detach() > 0),
+        "diag1": lambda L, a, b: L.diag(b, 1), "diag2": lambda L, a, b: L.diag(a, -1),
+        "diag0": lambda L, a, b: L.diag(b), "trace": lambda L, a, b: L.trace(a),
+    }
+    for name, f in cases.items():
+        a, ta = tk.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        b, tb = tk.tensor(v, requires_grad=True), torch.tensor(v, requires_grad=True)
+        ours, theirs = f(tk, a, b), f(torch, ta, tb)
+        close(ours, theirs.detach(), 1e-5)
+        w = np.linspace(-1, 1, theirs.numel()).reshape(tuple(theirs.shape)).astype(np.float32)
+        (ours * tk.tensor(w)).sum().backward()
+        (theirs * torch.tensor(w)).sum().backward()
+        for o, t in ((a, ta), (b, tb)):
+            if t.grad is not None:
+                close(o.grad, t.grad, 1e-5)
+            else:
+                assert o.grad is None or not o.grad.numpy().any(), name
+
+
+def test_tests_and_integer_results_match_torch():
+    x = np.array([[0.0, np.inf, -1.0], [np.nan, 2.0, 0.0]], np.float32)
+    a, b = both(x)
+    for name in ("isinf", "isfinite", "isnan", "logical_not", "nonzero", "count_nonzero"):
+        assert getattr(tk, name)(a).tolist() == getattr(torch, name)(b).tolist(), name
+    m, tm = both(np.array([True, False, True]))
+    n, tn = both(np.array([True, True, False]))
+    for name in ("logical_and", "logical_or", "logical_xor"):
+        assert getattr(tk, name)(m, n).tolist() == getattr(torch, name)(tm, tn).tolist()
+    assert [t.tolist() for t in tk.nonzero(a, as_tuple=True)] == \
+        [t.tolist() for t in torch.nonzero(b, as_tuple=True)]
+    i, ti = both(np.array([3, 1, 3, 0, 1, 3]))
+    assert tk.bincount(i).tolist() == torch.bincount(ti).tolist()
+    assert tk.bincount(i, minlength=6).tolist() == torch.bincount(ti, minlength=6).tolist()
+    ours = tk.unique(i, return_inverse=True, return_counts=True)
+    theirs = torch.unique(ti, return_inverse=True, return_counts=True)
+    assert [t.tolist() for t in ours] == [t.tolist() for t in theirs]

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from .backend import get_backend
+from .ops.movement import Cat
 
 # what torch.topk / torch.sort return (torch.return_types.topk / .sort)
 TopK = collections.namedtuple("topk", ["values", "indices"])
@@ -55,6 +56,10 @@ class UnsupportedDtype:
 
     def __repr__(self):
         return f"tinygrad_k.{self.name} (not supported)"
+
+
+def _raw(v):
+    return v._array if hasattr(v, "_array") else v
 
 
 def rename_numpy_kwargs(op, kwargs):
@@ -250,6 +255,146 @@ class TorchMethods:
 
     def __rfloordiv__(self, other):
         return self._operand(other, "floor_divide").floor_divide(self)
+
+    # -- more compositions of differentiable ops -----------------------------------
+    def expm1(self):
+        return self.exp() - 1
+
+    def exp2(self):
+        return 2.0 ** self
+
+    def sinh(self):
+        return (self.exp() - (-self).exp()) * 0.5
+
+    def cosh(self):
+        return (self.exp() + (-self).exp()) * 0.5
+
+    def lerp(self, end, weight):
+        """self + weight * (end - self)."""
+        return self + (end - self) * weight
+
+    def outer(self, vec2):
+        """(n,) x (m,) -> (n, m): self_i * vec2_j."""
+        if self.ndim != 1 or vec2.ndim != 1:
+            raise RuntimeError(f"outer: expected two 1-D tensors, got shapes {self.shape} and "
+                               f"{vec2.shape}")
+        return self.unsqueeze(1) * vec2.unsqueeze(0)
+
+    ger = outer
+
+    def narrow(self, dim, start, length):
+        """The slice [start, start + length) of ``dim`` (a view-like slice)."""
+        d = dim % max(self.ndim, 1)
+        start = int(start) % self.shape[d] if int(start) < 0 else int(start)
+        if start + int(length) > self.shape[d] or length < 0:
+            raise IndexError(f"narrow: start ({start}) + length ({length}) exceeds dimension "
+                             f"size ({self.shape[d]}) of dim {dim}")
+        return self[(slice(None),) * d + (slice(start, start + int(length)),)]
+
+    def select(self, dim, index):
+        d = dim % max(self.ndim, 1)
+        return self[(slice(None),) * d + (int(index),)]
+
+    def roll(self, shifts, dims=None):
+        """Elements shifted by ``shifts`` along ``dims`` (wrapping), as torch.roll; with
+        ``dims=None`` the flattened tensor is rolled and reshaped back."""
+        if dims is None:
+            return self.flatten().roll(shifts, 0).view(self.shape)
+        shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        if len(shifts) != len(dims):
+            raise RuntimeError(f"roll: shifts {shifts} and dims {dims} differ in length")
+        out = self
+        for s, d in zip(shifts, dims):
+            n = out.shape[d]
+            s = s % n if n else 0
+            if s:
+                d = d % out.ndim
+                head = out[(slice(None),) * d + (slice(n - s, n),)]
+                tail = out[(slice(None),) * d + (slice(0, n - s),)]
+                out = Cat.apply(d, head, tail)
+        return out
+
+    def masked_select(self, mask):
+        """The elements where the bool ``mask`` (broadcast to self) is True, as 1-D."""
+        if mask.dtype != np.bool_:
+            raise TypeError(f"masked_select: mask must be bool, got {mask.dtype}")
+        return self.expand(np.broadcast_shapes(self.shape, mask.shape))[
+            mask.expand(np.broadcast_shapes(self.shape, mask.shape))]
+
+    def diag(self, diagonal=0):
+        """1-D -> the square matrix with it on the ``diagonal``; 2-D -> that diagonal."""
+        xp = self._backend.xp
+        if self.ndim == 1:
+            n = self.shape[0] + abs(diagonal)
+            rows = xp.arange(self.shape[0]) + max(-diagonal, 0)
+            cols = xp.arange(self.shape[0]) + max(diagonal, 0)
+            out = self.new_zeros(n, n)
+            one_hot = type(self)._wrap((xp.arange(n)[:, None] == rows[None, :]).astype(
+                self.dtype), self._backend, False)          # (n, k): row of element k
+            place = type(self)._wrap((cols[:, None] == xp.arange(n)[None, :]).astype(
+                self.dtype), self._backend, False)          # (k, n): column of element k
+            return out + (one_hot * self.unsqueeze(0)) @ place
+        if self.ndim == 2:
+            r = xp.arange(max(0, min(self.shape[0] + min(diagonal, 0),
+                                     self.shape[1] - max(diagonal, 0))))
+            return self[(type(self)._wrap(r + max(-diagonal, 0), self._backend, False),
+                         type(self)._wrap(r + max(diagonal, 0), self._backend, False))]
+        raise RuntimeError(f"diag: expected a 1-D or 2-D tensor, got shape {self.shape}")
+
+    def trace(self):
+        return self.diag().sum()
+
+    # -- no gradient: tests and integer results ---------------------------------------
+    def isinf(self):
+        return self._constant(self._backend.xp.isinf)
+
+    def isfinite(self):
+        return self._constant(self._backend.xp.isfinite)
+
+    def logical_not(self):
+        return self._constant(self._backend.xp.logical_not)
+
+    def logical_and(self, other):
+        return self._constant(lambda a: self._backend.xp.logical_and(a, _raw(other)))
+
+    def logical_or(self, other):
+        return self._constant(lambda a: self._backend.xp.logical_or(a, _raw(other)))
+
+    def logical_xor(self, other):
+        return self._constant(lambda a: self._backend.xp.logical_xor(a, _raw(other)))
+
+    def nonzero(self, as_tuple=False):
+        """Indices of the nonzero elements: (count, ndim) int64, or one 1-D tensor per dim."""
+        idx = self._backend.xp.nonzero(self._array)
+        wrap = type(self)._wrap
+        if as_tuple:
+            return tuple(wrap(i.astype(np.int64), self._backend, False) for i in idx)
+        return wrap(self._backend.xp.stack(idx, axis=1).astype(np.int64), self._backend,
+                    False)
+
+    def count_nonzero(self, dim=None):
+        return self._constant(lambda a: self._backend.xp.asarray(
+            self._backend.xp.count_nonzero(a, axis=dim), dtype=np.int64))
+
+    def bincount(self, weights=None, minlength=0):
+        xp = self._backend.xp
+        w = None if weights is None else weights._array
+        return self._constant(lambda a: xp.bincount(a, w, minlength))
+
+    def unique(self, sorted=True, return_inverse=False, return_counts=False, dim=None):
+        """The sorted distinct values (and, if asked, inverse indices and counts)."""
+        if dim is not None:
+            raise NotImplementedError("unique: dim= is not supported; flatten first")
+        xp = self._backend.xp
+        vals, inv, counts = xp.unique(self._array, return_inverse=True, return_counts=True)
+        wrap = type(self)._wrap
+        out = [wrap(vals, self._backend, False)]
+        if return_inverse:
+            out.append(wrap(inv.reshape(self.shape).astype(np.int64), self._backend, False))
+        if return_counts:
+            out.append(wrap(counts.astype(np.int64), self._backend, False))
+        return out[0] if len(out) == 1 else tuple(out)
 
     # -- sorting ------------------------------------------------------------------------
     def _sort_indices(self, dim, descending, op):

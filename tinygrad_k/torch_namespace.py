@@ -36,6 +36,9 @@ _METHODS = """
     unbind chunk gather masked_fill index_select
     clamp clip softmax log_softmax detach clone numel dot
     floor ceil trunc round frac floor_divide remainder fmod
+    expm1 exp2 sinh cosh lerp outer ger narrow select roll masked_select diag trace
+    isinf isfinite logical_not logical_and logical_or logical_xor nonzero count_nonzero
+    bincount unique
 """
 FUNCTIONS = {name: name for name in _METHODS.split()}
 FUNCTIONS.update({"matmul": matmul, "mm": mm, "bmm": bmm, "cat": cat, "concat": cat,
