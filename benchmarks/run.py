@@ -333,7 +333,9 @@ def kernel_cases(device, quick, side):
         if side == "ours":
             _, idx = mods["ours"].maxpool2d_forward(x, k, s, p)
             fwd = {key: (lambda mod=mod: mod.maxpool2d_forward(x, k, s, p)) for key, mod in mods.items()}
-            bwd = {key: (lambda mod=mod: mod.maxpool2d_backward(dy, idx, xs)) for key, mod in mods.items()}
+            # with the window, as the framework calls it (kernels.cuda then gathers per input)
+            bwd = {key: (lambda mod=mod: mod.maxpool2d_backward(dy, idx, xs, k, s, p))
+                   for key, mod in mods.items()}
             afwd = {key: (lambda mod=mod: mod.avgpool2d_forward(x, k, s, p)) for key, mod in mods.items()}
             abwd = {key: (lambda mod=mod: mod.avgpool2d_backward(dy, xs, k, s, p))
                     for key, mod in mods.items()}

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["ConvGeometry", "PoolGeometry", "conv_geometry", "pool_geometry",
-           "as_conv_geometry", "as_pool_geometry", "int_tuple", "check_dy", "check_float",
+           "as_conv_geometry", "as_pool_geometry", "int_tuple", "check_dy",
+           "check_maxpool_backward", "check_float",
            "check_matmul", "bad_argument"]
 
 
@@ -310,6 +311,23 @@ def as_pool_geometry(kernel, stride, padding, dilation, ceil_mode, op, **avg):
     if isinstance(kernel, PoolGeometry):
         return kernel
     return pool_geometry(kernel, stride, padding, dilation, ceil_mode, op=op, **avg)
+
+
+def check_maxpool_backward(dy, argmax, x_shape, kernel, stride, padding, dilation, ceil_mode,
+                           op="maxpool2d_backward"):
+    """dy and argmax of one shape matching x's (N, C); with the window (a PoolGeometry or
+    its arguments; optional, ``kernel=None`` leaves it out) also dy against the output
+    shape it implies. -> the PoolGeometry, or None."""
+    x_shape = tuple(x_shape)
+    if tuple(dy.shape) != tuple(argmax.shape) or tuple(dy.shape[:2]) != x_shape[:2]:
+        raise ValueError(f"{op}: dy {tuple(dy.shape)} and argmax {tuple(argmax.shape)} do not "
+                         f"match x {x_shape}")
+    check_float(op, dy)
+    if kernel is None:
+        return None
+    geo = as_pool_geometry(kernel, stride, padding, dilation, ceil_mode, op)
+    check_dy(op, dy, geo.output_shape(x_shape, op))
+    return geo
 
 
 def check_dy(op, dy, out_shape):

@@ -61,7 +61,7 @@ def _choose_threading_layer():
 THREAD_POLICY = _choose_threading_layer()
 
 from ._common import (as_conv_geometry, as_pool_geometry, check_dy, check_float,
-                      check_matmul)
+                      check_matmul, check_maxpool_backward)
 
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
@@ -431,13 +431,15 @@ def _maxpool_bwd(dy, arg, dx):
                     dx[n, c, a] += dy[n, c, i, j]
 
 
-def maxpool2d_backward(dy, argmax, x_shape):
-    """dx[n,c,h,w] = sum of dy over the windows whose argmax is h*W + w."""
+def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0, dilation=1,
+                       ceil_mode=False):
+    """dx[n,c,h,w] = sum of dy over the windows whose argmax is h*W + w (a scatter-add, one
+    (n, c) plane per thread).
+
+    The window (a PoolGeometry, or kernel/stride/... as in the forward) is optional: the
+    argmax already says where each gradient goes; when given, dy is checked against it."""
+    check_maxpool_backward(dy, argmax, x_shape, kernel, stride, padding, dilation, ceil_mode)
     n, c, h, w = x_shape
-    if dy.shape != argmax.shape or tuple(dy.shape[:2]) != (n, c):
-        raise ValueError(f"maxpool2d_backward: dy {tuple(dy.shape)} and argmax "
-                         f"{tuple(argmax.shape)} do not match x {tuple(x_shape)}")
-    check_float("maxpool2d_backward", dy)
     dx = np.zeros((n, c, h * w), dtype=dy.dtype)
     _maxpool_bwd(dy, argmax.astype(np.int64, copy=False), dx)
     return dx.reshape(tuple(x_shape))

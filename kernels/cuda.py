@@ -38,7 +38,7 @@ import numpy as np
 from numba import cuda  # a module global: the simulator swaps it for its fake inside kernels
 
 from ._common import (as_conv_geometry, as_pool_geometry, check_dy, check_float,
-                      check_matmul)
+                      check_matmul, check_maxpool_backward)
 
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
@@ -499,26 +499,31 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0,
                        ceil_mode=False):
     """dx[n,c,h,w] = sum of dy over the windows whose argmax is h*W + w.
 
-    With the window geometry (a PoolGeometry or kernel/stride/padding/...) one thread per
-    input element gathers from the windows that can contain it; without it (the
-    primitive's standard signature) one thread per (n, c) plane scatters its outputs in
-    order."""
-    n, c, h, w = x_shape
-    if dy.shape != argmax.shape or tuple(dy.shape[:2]) != (n, c):
-        raise ValueError(f"maxpool2d_backward: dy {tuple(dy.shape)} and argmax "
-                         f"{tuple(argmax.shape)} do not match x {tuple(x_shape)}")
-    check_float("maxpool2d_backward", dy)
-    xp = _xp(dy)
-    if kernel is None:  # geometry unknown (the DESIGN.md signature): scatter per plane
-        return _maxpool_bwd_scatter(dy, argmax, x_shape, xp)
-    geo = as_pool_geometry(kernel, stride, padding, dilation, ceil_mode, "maxpool2d_backward")
-    check_dy("maxpool2d_backward", dy, geo.output_shape(x_shape, "maxpool2d_backward"))
+    With the window (a PoolGeometry or kernel/stride/...; what the op passes) one thread
+    per input element gathers from the windows that can contain it (all threads busy, no
+    atomics); without it one thread per (n, c) plane scatters its outputs in order. Both
+    are runnable by name: ``VERSIONS["maxpool2d_backward"]``."""
+    geo = check_maxpool_backward(dy, argmax, x_shape, kernel, stride, padding, dilation,
+                                 ceil_mode)
+    if geo is None:
+        return _maxpool_bwd_scatter(dy, argmax, x_shape, _xp(dy))
+    return _maxpool_bwd_gather(dy, argmax, x_shape, geo, _xp(dy))
+
+
+def _maxpool_bwd_gather(dy, argmax, x_shape, geo, xp):
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
     _pool_kernels()[1][_blocks(int(np.prod(x_shape)))](xp.ascontiguousarray(dy),
                                                        xp.ascontiguousarray(argmax), dx,
                                                        *geo.kernel_size, *geo.stride,
                                                        *geo.padding, *geo.dilation)
     return dx
+
+
+def _maxpool_backward_scatter(dy, argmax, x_shape, kernel=None, stride=None, padding=0,
+                              dilation=1, ceil_mode=False):
+    """maxpool2d_backward, always the per-plane scatter (the window only checks dy)."""
+    check_maxpool_backward(dy, argmax, x_shape, kernel, stride, padding, dilation, ceil_mode)
+    return _maxpool_bwd_scatter(dy, argmax, x_shape, _xp(dy))
 
 
 @functools.lru_cache(maxsize=None)
@@ -599,6 +604,7 @@ def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=Fa
 # the backend calls). The GEMM tile is a module setting (``set_tile``), not a version.
 VERSIONS = {name: {"default": globals()[name]} for name in __all__
             if name not in ("DEFAULT_TILE", "set_tile", "VERSIONS")}
+VERSIONS["maxpool2d_backward"]["scatter"] = _maxpool_backward_scatter
 
 def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
     """(name, python function, Numba signature, threads per block) of every production

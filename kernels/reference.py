@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import (as_conv_geometry, as_pool_geometry, check_dy, check_float, check_matmul)
+from ._common import (as_conv_geometry, as_pool_geometry, check_dy, check_float, check_matmul,
+                      check_maxpool_backward)
 
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
@@ -133,12 +134,14 @@ def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=F
     return y, arg
 
 
-def maxpool2d_backward(dy, argmax, x_shape):
-    """dx[n,c,h,w] = sum of dy[n,c,i,j] over the windows whose argmax is h*W + w."""
+def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0, dilation=1,
+                       ceil_mode=False):
+    """dx[n,c,h,w] = sum of dy[n,c,i,j] over the windows whose argmax is h*W + w.
+
+    The window (a PoolGeometry, or kernel/stride/... as in the forward) is optional: the
+    argmax already says where each gradient goes; when given, dy is checked against it."""
+    check_maxpool_backward(dy, argmax, x_shape, kernel, stride, padding, dilation, ceil_mode)
     n, c, h, w = tuple(x_shape)
-    if dy.shape != argmax.shape or dy.shape[:2] != (n, c):
-        raise ValueError(f"maxpool2d_backward: dy {tuple(dy.shape)} and argmax "
-                         f"{tuple(argmax.shape)} do not match x {tuple(x_shape)}")
     # a window with no tap inside the input (possible with dilation) has argmax -1 and
     # passes no gradient, as in PyTorch: send it to a spare slot that is dropped
     dx = np.zeros((n, c, h * w + 1), dtype=dy.dtype)

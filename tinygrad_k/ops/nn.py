@@ -144,13 +144,13 @@ class MaxPool2d(Function):
         if indices is not None:
             indices.append(argmax)
         ctx.save_for_backward(argmax)
-        ctx.x_shape = x.shape
+        ctx.x_shape, ctx.geometry = x.shape, geometry
         return y
 
     @staticmethod
     def backward(ctx, g):
         (argmax,) = ctx.saved_tensors
-        return ctx.kernels.maxpool2d_backward(g, argmax, ctx.x_shape)
+        return ctx.kernels.maxpool2d_backward(g, argmax, ctx.x_shape, ctx.geometry)
 
 
 class AvgPool2d(Function):
