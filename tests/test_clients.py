@@ -81,8 +81,6 @@ WAITING_FOR = {
     "autograd_tutorial": "torch.autograd.grad (issue 11 item 6)",
     "cifar_tutorial": ".data as a Tensor: torch.max(outputs.data, 1) (issue 11 item 2)",
     "lstm_classifier": ".data as a Tensor: torch.max(outputs.data, 1) (issue 11 item 2)",
-    "dataloader_workers": "DataLoader num_workers/collate_fn, samplers, ConcatDataset "
-                          "(issue 11 item 7)",
     "inplace_updates": ".data as a Tensor, in-place methods and version counters "
                        "(issue 11 items 1-2)",
     "nn_blitz": "grad_fn.next_functions, in-place sub_ (issue 11 items 1, 6)",
