@@ -1,5 +1,6 @@
 """The training CLI end to end: accuracy on real (or generated) data, exact resume,
 Ctrl-C checkpoints, eval and predict, clear errors."""
+import io
 import json
 import os
 import signal
@@ -214,6 +215,27 @@ def test_out_and_checkpoint_errors(tmp_path, capsys):
         _one_line_error(capsys, argv + [str(f)], str(f))
     _one_line_error(capsys, ["eval", "--checkpoint", str(f), "--batch-size", "0"],
                     "--batch-size")
+    _one_line_error(capsys, ["predict", "--checkpoint", str(f), "--index", "-1"], "--index")
+
+
+def test_predict_input_errors(tmp_path, capsys):
+    assert _train(tmp_path, 1) == 0
+    ckpt = str(tmp_path / "checkpoint.npz")
+    capsys.readouterr()
+    bad = tmp_path / "bad.npy"
+    hdr = io.BytesIO()
+    np.lib.format.write_array_header_1_0(hdr, {"descr": "<f8", "fortran_order": False,
+                                               "shape": (10**13,)})
+    bad.write_bytes(hdr.getvalue() + b"\0" * 8)
+    _one_line_error(capsys, ["predict", "--checkpoint", ckpt, "--input", str(bad)], str(bad))
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    _one_line_error(capsys, ["predict", "--checkpoint", ckpt, "--input",
+                             str(tmp_path / "obj.npy")], "obj.npy")
+    np.save(tmp_path / "shape.npy", np.zeros((2, 5, 5), np.float32))
+    _one_line_error(capsys, ["predict", "--checkpoint", ckpt, "--input",
+                             str(tmp_path / "shape.npy")], "shape.npy")
+    _one_line_error(capsys, ["predict", "--checkpoint", ckpt, "--input",
+                             str(tmp_path / "none.npy")], "none.npy")
 
 
 def test_resume_refuses_contradicting_flags(tmp_path, capsys):

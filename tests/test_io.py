@@ -340,6 +340,14 @@ def test_npy_header_claiming_a_huge_array_is_refused_before_allocating(tmp_path,
     with pytest.raises(ValueError, match="header claims|bad shape") as e:
         tk.load(p)
     assert str(p) in str(e.value)
+    q = tmp_path / "huge.npy"
+    q.write_bytes(hdr.getvalue() + b"\0" * 16)
+    with pytest.raises(ValueError, match="header claims|bad shape") as e:
+        tk.io.read_npy(q)
+    assert str(q) in str(e.value)
+    if shape == (3, 3):
+        q.write_bytes(hdr.getvalue() + b"\0" * 72)
+        assert tk.io.read_npy(q).shape == (3, 3)
 
 
 def test_npz_entry_that_is_not_an_array_or_pickled_is_refused(tmp_path):

@@ -479,7 +479,13 @@ def predict(args):
                          "generate words with `python -m tinygrad_k sample --checkpoint ...`")
     names = cfg.get("class_names")
     if args.input:
-        x = np.load(args.input, allow_pickle=False).astype(np.float32)
+        from .io import read_npy
+
+        x = read_npy(args.input)
+        if x.dtype.kind not in "biuf" or x.size == 0:
+            raise UsageError(f"--input {args.input}: holds {x.dtype} {x.shape}, expected "
+                             "numbers")
+        x = x.astype(np.float32)
         want = tuple(cfg["in_shape"])
         x = x.reshape((-1,) + want) if x.size % int(np.prod(want)) == 0 else x
         if x.shape[1:] != want:

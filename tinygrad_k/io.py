@@ -51,7 +51,7 @@ import numpy as np
 
 from .tensor import Tensor
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "read_npy"]
 
 FORMAT = "tinygrad_k-checkpoint-1"
 MAX_DEPTH = 100                 # nesting of a saved structure
@@ -389,41 +389,56 @@ def _read_npz(fh, path):
 
 
 def _read_npy(z, info):
-    """One .npy entry: its header's shape and dtype must account for exactly the bytes
-    the entry holds, checked before the array is allocated."""
+    """One .npy entry of a zip archive (see ``_read_npy_from``)."""
     with z.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(
-                f, max_header_size=_MAX_NPY_HEADER)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(
-                f, max_header_size=_MAX_NPY_HEADER)
-        else:
-            raise ValueError(f"{info.filename}: .npy version {version} is not read")
-        if dtype.hasobject:
-            raise ValueError(f"{info.filename}: object arrays (pickle) are not read")
-        if len(shape) > _MAX_NDIM or any(not isinstance(d, int) or not 0 <= d <= _MAX_DIM
-                                         for d in shape):
-            raise ValueError(f"{info.filename}: bad shape {shape}")
-        count = math.prod(shape)
-        nbytes = count * dtype.itemsize
-        held = info.file_size - f.tell()
-        if nbytes != held:
-            raise ValueError(f"{info.filename}: header claims shape {shape} {dtype} "
-                             f"({nbytes} bytes) but the entry holds {held} bytes")
-        arr = np.empty(count, dtype=dtype)
-        if nbytes:
-            view = memoryview(arr).cast("B")
-            got = 0
-            while got < nbytes:
-                n = f.readinto(view[got:])
-                if not n:
-                    raise ValueError(f"{info.filename}: truncated after {got} of {nbytes} "
-                                     "bytes")
-                got += n
-        f.read(1)  # reach the end of the entry: the zip CRC is checked here
+        return _read_npy_from(f, info.file_size, info.filename)
+
+
+def _read_npy_from(f, total, label):
+    """An .npy stream of ``total`` bytes: its header's shape and dtype must account for
+    exactly the bytes it holds, checked before the array is allocated."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(
+            f, max_header_size=_MAX_NPY_HEADER)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(
+            f, max_header_size=_MAX_NPY_HEADER)
+    else:
+        raise ValueError(f"{label}: .npy version {version} is not read")
+    if dtype.hasobject:
+        raise ValueError(f"{label}: object arrays (pickle) are not read")
+    if len(shape) > _MAX_NDIM or any(not isinstance(d, int) or not 0 <= d <= _MAX_DIM
+                                     for d in shape):
+        raise ValueError(f"{label}: bad shape {shape}")
+    count = math.prod(shape)
+    nbytes = count * dtype.itemsize
+    held = total - f.tell()
+    if nbytes != held:
+        raise ValueError(f"{label}: header claims shape {shape} {dtype} ({nbytes} bytes) but "
+                         f"the file holds {held} bytes")
+    arr = np.empty(count, dtype=dtype)
+    if nbytes:
+        view = memoryview(arr).cast("B")
+        got = 0
+        while got < nbytes:
+            n = f.readinto(view[got:])
+            if not n:
+                raise ValueError(f"{label}: truncated after {got} of {nbytes} bytes")
+            got += n
+    f.read(1)  # reach the end of a zip entry: its CRC is checked here
     return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def read_npy(path):
+    """A plain ``.npy`` file, read strictly: no pickle, and a header whose shape does not
+    match the file's size is refused (ValueError naming the file) before allocating."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            return _read_npy_from(f, os.fstat(f.fileno()).st_size, "array")
+    except (ValueError, EOFError, SyntaxError, MemoryError) as exc:
+        raise ValueError(f"{path} is not a readable .npy array: {exc}") from None
 
 
 def _read_safetensors(fh, path):
