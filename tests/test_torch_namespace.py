@@ -303,6 +303,9 @@ def test_multinomial_matches_torch_semantics():
     np.testing.assert_allclose(freq, [0.1, 0.0, 0.6, 0.3], atol=0.015)
     np.testing.assert_allclose(np.bincount(draws.numpy()[1], minlength=4) / 20000, [0.25] * 4,
                                atol=0.015)
+    method = tk.tensor([[0.0, 1.0], [1.0, 0.0]]).multinomial(3, True, generator=g)
+    assert method.tolist() == [[1, 1, 1], [0, 0, 0]]
+    assert tk.full((3,), 1.0).bernoulli(generator=g).tolist() == [1.0, 1.0, 1.0]
     no_repl = tk.multinomial(tk.tensor([1.0, 2.0, 3.0, 4.0]), 4, generator=g)
     assert sorted(no_repl.tolist()) == [0, 1, 2, 3] and no_repl.shape == (4,)
     one = tk.multinomial(tk.tensor([0.0, 1.0]), num_samples=1, generator=g)

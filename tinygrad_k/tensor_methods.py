@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from . import random as _random
 from .backend import get_backend
 from .ops.movement import Cat
 
@@ -395,6 +396,41 @@ class TorchMethods:
         if return_counts:
             out.append(wrap(counts.astype(np.int64), self._backend, False))
         return out[0] if len(out) == 1 else tuple(out)
+
+    # -- random draws with this tensor as the distribution -----------------------------
+    def multinomial(self, num_samples, replacement=False, *, generator=None):
+        """Category indices drawn from the rows of self (non-negative weights, need not
+        sum to 1), as ``torch.multinomial``: (num_samples,) for 1-D, (rows, num_samples)
+        for 2-D, int64. Without replacement each category is drawn at most once (those
+        of weight zero only after all the others)."""
+        if self.ndim not in (1, 2) or self.dtype.kind != "f":
+            raise RuntimeError(f"multinomial: prob_dist must be a 1 or 2 dim float tensor, "
+                               f"got shape {self.shape} and dtype {self.dtype}")
+        n, num_samples = self.shape[-1], int(num_samples)
+        if num_samples <= 0:
+            raise RuntimeError(f"multinomial: cannot sample {num_samples} (<= 0) samples")
+        if not replacement and num_samples > n:
+            raise RuntimeError(f"multinomial: cannot sample n_sample > prob_dist.size(-1) "
+                               f"samples without replacement ({num_samples} > {n})")
+        probs = np.asarray(self.numpy(), dtype=np.float64).reshape(-1, n)
+        if not np.isfinite(probs).all() or (probs < 0).any():
+            raise RuntimeError("multinomial: probability tensor contains either inf, nan or "
+                               "element < 0")
+        if (probs.sum(axis=1) <= 0).any():
+            raise RuntimeError("multinomial: invalid multinomial distribution (sum of "
+                               "probabilities <= 0)")
+        draws = _random.multinomial(probs, num_samples, replacement, generator)
+        draws = draws.reshape(self.shape[:-1] + (num_samples,))
+        return type(self)._wrap(self._backend.asarray(draws), self._backend, False)
+
+    def bernoulli(self, p=None, *, generator=None):
+        """1 with probability self (or ``p``), else 0; self's shape and dtype."""
+        probs = np.full(self.shape, p, np.float64) if p is not None else \
+            np.asarray(self.numpy(), np.float64)
+        if not ((probs >= 0) & (probs <= 1)).all():
+            raise RuntimeError("bernoulli: expected all probabilities in [0, 1]")
+        return type(self)._wrap(_random.bernoulli(probs, self.dtype, self._backend, generator),
+                                self._backend, False)
 
     # -- sorting ------------------------------------------------------------------------
     def _sort_indices(self, dim, descending, op):

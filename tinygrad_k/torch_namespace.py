@@ -38,7 +38,7 @@ _METHODS = """
     floor ceil trunc round frac floor_divide remainder fmod
     expm1 exp2 sinh cosh lerp outer ger narrow select roll masked_select diag trace
     isinf isfinite logical_not logical_and logical_or logical_xor nonzero count_nonzero
-    bincount unique
+    bincount unique multinomial bernoulli
 """
 FUNCTIONS = {name: name for name in _METHODS.split()}
 FUNCTIONS.update({"matmul": matmul, "mm": mm, "bmm": bmm, "cat": cat, "concat": cat,
@@ -296,44 +296,6 @@ def _compile(model=None, **kwargs):
 
 
 # -- random functions that exist only at top level --------------------------------------
-def multinomial(input, num_samples, replacement=False, *, generator=None, out=None):
-    """Category indices drawn from the rows of ``input`` (non-negative weights, need not
-    sum to 1), as ``torch.multinomial``: (num_samples,) for a 1-D input, (rows,
-    num_samples) for 2-D, int64. Without replacement each category is drawn at most once."""
-    input = _as_input("multinomial", input)
-    if input.ndim not in (1, 2) or input.dtype.kind != "f":
-        raise RuntimeError(f"multinomial: prob_dist must be a 1 or 2 dim float tensor, got "
-                           f"shape {input.shape} and dtype {input.dtype}")
-    n, num_samples = input.shape[-1], int(num_samples)
-    if num_samples <= 0:
-        raise RuntimeError(f"multinomial: cannot sample {num_samples} (<= 0) samples")
-    if not replacement and num_samples > n:
-        raise RuntimeError(f"multinomial: cannot sample n_sample > prob_dist.size(-1) samples "
-                           f"without replacement ({num_samples} > {n})")
-    probs = np.asarray(input.numpy(), dtype=np.float64).reshape(-1, n)
-    if not np.isfinite(probs).all() or (probs < 0).any():
-        raise RuntimeError("multinomial: probability tensor contains either inf, nan or "
-                           "element < 0")
-    if (probs.sum(axis=1) <= 0).any():
-        raise RuntimeError("multinomial: invalid multinomial distribution (sum of "
-                           "probabilities <= 0)")
-    draws = _random.multinomial(probs, num_samples, replacement, generator)
-    draws = draws.reshape(input.shape[:-1] + (num_samples,))
-    b = input.backend
-    return _write_out("multinomial", Tensor._wrap(b.asarray(draws), b, False), out)
-
-
-def bernoulli(input, p=None, *, generator=None, out=None):
-    """1 with probability ``input`` (or ``p``), else 0; input's shape and dtype."""
-    input = _as_input("bernoulli", input)
-    probs = np.full(input.shape, p, np.float64) if p is not None else \
-        np.asarray(input.numpy(), np.float64)
-    if not ((probs >= 0) & (probs <= 1)).all():
-        raise RuntimeError("bernoulli: expected all probabilities in [0, 1]")
-    arr = _random.bernoulli(probs, input.dtype, input.backend, generator)
-    return _write_out("bernoulli", Tensor._wrap(arr, input.backend, False), out)
-
-
 def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None,
            requires_grad=False, out=None):
     """Normal draws, as ``torch.normal``: ``normal(mean_tensor, std_tensor)`` (broadcast
@@ -407,7 +369,7 @@ def build_namespace():
         set_default_device=set_default_device, get_default_device=get_default_device,
         is_tensor=is_tensor, is_floating_point=is_floating_point, numel=numel,
         allclose=allclose, isclose=isclose, equal=equal, einsum=einsum, as_tensor=as_tensor,
-        compile=_compile, multinomial=multinomial, bernoulli=bernoulli, normal=normal,
+        compile=_compile, normal=normal,
         randperm=randperm, Generator=_random.Generator,
         default_generator=_random.default_generator, manual_seed=_random.manual_seed,
         seed=_random.seed, initial_seed=_random.initial_seed,
