@@ -399,3 +399,30 @@ def test_tests_and_integer_results_match_torch():
     ours = tk.unique(i, return_inverse=True, return_counts=True)
     theirs = torch.unique(ti, return_inverse=True, return_counts=True)
     assert [t.tolist() for t in ours] == [t.tolist() for t in theirs]
+
+
+def test_torch_alias_maps_module_names_only(tmp_path):
+    """``python -m tinygrad_k.torch_alias`` (fresh process): torch.X.Y is tinygrad_k.X.Y,
+    the same module objects, their own __spec__ kept; refused once real torch is in."""
+    import subprocess
+    import sys
+    script = tmp_path / "client.py"
+    script.write_text(
+        "import sys\n"
+        "import torch, torch.nn as nn, torch.nn.functional as F, tinygrad_k\n"
+        "import torch.backends.cudnn as cudnn\n"
+        "from torch.utils.data import DataLoader\n"
+        "from torch.optim.lr_scheduler import StepLR\n"
+        "assert torch is tinygrad_k and nn is tinygrad_k.nn and F is tinygrad_k.nn.functional\n"
+        "assert DataLoader is tinygrad_k.data.DataLoader and cudnn is tinygrad_k.backends.cudnn\n"
+        "assert torch.nn.__spec__.name == 'tinygrad_k.nn'\n"
+        "assert sys.argv[1:] == ['--flag', 'x']\n"
+        "print('ok', __name__)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    run = subprocess.run([sys.executable, "-m", "tinygrad_k.torch_alias", str(script), "--flag",
+                          "x"], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok __main__"
+    from tinygrad_k import torch_alias
+    with pytest.raises(RuntimeError, match="already imported"):
+        torch_alias.install()  # this test process imported the real torch
