@@ -85,8 +85,6 @@ WAITING_FOR = {
                        "(issue 11 items 1-2)",
     "nn_blitz": "grad_fn.next_functions, in-place sub_ (issue 11 items 1, 6)",
     "tensor_blitz": "in-place add_ (issue 11 item 1)",
-    "layers_zoo": "nn.GroupNorm, MultiheadAttention, GRUCell, F.interpolate, F.normalize "
-                  "(issue 11 item 9)",
 }
 
 

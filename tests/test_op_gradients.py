@@ -379,3 +379,40 @@ def test_topk_sort_gradients_go_to_the_picked_elements():
     check(lambda t: tk.topk(t, 2, dim=1).values.sum(1, keepdim=True)
           * tk.sort(t, 0, descending=True).values[:1], a)
     check(lambda t: t.log10() + t.log2(), make(rng, (3, 4), "contiguous", "positive"))
+
+
+@SET
+@given(st.integers(1, 3), st.sampled_from([(1, 2), (2, 4), (3, 3)]), st.sampled_from(
+    [(), (3,), (2, 3)]), st.booleans(), layouts, seeds)
+def test_group_norm(n, groups_channels, spatial, affine, layout, seed):
+    g, c = groups_channels
+    rng = np.random.default_rng(seed)
+    x = make(rng, (n, c) + spatial, layout)
+    if affine:
+        check(lambda x_, w, b: F.group_norm(x_, g, w, b), x, make(rng, (c,)), make(rng, (c,)))
+    else:
+        check(lambda x_: F.group_norm(x_, g), x)
+
+
+@SET
+@given(st.sampled_from(["reflect", "replicate", "circular"]), st.integers(3, 5),
+       st.integers(3, 5), st.integers(0, 2), st.integers(0, 2), st.integers(0, 2), layouts,
+       seeds)
+def test_pad_modes(mode, h, w, p0, p1, p2, layout, seed):
+    """Each padded copy adds its gradient to its source (corners get several)."""
+    x = make(np.random.default_rng(seed), (2, 2, h, w), layout)
+    check(lambda t: F.pad(t, (p0, p1, p2, p0), mode=mode), x)
+    check(lambda t: F.pad(t[0], (p1, p2), mode=mode), x)
+
+
+@SET
+@given(st.sampled_from([("nearest", None), ("bilinear", False), ("bilinear", True)]),
+       st.integers(1, 4), st.integers(1, 4), st.integers(1, 6), st.integers(1, 6), layouts,
+       seeds)
+def test_interpolate(mode_ac, h, w, oh, ow, layout, seed):
+    mode, ac = mode_ac
+    x = make(np.random.default_rng(seed), (2, 2, h, w), layout)
+    check(lambda t: F.interpolate(t, size=(oh, ow), mode=mode, align_corners=ac), x)
+    check(lambda t: F.interpolate(t, scale_factor=1.5, mode=mode, align_corners=ac), x)
+    if mode == "bilinear":
+        check(lambda t: F.interpolate(t[0], size=oh, mode="linear", align_corners=ac), x)

@@ -197,6 +197,48 @@ CASES = {
                   [((3, 4), N)]),
     "log10_log2": (lambda a: a.log10() + tk.log2(a), lambda a: a.log10() + torch.log2(a),
                    [((3, 4), "positive")]),
+    "group_norm": (lambda x, w, b: F.group_norm(x, 2, w, b), lambda x, w, b: TF.group_norm(
+        x, 2, w, b), [((3, 4, 5), N), ((4,), N), ((4,), N)]),
+    "pad_reflect": (lambda a: F.pad(a, (2, 1, 0, 3), mode="reflect"),
+                    lambda a: TF.pad(a, (2, 1, 0, 3), mode="reflect"), [((2, 3, 4, 5), N)]),
+    "pad_replicate": (lambda a: F.pad(a, (3, 1), mode="replicate"),
+                      lambda a: TF.pad(a, (3, 1), mode="replicate"), [((2, 3, 4), N)]),
+    "pad_circular": (lambda a: F.pad(a, (1, 2, 2, 0), mode="circular"),
+                     lambda a: TF.pad(a, (1, 2, 2, 0), mode="circular"), [((2, 3, 4, 5), N)]),
+    "interpolate_nearest": (lambda a: F.interpolate(a, size=(7, 3)),
+                            lambda a: TF.interpolate(a, size=(7, 3)), [((2, 3, 4, 5), N)]),
+    "interpolate_nearest_scale": (lambda a: F.interpolate(a, scale_factor=1.7),
+                                  lambda a: TF.interpolate(a, scale_factor=1.7),
+                                  [((2, 3, 4, 5), N)]),
+    "interpolate_bilinear": (
+        lambda a: F.interpolate(a, size=(7, 3), mode="bilinear", align_corners=False),
+        lambda a: TF.interpolate(a, size=(7, 3), mode="bilinear", align_corners=False),
+        [((2, 3, 4, 5), N)]),
+    "interpolate_bilinear_corners": (
+        lambda a: F.interpolate(a, scale_factor=(2, 0.5), mode="bilinear", align_corners=True),
+        lambda a: TF.interpolate(a, scale_factor=(2, 0.5), mode="bilinear", align_corners=True),
+        [((2, 3, 4, 6), N)]),
+    "interpolate_linear": (lambda a: F.interpolate(a, size=9, mode="linear"),
+                           lambda a: TF.interpolate(a, size=9, mode="linear"), [((2, 3, 4), N)]),
+    "normalize": (lambda a: F.normalize(a, dim=-1), lambda a: TF.normalize(a, dim=-1),
+                  [((3, 4), N)]),
+    "normalize_p1": (lambda a: F.normalize(a, p=1, dim=0), lambda a: TF.normalize(a, p=1, dim=0),
+                     [((3, 4), "away")]),
+    "bilinear": (lambda a, b, w, c: F.bilinear(a, b, w, c), TF.bilinear,
+                 [((2, 3), N), ((2, 4), N), ((5, 3, 4), N), ((5,), N)]),
+    "sdpa": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v),
+             lambda q, k, v: TF.scaled_dot_product_attention(q, k, v),
+             [((2, 3, 4, 8), N), ((2, 3, 5, 8), N), ((2, 3, 5, 6), N)]),
+    "sdpa_causal": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                                   scale=0.3),
+                    lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                                    scale=0.3),
+                    [((2, 4, 8), N), ((2, 4, 8), N), ((2, 4, 3), N)]),
+    "sdpa_masks": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, tk.tensor(_M)) +
+                   F.scaled_dot_product_attention(q, k, v, tk.tensor(_W[:4, :3])),
+                   lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, torch.tensor(_M)) +
+                   TF.scaled_dot_product_attention(q, k, v, torch.tensor(_W[:4, :3])),
+                   [((2, 4, 8), N), ((2, 3, 8), N), ((2, 3, 5), N)]),
 }
 
 # constants of the cases above (targets, weights, indices, a dropout draw)
@@ -205,6 +247,7 @@ _Y = _R.uniform(0, 1, (4, 5)).astype(np.float32)
 _W = _R.uniform(0.5, 1.5, (4, 5)).astype(np.float32)
 _IDX = np.array([[0, 1, 4], [4, 4, 2]])
 _U = _R.uniform(0, 1, (4, 5)).astype(np.float32)
+_M = np.array([[1, 0, 1], [1, 1, 0], [0, 1, 1], [1, 1, 1]], dtype=bool)
 
 
 def _torch_mask(p):

@@ -14,6 +14,7 @@ from kernels._common import conv_geometry, int_tuple, pool_geometry
 from ..ops import elementwise as E
 from ..ops import linalg as L
 from ..ops import loss as _L
+from ..ops import movement as M
 from ..ops import nn as N
 from ..ops import norm as _N
 from ..random import uniform as _uniform
@@ -24,7 +25,9 @@ __all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "softplus", 
            "max_pool2d", "avg_pool1d", "avg_pool2d", "dropout",
            "cross_entropy", "bias_relu", "pad", "nll_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "mse_loss", "l1_loss", "batch_norm",
-           "layer_norm", "embedding", "adaptive_avg_pool2d", "one_hot"]
+           "layer_norm", "embedding", "adaptive_avg_pool2d", "one_hot", "dropout1d",
+           "dropout2d", "group_norm", "normalize", "interpolate",
+           "scaled_dot_product_attention", "bilinear"]
 
 
 def relu(x):
@@ -65,10 +68,58 @@ def log_softmax(x, dim=-1):
     return x.log_softmax(dim)
 
 
-def pad(x, pad, mode="constant", value=0.0):
-    if mode != "constant":
-        raise NotImplementedError(f"pad: mode {mode!r} is not supported (only 'constant')")
-    return x.pad(pad, value)
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def pad(input, pad, mode="constant", value=None):
+    """Pad the last len(pad) // 2 dimensions; ``pad`` lists (before, after) pairs starting
+    from the LAST dimension, as PyTorch.
+
+    ``constant`` fills with ``value`` (0 when None). ``reflect`` mirrors without repeating
+    the edge (pads < the dimension's size), ``replicate`` repeats the edge, ``circular``
+    wraps around (pads <= the size); these three pad at most the last 3 dimensions of a
+    (C, *) or (N, C, *) input, and each is one ``ops.movement.Resample`` node per padded
+    dimension (its backward scatter-adds the gradient of every copy onto its source).
+    """
+    if mode not in _PAD_MODES:
+        raise NotImplementedError(f"pad: mode {mode!r} is not supported; expected one of "
+                                  f"{', '.join(_PAD_MODES)}")
+    pad = tuple(int(p) for p in pad)
+    if mode == "constant":
+        return input.pad(pad, 0.0 if value is None else value)
+    if value is not None and value != 0:
+        raise ValueError(f"pad: padding mode {mode!r} doesn't take in value argument")
+    k = len(pad) // 2
+    if len(pad) % 2 or not 1 <= k <= 3:
+        raise ValueError(f"pad: mode {mode!r} pads 1 to 3 dimensions, got pad {pad}")
+    if input.ndim not in (k + 1, k + 2):
+        raise NotImplementedError(
+            f"pad: mode {mode!r} with {len(pad)} pad values expects a {k + 1}-D or {k + 2}-D "
+            f"input ((C, *) or (N, C, *)), got shape {input.shape}")
+    out = input
+    for i in range(k):
+        axis = input.ndim - 1 - i
+        lo, hi = pad[2 * i], pad[2 * i + 1]
+        n = input.shape[axis]
+        if lo < 0 or hi < 0:
+            raise ValueError(f"pad: mode {mode!r} needs non-negative pads, got {pad}")
+        if (mode == "reflect" and max(lo, hi) >= n) or (mode == "circular" and max(lo, hi) > n):
+            rel = "<" if mode == "reflect" else "<="
+            raise ValueError(f"pad: mode {mode!r} needs padding {rel} the input size, but got "
+                             f"padding ({lo}, {hi}) for dimension {axis} of size {n} "
+                             f"(input {input.shape})")
+        if lo == hi == 0:
+            continue
+        j = np.arange(-lo, n + hi)
+        if mode == "replicate":
+            j = np.clip(j, 0, n - 1)
+        elif mode == "reflect":
+            j = np.abs(j)
+            j = (n - 1) - np.abs((n - 1) - j)
+        else:
+            j = j % n
+        out = M.Resample.apply(out, axis, input.backend.asarray(j[None]))
+    return out
 
 
 def linear(x, weight, bias=None):
@@ -584,3 +635,172 @@ def one_hot(tensor, num_classes=-1):
     xp = tensor._backend.xp
     out = (idx[..., None] == xp.arange(n)).astype("int64")
     return Tensor._wrap(out, tensor._backend, False)
+
+
+# -- layers of issue 11: channel dropout, group norm, interpolation, attention ----------
+def _channel_dropout(op, input, p, training, batched_ndim):
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
+    if input.ndim not in (batched_ndim - 1, batched_ndim):
+        raise ValueError(f"{op}: expected {batched_ndim - 1}-D or {batched_ndim}-D input, "
+                         f"got shape {input.shape}")
+    if not training or p == 0.0:
+        return input
+    if p == 1.0:
+        return input * 0.0
+    lead = input.ndim - (batched_ndim - 2)  # (N, C) or (C,)
+    shape = input.shape[:lead] + (1,) * (input.ndim - lead)
+    # one draw per channel; the Dropout node broadcasts it over the channel's elements
+    return N.Dropout.apply(input, p, _uniform(shape, input.dtype, input.backend))
+
+
+def dropout1d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of (N, C, L) or (C, L) with probability p, scale the rest by
+    1 / (1 - p)."""
+    return _channel_dropout("dropout1d", input, p, training, 3)
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of (N, C, H, W) or (C, H, W) with probability p, scale the rest
+    by 1 / (1 - p)."""
+    return _channel_dropout("dropout2d", input, p, training, 4)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalise each (sample, group of C / num_groups channels) of x (N, C, *), then
+    weight[c] * xhat + bias[c]; one node (``ops.norm.GroupNorm``)."""
+    if input.ndim < 2:
+        raise ValueError(f"group_norm: expected input (N, C, *), got shape {input.shape}")
+    c = input.shape[1]
+    if num_groups <= 0 or c % num_groups:
+        raise ValueError(f"group_norm: expected number of channels in input to be divisible by "
+                         f"num_groups, but got input of shape {input.shape} and "
+                         f"num_groups={num_groups}")
+    _check_affine("group_norm", input, weight, bias, (c,))
+    return _N.GroupNorm.apply(input, weight, bias, int(num_groups), float(eps))
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """x / max(||x||_p over dim, eps), as PyTorch (p 1 or 2)."""
+    return input / input.norm(p, dim, keepdim=True).clamp(min=eps)
+
+
+_INTERP_DIMS = {"linear": 1, "bilinear": 2, "trilinear": 3}
+
+
+def _source_index(n_in, n_out, scale, mode, align_corners):
+    """(idx (K, O), weights (K, O) or None) of one axis, PyTorch's source coordinates."""
+    dst = np.arange(n_out, dtype=np.float64)
+    if mode == "nearest":
+        ratio = n_in / n_out if scale is None else 1.0 / scale
+        return np.minimum(np.floor(dst * ratio).astype(np.int64), n_in - 1)[None], None
+    if align_corners:
+        src = dst * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    else:
+        ratio = n_in / n_out if scale is None else 1.0 / scale
+        src = np.maximum((dst + 0.5) * ratio - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = src - i0
+    return np.stack([i0, i1]), np.stack([1.0 - lam, lam])
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None, antialias=False):
+    """Resize the spatial dimensions of (N, C, *) (1 to 3 of them), as PyTorch.
+
+    ``nearest``: output o reads input floor(o * in / out) (floor(o / scale_factor) when a
+    scale factor is given); ``linear``/``bilinear``/``trilinear``: each axis mixes its two
+    neighbours of the source coordinate (o + 0.5) * in / out - 0.5 (clamped at 0), or
+    o * (in - 1) / (out - 1) with ``align_corners=True``. One ``ops.movement.Resample``
+    node per resized axis: a sparse linear map whose backward is its transpose.
+    """
+    op = "interpolate"
+    if mode not in ("nearest",) + tuple(_INTERP_DIMS):
+        raise NotImplementedError(f"{op}: mode {mode!r} is not supported; expected 'nearest', "
+                                  "'linear', 'bilinear' or 'trilinear'")
+    if antialias:
+        raise NotImplementedError(f"{op}: antialias=True is not supported")
+    k = input.ndim - 2
+    if not 1 <= k <= 3:
+        raise ValueError(f"{op}: expected a 3-D, 4-D or 5-D input (N, C, *), got shape "
+                         f"{input.shape}")
+    if mode in _INTERP_DIMS and _INTERP_DIMS[mode] != k:
+        raise NotImplementedError(f"{op}: mode {mode!r} needs a {_INTERP_DIMS[mode] + 2}-D "
+                                  f"input, got {input.ndim}-D (shape {input.shape})")
+    if mode == "nearest" and align_corners is not None:
+        raise ValueError("align_corners option can only be set with the interpolating modes: "
+                         "linear | bilinear | bicubic | trilinear")
+    if (size is None) == (scale_factor is None):
+        raise ValueError(f"{op}: only one of size or scale_factor should be defined")
+    spatial = input.shape[2:]
+    if size is not None:
+        sizes = (size,) * k if isinstance(size, int) else tuple(size)
+        if len(sizes) != k:
+            raise ValueError(f"{op}: size {size} must have {k} entries for input {input.shape}")
+        scales = (None,) * k
+    else:
+        scales = ((scale_factor,) * k if isinstance(scale_factor, (int, float))
+                  else tuple(scale_factor))
+        if len(scales) != k:
+            raise ValueError(f"{op}: scale_factor {scale_factor} must have {k} entries for "
+                             f"input {input.shape}")
+        sizes = tuple(int(np.floor(n * s)) for n, s in zip(spatial, scales))
+        if recompute_scale_factor:
+            scales = (None,) * k
+    if min(sizes) <= 0:
+        raise ValueError(f"{op}: output size {sizes} must be positive (input {input.shape})")
+    out = input
+    for i, (n_in, n_out, scale) in enumerate(zip(spatial, sizes, scales)):
+        if n_in == n_out and (scale is None or scale == 1.0):
+            continue
+        idx, w = _source_index(n_in, n_out, scale, mode, bool(align_corners))
+        xp_w = None if w is None else input.backend.asarray(w)
+        out = M.Resample.apply(out, 2 + i, input.backend.asarray(idx), xp_w)
+    return out
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None):
+    """softmax(q k^T * scale + mask) v over (..., L, E), (..., S, E), (..., S, Ev) ->
+    (..., L, Ev); scale 1 / sqrt(E) by default. A bool ``attn_mask`` (L, S) (broadcast)
+    marks the pairs that TAKE PART (False: -inf); a float one is added to the scores.
+    ``is_causal``: query i attends to keys 0..i (no attn_mask with it). A composite of
+    matmul, masked_fill, softmax and dropout (each a Function with its own backward)."""
+    op = "scaled_dot_product_attention"
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"{op}: query {query.shape}, key {key.shape} and value "
+                         f"{value.shape} do not fit (..., L, E), (..., S, E), (..., S, Ev)")
+    if is_causal and attn_mask is not None:
+        raise ValueError(f"{op}: explicit attn_mask should not be set when is_causal=True")
+    L, S = query.shape[-2], key.shape[-2]
+    scale = 1.0 / float(np.sqrt(query.shape[-1])) if scale is None else scale
+    scores = (query @ key.transpose(-2, -1)) * scale
+    if is_causal:
+        attn_mask = Tensor(np.tril(np.ones((L, S), dtype=bool)), device=query.device)
+    if attn_mask is not None:
+        if attn_mask.dtype == np.bool_:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask
+    weights = scores.softmax(-1)
+    if dropout_p > 0.0:
+        weights = dropout(weights, dropout_p, True)
+    return weights @ value
+
+
+def bilinear(input1, input2, weight, bias=None):
+    """y[..., o] = sum_ij x1[..., i] W[o, i, j] x2[..., j] + b[o]; x1 (..., in1),
+    x2 (..., in2), W (out, in1, in2). Composite: one matmul against W laid out as
+    (in1, out * in2), a product with x2 and a sum."""
+    op = "bilinear"
+    if weight.ndim != 3 or input1.shape[-1] != weight.shape[1] \
+            or input2.shape[-1] != weight.shape[2] or input1.shape[:-1] != input2.shape[:-1]:
+        raise ValueError(f"{op}: input1 {input1.shape}, input2 {input2.shape} and weight "
+                         f"{weight.shape} do not fit (..., in1), (..., in2), (out, in1, in2)")
+    out, in1, in2 = weight.shape
+    lead = input1.shape[:-1]
+    w = weight.permute(1, 0, 2).reshape(in1, out * in2)
+    t = (input1.reshape(-1, in1) @ w).reshape(-1, out, in2)
+    y = (t * input2.reshape(-1, 1, in2)).sum(-1).reshape(lead + (out,))
+    return y if bias is None else y + bias

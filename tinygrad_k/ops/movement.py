@@ -106,3 +106,45 @@ class Cat(Function):
             out.append(g[tuple(index)])
             start += n
         return tuple(out)
+
+
+class Resample(Function):
+    """A sparse linear map along one axis: with index and weight arrays of shape (K, O),
+
+        y[..., o, ...] = sum_k w[k, o] * a[..., idx[k, o], ...]      (w None: all ones)
+
+    along ``axis``: the one primitive behind non-constant padding (reflect, replicate,
+    circular: K = 1, idx the source of each padded position) and interpolation (nearest:
+    K = 1; linear: K = 2 neighbours with weights 1 - l and l).
+
+    The map is linear in a, so its vector-Jacobian product is the transposed map, a
+    scatter-add:  da[..., i, ...] = sum_{k, o : idx[k, o] = i} w[k, o] * g[..., o, ...]
+    (positions read several times accumulate).
+    """
+
+    @staticmethod
+    def forward(ctx, a, axis, idx, weight=None):
+        ctx.axis, ctx.idx, ctx.weight, ctx.n = axis, idx, weight, a.shape[axis]
+        xp = ctx.xp
+        shape = [1] * a.ndim
+        shape[axis] = idx.shape[1]
+        y = None
+        for k in range(idx.shape[0]):
+            term = xp.take(a, idx[k], axis=axis)
+            if weight is not None:
+                term = term * weight[k].reshape(shape).astype(a.dtype, copy=False)
+            y = term if y is None else y + term
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, axis = ctx.xp, ctx.axis
+        gm = xp.moveaxis(g, axis, 0)  # (O, ...): scatter rows
+        out = xp.zeros((ctx.n,) + gm.shape[1:], dtype=g.dtype)
+        for k in range(ctx.idx.shape[0]):
+            vals = gm
+            if ctx.weight is not None:
+                w = ctx.weight[k].astype(g.dtype, copy=False)
+                vals = gm * w.reshape((-1,) + (1,) * (gm.ndim - 1))
+            ctx.backend.scatter_add_(out, ctx.idx[k], vals)
+        return xp.moveaxis(out, 0, axis)

@@ -156,3 +156,47 @@ class Embedding(Function):
         if ctx.padding_idx is not None:
             dw[ctx.padding_idx] = 0
         return dw
+
+
+class GroupNorm(Function):
+    """Group normalisation: x (N, C, *) with C split into G groups of C/G channels; each
+    (sample, group) is normalised over its C/G * prod(*) elements (biased variance), then
+    y = gamma[c] * xhat + beta[c] with gamma, beta (C,) or None.
+
+    Per group the backward is the normalisation formula of this module's docstring with
+    gh = g * gamma[c] and m = C/G * prod(*):
+        dx = r / m * (m * gh - sum(gh) - xhat * sum(gh * xhat))
+    and per channel  dgamma[c] = sum_{n,*} g * xhat,  dbeta[c] = sum_{n,*} g.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, num_groups, eps):
+        n, c = x.shape[:2]
+        grouped = x.reshape(n, num_groups, -1)  # (N, G, C/G * prod(*))
+        mu = grouped.mean(axis=2, keepdims=True)
+        d = grouped - mu
+        var = (d * d).mean(axis=2, keepdims=True)
+        r = 1.0 / ctx.xp.sqrt(var + eps)
+        xhat = (d * r).reshape(x.shape)
+        ctx.save_for_backward(xhat, r, gamma)
+        ctx.groups, ctx.has_beta = num_groups, beta is not None
+        chan = (1, c) + (1,) * (x.ndim - 2)
+        ctx.chan = chan
+        y = xhat if gamma is None else xhat * gamma.reshape(chan)
+        return y if beta is None else y + beta.reshape(chan)
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, r, gamma = ctx.saved_tensors
+        n = g.shape[0]
+        gh = g if gamma is None else g * gamma.reshape(ctx.chan)
+        gh_g = gh.reshape(n, ctx.groups, -1)
+        xh_g = xhat.reshape(n, ctx.groups, -1)
+        m = gh_g.shape[2]
+        dx = (r / m) * (m * gh_g - gh_g.sum(axis=2, keepdims=True)
+                        - xh_g * (gh_g * xh_g).sum(axis=2, keepdims=True))
+        axes = (0,) + tuple(range(2, g.ndim))
+        dgamma = (g * xhat).sum(axis=axes) if gamma is not None else None
+        dbeta = g.sum(axis=axes) if ctx.has_beta else None
+        return _param_grads(dx.reshape(g.shape), gamma, True if ctx.has_beta else None,
+                            dgamma, dbeta)

@@ -8,7 +8,7 @@ from .. import functional as F
 from .. import init
 from .module import Module, _param
 
-__all__ = ["RNN", "LSTM", "GRU"]
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
 
 class _RNNBase(Module):
@@ -200,3 +200,103 @@ class GRU(_RNNBase):
         z = (xp[:, H:2 * H] + hh[:, H:2 * H]).sigmoid()
         n = (xp[:, 2 * H:] + r * hh[:, 2 * H:]).tanh()
         return (1 - z) * n + z * h
+
+
+# -- single steps ---------------------------------------------------------------------------
+class _CellBase(Module):
+    """One step of a recurrent layer: input (N, I) or (I,), state (N, H) or (H,) (zeros
+    when omitted). Parameters weight_ih (G*H, I), weight_hh (G*H, H), bias_ih, bias_hh
+    (G*H,), all ~ U(-1/sqrt(H), 1/sqrt(H)) -- PyTorch's names and init. The step itself
+    is the ``_cell`` of the matching multi-step layer."""
+
+    gates = 1
+    layer = None
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__()
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        g = self.gates * hidden_size
+        self.weight_ih = _param(g, input_size)
+        self.weight_hh = _param(g, hidden_size)
+        if bias:
+            self.bias_ih, self.bias_hh = _param(g), _param(g)
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            init.uniform_(p, -bound, bound)
+
+    def _check(self, x, states):
+        name = type(self).__name__
+        if not isinstance(x, Tensor) or x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
+            raise ValueError(f"{name}: input of shape {getattr(x, 'shape', None)}, expected "
+                             f"(N, {self.input_size}) or ({self.input_size},)")
+        want = x.shape[:-1] + (self.hidden_size,)
+        out = []
+        for s in states:
+            if s is None:
+                s = zeros(*want, dtype=x.dtype, device=x.device)
+            elif s.shape != want:
+                raise ValueError(f"{name}: hidden state of shape {s.shape}, expected {want}")
+            out.append(s.unsqueeze(0) if x.ndim == 1 else s)
+        return (x.unsqueeze(0) if x.ndim == 1 else x), out
+
+    def _step(self, x, state):
+        xp = F.linear(x, self.weight_ih, self.bias_ih)
+        return type(self).layer._cell(self, xp, state, self.weight_hh, self.bias_hh)
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            s += f", nonlinearity={self.nonlinearity}"
+        return s
+
+
+class RNNCell(_CellBase):
+    """h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh) (or relu)."""
+
+    layer = RNN
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh"):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNNCell: unknown nonlinearity {nonlinearity!r}; expected 'tanh' "
+                             "or 'relu'")
+        super().__init__(input_size, hidden_size, bias)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, input, hx=None):
+        x, (h,) = self._check(input, (hx,))
+        h = self._step(x, h)
+        return h.squeeze(0) if input.ndim == 1 else h
+
+
+class LSTMCell(_CellBase):
+    """One LSTM step (gates [i, f, g, o]); ``forward(x, (h, c))`` returns (h', c')."""
+
+    gates = 4
+    layer = LSTM
+
+    def forward(self, input, hx=None):
+        if hx is not None and not (isinstance(hx, tuple) and len(hx) == 2):
+            raise TypeError("LSTMCell: hx must be a tuple (h, c)")
+        x, (h, c) = self._check(input, (None, None) if hx is None else hx)
+        h, c = self._step(x, (h, c))
+        return (h.squeeze(0), c.squeeze(0)) if input.ndim == 1 else (h, c)
+
+
+class GRUCell(_CellBase):
+    """One GRU step (gates [r, z, n])."""
+
+    gates = 3
+    layer = GRU
+
+    def forward(self, input, hx=None):
+        x, (h,) = self._check(input, (hx,))
+        h = self._step(x, h)
+        return h.squeeze(0) if input.ndim == 1 else h
