@@ -217,6 +217,18 @@ def test_cuda_accelerator_and_backends_flags(monkeypatch):
         tk.autocast("cuda")
 
 
+def test_num_threads():
+    n = tk.get_num_threads()
+    tk.set_num_threads(1)
+    try:
+        assert tk.get_num_threads() == 1
+        assert (tk.ones(8, 8) @ tk.ones(8, 8)).sum().item() == 512
+    finally:
+        tk.set_num_threads(n)
+    with pytest.raises(ValueError, match="set_num_threads"):
+        tk.set_num_threads(0)
+
+
 def test_size_and_misc():
     s = tk.Size([2, 3])
     assert s == (2, 3) and s.numel() == torch.Size([2, 3]).numel() == 6

@@ -295,6 +295,23 @@ def _compile(model=None, **kwargs):
     return model
 
 
+def set_num_threads(n):
+    """Threads of the CPU kernels (Numba's parallel loops), as torch.set_num_threads."""
+    import numba  # heavy: loaded when asked, as the CPU kernels load it
+
+    if not 1 <= int(n) <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"set_num_threads: expected 1 <= n <= "
+                         f"{numba.config.NUMBA_NUM_THREADS} (the threads Numba started), "
+                         f"got {n}")
+    numba.set_num_threads(int(n))
+
+
+def get_num_threads():
+    import numba
+
+    return int(numba.get_num_threads())
+
+
 # -- random functions that exist only at top level --------------------------------------
 def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None,
            requires_grad=False, out=None):
@@ -369,7 +386,8 @@ def build_namespace():
         set_default_device=set_default_device, get_default_device=get_default_device,
         is_tensor=is_tensor, is_floating_point=is_floating_point, numel=numel,
         allclose=allclose, isclose=isclose, equal=equal, einsum=einsum, as_tensor=as_tensor,
-        compile=_compile, normal=normal,
+        compile=_compile, normal=normal, set_num_threads=set_num_threads,
+        get_num_threads=get_num_threads,
         randperm=randperm, Generator=_random.Generator,
         default_generator=_random.default_generator, manual_seed=_random.manual_seed,
         seed=_random.seed, initial_seed=_random.initial_seed,
