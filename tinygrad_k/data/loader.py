@@ -21,8 +21,6 @@ import multiprocessing as mp
 import os
 import queue
 import random as _pyrandom
-import sys
-import threading
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -30,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dataset import Dataset, Subset, TensorDataset, fetch_batch
-from .sampler import (BatchSampler, RandomSampler, Sampler, SequentialSampler,
-                      _SeededShuffleSampler, _numpy_rng)
+from .sampler import (BatchSampler, RandomSampler, SequentialSampler, _SeededShuffleSampler,
+                      _numpy_rng)
 
 # Dataset, Subset, TensorDataset are re-exported here for `from tinygrad_k.data.loader import`
 __all__ = ["DataLoader", "Dataset", "Subset", "TensorDataset", "collate", "default_collate",
@@ -557,7 +555,6 @@ class _MultiProcessIter:
             raise
         self._shutdown = False
         self._gen = 0
-        self._lock = threading.Lock()
 
     @property
     def worker_pids(self):
@@ -664,6 +661,3 @@ class _MultiProcessIter:
         except Exception:  # interpreter shutdown: modules may be gone
             pass
 
-
-if sys.platform == "win32":  # pragma: no cover - the project targets Linux
-    _STATUS_CHECK_S = 2.0
