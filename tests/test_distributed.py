@@ -365,3 +365,34 @@ def test_cli_two_ranks_match_one_process_and_resume(tmp_path):
         np.testing.assert_array_equal(resumed[k], dist2[k], err_msg=k)
     with pytest.raises(AssertionError, match="must be divisible by the 2 ranks"):
         _cli(tmp_path, "odd", "--epochs", "1", "--batch-size", "15", n=2, timeout=120)
+
+
+def test_post_accumulate_hooks_fire_during_backward():
+    """A leaf's hook runs as soon as its gradient is complete, before the layers below run
+    their backward: what lets DDP's bucket reductions overlap the rest of backward."""
+    import tinygrad_k as tk
+    from tinygrad_k import nn
+
+    tk.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 6), nn.Tanh(),
+                          nn.Linear(6, 2))
+    events = []
+    for name, p in model.named_parameters():
+        p.register_post_accumulate_grad_hook(lambda t, name=name: events.append(name))
+    handle = model[0].bias.register_post_accumulate_grad_hook(lambda t: events.append("x"))
+    handle.remove()
+    records = []
+
+    class Log(list):
+        def append(self, rec):
+            events.append(("op", rec["op"], rec["input_shapes"]))
+            super().append(rec)
+
+    model(tk.randn(3, 4)).sum().backward(trace=Log(records))
+    names = [e for e in events if isinstance(e, str)]
+    assert sorted(names) == sorted(n for n, _ in model.named_parameters()) and "x" not in events
+    first_layer_op = next(i for i, e in enumerate(events)
+                          if isinstance(e, tuple) and (5, 4) in map(tuple, e[2]))
+    assert events.index("4.weight") < first_layer_op < events.index("0.weight")
+    with pytest.raises(RuntimeError, match="non-leaf"):
+        (model[0].weight * 2).register_post_accumulate_grad_hook(print)

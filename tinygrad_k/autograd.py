@@ -208,6 +208,37 @@ def _topological_order(root):
     return order
 
 
+def _leaves_early(order):
+    """``order`` with each leaf moved to just after its last consumer.
+
+    A leaf's gradient is complete once every node that uses it has run its backward; the
+    depth-first order puts all leaves at the very end. Accumulating each one as soon as it
+    is complete lets post-accumulate-grad hooks (DistributedDataParallel's bucket
+    reductions) start while the rest of backward runs. Leaves have no inputs, so the order
+    stays topological and every gradient is the same.
+    """
+    last, leaves = {}, []
+    for i, node in enumerate(order):
+        ctx = node._ctx
+        if ctx is None:
+            leaves.append(node)
+            continue
+        for parent in ctx.parents:
+            if parent._ctx is None:
+                last[id(parent)] = i
+    if not leaves:
+        return order
+    after = {}
+    for leaf in leaves:
+        after.setdefault(last.get(id(leaf), -1), []).append(leaf)
+    out = list(after.get(-1, ()))  # the root itself, when it is a leaf
+    for i, node in enumerate(order):
+        if node._ctx is not None:
+            out.append(node)
+            out.extend(after.get(i, ()))
+    return out
+
+
 def run_backward(root, grad, retain_graph=False, trace=None):
     """Propagate ``grad`` (array, shape of root) back through the graph of ``root``.
 
@@ -224,7 +255,7 @@ def run_backward(root, grad, retain_graph=False, trace=None):
         trace = active_trace()
 
     grads = {id(root): grad}
-    for node in _topological_order(root):
+    for node in _leaves_early(_topological_order(root)):
         g = grads.pop(id(node), None)
         if g is None:
             continue
