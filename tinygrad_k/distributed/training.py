@@ -43,6 +43,7 @@ class DistributedTraining:
         self.threads = pin_threads(threads)
         self.ddp = None
         self._stdout = None
+        self._before = (0.0, 0)
 
     @property
     def is_main(self):
@@ -81,18 +82,19 @@ class DistributedTraining:
         if self.ddp is None:
             return
         if phase == "data":
+            self._before = (state.loss_sum, state.seen)
             self.ddp._pre_forward()
         elif phase == "forward":
             self.ddp._post_forward(state.output)
         elif phase == "batch_end" and self.world_size > 1:
-            # the logged step loss is the global batch's mean, as in one process (every
-            # rank's batch has the same size: DistributedSampler gives equal shares)
-            (total,) = self._sum(state.history["step_loss"][-1])
-            state.history["step_loss"][-1] = total / self.world_size
-        elif phase == "epoch_end" and self.world_size > 1:
-            # epoch loss and samples/s over every rank's samples
-            loss_sum, seen = self._sum(state.loss_sum, state.seen)
-            state.loss_sum, state.seen = loss_sum, int(round(seen))
+            # the step loss and the epoch's sums become the global batch's, as in one
+            # process; kept global at every batch so a checkpoint (written by rank 0, read
+            # by every rank on --resume) holds the whole run's figures
+            loss0, seen0 = self._before
+            n = state.seen - seen0
+            total, count = self._sum(state.history["step_loss"][-1] * n, n)
+            state.history["step_loss"][-1] = total / max(count, 1)
+            state.loss_sum, state.seen = loss0 + total, seen0 + int(round(count))
 
     def _sum(self, *values):
         import numpy as np
