@@ -51,7 +51,8 @@ def compare(want, got, path, compare_values=True):
     """Recursively compare; returns a list of mismatch descriptions."""
     if isinstance(want, dict):
         if not isinstance(got, dict) or set(want) != set(got):
-            return [f"{path}: keys {sorted(want)} vs {sorted(got) if isinstance(got, dict) else got!r}"]
+            keys = sorted(got) if isinstance(got, dict) else got
+            return [f"{path}: keys {sorted(want)} vs {keys!r}"]
         out = []
         for k in want:
             out += compare(want[k], got[k], f"{path}.{k}",
@@ -67,7 +68,8 @@ def compare(want, got, path, compare_values=True):
     if isinstance(got, bool) or not isinstance(got, (int, float)):
         return [f"{path}: {want!r} vs {got!r} (type)"]
     if not compare_values:
-        return [] if math.isfinite(got) or not math.isfinite(want) else [f"{path}: {got} not finite"]
+        finite = math.isfinite(got) or not math.isfinite(want)
+        return [] if finite else [f"{path}: {got} not finite"]
     if isinstance(want, int) and not isinstance(got, int):
         return [f"{path}: {want!r} vs {got!r} (int vs float)"]
     if not math.isclose(want, got, rel_tol=RTOL, abs_tol=ATOL):

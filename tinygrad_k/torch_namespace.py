@@ -18,8 +18,8 @@ import numpy as np
 from . import random as _random
 from .backend import cuda_available, get_backend, normalize_device
 from .ops.einsum import Einsum
-from .tensor import (_DEFAULTS, Tensor, bmm, cat, matmul, maximum, minimum, mm, split, stack,
-                     tensor, to_dtype, where)
+from .tensor import (_DEFAULTS, Tensor, bmm, cat, matmul, mm, split, stack, tensor, to_dtype,
+                     where)
 from .tensor_methods import UnsupportedDtype, rename_numpy_kwargs
 
 # -- the table ----------------------------------------------------------------------------
