@@ -62,7 +62,8 @@ def test_backprop_md_code_blocks_run(capsys):
 def test_backprop_md_covers_every_op_family():
     text = DOC.read_text()
     for heading in ["Matrix product", "broadcasting", "cross-entropy", "Convolution",
-                    "pooling", "Batch normalisation", "LSTM cell"]:
+                    "pooling", "Batch normalisation", "LSTM cell", "Layer normalisation",
+                    "Attention"]:
         assert re.search(rf"^## .*{heading}", text, re.M | re.I), heading
 
 
