@@ -18,6 +18,8 @@ EXAMPLES = {
                         "74 parameters): passed", "all three agree"],
     "conv_grad_three_ways.py": ["Conv2d.backward runs on kernels.cpu", "dL/dx", "dL/dw",
                                 "all three agree"],
+    "deep_tanh_diagnostics.py": ["saturated tanh units", "first layer / last layer",
+                                 "what the plots say"],
     "vanishing_gradients.py": ["<-- VANISHING", "|dL/dW| first layer / last layer",
                                "DOT text of the small MLP's graph"],
 }
@@ -35,6 +37,10 @@ def test_example_runs(name, tmp_path):
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     for needle in EXAMPLES[name]:
         assert needle in proc.stdout, f"{name}: {needle!r} not in its output:\n{proc.stdout}"
+    if name == "deep_tanh_diagnostics.py":
+        for kind in ("bad_init", "kaiming", "batchnorm"):
+            for f in ("diagnostics.json", "diag_activations.png", "diag_saturation.png"):
+                assert (tmp_path / kind / f).is_file(), (kind, f)
     if name == "vanishing_gradients.py":
         dot = (tmp_path / "mlp_graph.dot").read_text()
         assert dot.startswith("digraph") and "0.weight" in dot

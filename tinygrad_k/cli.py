@@ -131,6 +131,12 @@ def build_parser():
                    help="use only the first N test samples")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    t.add_argument("--diagnostics", action="store_true",
+                   help="record per-layer activation / gradient statistics and update ratios "
+                        "(diagnostics.json and diag_*.png in the run folder); the training "
+                        "itself is unchanged")
+    t.add_argument("--diag-every", type=_int_flag(1, 10**9), default=50, metavar="N",
+                   help="with --diagnostics: record one step in N (default 50)")
     t.add_argument("--distributed", action="store_true",
                    help="data-parallel over the ranks of an MPI launcher (detected by itself "
                         "under mpiexec); --batch-size is then the global batch")
@@ -398,6 +404,12 @@ def train(args, dist_run=None):
                        config=config, progress=not args.no_progress and main_rank)
     if dist_run is not None:
         state.callbacks.append(dist_run)
+    diag = None
+    if getattr(args, "diagnostics", False) and main_rank:
+        from .diagnostics import Diagnostics   # after dist_run: it sees averaged gradients
+
+        diag = Diagnostics(model, every=args.diag_every).attach()
+        state.callbacks.append(diag)
     if ck is not None:
         try:
             restore_checkpoint(state, ck)
@@ -412,6 +424,11 @@ def train(args, dist_run=None):
           f"{len(test_set)} test samples) for {cfg['epochs']} epochs on {args.device}, "
           f"{cfg['optimizer']} lr={cfg['lr']}, batch {cfg['batch_size']}{ranks}")
     rc = fit(state)
+    if diag is not None:   # also after an interruption: what was recorded so far
+        diag.detach()
+        paths = diag.save(out_dir, plots=not args.no_plot)
+        print(diag.summary())
+        print("diagnostics: " + ", ".join(paths))
     if rc or not main_rank:
         return rc
     history = state.history
