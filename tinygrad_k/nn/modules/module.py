@@ -7,8 +7,50 @@ import numpy as np
 
 from ...backend import get_backend, normalize_device
 from ...tensor import Tensor, zeros
+from ._hooks import BackwardHook, RemovableHandle
 
-__all__ = ["Parameter", "Module"]
+__all__ = ["Parameter", "Module", "register_module_forward_pre_hook",
+           "register_module_forward_hook", "register_module_full_backward_pre_hook",
+           "register_module_full_backward_hook"]
+
+# hooks every Module runs, before its own (torch.nn.modules.module's globals)
+_global_forward_pre_hooks = OrderedDict()
+_global_forward_hooks = OrderedDict()
+_global_forward_hooks_always_called = OrderedDict()
+_global_backward_pre_hooks = OrderedDict()
+_global_backward_hooks = OrderedDict()
+
+
+def register_module_forward_pre_hook(hook):
+    """``hook(module, args)`` before every Module's forward (and before its own pre-hooks);
+    may return replacement args. Returns a handle with ``remove()``."""
+    handle = RemovableHandle(_global_forward_pre_hooks)
+    _global_forward_pre_hooks[handle.id] = hook
+    return handle
+
+
+def register_module_forward_hook(hook, *, always_call=False):
+    """``hook(module, args, output)`` after every Module's forward (before its own forward
+    hooks); may return a replacement output. Returns a handle with ``remove()``."""
+    handle = RemovableHandle(_global_forward_hooks, _global_forward_hooks_always_called)
+    _global_forward_hooks[handle.id] = hook
+    if always_call:
+        _global_forward_hooks_always_called[handle.id] = True
+    return handle
+
+
+def register_module_full_backward_pre_hook(hook):
+    """``hook(module, grad_output)`` for every Module, before its own backward pre-hooks."""
+    handle = RemovableHandle(_global_backward_pre_hooks)
+    _global_backward_pre_hooks[handle.id] = hook
+    return handle
+
+
+def register_module_full_backward_hook(hook):
+    """``hook(module, grad_input, grad_output)`` for every Module, before its own."""
+    handle = RemovableHandle(_global_backward_hooks)
+    _global_backward_hooks[handle.id] = hook
+    return handle
 
 
 class Parameter(Tensor):
@@ -43,6 +85,10 @@ class Module:
         object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        for name in ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
+                     "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                     "_backward_pre_hooks", "_backward_hooks"):
+            object.__setattr__(self, name, OrderedDict())
 
     # -- registration --------------------------------------------------------------
     def __setattr__(self, name, value):
@@ -163,7 +209,108 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if not (self._forward_pre_hooks or self._forward_hooks or self._backward_hooks
+                or self._backward_pre_hooks or _global_forward_pre_hooks
+                or _global_forward_hooks or _global_backward_hooks
+                or _global_backward_pre_hooks):
+            return self.forward(*args, **kwargs)
+        return self._call_with_hooks(args, kwargs)
+
+    def _call_with_hooks(self, args, kwargs):
+        """PyTorch's order: forward pre-hooks (global, then the module's), the inputs
+        wired for backward hooks, forward, forward hooks (global, then the module's), the
+        outputs wired for backward hooks."""
+        for hook_id, hook in (*_global_forward_pre_hooks.items(),
+                              *self._forward_pre_hooks.items()):
+            if hook_id in self._forward_pre_hooks_with_kwargs:
+                res = hook(self, args, kwargs)
+                if res is not None:
+                    if not (isinstance(res, tuple) and len(res) == 2):
+                        raise RuntimeError("forward pre-hook must return None or a tuple of "
+                                           f"(new_args, new_kwargs), but got {res}.")
+                    args, kwargs = res
+            else:
+                res = hook(self, args)
+                if res is not None:
+                    args = res if isinstance(res, tuple) else (res,)
+        bw_hook = None
+        full = [*_global_backward_hooks.values(), *self._backward_hooks.values()]
+        pre = [*_global_backward_pre_hooks.values(), *self._backward_pre_hooks.values()]
+        if full or pre:
+            bw_hook = BackwardHook(self, full, pre)
+            args = bw_hook.setup_input_hook(args)
+        called = set()
+        try:
+            result = self.forward(*args, **kwargs)
+            for hook_id, hook in (*_global_forward_hooks.items(), *self._forward_hooks.items()):
+                called.add(hook_id)
+                if hook_id in self._forward_hooks_with_kwargs:
+                    res = hook(self, args, kwargs, result)
+                else:
+                    res = hook(self, args, result)
+                if res is not None:
+                    result = res
+        except Exception:
+            # hooks registered with always_call=True run even when forward raised
+            for hook_id, hook in (*_global_forward_hooks.items(), *self._forward_hooks.items()):
+                always = (_global_forward_hooks_always_called.get(hook_id)
+                          or self._forward_hooks_always_called.get(hook_id))
+                if always and hook_id not in called:
+                    try:
+                        if hook_id in self._forward_hooks_with_kwargs:
+                            hook(self, args, kwargs, None)
+                        else:
+                            hook(self, args, None)
+                    except Exception:  # the forward's error is the one to report
+                        pass
+            raise
+        if bw_hook is not None:
+            result = bw_hook.setup_output_hook(result)
+        return result
+
+    # -- hooks, as PyTorch ------------------------------------------------------------
+    def _add_hook(self, hooks, hook, prepend, *flags):
+        handle = RemovableHandle(hooks, *(d for d, on in flags))
+        hooks[handle.id] = hook
+        for d, on in flags:
+            if on:
+                d[handle.id] = True
+        if prepend:
+            hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """``hook(module, args)`` runs before ``forward``; a value it returns replaces
+        ``args`` (a non-tuple is wrapped in one). ``with_kwargs=True``: ``hook(module,
+        args, kwargs)`` returning None or ``(args, kwargs)``. ``prepend``: run before the
+        hooks already registered. Returns a handle with ``remove()``."""
+        return self._add_hook(self._forward_pre_hooks, hook, prepend,
+                              (self._forward_pre_hooks_with_kwargs, with_kwargs))
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False,
+                              always_call=False):
+        """``hook(module, args, output)`` runs after ``forward``; a value it returns
+        replaces the output. ``with_kwargs=True``: ``hook(module, args, kwargs, output)``.
+        ``always_call``: also run (with output None) when forward raises."""
+        return self._add_hook(self._forward_hooks, hook, prepend,
+                              (self._forward_hooks_with_kwargs, with_kwargs),
+                              (self._forward_hooks_always_called, always_call))
+
+    def register_full_backward_pre_hook(self, hook, *, prepend=False):
+        """``hook(module, grad_output)`` runs when the gradients of the module's outputs
+        are computed, before those of its inputs; a tuple it returns replaces
+        ``grad_output`` (one entry per output, None for non-Tensor outputs)."""
+        return self._add_hook(self._backward_pre_hooks, hook, prepend)
+
+    def register_full_backward_hook(self, hook, *, prepend=False):
+        """``hook(module, grad_input, grad_output)`` runs when the gradients of the
+        module's inputs are computed: tuples with one entry per positional input (None for
+        a non-Tensor or one that needs no grad) and per output. A tuple it returns
+        replaces ``grad_input``. When no input requires grad it runs as soon as the
+        output gradients are known, with ``grad_input`` all None (as PyTorch). Built on
+        tensor hooks (see ``_hooks.BackwardHook``); the module's inputs and outputs must
+        not be modified in place inside forward."""
+        return self._add_hook(self._backward_hooks, hook, prepend)
 
     # -- walking the tree ---------------------------------------------------------------
     def named_modules(self, prefix=""):
