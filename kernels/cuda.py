@@ -437,7 +437,7 @@ def _pool_kernels():
         dx[n, c, xh, xw] = acc
 
     @cuda.jit
-    def avg_fwd(x, y, kh, kw, sh, sw, ph, pw, div):
+    def avg_fwd(x, y, kh, kw, sh, sw, ph, pw, inv):
         idx = cuda.grid(1)
         if idx >= y.size:
             return
@@ -452,10 +452,10 @@ def _pool_kernels():
                 ww = j * sw + q - pw
                 if ww >= 0 and ww < w_:
                     s += x[n, c, hh, ww]
-        y[n, c, i, j] = s / div[i, j]
+        y[n, c, i, j] = s * inv[i, j]
 
     @cuda.jit
-    def avg_bwd(dy, dx, kh, kw, sh, sw, ph, pw, div):
+    def avg_bwd(dy, dx, kh, kw, sh, sw, ph, pw, inv):
         idx = cuda.grid(1)
         if idx >= dx.size:
             return
@@ -470,7 +470,7 @@ def _pool_kernels():
                 u = xw + pw - q
                 if u < 0 or u % sw != 0 or u // sw >= ow:
                     continue
-                acc += dy[n, c, t // sh, u // sw] / div[t // sh, u // sw]
+                acc += dy[n, c, t // sh, u // sw] * inv[t // sh, u // sw]
         dx[n, c, xh, xw] = acc
 
     return max_fwd, max_bwd, avg_fwd, avg_bwd
@@ -555,14 +555,14 @@ def _maxpool_bwd_scatter(dy, argmax, x_shape, xp):
     return dx.reshape(tuple(x_shape))
 
 
-def _avg_divisor(geo, size, xp):
-    """(OH, OW) float64 divisors on the device: PyTorch's clipped window sizes, or
-    divisor_override."""
+def _avg_inverse_divisor(geo, size, xp):
+    """(OH, OW) float64 1/divisor on the device (PyTorch's clipped window sizes, or
+    divisor_override): a multiply per output instead of a division."""
     rows, cols = geo.divisors(size)
     div = rows[:, None] * cols[None, :]
     if geo.divisor_override is not None:
         div[...] = geo.divisor_override
-    return xp.asarray(div)
+    return xp.asarray(1.0 / div)
 
 
 def avgpool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=False,
@@ -578,7 +578,7 @@ def avgpool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=False,
     _pool_kernels()[2][_blocks(int(np.prod(out)))](xp.ascontiguousarray(x), y,
                                                    *geo.kernel_size, *geo.stride,
                                                    *geo.padding,
-                                                   _avg_divisor(geo, x.shape[2:], xp))
+                                                   _avg_inverse_divisor(geo, x.shape[2:], xp))
     return y
 
 
@@ -596,7 +596,7 @@ def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=Fa
     _pool_kernels()[3][_blocks(int(np.prod(x_shape)))](xp.ascontiguousarray(dy), dx,
                                                        *geo.kernel_size, *geo.stride,
                                                        *geo.padding,
-                                                       _avg_divisor(geo, x_shape[2:], xp))
+                                                       _avg_inverse_divisor(geo, x_shape[2:], xp))
     return dx
 
 
