@@ -83,7 +83,7 @@ def test_retain_grad_and_leaf_flags():
     h = (x * 2).retain_grad()
     h.relu().sum().backward()
     assert h.grad is not None and x.is_leaf and not h.is_leaf
-    assert h.grad_fn.__name__ == "Mul"
+    assert h.grad_fn.name() == "MulBackward0" and h.grad_fn.fn.__name__ == "Mul"
 
 
 def test_backward_trace_records_every_node():

@@ -177,6 +177,13 @@ def test_gather(shape, layout, data):
     check(lambda t: t.gather(d, idx), a)
 
 
+def _put(x, v, index):
+    """x with [index] = v, as a graph (SetItem) on a copy so the leaf stays untouched."""
+    z = x * 1
+    z[index] = v
+    return z
+
+
 @SET
 @given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=3).map(tuple), layout=layouts,
        seed=seeds)
@@ -193,6 +200,10 @@ def test_movement_ops(shape, layout, seed):
     check(lambda t: t[..., ::2][:1], a)
     check(lambda t: t[t.detach() > 0.3] if (a > 0.3).any() else t.sum(), a)
     check(lambda t: t.pad((1, 2, 0, 1), value=0.5), a)
+    check(lambda x, y: _put(x, y[:1] * 2, slice(0, 1)), a, make(rng, shape, "contiguous"))
+    check(lambda x: _put(x, 0.5, tk.tensor(a > 0.3)), a)
+    check(lambda x, y: _put(x, y[0], tk.tensor([shape[0] - 1])), a,
+          make(rng, shape, "contiguous"))
     check(lambda t: t.flatten(), a)
     b = make(rng, shape, "contiguous")
     check(lambda x, y: tk.cat([x, y, x], dim=-1), a, b)

@@ -50,6 +50,13 @@ def compare(ours_fn, torch_fn, specs, seed=0, tol=1e-5):
         assert rel(a.grad.numpy(), ta.grad.numpy()) < tol
 
 
+def put(a, v, index):
+    """z = a with z[index] = v, written the same way in both libraries (SetItem)."""
+    z = a * 1
+    z[index] = v
+    return z
+
+
 N = "normal"
 CASES = {
     "add": (lambda a, b: a + b, lambda a, b: a + b, [((3, 4), N), ((4,), N)]),
@@ -109,6 +116,12 @@ CASES = {
     "expand": (lambda a: a.expand(3, 2, 4), lambda a: a.expand(3, 2, 4), [((2, 1), N)]),
     "getitem_basic": (lambda a: a[1:, ::2, None], lambda a: a[1:, ::2, None], [((3, 5), N)]),
     "getitem_int": (lambda a: a[[0, 2, 2, 1]], lambda a: a[[0, 2, 2, 1]], [((3, 5), N)]),
+    "setitem": (lambda a, b: put(a, b * 2, (slice(None), 1)),
+                lambda a, b: put(a, b * 2, (slice(None), 1)), [((3, 5), N), ((3,), N)]),
+    "setitem_mask": (lambda a: put(a, 0.5, a.detach() > 0.3),
+                     lambda a: put(a, 0.5, a.detach() > 0.3), [((3, 5), N)]),
+    "setitem_index": (lambda a, b: put(a, b, tk.tensor([2, 0])),
+                      lambda a, b: put(a, b, torch.tensor([2, 0])), [((3, 5), N), ((5,), N)]),
     "pad": (lambda a: a.pad((1, 2, 3, 0)), lambda a: TF.pad(a, (1, 2, 3, 0)), [((2, 3), N)]),
     "cat": (lambda a, b: tk.cat([a, b], 1), lambda a, b: torch.cat([a, b], 1),
             [((2, 3), N), ((2, 4), N)]),

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import collections
 import numbers
+import weakref
 
 import numpy as np
 
 from . import random as _random
-from .autograd import Context, Function, is_grad_enabled, register_tensor_type, run_backward
+from .autograd import (Context, Function, RemovableHandle, _initial_grad, is_grad_enabled,
+                       register_tensor_type, run_backward, torch_type_name, version_counter)
+from .autograd import _accumulate as _accumulate_grad
+from .autograd import _graph_entry
 from .backend import Backend, get_backend, normalize_device
 from .backward_trace import print_trace
 from .ops import elementwise as E
@@ -63,28 +67,23 @@ def _default_dtype(arr_dtype):
     return arr_dtype
 
 
-class _HookHandle:
-    """``handle.remove()`` unregisters a hook (torch's RemovableHandle)."""
-
-    def __init__(self, hooks, hook):
-        self._hooks, self._hook = hooks, hook
-
-    def remove(self):
-        if self._hook in self._hooks:
-            self._hooks.remove(self._hook)
-
-
 @register_tensor_type
 class Tensor(TorchMethods):
     """An n-dimensional array with reverse-mode autograd.
 
-    Attributes: ``_array`` (the numpy/cupy array; ``data`` for now), ``grad`` (Tensor or None), ``requires_grad``,
-    ``device`` ("cpu"/"cuda"). ``.grad`` accumulates across ``backward`` calls, as in
-    PyTorch: zero it (``opt.zero_grad()`` or ``t.grad = None``) between steps.
+    Attributes: ``_array`` (the numpy/cupy array), ``grad`` (Tensor or None),
+    ``requires_grad``, ``grad_fn`` (the node that made it), ``device`` ("cpu"/"cuda").
+    ``.grad`` accumulates across ``backward`` calls, as in PyTorch: zero it
+    (``opt.zero_grad()`` or ``t.grad = None``) between steps.
+
+    Storage: views (reshape, transpose, basic slicing, expand, detach) share the array
+    memory and the version counter of their base; every in-place method bumps it
+    (``_version``), and backward refuses a saved tensor changed since it was saved. Code
+    that writes into ``_array`` directly calls ``_bump_version()`` afterwards.
     """
 
     __slots__ = ("_array", "grad", "requires_grad", "_ctx", "_backend", "_retains_grad", "name",
-                 "_post_accumulate_grad_hooks", "__weakref__")
+                 "_vc", "_base", "_hooks", "_acc", "_post_accumulate_grad_hooks", "__weakref__")
     __array_priority__ = 1000  # numpy scalars defer to our reflected operators
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
@@ -108,6 +107,7 @@ class Tensor(TorchMethods):
         self._backend = backend
         self._retains_grad = False
         self.name = None
+        self._vc = self._base = self._hooks = self._acc = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -118,17 +118,40 @@ class Tensor(TorchMethods):
         t = cls.__new__(cls)
         t._array, t.grad, t._ctx, t._backend = arr, None, None, backend
         t.requires_grad, t._retains_grad, t.name = requires_grad, False, None
+        t._vc = t._base = t._hooks = t._acc = None
         return t
 
     # -- basic properties -----------------------------------------------------
     @property
     def data(self):
-        """The raw array (to become a detached Tensor on the same storage, as torch)."""
-        return self._array
+        """A Tensor on the same storage, outside the graph (requires_grad=False, no
+        grad_fn), as torch's ``.data``: its in-place changes change this tensor, and, as in
+        torch, are NOT seen by the version counter (``detach()`` is the tracked way)."""
+        return Tensor._wrap(self._array, self._backend, False)
 
     @data.setter
     def data(self, value):
-        self._array = value._array if isinstance(value, Tensor) else value
+        """``t.data = other`` makes ``t`` use ``other``'s storage (shape and dtype too)."""
+        if not isinstance(value, Tensor):
+            raise TypeError(f"data: expected a Tensor, got {type(value).__name__}; wrap "
+                            "arrays with tinygrad_k.tensor(...)")
+        if value._backend is not self._backend:
+            raise RuntimeError(f"data: cannot assign a tensor on {value.device} to a tensor on "
+                               f"{self.device}; move it with .to() first")
+        self._array = value._array
+
+    @property
+    def _version(self):
+        """How many in-place changes this tensor's storage has seen (torch's ``_version``)."""
+        return 0 if self._vc is None else self._vc.version
+
+    def _bump_version(self):
+        """Record an in-place change of ``_array`` (what every in-place method does; call
+        it after writing into ``_array`` directly)."""
+        vc = self._vc
+        if vc is None:
+            vc = self._vc = version_counter(self)
+        vc.version += 1
 
     @property
     def shape(self):
@@ -170,14 +193,24 @@ class Tensor(TorchMethods):
 
     @property
     def grad_fn(self):
-        return None if self._ctx is None else self._ctx.fn
+        """The node that made this tensor (None for a leaf): ``name()``, ``next_functions``,
+        ``register_hook``, as torch's."""
+        return self._ctx
+
+    @property
+    def retains_grad(self):
+        return self._retains_grad and self._ctx is not None
+
+    @property
+    def _is_view(self):
+        return self._base is not None
 
     def __repr__(self):
         extra = ""
         if self.device != "cpu":
             extra += f", device='{self.device}'"
         if self._ctx is not None:
-            extra += f", grad_fn={self._ctx.fn.__name__}"
+            extra += f", grad_fn=<{self._ctx.name()}>"
         elif self.requires_grad:
             extra += ", requires_grad=True"
         body = np.array2string(self.numpy(), separator=", ", precision=4, threshold=50)
@@ -257,8 +290,19 @@ class Tensor(TorchMethods):
         return self.to(dtype=dtype)
 
     def detach(self):
-        """The same values, cut from the graph (shares memory)."""
-        return Tensor._wrap(self._array, self._backend, False)
+        """The same storage cut from the graph (requires_grad=False, no grad_fn); it shares
+        the version counter, so changing it in place is seen by backward, as in torch."""
+        t = Tensor._wrap(self._array, self._backend, False)
+        t._vc = version_counter(self)
+        return t
+
+    def detach_(self):
+        """Cut this tensor from the graph in place: it becomes a leaf without grad."""
+        if self._base is not None and self._ctx is not None:
+            raise RuntimeError("Can't detach views in-place. Use detach() instead.")
+        self._ctx = None
+        self.requires_grad = False
+        return self
 
     def clone(self):
         return self * 1 if self.requires_grad else Tensor._wrap(self._array.copy(),
@@ -277,9 +321,31 @@ class Tensor(TorchMethods):
         return self
 
     def retain_grad(self):
-        """Keep ``.grad`` on this non-leaf tensor during backward (for inspection)."""
-        self._retains_grad = True
-        return self
+        """Keep ``.grad`` on this non-leaf tensor during backward (for inspection); a
+        no-op on a leaf, which keeps its gradient anyway."""
+        if not self.requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self._ctx is not None:
+            self._retains_grad = True
+            self._ctx._retained = weakref.ref(self)
+        return self  # torch returns None; returning self lets `h = (x * 2).retain_grad()`
+
+    def register_hook(self, hook):
+        """``hook(grad) -> Tensor or None`` runs when this tensor's gradient is computed;
+        a Tensor it returns replaces the gradient. Returns a handle with ``remove()``."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require "
+                               "gradient")
+        if self._ctx is not None:
+            if self._ctx._tensor_hooks is None:
+                self._ctx._tensor_hooks = []
+            hooks = self._ctx._tensor_hooks
+        else:
+            if self._hooks is None:
+                self._hooks = []
+            hooks = self._hooks
+        hooks.append(hook)
+        return RemovableHandle(hooks, hook)
 
     def register_post_accumulate_grad_hook(self, hook):
         """Call ``hook(tensor)`` each time backward has accumulated this leaf's ``.grad``
@@ -294,34 +360,40 @@ class Tensor(TorchMethods):
         if hooks is None:
             hooks = self._post_accumulate_grad_hooks = []
         hooks.append(hook)
-        return _HookHandle(hooks, hook)
+        return RemovableHandle(hooks, hook)
 
     # -- autograd -----------------------------------------------------------------
-    def backward(self, gradient=None, retain_graph=False, trace=False):
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None, *,
+                 trace=False):
         """Accumulate d(self)/d(leaf) * gradient into every leaf's ``.grad``.
 
         ``gradient`` may be omitted only for a one-element tensor (it is then 1).
-        ``retain_graph=True`` keeps saved values so backward can run again.
+        ``retain_graph=True`` keeps saved values so backward can run again. ``inputs``:
+        accumulate only into these tensors' ``.grad`` (leaves or not).
         ``trace=True`` prints one line per node in execution order (op, shapes, gradient
         norms) and returns the records; ``trace=<list>`` appends the records to that list.
         """
+        if create_graph:
+            raise NotImplementedError(
+                "backward(create_graph=True): double backward is not supported; we differ "
+                "from torch on purpose (each backward is hand-written array code that records "
+                "no graph). Check second derivatives numerically, e.g. with "
+                "tinygrad_k.gradcheck.")
         if not self.requires_grad:
-            raise RuntimeError("backward: this tensor does not require grad and has no "
-                               "grad_fn (did you forget requires_grad=True, or run under "
+            raise RuntimeError("element 0 of tensors does not require grad and does not have "
+                               "a grad_fn (did you forget requires_grad=True, or run under "
                                "no_grad()?)")
-        if gradient is None:
-            if self._array.size != 1:
-                raise RuntimeError(f"backward: grad can be implicitly created only for scalar "
-                                   f"outputs; got shape {self.shape}, pass gradient=")
-            g = self._backend.xp.ones(self._array.shape, dtype=self.dtype)
-        else:
-            g = gradient._array if isinstance(gradient, Tensor) else self._backend.asarray(gradient)
-            if tuple(g.shape) != self.shape:
-                raise RuntimeError(f"backward: gradient of shape {tuple(g.shape)} does not "
-                                   f"match the tensor's shape {self.shape}")
-            g = g.astype(self.dtype, copy=False)
+        g = _initial_grad(self, gradient, "backward")
         records = trace if isinstance(trace, list) else ([] if trace else None)
-        run_backward(self, g, retain_graph=retain_graph, trace=records)
+        if inputs is None:
+            run_backward(self, g, retain_graph=bool(retain_graph), trace=records)
+        else:
+            inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+            got = run_backward([self], [g], retain_graph=bool(retain_graph), trace=records,
+                               inputs=inputs, accumulate=False)
+            for t, tg in zip(inputs, got):
+                if tg is not None:
+                    _accumulate_grad(t, tg)
         if trace is True:
             print_trace(records)
             return records
@@ -415,34 +487,238 @@ class Tensor(TorchMethods):
     def __rmatmul__(self, other):
         return self._operand(other, "matmul").matmul(self)
 
-    # in-place arithmetic on leaves is what optimizers do; keep it explicit and graph-free
+    # -- in-place ops -----------------------------------------------------------------
+    # Each mutates this tensor's storage (and so its views) and bumps the version counter.
+    # Without a graph to record (no_grad, or nothing requires grad) the arithmetic ones run
+    # as one ufunc with out=; with one, the op runs out of place on a copy of the old
+    # value (the node's saved input) and the result is written back, the tensor taking the
+    # op's node as its grad_fn, as PyTorch rebases it.
+    def _inplace(self, op, compute, operands=()):
+        """Write ``compute(old_self)`` (a Tensor of self's shape) into self."""
+        if is_grad_enabled() and (self.requires_grad or any(
+                isinstance(o, Tensor) and o.requires_grad for o in operands)):
+            self._check_inplace_autograd(op)
+            prev = Tensor._wrap(self._array.copy(), self._backend, self.requires_grad)
+            prev._ctx = self._ctx
+            out = compute(prev)
+            self._write(out._array, op)
+            retained = self._retains_grad and self._ctx is not None
+            self._ctx, self.requires_grad = out._ctx, out.requires_grad
+            if retained and out._ctx is not None:
+                out._ctx._retained = weakref.ref(self)
+        else:
+            self._write(compute(self)._array, op)
+        self._bump_version()
+        return self
+
+    def _replaced_by(self, value):
+        """``value`` broadcast to self's shape, as a graph node whose gradient to self is
+        zero (what fill_/copy_/normal_ record): where(False, self, value)."""
+        keep = Tensor._wrap(self._backend.xp.zeros(self.shape, dtype=bool), self._backend, False)
+        return where(keep, self, value)
+
+    def _check_inplace_autograd(self, op):
+        if self.requires_grad and self._ctx is None:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an "
+                               "in-place operation.")
+        base = self._base
+        if base is not None:
+            if base.requires_grad and base._ctx is None:
+                raise RuntimeError("a view of a leaf Variable that requires grad is being "
+                                   "used in an in-place operation.")
+            raise NotImplementedError(
+                f"{op}: an in-place op on a view, recorded for autograd, is not supported; we "
+                "differ from torch on purpose (torch rewrites the base's graph). Change the "
+                "base instead (base[index] = value), or build a new tensor (torch.where, cat)")
+
+    def _write(self, arr, op):
+        if tuple(arr.shape) != self.shape:
+            raise RuntimeError(f"{op}: output with shape {list(self.shape)} doesn't match the "
+                               f"broadcast shape {list(arr.shape)}")
+        if arr.dtype != self.dtype and not np.can_cast(arr.dtype, self.dtype, "same_kind"):
+            raise RuntimeError(f"{op}: result type {_type_word(arr.dtype)} can't be cast to the "
+                               f"desired output type {_type_word(self.dtype)}")
+        self._array[...] = arr
+
+    def _arith_(self, op, ufunc, fn, other, alpha=None):
+        """add_/sub_/mul_/div_: one ufunc with out= when no graph is recorded."""
+        if alpha is not None and alpha != 1:
+            other = self._operand(other, op) * alpha
+        if not (is_grad_enabled() and (self.requires_grad or (
+                isinstance(other, Tensor) and other.requires_grad))):
+            o = other._array if isinstance(other, Tensor) else other
+            if isinstance(other, Tensor) and other._backend is not self._backend:
+                raise RuntimeError(f"{op}: expected all tensors on the same device, got "
+                                   f"{self.device} and {other.device}")
+            xp = self._backend.xp
+            res = (float32 if isinstance(o, float) and self.dtype.kind in "iub"
+                   else xp.result_type(self._array, o))
+            if res != self.dtype and not np.can_cast(res, self.dtype, "same_kind"):
+                raise RuntimeError(f"{op}: result type {_type_word(res)} can't be cast to the "
+                                   f"desired output type {_type_word(self.dtype)}")
+            try:
+                getattr(xp, ufunc)(self._array, o, out=self._array)
+            except ValueError:
+                raise RuntimeError(f"{op}: output with shape {list(self.shape)} doesn't match "
+                                   f"the broadcast shape of {list(self.shape)} and "
+                                   f"{list(np.shape(o))}") from None
+            self._bump_version()
+            return self
+        return self._inplace(op, lambda t: fn(t, other), (other,))
+
+    def add_(self, other, alpha=1):
+        """self += alpha * other, in place."""
+        return self._arith_("add_", "add", Tensor.add, other, alpha)
+
+    def sub_(self, other, alpha=1):
+        """self -= alpha * other, in place."""
+        return self._arith_("sub_", "subtract", Tensor.sub, other, alpha)
+
+    def mul_(self, other):
+        """self *= other, in place."""
+        return self._arith_("mul_", "multiply", Tensor.mul, other)
+
+    def div_(self, other):
+        """self /= other (true division), in place."""
+        return self._arith_("div_", "true_divide", Tensor.div, other)
+
     def __iadd__(self, other):
-        return self._inplace(other, "add")
+        return self.add_(other)
 
     def __isub__(self, other):
-        return self._inplace(other, "sub")
+        return self.sub_(other)
 
     def __imul__(self, other):
-        return self._inplace(other, "mul")
+        return self.mul_(other)
 
     def __itruediv__(self, other):
-        return self._inplace(other, "div")
+        return self.div_(other)
 
-    def _inplace(self, other, op):
-        if self.requires_grad and is_grad_enabled():
-            # a graph through an in-place op would silently be wrong: do it out of place
-            return getattr(self, op)(other)
-        o = other._array if isinstance(other, Tensor) else other
-        arr = self._array
-        if op == "add":
-            arr += o
-        elif op == "sub":
-            arr -= o
-        elif op == "mul":
-            arr *= o
-        else:
-            arr /= o
+    def pow_(self, exponent):
+        return self._inplace("pow_", lambda t: t.pow(exponent), (exponent,))
+
+    def addcmul_(self, tensor1, tensor2, value=1):
+        """self += value * tensor1 * tensor2, in place."""
+        return self._inplace("addcmul_", lambda t: t + value * tensor1 * tensor2,
+                             (tensor1, tensor2))
+
+    def addcdiv_(self, tensor1, tensor2, value=1):
+        """self += value * tensor1 / tensor2, in place."""
+        return self._inplace("addcdiv_", lambda t: t + value * tensor1 / tensor2,
+                             (tensor1, tensor2))
+
+    def lerp_(self, end, weight):
+        """self += weight * (end - self), in place."""
+        return self._inplace("lerp_", lambda t: t + weight * (end - t), (end, weight))
+
+    def clamp_(self, min=None, max=None):
+        return self._inplace("clamp_", lambda t: t.clamp(min, max))
+
+    clip_ = clamp_
+
+    def clamp_min_(self, min):
+        return self._inplace("clamp_min_", lambda t: t.clamp(min=min))
+
+    def clamp_max_(self, max):
+        return self._inplace("clamp_max_", lambda t: t.clamp(max=max))
+
+    def masked_fill_(self, mask, value):
+        """Write ``value`` where the boolean ``mask`` (broadcast to self) is True."""
+        return self._inplace("masked_fill_", lambda t: t.masked_fill(mask, value), (value,))
+
+    def zero_(self):
+        return self.fill_(0)
+
+    def fill_(self, value):
+        """Every element set to ``value`` (a number or a one-element tensor)."""
+        if isinstance(value, Tensor):
+            if value.numel() != 1:
+                raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got "
+                                   f"tensor with {value.ndim} dimensions")
+            return self._inplace("fill_", lambda t: t._replaced_by(value.reshape(())), (value,))
+        if is_grad_enabled() and self.requires_grad:
+            return self._inplace("fill_", lambda t: t._replaced_by(value))
+        self._array[...] = value
+        self._bump_version()
         return self
+
+    def copy_(self, src):
+        """Copy ``src``'s values (broadcast to self's shape, cast to self's dtype) in."""
+        if isinstance(src, Tensor):
+            if is_grad_enabled() and (self.requires_grad or src.requires_grad):
+                return self._inplace("copy_", lambda t: t._replaced_by(
+                    src.to(self.device, self.dtype)), (src,))
+            arr = (src._array if src._backend is self._backend else
+                   self._backend.copy_from(src._array, src._backend))
+        else:
+            arr = src
+        self._array[...] = self._backend.asarray(arr, dtype=self.dtype)
+        self._bump_version()
+        return self
+
+    def _fill_random(self, op, draw):
+        if is_grad_enabled() and self.requires_grad and self._ctx is None:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an "
+                               "in-place operation.")
+        if self._ctx is not None and is_grad_enabled():
+            return self._inplace(op, lambda t: t._replaced_by(
+                Tensor._wrap(draw(), self._backend, False)))
+        self._array[...] = draw()
+        self._bump_version()
+        return self
+
+    def uniform_(self, a=0.0, b=1.0, *, generator=None):
+        """Fill with draws uniform on [a, b)."""
+        return self._fill_random("uniform_", lambda: _random.uniform(
+            self.shape, self.dtype, self._backend, a, b, **_gen(generator)))
+
+    def normal_(self, mean=0.0, std=1.0, *, generator=None):
+        """Fill with draws from N(mean, std^2)."""
+        return self._fill_random("normal_", lambda: _random.normal(
+            self.shape, self.dtype, self._backend, **_gen(generator)) * std + mean)
+
+    def neg_(self):
+        return self._inplace("neg_", Tensor.neg)
+
+    def exp_(self):
+        return self._inplace("exp_", Tensor.exp)
+
+    def log_(self):
+        return self._inplace("log_", Tensor.log)
+
+    def sqrt_(self):
+        return self._inplace("sqrt_", Tensor.sqrt)
+
+    def abs_(self):
+        return self._inplace("abs_", Tensor.abs)
+
+    def relu_(self):
+        return self._inplace("relu_", Tensor.relu)
+
+    def sigmoid_(self):
+        return self._inplace("sigmoid_", Tensor.sigmoid)
+
+    def tanh_(self):
+        return self._inplace("tanh_", Tensor.tanh)
+
+    def sin_(self):
+        return self._inplace("sin_", Tensor.sin)
+
+    def cos_(self):
+        return self._inplace("cos_", Tensor.cos)
+
+    def reciprocal_(self):
+        return self._inplace("reciprocal_", Tensor.reciprocal)
+
+    def square_(self):
+        return self._inplace("square_", Tensor.square)
+
+    def __index__(self):
+        """A one-element integer tensor as a Python index (``classes[label]``)."""
+        if self.dtype.kind not in "iub" or self._array.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to "
+                            "an index")
+        return int(self._array.reshape(()).item())
 
     # comparisons: no gradient, bool results
     def _compare(self, other, fn):
@@ -811,12 +1087,24 @@ class Tensor(TorchMethods):
         return M.GetItem.apply(self, mesh)
 
     def __setitem__(self, index, value):
-        if self.requires_grad and is_grad_enabled():
-            raise RuntimeError(f"__setitem__: in-place assignment into a tensor that requires "
-                               f"grad (shape {self.shape}) would break autograd; do it under "
-                               "no_grad() or build a new tensor with where/cat")
+        """``self[index] = value`` in place (basic, integer-tensor and boolean-mask
+        indices; ``value`` broadcast to the indexed shape). Recorded for autograd like any
+        in-place op: the gradient of ``value`` is the indexed part of the output's."""
+        idx = _index_arg(index, self)
+        if not isinstance(value, Tensor) and not isinstance(value, (numbers.Number, np.generic)):
+            value = Tensor(value, dtype=self.dtype, device=self.device)
+        if is_grad_enabled() and (self.requires_grad or (isinstance(value, Tensor)
+                                                         and value.requires_grad)):
+            if isinstance(value, Tensor) and value.dtype != self.dtype:
+                value = value.to(dtype=self.dtype)
+            if self.requires_grad and self._ctx is None:  # torch assigns through a view
+                raise RuntimeError("a view of a leaf Variable that requires grad is being used "
+                                   "in an in-place operation.")
+            self._inplace("__setitem__", lambda t: M.SetItem.apply(t, value, idx), (value,))
+            return
         v = value._array if isinstance(value, Tensor) else value
-        self._array[_index_arg(index, self)] = v
+        self._array[idx] = v
+        self._bump_version()
 
     def pad(self, pad, value=0.0):
         """torch.nn.functional.pad (constant mode): ``pad`` lists (before, after) pairs
@@ -843,29 +1131,6 @@ class Tensor(TorchMethods):
     def dot(self, other):
         return self.matmul(other)
 
-    def zero_(self):
-        self._array[...] = 0
-        return self
-
-    def fill_(self, value):
-        self._array[...] = value
-        return self
-
-    def copy_(self, src):
-        src = src._array if isinstance(src, Tensor) else src
-        self._array[...] = self._backend.asarray(src, dtype=self.dtype)
-        return self
-
-    def uniform_(self, a=0.0, b=1.0, *, generator=None):
-        self._array[...] = _random.uniform(self.shape, self.dtype, self._backend, a, b,
-                                           generator=generator)
-        return self
-
-    def normal_(self, mean=0.0, std=1.0, *, generator=None):
-        self._array[...] = _random.normal(self.shape, self.dtype, self._backend,
-                                          generator=generator) * std + mean
-        return self
-
 
 add_numpy_aliases(Tensor)
 
@@ -890,11 +1155,22 @@ class ToDevice(Function):
         requires_grad = x.requires_grad and is_grad_enabled()
         result = Tensor._wrap(cls.forward(ctx, x._array, target), target, requires_grad)
         if requires_grad:
+            ctx.next = (_graph_entry(x),)
             result._ctx = ctx
         return result
 
 
 # -- argument helpers ---------------------------------------------------------------
+def _type_word(dtype):
+    """torch's word for a dtype in cast errors: float32 -> 'Float'."""
+    return torch_type_name(dtype)[len("torch."):-len("Tensor")]
+
+
+def _gen(generator):
+    """The keyword that hands a ``generator=`` to tinygrad_k.random (when one is given)."""
+    return {} if generator is None else {"generator": generator}
+
+
 def _check_broadcast(a, b, op):
     for x, y in zip(reversed(a), reversed(b)):
         if x != y and x != 1 and y != 1:

@@ -558,6 +558,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             if r is not None:
                 r._array *= 1 - momentum
                 r._array += momentum * stats[s].astype(r.dtype, copy=False)
+                r._bump_version()
         return y
     if running_mean is None or running_var is None:
         raise ValueError(f"{op}: running_mean and running_var are required when not training")

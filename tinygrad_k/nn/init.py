@@ -40,6 +40,7 @@ def _fans(t):
 
 def _fill(t, arr):
     t._array[...] = t.backend.asarray(arr.astype(t.dtype, copy=False))
+    t._bump_version()
     return t
 
 
@@ -53,6 +54,7 @@ def normal_(t, mean=0.0, std=1.0):
 
 def constant_(t, value):
     t._array[...] = value
+    t._bump_version()
     return t
 
 

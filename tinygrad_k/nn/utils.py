@@ -34,6 +34,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if coef < 1:
         for g in grads:
             g._array *= g._array.dtype.type(coef)
+            g._bump_version()
     return tensor(total)
 
 

@@ -86,6 +86,8 @@ class Pow(Function):
     db uses log(a), defined for a > 0; like PyTorch it is NaN where a < 0.
     """
 
+    node_name = "PowBackward1"
+
     @staticmethod
     def forward(ctx, a, b):
         y = a ** b
@@ -107,6 +109,8 @@ class Pow(Function):
 class PowScalar(Function):
     """y = a ** p for a Python number p.   da = g * p * a^(p-1)."""
 
+    node_name = "PowBackward0"
+
     @staticmethod
     def forward(ctx, a, p):
         ctx.p = p
@@ -124,6 +128,8 @@ class PowScalar(Function):
 
 class RPowScalar(Function):
     """y = c ** a for a Python number c > 0.   da = g * y * log(c)."""
+
+    node_name = "PowBackward2"
 
     @staticmethod
     def forward(ctx, a, c):
@@ -232,6 +238,8 @@ class Minimum(Function):
 class Clamp(Function):
     """y = min(max(a, lo), hi).   da = g where lo <= a <= hi, else 0 (PyTorch's convention)."""
 
+    node_name = "ClampBackward1"
+
     @staticmethod
     def forward(ctx, a, lo, hi):
         xp = ctx.xp
@@ -269,6 +277,8 @@ class Where(Function):
 class ReLU(Function):
     """y = max(a, 0).   da = g * [a > 0]."""
 
+    node_name = "ReluBackward0"
+
     @staticmethod
     def forward(ctx, a):
         y = ctx.xp.maximum(a, 0)
@@ -287,6 +297,8 @@ class BiasReLU(Function):
     dx = g * [y > 0],  db = sum over all axes but 1 of dx.
     """
 
+    node_name = "ReluBackward0"
+
     @staticmethod
     def forward(ctx, x, b):
         y = ctx.backend.bias_relu(x, b)
@@ -303,6 +315,8 @@ class BiasReLU(Function):
 
 class LeakyReLU(Function):
     """y = a if a > 0 else slope * a.   da = g * (1 if a > 0 else slope)."""
+
+    node_name = "LeakyReluBackward0"
 
     @staticmethod
     def forward(ctx, a, slope):
@@ -356,6 +370,8 @@ class Cos(Function):
 
 class Log1p(Function):
     """y = ln(1 + a), accurate for small a.   da = g / (1 + a)."""
+
+    node_name = "Log1PBackward0"
 
     @staticmethod
     def forward(ctx, a):
@@ -429,6 +445,8 @@ class GELU(Function):
                          da = g * (1/2 (1 + t) + a/2 (1 - t^2) sqrt(2/pi) (1 + 3*0.044715 a^2)).
     """
 
+    node_name = "GeluBackward0"
+
     @staticmethod
     def forward(ctx, a, approximate):
         xp = ctx.xp
@@ -454,6 +472,8 @@ class GELU(Function):
 
 class Cast(Function):
     """y = a converted to another float dtype.   da = g converted back."""
+
+    node_name = "ToCopyBackward0"
 
     @staticmethod
     def forward(ctx, a, dtype):

@@ -26,6 +26,8 @@ class MatMul(Function):
     Both products use the transposed forms of ``kernels.matmul``: no transposed copies.
     """
 
+    node_name = "MmBackward0"
+
     @staticmethod
     def forward(ctx, a, b):
         _check_matmul(a.shape, b.shape)
@@ -82,6 +84,8 @@ class Linear(Function):
     dx = g W,   dW = g^T x (summed over leading axes),   db = sum of g over leading axes.
     One node instead of transpose + matmul + add, and W^T is never materialised.
     """
+
+    node_name = "AddmmBackward0"
 
     @staticmethod
     def forward(ctx, x, w, b=None):

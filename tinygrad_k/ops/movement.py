@@ -12,6 +12,9 @@ from ..autograd import Function
 class Reshape(Function):
     """y = a viewed with another shape (same element order).   da = g reshaped to a.shape."""
 
+    node_name = "ViewBackward0"
+    is_view = True
+
     @staticmethod
     def forward(ctx, a, shape):
         ctx.shape = a.shape
@@ -24,6 +27,8 @@ class Reshape(Function):
 
 class Permute(Function):
     """y = a with axes reordered: y.shape[i] = a.shape[perm[i]].   da = g permuted by perm^-1."""
+
+    is_view = True
 
     @staticmethod
     def forward(ctx, a, perm):
@@ -39,6 +44,8 @@ class Expand(Function):
     """y = a broadcast to ``shape`` (a view).   da = g summed over the broadcast axes
     (done by the engine's unbroadcast)."""
 
+    is_view = True
+
     @staticmethod
     def forward(ctx, a, shape):
         return ctx.xp.broadcast_to(a, shape)
@@ -52,12 +59,22 @@ class GetItem(Function):
     """y = a[index] for basic (slices, ints, None, Ellipsis) and integer/boolean-array indices.
 
     da = zeros like a, then da[index] += g -- a scatter-add (``np.add.at``) so repeated
-    integer indices accumulate, as PyTorch does.
+    integer indices accumulate, as PyTorch does. Basic indices give a view of a (sharing
+    its storage), advanced ones a copy, as in NumPy and PyTorch.
     """
+
+    node_name = "IndexBackward0"
+    is_view = True
 
     @staticmethod
     def forward(ctx, a, index):
         ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
+        if _is_basic(index):
+            # a trailing Ellipsis makes NumPy return a 0-d view, not a scalar copy, when
+            # every axis is indexed by an int: x[0] of a vector stays on x's storage
+            items = index if isinstance(index, tuple) else (index,)
+            if Ellipsis not in items:
+                return a[items + (Ellipsis,)]
         return a[index]
 
     @staticmethod
@@ -70,6 +87,33 @@ class GetItem(Function):
         return da
 
 
+class SetItem(Function):
+    """y = a with y[index] = v (v broadcast to a[index]'s shape; v a Tensor or a number):
+    what ``a[index] = v`` records in a graph (PyTorch's CopySlices / IndexPutBackward).
+
+    da = g with zeros at index (those elements were overwritten);  dv = g[index]
+    (summed back to v's shape by the engine's unbroadcast). With a repeated integer index
+    one write wins and the gradient counts every repeat (undefined in PyTorch too).
+    """
+
+    node_name = "CopySlices"
+
+    @staticmethod
+    def forward(ctx, a, v, index):
+        ctx.index = index
+        y = a.copy()
+        y[index] = v
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        da = g.copy()
+        da[ctx.index] = 0
+        if len(ctx.parents) == 1:  # v was a number
+            return da
+        return da, g[ctx.index]
+
+
 def _is_basic(index):
     items = index if isinstance(index, tuple) else (index,)
     return all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in items)
@@ -77,6 +121,8 @@ def _is_basic(index):
 
 class Pad(Function):
     """Constant padding: pad_width[i] = (before_i, after_i) per axis.   da = g cropped."""
+
+    node_name = "ConstantPadNdBackward0"
 
     @staticmethod
     def forward(ctx, a, pad_width, value):

@@ -240,6 +240,8 @@ class CrossEntropy(Function):
     reduction: "mean" (over non-ignored rows), "sum" or "none".
     """
 
+    node_name = "NllLossBackward0"
+
     @staticmethod
     def forward(ctx, z, target, reduction, label_smoothing, ignore_index):
         xp = ctx.xp

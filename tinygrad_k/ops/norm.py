@@ -35,6 +35,8 @@ class BatchNormTrain(Function):
     estimates as PyTorch does.
     """
 
+    node_name = "NativeBatchNormBackward0"
+
     @staticmethod
     def forward(ctx, x, gamma, beta, eps, stats):
         axes = (0,) + tuple(range(2, x.ndim))
@@ -76,6 +78,8 @@ class BatchNormEval(Function):
     (buffers, no gradient).
     """
 
+    node_name = "NativeBatchNormBackward0"
+
     @staticmethod
     def forward(ctx, x, gamma, beta, mean, var, eps):
         shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -104,6 +108,8 @@ class BatchNormEval(Function):
 class LayerNorm(Function):
     """Layer normalisation over the last ``k`` axes; gamma, beta have the normalised shape
     (or are None, then ``k`` is given explicitly)."""
+
+    node_name = "NativeLayerNormBackward0"
 
     @staticmethod
     def forward(ctx, x, gamma, beta, eps, k=None):

@@ -72,6 +72,8 @@ class MaxMin(Function):
     (PyTorch's amax/amin rule), so it sums to g exactly.
     """
 
+    node_name = "MaxBackward1"
+
     @staticmethod
     def forward(ctx, a, axes, keepdim, is_max):
         if a.size == 0:
@@ -121,6 +123,8 @@ class LogSumExp(Function):
     da = g * e^(a - y) = g * softmax(a) over the reduced axes.
     """
 
+    node_name = "LogsumexpBackward0"
+
     @staticmethod
     def forward(ctx, a, axes, keepdim):
         xp = ctx.xp
@@ -156,6 +160,8 @@ class Cumsum(Function):
 class Norm2(Function):
     """y = sqrt(sum_{axes} a^2).   da = g * a / y, and 0 where y = 0 (the subgradient
     PyTorch picks: sqrt's infinite slope at 0 times a = 0 would otherwise give NaN)."""
+
+    node_name = "LinalgVectorNormBackward0"
 
     @staticmethod
     def forward(ctx, a, axes, keepdim):

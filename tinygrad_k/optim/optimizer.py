@@ -73,6 +73,9 @@ class Optimizer:
                         raise RuntimeError(f"{type(self).__name__}: gradient of shape "
                                            f"{p.grad.shape} for a parameter of shape {p.shape}")
                     yield g, p, self.state.setdefault(id(p), {})
+                    # step() changed p in place: bump its version, as torch's optimizers do
+                    # (a graph that saved p before the step then refuses to backward)
+                    p._bump_version()
 
     def step(self):  # pragma: no cover - abstract
         raise NotImplementedError

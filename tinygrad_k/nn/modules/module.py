@@ -470,7 +470,9 @@ class Module:
             if tuple(arr.shape) != t.shape:
                 errors.append(f"{k}: checkpoint shape {tuple(arr.shape)}, model shape {t.shape}")
                 continue
-            t._array = t.backend.asarray(np.array(arr, dtype=t.dtype, copy=True))
+            # in place, as torch's param.copy_(): views and optimizers keep the same storage
+            t._array[...] = t.backend.asarray(np.asarray(arr, dtype=t.dtype))
+            t._bump_version()
         if errors:
             raise ValueError(f"load_state_dict for {type(self).__name__}: size mismatch: "
                              + "; ".join(errors))

@@ -44,9 +44,9 @@ class _BatchNorm(Module):
 
     def reset_running_stats(self):
         if self.track_running_stats:
-            self.running_mean._array[...] = 0
-            self.running_var._array[...] = 1
-            self.num_batches_tracked._array[...] = 0
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
 
     def forward(self, x):
         if x.ndim not in self._ndims or x.shape[1] != self.num_features:
@@ -63,7 +63,7 @@ class _BatchNorm(Module):
                           self.running_var if keep else None, self.weight, self.bias,
                           use_batch, factor, self.eps)
         if update:
-            self.num_batches_tracked._array += 1
+            self.num_batches_tracked.add_(1)
         return y
 
     def extra_repr(self):

@@ -28,6 +28,7 @@ class Embedding(Module):
         init.normal_(self.weight)
         if self.padding_idx is not None:
             self.weight._array[self.padding_idx] = 0
+            self.weight._bump_version()
 
     def forward(self, idx):
         return F.embedding(idx, self.weight, self.padding_idx)
