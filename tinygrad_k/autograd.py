@@ -168,20 +168,35 @@ class Context:
     ``register_prehook(fn(grad_outputs))``.
     """
 
-    __slots__ = ("fn", "parents", "next", "needs_input_grad", "backend", "saved_tensors",
-                 "freed", "_versions", "_tensor_hooks", "_pre_hooks", "_post_hooks",
-                 "_retained", "__dict__", "__weakref__")
+    __slots__ = ("fn", "parents", "next", "_nig", "backend", "saved_tensors", "freed",
+                 "_versions", "_extras", "__dict__", "__weakref__")
 
     def __init__(self, fn, parents, backend):
         self.fn = fn
         self.parents = parents
-        self.next = None
-        self.needs_input_grad = tuple(p.requires_grad for p in parents)
         self.backend = backend
         self.saved_tensors = ()
         self.freed = False
-        self._versions = self._tensor_hooks = self._pre_hooks = self._post_hooks = None
-        self._retained = None
+        self.next = self._nig = self._versions = self._extras = None
+
+    @property
+    def needs_input_grad(self):
+        """One bool per Tensor input: does it require grad (computed on first use)."""
+        nig = self._nig
+        if nig is None:
+            nig = self._nig = tuple(p.requires_grad for p in self.parents)
+        return nig
+
+    @needs_input_grad.setter
+    def needs_input_grad(self, value):
+        self._nig = value
+
+    def _hooks(self):
+        """The node's hooks and retained tensor, made on first need (most nodes have none)."""
+        ex = self._extras
+        if ex is None:
+            ex = self._extras = _NodeExtras()
+        return ex
 
     @property
     def xp(self):
@@ -216,18 +231,16 @@ class Context:
     def register_hook(self, fn):
         """``fn(grad_inputs, grad_outputs)`` runs after this node's backward (tuples of
         Tensors or None); a tuple it returns replaces ``grad_inputs``."""
-        if self._post_hooks is None:
-            self._post_hooks = []
-        self._post_hooks.append(fn)
-        return RemovableHandle(self._post_hooks, fn)
+        hooks = self._hooks().post
+        hooks.append(fn)
+        return RemovableHandle(hooks, fn)
 
     def register_prehook(self, fn):
         """``fn(grad_outputs)`` runs before this node's backward; a tuple it returns
         replaces ``grad_outputs``."""
-        if self._pre_hooks is None:
-            self._pre_hooks = []
-        self._pre_hooks.append(fn)
-        return RemovableHandle(self._pre_hooks, fn)
+        hooks = self._hooks().pre
+        hooks.append(fn)
+        return RemovableHandle(hooks, fn)
 
     def __repr__(self):
         return f"<{self.name()} object at {hex(id(self))}>"
@@ -253,6 +266,17 @@ class Context:
         for vc, expected, t, a in self._versions:
             if vc.version != expected:
                 raise_modified(a, t, self, vc.version, expected)
+
+
+class _NodeExtras:
+    """Hooks of a node: ``tensor`` (Tensor.register_hook on its output), ``pre``, ``post``
+    (the node's own), and ``retained``, a weak reference to the output that
+    ``retain_grad()`` asked to keep its gradient."""
+
+    __slots__ = ("tensor", "pre", "post", "retained")
+
+    def __init__(self):
+        self.tensor, self.pre, self.post, self.retained = [], [], [], None
 
 
 def raise_modified(array, tensor, node, version, expected):
@@ -633,17 +657,18 @@ def run_backward(roots, grads, retain_graph=False, trace=None, inputs=None,
                     hook(node)
             continue
         ctx = node
-        if ctx._tensor_hooks:
-            g = _run_tensor_hooks(ctx._tensor_hooks, g, ctx.backend)
-        if ctx._pre_hooks:
-            for h in list(ctx._pre_hooks):
+        ex = ctx._extras
+        if ex is not None:
+            if ex.tensor:
+                g = _run_tensor_hooks(ex.tensor, g, ctx.backend)
+            for h in list(ex.pre):
                 r = h(_wrap_grads((g,), ctx.backend))
                 if r is not None:
                     g = _unwrap(r[0], g)
-        if ctx._retained is not None and accumulate:
-            t = ctx._retained()
-            if t is not None:
-                _accumulate(t, g)
+            if ex.retained is not None and accumulate:
+                t = ex.retained()
+                if t is not None:
+                    _accumulate(t, g)
         if wanted is not None and id(ctx) in wanted:
             captured[wanted[id(ctx)]] = g
             if not any(e is not None and id(e) in needed for e in ctx.next):
@@ -664,8 +689,8 @@ def run_backward(roots, grads, retain_graph=False, trace=None, inputs=None,
         if len(in_grads) != len(ctx.parents):
             raise RuntimeError(f"{ctx.fn.__name__}.backward returned {len(in_grads)} gradients, "
                                f"expected {len(ctx.parents)}")
-        if ctx._post_hooks:
-            for h in list(ctx._post_hooks):
+        if ex is not None and ex.post:
+            for h in list(ex.post):
                 r = h(_wrap_grads(in_grads, ctx.backend), _wrap_grads((g,), ctx.backend))
                 if r is not None:
                     in_grads = tuple(_unwrap(x, None) for x in r)

@@ -327,7 +327,7 @@ class Tensor(TorchMethods):
             raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
         if self._ctx is not None:
             self._retains_grad = True
-            self._ctx._retained = weakref.ref(self)
+            self._ctx._hooks().retained = weakref.ref(self)
         return self  # torch returns None; returning self lets `h = (x * 2).retain_grad()`
 
     def register_hook(self, hook):
@@ -337,9 +337,7 @@ class Tensor(TorchMethods):
             raise RuntimeError("cannot register a hook on a tensor that doesn't require "
                                "gradient")
         if self._ctx is not None:
-            if self._ctx._tensor_hooks is None:
-                self._ctx._tensor_hooks = []
-            hooks = self._ctx._tensor_hooks
+            hooks = self._ctx._hooks().tensor
         else:
             if self._hooks is None:
                 self._hooks = []
@@ -505,7 +503,7 @@ class Tensor(TorchMethods):
             retained = self._retains_grad and self._ctx is not None
             self._ctx, self.requires_grad = out._ctx, out.requires_grad
             if retained and out._ctx is not None:
-                out._ctx._retained = weakref.ref(self)
+                out._ctx._hooks().retained = weakref.ref(self)
         else:
             self._write(compute(self)._array, op)
         self._bump_version()
