@@ -91,7 +91,7 @@ def set_grad_enabled(mode):
 
 
 def inference_mode(mode=True):
-    """As ``no_grad`` (there are no version counters to skip here): torch's name."""
+    """As ``no_grad`` (torch's name; in-place ops still bump version counters here)."""
     return _GradMode(not mode)
 
 
