@@ -80,13 +80,6 @@ def compare(want, got, path, compare_values=True):
 # Scripts that still need a piece of issue 11 another engineer is landing: marked, with
 # the missing feature, never skipped (they run, and show as XPASS once it lands).
 WAITING_FOR = {
-    "autograd_tutorial": "torch.autograd.grad (issue 11 item 6)",
-    "cifar_tutorial": ".data as a Tensor: torch.max(outputs.data, 1) (issue 11 item 2)",
-    "lstm_classifier": ".data as a Tensor: torch.max(outputs.data, 1) (issue 11 item 2)",
-    "inplace_updates": ".data as a Tensor, in-place methods and version counters "
-                       "(issue 11 items 1-2)",
-    "nn_blitz": "grad_fn.next_functions, in-place sub_ (issue 11 items 1, 6)",
-    "tensor_blitz": "in-place add_ (issue 11 item 1)",
 }
 
 
