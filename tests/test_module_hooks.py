@@ -13,11 +13,6 @@ from tinygrad_k.nn.modules import module as tk_module
 torch = pytest.importorskip("torch")
 tnn = torch.nn
 
-# the full backward hooks are built on Tensor.register_hook (issue 11 item 6, `core`)
-needs_tensor_hooks = pytest.mark.xfail(
-    not hasattr(tk.Tensor, "register_hook"), strict=True,
-    reason="Tensor.register_hook (issue 11 item 6) has not landed yet")
-
 
 def _np(t):
     if t is None:
@@ -103,7 +98,6 @@ def assert_same_events(ours, theirs):
 
 
 @pytest.mark.parametrize("x_grad", [False, True])
-@needs_tensor_hooks
 def test_hooks_fire_like_pytorch(x_grad):
     """Order and values of every hook on every submodule; with x not requiring grad, fc1's
     full backward hook fires with grad_input (None,) when its output gradient is known."""
@@ -135,7 +129,6 @@ def _replacing_hooks(model, lib):
     model["gate"].register_full_backward_hook(lambda m, gin, gout: (-gin[0], gin[1]))
 
 
-@needs_tensor_hooks
 def test_replacements_returned_by_hooks_act_as_in_pytorch():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 4)).astype(np.float32)
@@ -151,7 +144,6 @@ def test_replacements_returned_by_hooks_act_as_in_pytorch():
         np.testing.assert_allclose(_np(a.grad), _np(b.grad), rtol=1e-5, atol=1e-6)
 
 
-@needs_tensor_hooks
 def test_tuple_output_and_unused_output_gradient_is_none():
     """An LSTM returns (out, (h, c)): grad_output has None for the nested tuple, as torch."""
     torch.manual_seed(0)
@@ -173,7 +165,6 @@ def test_tuple_output_and_unused_output_gradient_is_none():
     np.testing.assert_allclose(_np(gin_o[0]), _np(gin_t[0]), rtol=1e-5, atol=1e-6)
 
 
-@needs_tensor_hooks
 def test_two_outputs_one_unused():
     """Both outputs wired through one node: the unused one's grad_output is None."""
     class Two(nn.Module):
@@ -196,7 +187,6 @@ def test_two_outputs_one_unused():
     np.testing.assert_allclose(got["o"][0][0], got["t"][0][0])
 
 
-@needs_tensor_hooks
 def test_residual_input_used_twice_gets_only_the_module_gradient():
     """x feeds the module and a skip connection: grad_input is the module's share only."""
     lin = nn.Linear(2, 2)
@@ -243,7 +233,6 @@ def test_always_call_forward_hook_runs_when_forward_raises():
     assert calls == [None]
 
 
-@needs_tensor_hooks
 def test_backward_hook_errors_like_pytorch():
     m = nn.Linear(2, 2)
     m.register_full_backward_hook(lambda mod, gin, gout: (gin[0], gin[0]))
