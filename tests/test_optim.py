@@ -451,3 +451,18 @@ def test_lbfgs_arguments():
         optim.LBFGS([p], line_search_fn="armijo")
     with pytest.raises(ValueError, match="parameter groups"):
         optim.LBFGS([{"params": [p]}, {"params": [tk.zeros(1, requires_grad=True)]}])
+
+
+def test_lbfgs_step_bumps_the_parameters_version():
+    p = tk.tensor(np.array([1.0, -2.0], np.float32), requires_grad=True)
+    opt = optim.LBFGS([p], max_iter=2)
+    before = p._version
+
+    def closure():
+        opt.zero_grad()
+        loss = (p * p).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert p._version > before

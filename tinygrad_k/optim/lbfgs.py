@@ -151,6 +151,7 @@ class LBFGS(Optimizer):
             n = p.numel()
             update = (direction[offset:offset + n] * step).astype(p.dtype, copy=False)
             p._array += p.backend.asarray(update.reshape(p.shape))
+            p._bump_version()  # changed in place, as torch's p.add_
             offset += n
 
     def _get_params(self):
@@ -159,6 +160,7 @@ class LBFGS(Optimizer):
     def _set_params(self, values):
         for p, v in zip(self._params, values):
             p._array[...] = p.backend.asarray(v)
+            p._bump_version()
 
     def _directional_evaluate(self, closure, x, t, d):
         self._add_to_params(t, d)
