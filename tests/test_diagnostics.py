@@ -62,12 +62,6 @@ def _torch_record(theirs, x, y):
     return rec
 
 
-MODULE_HOOKS = hasattr(nn.Module, "register_full_backward_hook")
-TENSOR_HOOKS = hasattr(tk.Tensor, "register_hook")
-
-
-@pytest.mark.skipif(not MODULE_HOOKS, reason="Module hooks are not in the framework yet "
-                                             "(issue 11 item 6); diagnostics use their fallback")
 def test_hooks_fire_with_the_tensors_pytorch_sees():
     ours, theirs, x, y = _pair()
     want = _torch_record(theirs, x, y)
@@ -79,8 +73,7 @@ def test_hooks_fire_with_the_tensors_pytorch_sees():
             assert module is ours[int(name)]
             got[name] = {"in": args[0].numpy(), "out": output.numpy(),
                          "shape": tuple(output.shape)}
-            if TENSOR_HOOKS:   # Tensor.register_hook (the core engineer's) once it exists
-                output.register_hook(lambda g: got[name].__setitem__("grad", g.numpy()))
+            output.register_hook(lambda g: got[name].__setitem__("grad", g.numpy()))
         return hook
 
     def bwd(name):
@@ -93,8 +86,7 @@ def test_hooks_fire_with_the_tensors_pytorch_sees():
     handles = []
     for name, m in ours.named_children():
         handles.append(m.register_forward_hook(fwd(name)))
-        if TENSOR_HOOKS:   # the full backward hooks are built on tensor hooks
-            handles.append(m.register_full_backward_hook(bwd(name)))
+        handles.append(m.register_full_backward_hook(bwd(name)))
     xt = tk.tensor(x, requires_grad=True)
     nn.functional.cross_entropy(ours(xt), tk.tensor(y)).backward()
     assert [c for c in calls if c[0] == "forward"] == [("forward", str(i)) for i in range(7)]
@@ -104,24 +96,20 @@ def test_hooks_fire_with_the_tensors_pytorch_sees():
         for key in ("in", "out"):
             np.testing.assert_allclose(g[key], w[key], rtol=1e-10, atol=1e-12,
                                        err_msg=f"{name} {key}")
-    if TENSOR_HOOKS:
-        # backward hooks run from the last layer to the first, as in PyTorch
-        assert [c for c in calls if c[0] == "backward"] == [("backward", str(i))
-                                                            for i in reversed(range(7))]
-        for name in want:
-            w, g = want[name], got[name]
-            for mine, theirs_ in ((g["grad"], w["grad"]), (g["grad_output"][0], w["grad"]),
-                                  (g["grad_output"][0], w["grad_output"][0]),
-                                  (g["grad_input"][0], w["grad_input"][0])):
-                np.testing.assert_allclose(mine, theirs_, rtol=1e-10, atol=1e-12, err_msg=name)
+    # backward hooks run from the last layer to the first, as in PyTorch
+    assert [c for c in calls if c[0] == "backward"] == [("backward", str(i))
+                                                        for i in reversed(range(7))]
+    for name in want:
+        w, g = want[name], got[name]
+        for mine, theirs_ in ((g["grad"], w["grad"]), (g["grad_output"][0], w["grad"]),
+                              (g["grad_output"][0], w["grad_output"][0]),
+                              (g["grad_input"][0], w["grad_input"][0])):
+            np.testing.assert_allclose(mine, theirs_, rtol=1e-10, atol=1e-12, err_msg=name)
     for h in handles:
         h.remove()
     calls.clear()
     nn.functional.cross_entropy(ours(xt), tk.tensor(y)).backward()
     assert calls == []   # removed handles fire no more
-    if not TENSOR_HOOKS:
-        pytest.skip("forward hooks checked; Tensor.register_hook (and the full backward "
-                    "hooks built on it) are not in the framework yet (issue 11 item 6)")
 
 
 def test_recorded_statistics_are_those_of_the_hooked_tensors():

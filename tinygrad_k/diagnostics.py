@@ -69,42 +69,6 @@ def _array(t):
     return t._array
 
 
-# -- hooks --------------------------------------------------------------------------------
-# Diagnostics use PyTorch's hooks: Module.register_forward_hook and Tensor.register_hook.
-# Until both are in the framework, the two functions below stand in for them, here and
-# nowhere else: a forward wrapper set on the module instance, and retain_grad() read back
-# after backward. Once the real hooks exist these fallbacks are never used.
-class _Handle:
-    def __init__(self, undo):
-        self._undo = undo
-
-    def remove(self):
-        if self._undo is not None:
-            self._undo()
-            self._undo = None
-
-
-def _forward_hook(module, hook):
-    if hasattr(module, "register_forward_hook"):
-        return module.register_forward_hook(hook)
-    had = "forward" in module.__dict__
-    inner = module.__dict__.get("forward") or type(module).forward.__get__(module)
-
-    def forward(*args, **kwargs):
-        out = inner(*args, **kwargs)
-        res = hook(module, args, out)
-        return out if res is None else res
-
-    object.__setattr__(module, "forward", forward)
-
-    def undo():
-        if had:
-            object.__setattr__(module, "forward", inner)
-        else:
-            object.__delattr__(module, "forward")
-    return _Handle(undo)
-
-
 class Diagnostics:
     """Per-layer activation, gradient and update statistics of ``model`` during training.
 
@@ -135,7 +99,6 @@ class Diagnostics:
         self._current = None
         self._seen = set()
         self._snapshot = None
-        self._retained = []
         self._step = 0
 
     def _select(self, layers):
@@ -195,9 +158,8 @@ class Diagnostics:
         if self.attached and self.is_recording_step(self._step):
             self._current = {"step": self._step, "layers": {}, "params": {}}
             self._seen = set()
-            self._retained = []
             for name, module in self.layers:
-                self._handles.append(_forward_hook(module, self._forward_hook(name)))
+                self._handles.append(module.register_forward_hook(self._forward_hook(name)))
         self._step += 1
 
     def before_update(self):
@@ -205,10 +167,6 @@ class Diagnostics:
         (recording steps only) and records the gradient:data ratio of each."""
         if self._current is None:
             return
-        for name, t in self._retained:   # the retain_grad fallback (no Tensor.register_hook)
-            if t.grad is not None:
-                self._grad_hook(self._current, name)(t.grad)
-        self._retained = []
         self._snapshot = {}
         for name, p in self.params:
             a = _array(p)
@@ -275,10 +233,7 @@ class Diagnostics:
             rec["shape"] = list(out.shape)
             cur["layers"][name] = rec
             if out.requires_grad:
-                if hasattr(out, "register_hook"):
-                    self._handles.append(out.register_hook(self._grad_hook(cur, name)))
-                else:
-                    self._retained.append((name, out.retain_grad()))
+                self._handles.append(out.register_hook(self._grad_hook(cur, name)))
             return None
         return hook
 
