@@ -320,3 +320,4 @@ def test_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, m
     assert rc == 1 and err.count("\n") == 1 and "No space left" in err, err
     assert tk.load(str(tmp_path / "checkpoint.npz"))["epoch"] == 1
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz"]
+

@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
+import threading
 
 __all__ = ["main", "build_parser", "train", "evaluate_checkpoint", "predict", "sample", "UsageError"]
 
@@ -174,6 +176,15 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    caught = {}
+
+    def on_sigterm(signum, frame):  # outside the training loop: as Ctrl-C
+        caught["signal"] = signum
+        raise KeyboardInterrupt
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         if args.command == "train":
             from .distributed import training as dtrain
@@ -186,6 +197,14 @@ def main(argv=None):
         if args.command == "sample":
             return sample(args)
         return predict(args)
+    except KeyboardInterrupt:
+        # a signal outside the training loop (setup, metrics, plot): every checkpoint on
+        # disk is complete, so say so instead of printing a traceback
+        signum = caught.get("signal", signal.SIGINT)
+        print(f"\ninterrupted ({signal.Signals(signum).name}); checkpoints already written "
+              "are complete (--resume one to continue or to rewrite the metrics and plot)",
+              file=sys.stderr)
+        return 128 + int(signum)
     except (ValueError, RuntimeError, FileNotFoundError, NotADirectoryError,
             IsADirectoryError, PermissionError) as exc:
         _one_line(exc)
@@ -193,6 +212,9 @@ def main(argv=None):
     except OSError as exc:  # a full disk, an I/O error: not the user's mistake
         _one_line(exc)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(exc):
