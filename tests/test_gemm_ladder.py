@@ -181,3 +181,11 @@ def test_resource_table_production_kernels_do_not_spill(tmp_path):
         if r["production"]:
             assert r["spill_stores"] == 0 and r["spill_loads"] == 0, r
     assert "| kernel |" in (tmp_path / "resources.md").read_text()
+
+
+def test_gpu_check_script_parses_and_its_parts_are_importable():
+    subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], check=True)
+    from benchmarks import gpu_parts
+
+    for part in ("ladder", "conv", "pool", "train"):
+        assert callable(getattr(gpu_parts, f"part_{part}"))

@@ -1,0 +1,250 @@
+"""The GPU measurements of benchmarks/gpu_check.sh, one part per command, each writing
+its own files under ``--out`` so that a failing part never loses the others' results.
+
+    python -m benchmarks.gpu_parts ladder  --out DIR [--n 4096]
+    python -m benchmarks.gpu_parts conv    --out DIR
+    python -m benchmarks.gpu_parts pool    --out DIR
+    python -m benchmarks.gpu_parts train   --out DIR [--batch 256]
+
+* ladder: every rung of kernels.cuda_gemm at n^3 float32 and our TF32 kernel, as a
+  percentage of cuBLAS (CuPy) FP32 and TF32 at the same size, each checked against
+  cuBLAS FP32 (relative Frobenius error; TF32: should be < 1e-3).
+* conv: ResNet-18 CIFAR conv layers (batch 64) forward, input and weight gradient,
+  ours vs cuDNN through PyTorch (TF32 off, benchmark mode).
+* pool: max-pool forward/backward in GB/s vs a device-to-device copy of the same bytes.
+* train: LeNet-5 training step at batch 256, ours vs PyTorch eager, each in its own
+  process (benchmarks.run's children).
+
+Timings: CUDA events, warm-up, median of repeats; ratios in one run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def _events_time(fn, repeats=10, warmup=2):
+    import cupy
+
+    for _ in range(warmup):
+        fn()
+    cupy.cuda.runtime.deviceSynchronize()
+    ts = []
+    for _ in range(repeats):
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        ts.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+    return statistics.median(ts)
+
+
+def _write(out, name, rows, lines):
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def part_ladder(out, n=4096, deadline_s=150.0):
+    import cupy
+
+    import kernels.cuda_gemm as G
+    import kernels.cuda_tf32 as T
+
+    rng = np.random.default_rng(0)
+    a = cupy.asarray(rng.standard_normal((n, n), dtype=np.float32))
+    b = cupy.asarray(rng.standard_normal((n, n), dtype=np.float32))
+    flops = 2.0 * n ** 3
+    ref = a @ b
+    t_fp32 = _events_time(lambda: a @ b)
+    rows = [{"impl": "cuBLAS FP32 (CuPy)", "s": t_fp32}]
+    mode = cupy.cuda.cublas.getMathMode(cupy.cuda.device.get_cublas_handle())
+    try:
+        cupy.cuda.cublas.setMathMode(cupy.cuda.device.get_cublas_handle(),
+                                     cupy.cuda.cublas.CUBLAS_TF32_TENSOR_OP_MATH)
+        t_tf32 = _events_time(lambda: a @ b)
+        rows.append({"impl": "cuBLAS TF32 (CuPy)", "s": t_tf32})
+    except Exception as e:  # noqa: BLE001 - report and go on
+        t_tf32 = None
+        rows.append({"impl": "cuBLAS TF32 (CuPy)", "error": repr(e)[:300]})
+    finally:
+        cupy.cuda.cublas.setMathMode(cupy.cuda.device.get_cublas_handle(), mode)
+    start = time.perf_counter()
+    impls = dict(G.LADDER)
+    impls["tf32 mma.sync (ours)"] = T.matmul
+    for name, fn in impls.items():
+        if time.perf_counter() - start > deadline_s:
+            rows.append({"impl": name, "error": "skipped: part deadline"})
+            continue
+        try:
+            c = fn(a, b)
+            err = float(cupy.linalg.norm(c - ref) / cupy.linalg.norm(ref))
+            reps = 3 if name == "naive" else 10
+            t = _events_time(lambda: fn(a, b), repeats=reps, warmup=1)
+            rows.append({"impl": name, "s": t, "rel_err_vs_fp32": err})
+        except Exception as e:  # noqa: BLE001
+            rows.append({"impl": name, "error": repr(e)[:300]})
+    lines = [f"## GEMM ladder, {n}^3 float32", "", "| implementation | ms | TFLOP/s | % cuBLAS FP32 "
+             "| % cuBLAS TF32 | rel. error vs cuBLAS FP32 |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['impl']} | failed: {r['error']} | | | | |")
+            continue
+        pct = f"{100 * t_fp32 / r['s']:.0f}%"
+        pct_tf = f"{100 * t_tf32 / r['s']:.0f}%" if t_tf32 else "-"
+        err = f"{r['rel_err_vs_fp32']:.1e}" if "rel_err_vs_fp32" in r else ""
+        lines.append(f"| {r['impl']} | {r['s'] * 1e3:.2f} | {flops / r['s'] / 1e12:.2f} | {pct} "
+                     f"| {pct_tf} | {err} |")
+    _write(out, "ladder", rows, lines)
+
+
+def part_conv(out):
+    import cupy
+    import torch
+    import torch.nn.functional as tf
+
+    import kernels.cuda as K
+    from benchmarks.run import CONV_SHAPES
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    rng = np.random.default_rng(0)
+    rows, lines = [], ["## Convolution vs cuDNN (PyTorch, TF32 off), float32", "",
+                       "| layer | pass | ours (ms) | cuDNN (ms) | ratio cuDNN/ours |",
+                       "|---|---|---:|---:|---:|"]
+
+    def ttime(fn, repeats=10):
+        for _ in range(2):
+            fn()
+        torch.cuda.synchronize()
+        ts = []
+        for _ in range(repeats):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            fn()
+            e.record()
+            e.synchronize()
+            ts.append(s.elapsed_time(e) / 1e3)
+        return statistics.median(ts)
+
+    for name, (xs, ws, s, p) in CONV_SHAPES.items():
+        if not name.startswith("resnet18"):
+            continue
+        try:
+            x = cupy.asarray(rng.standard_normal(xs, dtype=np.float32))
+            w = cupy.asarray(rng.standard_normal(ws, dtype=np.float32))
+            y = K.conv2d_forward(x, w, s, p)
+            dy = cupy.asarray(rng.standard_normal(y.shape, dtype=np.float32))
+            tx, tw, tdy = (torch.as_tensor(v, device="cuda") for v in (x, w, dy))
+            cases = {
+                "forward": (lambda: K.conv2d_forward(x, w, s, p), lambda: tf.conv2d(tx, tw, None, s, p)),
+                "input grad": (lambda: K.conv2d_backward_input(dy, w, xs, s, p),
+                               lambda: torch.nn.grad.conv2d_input(xs, tw, tdy, s, p)),
+                "weight grad": (lambda: K.conv2d_backward_weight(dy, x, ws, s, p),
+                                lambda: torch.nn.grad.conv2d_weight(tx, ws, tdy, s, p)),
+            }
+            for op, (ours, theirs) in cases.items():
+                to, tt = _events_time(ours), ttime(theirs)
+                rows.append({"layer": name, "pass": op, "ours_s": to, "cudnn_s": tt})
+                lines.append(f"| {name} | {op} | {to * 1e3:.3f} | {tt * 1e3:.3f} | {tt / to:.2f}x |")
+        except Exception as e:  # noqa: BLE001
+            rows.append({"layer": name, "error": repr(e)[:300]})
+            lines.append(f"| {name} | failed: {repr(e)[:200]} | | | |")
+    _write(out, "conv", rows, lines)
+
+
+def part_pool(out):
+    import cupy
+
+    import kernels.cuda as K
+    from benchmarks.run import POOL_SHAPES, _out_side
+
+    rng = np.random.default_rng(0)
+    rows, lines = [], ["## Max-pool vs copy bandwidth, float32", "",
+                       "| case | pass | ms | GB/s | copy of the same bytes GB/s | % of copy |",
+                       "|---|---|---:|---:|---:|---:|"]
+    for name, (xs, k, s, p) in POOL_SHAPES.items():
+        try:
+            x = cupy.asarray(rng.standard_normal(xs, dtype=np.float32))
+            out_shape = xs[:2] + (_out_side(xs[2], k, s, p), _out_side(xs[3], k, s, p))
+            y, idx = K.maxpool2d_forward(x, k, s, p)
+            dy = cupy.asarray(rng.standard_normal(out_shape, dtype=np.float32))
+            ybytes = int(np.prod(out_shape)) * 4
+            passes = {"forward": (lambda: K.maxpool2d_forward(x, k, s, p), x.nbytes + 3 * ybytes),
+                      "backward": (lambda: K.maxpool2d_backward(dy, idx, xs, k, s, p),
+                                   x.nbytes + 3 * ybytes)}
+            for op, (fn, nbytes) in passes.items():
+                src = cupy.empty(nbytes // 8, dtype=np.float32)  # read + write = nbytes
+                dst = cupy.empty_like(src)
+                t = _events_time(fn)
+                tc = _events_time(lambda: cupy.copyto(dst, src))
+                rows.append({"case": name, "pass": op, "s": t, "bytes": nbytes, "copy_s": tc})
+                lines.append(f"| {name} | {op} | {t * 1e3:.3f} | {nbytes / t / 1e9:.0f} | "
+                             f"{nbytes / tc / 1e9:.0f} | {100 * tc / t:.0f}% |")
+        except Exception as e:  # noqa: BLE001
+            rows.append({"case": name, "error": repr(e)[:300]})
+            lines.append(f"| {name} | failed: {repr(e)[:200]} | | | | |")
+    _write(out, "pool", rows, lines)
+
+
+def part_train(out, batch=256, pairs=3):
+    from benchmarks.run import _have_torch, run_child
+
+    rows = []
+    sides = ["ours"] + (["torch"] if _have_torch() else [])
+    for _ in range(pairs):
+        for side in sides:
+            res = run_child({"kind": "train", "device": "cuda", "model": "lenet5", "batch": batch,
+                             "repeats": 20, "side": side}, timeout=240)
+            res["side"] = side
+            rows.append(res)
+        if all("error" in r for r in rows):
+            break  # nothing runs: the same error again would only cost the part's minutes
+    med = {}
+    for side in sides:
+        # each child reports {case: {label: [seconds, ...]}} for its one case
+        ts = [statistics.median(next(iter(next(iter(r["times"].values())).values())))
+              for r in rows if r["side"] == side and "times" in r]
+        med[side] = statistics.median(ts) if ts else None
+    lines = [f"## LeNet-5 training step, batch {batch}, cuda (each side its own process, "
+             f"{pairs} rounds)", ""]
+    for side in sides:
+        lines.append(f"* {side}: " + (f"{med[side] * 1e3:.3f} ms" if med[side] else "failed"))
+    if med.get("ours") and med.get("torch"):
+        lines.append(f"* ratio torch/ours: {med['torch'] / med['ours']:.2f}x")
+    lines += [f"* failed: {r['error']}" for r in rows if "error" in r]
+    _write(out, "train", rows, lines)
+    return 1 if any("error" in r for r in rows) else 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_parts")
+    p.add_argument("part", choices=["ladder", "conv", "pool", "train"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, default=4096)
+    p.add_argument("--batch", type=int, default=256)
+    a = p.parse_args(argv)
+    if a.part == "ladder":
+        part_ladder(a.out, a.n)
+    elif a.part == "conv":
+        part_conv(a.out)
+    elif a.part == "pool":
+        part_pool(a.out)
+    else:
+        return part_train(a.out, a.batch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
