@@ -158,7 +158,7 @@ def profile_ours(model_name, batch, device, steps=STEPS):
     finally:
         undo()
     alloc = _allocations_ours(step)
-    return {"side": "ours", "step_s": statistics.median(plain),
+    return {"side": "ours", "steps": steps, "step_s": statistics.median(plain),
             "instrumented_step_s": statistics.mean(inst), "categories_s": cats,
             "calls_per_step": counts, "top_s": dict(sorted(per_op.items(), key=lambda kv: -kv[1])[:12]),
             "alloc": alloc}
@@ -253,7 +253,7 @@ def profile_torch(model_name, batch, device, steps=STEPS):
 def to_markdown(model_name, batch, device, results):
     lines = [f"## One training step of {model_name}, batch {batch}, {device}: where the time goes",
              "", "Each side in its own process at its own settings; per-step means over "
-             f"{STEPS} steps after warm-up (uninstrumented: median). Times in ms; % of the "
+             f"{results[0].get('steps', STEPS)} steps after warm-up (uninstrumented: median). Times in ms; % of the "
              "instrumented step.", ""]
     for r in results:
         if "error" in r:
@@ -279,7 +279,7 @@ def to_markdown(model_name, batch, device, results):
 
 def child(job):
     fn = profile_ours if job["side"] == "ours" else profile_torch
-    return fn(job["model"], job["batch"], job["device"])
+    return fn(job["model"], job["batch"], job["device"], job.get("steps", STEPS))
 
 
 def main(model_name, batch=64, device="cpu", out=None, keep_env=False, log=print):
@@ -287,10 +287,11 @@ def main(model_name, batch=64, device="cpu", out=None, keep_env=False, log=print
 
     from benchmarks.run import HERE, _have_torch, run_child
 
+    steps = 3 if model_name == "resnet18" else STEPS  # seconds per step on a small CPU
     results = []
     for side in ["ours"] + (["torch"] if _have_torch() else []):
         res = run_child({"kind": "profile", "side": side, "model": model_name, "batch": batch,
-                         "device": device}, keep_env)
+                         "device": device, "steps": steps}, keep_env, timeout=1800)
         res.setdefault("side", side)
         results.append(res)
     md = to_markdown(model_name, batch, device, results)
