@@ -531,7 +531,7 @@ def run(device="cpu", suite="all", quick=False, out=None, repeats=None, pairs=No
                     first.setdefault(key, {}).setdefault(side, []).append(res["first_step_s"])
         if job["kind"] == "train":
             key = f"train step|{job['model']} batch {job['batch']}"
-            if key in samples:
+            if "ours" in samples.get(key, {}):
                 row = _row(key, samples[key], work[key], peaks, first.get(key))
                 log(_fmt_row(row))
     rows = [_row(k, v, work[k], peaks, first.get(k)) for k, v in samples.items() if "ours" in v]
