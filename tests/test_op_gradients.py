@@ -293,7 +293,7 @@ def test_cross_entropy_and_bias_relu(n, c, smoothing, reduction, seed):
     rng = np.random.default_rng(seed)
     z = make(rng, (n, c))
     t = tk.tensor(rng.integers(0, c, n))
-    check(lambda z_: F.cross_entropy(z_, t, reduction, smoothing), z)
+    check(lambda z_: F.cross_entropy(z_, t, reduction=reduction, label_smoothing=smoothing), z)
     x, b = make(rng, (n, c, 2, 2), "transposed", "away"), make(rng, (c,)) * 0.01
     check(lambda x_, b_: F.bias_relu(x_, b_), x, b)
 
@@ -337,8 +337,10 @@ def test_binary_cross_entropy(n, c, reduction, seed):
     rng = np.random.default_rng(seed)
     y, w = tk.tensor(rng.uniform(0, 1, (n, c))), tk.tensor(rng.uniform(0.5, 1.5, (n, c)))
     pw = tk.tensor(rng.uniform(0.5, 2.0, (c,)))
-    check(lambda z: F.binary_cross_entropy(z.sigmoid(), y, w, reduction), make(rng, (n, c)))
-    check(lambda z: F.binary_cross_entropy_with_logits(z * 3, y, w, reduction, pw),
+    check(lambda z: F.binary_cross_entropy(z.sigmoid(), y, w, reduction=reduction),
+          make(rng, (n, c)))
+    check(lambda z: F.binary_cross_entropy_with_logits(z * 3, y, w, reduction=reduction,
+                                                        pos_weight=pw),
           make(rng, (n, c), "transposed"))
 
 

@@ -280,7 +280,7 @@ def test_cross_entropy_matches_pytorch(reduction, smoothing):
     t = np.array([1, 0, 4, 2, 4])
 
     def ours(z):
-        return F.cross_entropy(z, tk.tensor(t), reduction, smoothing)
+        return F.cross_entropy(z, tk.tensor(t), reduction=reduction, label_smoothing=smoothing)
 
     def theirs(z):
         return TF.cross_entropy(z, torch.tensor(t), reduction=reduction,

@@ -95,3 +95,35 @@ def test_norm_of_zero_has_pytorchs_zero_gradient():
     (t.norm(dim=1).sum() + t.norm()).backward()
     np.testing.assert_array_equal(x.grad.numpy(), t.grad.numpy())
     assert not np.isnan(x.grad.numpy()).any()
+
+
+LOSSES = ["cross_entropy", "nll_loss", "binary_cross_entropy",
+          "binary_cross_entropy_with_logits", "mse_loss", "l1_loss"]
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_loss_functions_take_torchs_arguments_in_torchs_order(name):
+    """A positional call written for torch (weight third, legacy size_average/reduce) must
+    bind the same way here."""
+    import inspect
+
+    torch = pytest.importorskip("torch")
+    ours = list(inspect.signature(getattr(tk.nn.functional, name)).parameters)
+    theirs = list(inspect.signature(getattr(torch.nn.functional, name)).parameters)
+    assert ours == theirs[:len(ours)], (ours, theirs)
+
+
+def test_cross_entropy_weight_positional_and_legacy_reduce_as_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    z, t = rng.standard_normal((5, 3)), rng.integers(0, 3, 5)
+    w = np.array([0.5, 1.0, 2.0])
+    ours = tk.nn.functional.cross_entropy(tk.tensor(z), tk.tensor(t), tk.tensor(w))
+    theirs = torch.nn.functional.cross_entropy(torch.tensor(z), torch.tensor(t), torch.tensor(w))
+    assert abs(ours.item() - theirs.item()) < 1e-12
+    ours = tk.nn.functional.nll_loss(tk.tensor(z), tk.tensor(t), reduce=False)
+    theirs = torch.nn.functional.nll_loss(torch.tensor(z), torch.tensor(t), reduce=False)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
+    ours = tk.nn.functional.mse_loss(tk.tensor(z), tk.tensor(z * 2), size_average=False)
+    theirs = torch.nn.functional.mse_loss(torch.tensor(z), torch.tensor(z * 2), size_average=False)
+    assert abs(ours.item() - theirs.item()) < 1e-9

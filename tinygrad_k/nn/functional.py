@@ -1,9 +1,10 @@
 """``tinygrad_k.nn.functional``: the functional API, as ``torch.nn.functional``.
 
 Each function validates its arguments and calls one Function from ``tinygrad_k.ops``
-(or a few, for the composites). Argument names and order follow PyTorch
-(``nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean")``, ...),
-minus PyTorch's deprecated ``size_average``/``reduce``.
+(or a few, for the composites). Argument names and order follow PyTorch, including the
+deprecated ``size_average``/``reduce`` slots of the losses, so that a positional call
+written for torch binds the same way here (``nll_loss(input, target, weight=None,
+size_average=None, ignore_index=-100, reduce=None, reduction="mean")``, ...).
 """
 from __future__ import annotations
 
@@ -284,9 +285,30 @@ def dropout(x, p=0.5, training=True):
     return N.Dropout.apply(x, p, u)
 
 
-def cross_entropy(input, target, reduction="mean", label_smoothing=0.0, ignore_index=-100):
-    """Fused log-softmax + NLL. input (N, C) logits (or (N, C, d1, ...)), target (N,) or
-    (N, d1, ...) integer class indices."""
+def _legacy_reduction(size_average, reduce, reduction):
+    """PyTorch's deprecated ``size_average``/``reduce`` pair mapped to ``reduction``."""
+    if size_average is None and reduce is None:
+        return reduction
+    if reduce is not None and not reduce:
+        return "none"
+    return "sum" if size_average is not None and not size_average else "mean"
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100,
+                  reduce=None, reduction="mean", label_smoothing=0.0):
+    """Log-softmax + NLL, torch.nn.functional.cross_entropy's signature and argument order.
+
+    input (N, C) logits (or (N, C, d1, ...)), target (N,) or (N, d1, ...) integer class
+    indices; ``weight`` (C,) class weights. Without weights it is one fused node."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if weight is not None:
+        return weighted_cross_entropy(input, target, weight, ignore_index, reduction,
+                                      label_smoothing)
+    return _cross_entropy(input, target, reduction, label_smoothing, ignore_index)
+
+
+def _cross_entropy(input, target, reduction, label_smoothing, ignore_index):
+    """The fused, unweighted cross-entropy node (``cross_entropy`` without ``weight``)."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got "
                          f"{reduction!r}")
@@ -305,7 +327,7 @@ def cross_entropy(input, target, reduction="mean", label_smoothing=0.0, ignore_i
         if target.shape != expected:
             raise ValueError(f"cross_entropy: target shape {target.shape}, expected {expected} "
                              f"for input {input.shape}")
-        out = cross_entropy(flat, target.reshape(-1), reduction, label_smoothing, ignore_index)
+        out = _cross_entropy(flat, target.reshape(-1), reduction, label_smoothing, ignore_index)
         return out.reshape(expected) if reduction == "none" else out
     if target.shape != (input.shape[0],):
         raise ValueError(f"cross_entropy: input {input.shape} needs target of shape "
@@ -395,7 +417,8 @@ def _class_weight(op, weight, input):
     return w.astype(input.dtype, copy=False)
 
 
-def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+             reduction="mean"):
     """Negative log-likelihood of log-probabilities.
 
     input (N, C) (or (N, C, d1, ...)), target (N,) (or (N, d1, ...)) integer classes,
@@ -403,6 +426,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     ignore_index). 'mean' divides by sum_n w[t_n] over the kept n, as PyTorch.
     Gradient: d l_n / d input[n, c] = -w[t_n] if c == t_n else 0 (a scatter).
     """
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction("nll_loss", reduction)
     flat, t, out_shape = _class_target("nll_loss", input, target)
     c = flat.shape[1]
@@ -437,14 +461,15 @@ def weighted_cross_entropy(input, target, weight=None, ignore_index=-100, reduct
     'mean' divides by sum_n w[t_n]. Without weights use ``cross_entropy`` (one fused node).
     """
     if weight is None:
-        return cross_entropy(input, target, reduction, label_smoothing, ignore_index)
+        return _cross_entropy(input, target, reduction, label_smoothing, ignore_index)
     _check_reduction("cross_entropy", reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got "
                          f"{label_smoothing}")
     flat, t, out_shape = _class_target("cross_entropy", input, target)
     logp = flat.log_softmax(1)
-    nll = nll_loss(logp, Tensor._wrap(t, flat.backend, False), weight, ignore_index, "none")
+    nll = nll_loss(logp, Tensor._wrap(t, flat.backend, False), weight,
+                   ignore_index=ignore_index, reduction="none")
     if label_smoothing == 0.0:
         loss = nll
     else:
@@ -469,9 +494,11 @@ def _apply_weight(loss, weight):
     return loss if weight is None else loss * _as_tensor(weight, loss)
 
 
-def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
+                         reduction="mean"):
     """l = -w (y log p + (1 - y) log(1 - p)), logs clamped at -100 and the gradient
     (p - y) / max(p (1 - p), 1e-12) as PyTorch (finite at p = 0 and 1). p in [0, 1]."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     op = "binary_cross_entropy"
     _check_reduction(op, reduction)
     _same_shape(op, input, target)
@@ -484,11 +511,12 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     return _reduce(_apply_weight(loss, weight), reduction, op)
 
 
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
-                                     pos_weight=None):
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None,
+                                     reduce=None, reduction="mean", pos_weight=None):
     """BCE of sigmoid(z) in the stable form (1 - y) z + (1 + (w_p - 1) y) softplus(-z),
     one node with gradient sigmoid(z) (w_p y + 1 - y) - w_p y. ``pos_weight`` w_p
     broadcasts over the last axis (one per class); ``weight`` scales each element."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     op = "binary_cross_entropy_with_logits"
     _check_reduction(op, reduction)
     _same_shape(op, input, target)
@@ -506,15 +534,17 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     return _reduce(_apply_weight(loss, weight), reduction, op)
 
 
-def mse_loss(input, target, reduction="mean"):
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """l = (x - y)^2 elementwise."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _same_shape("mse_loss", input, target)
     d = input - target
     return _reduce(d * d, reduction, "mse_loss")
 
 
-def l1_loss(input, target, reduction="mean"):
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """l = |x - y| elementwise (subgradient 0 at x == y, as PyTorch's sign)."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _same_shape("l1_loss", input, target)
     return _reduce((input - target).abs(), reduction, "l1_loss")
 

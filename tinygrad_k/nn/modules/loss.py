@@ -41,8 +41,9 @@ class CrossEntropyLoss(_Loss):
 
     def forward(self, input, target):
         if self.weight is None:
-            return F.cross_entropy(input, target, self.reduction, self.label_smoothing,
-                                   self.ignore_index)
+            return F.cross_entropy(input, target, ignore_index=self.ignore_index,
+                                   reduction=self.reduction,
+                                   label_smoothing=self.label_smoothing)
         return F.weighted_cross_entropy(input, target, self.weight, self.ignore_index,
                                          self.reduction, self.label_smoothing)
 
@@ -54,7 +55,8 @@ class NLLLoss(_Loss):
         self.ignore_index = ignore_index
 
     def forward(self, input, target):
-        return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+        return F.nll_loss(input, target, self.weight, ignore_index=self.ignore_index,
+                          reduction=self.reduction)
 
 
 class BCELoss(_Loss):
@@ -63,7 +65,7 @@ class BCELoss(_Loss):
         _buffer_or_none(self, "weight", weight)
 
     def forward(self, input, target):
-        return F.binary_cross_entropy(input, target, self.weight, self.reduction)
+        return F.binary_cross_entropy(input, target, self.weight, reduction=self.reduction)
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -73,15 +75,16 @@ class BCEWithLogitsLoss(_Loss):
         _buffer_or_none(self, "pos_weight", pos_weight)
 
     def forward(self, input, target):
-        return F.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction,
-                                                   self.pos_weight)
+        return F.binary_cross_entropy_with_logits(input, target, self.weight,
+                                                   reduction=self.reduction,
+                                                   pos_weight=self.pos_weight)
 
 
 class MSELoss(_Loss):
     def forward(self, input, target):
-        return F.mse_loss(input, target, self.reduction)
+        return F.mse_loss(input, target, reduction=self.reduction)
 
 
 class L1Loss(_Loss):
     def forward(self, input, target):
-        return F.l1_loss(input, target, self.reduction)
+        return F.l1_loss(input, target, reduction=self.reduction)
