@@ -6,7 +6,7 @@ its own files under ``--out`` so that a failing part never loses the others' res
     python -m benchmarks.gpu_parts pool    --out DIR
     python -m benchmarks.gpu_parts train   --out DIR [--batch 256]
 
-* ladder: every rung of kernels.cuda_gemm at n^3 float32 and our TF32 kernel, as a
+* ladder: every rung of kernels.cuda.LADDER at n^3 float32 and our TF32 kernel, as a
   percentage of cuBLAS (CuPy) FP32 and TF32 at the same size, each checked against
   cuBLAS FP32 (relative Frobenius error; TF32: should be < 1e-3).
 * conv: ResNet-18 CIFAR conv layers (batch 64) forward, input and weight gradient,
@@ -58,7 +58,7 @@ def _write(out, name, rows, lines):
 def part_ladder(out, n=4096, deadline_s=150.0):
     import cupy
 
-    import kernels.cuda_gemm as G
+    import kernels.cuda as K
     import kernels.cuda_tf32 as T
 
     rng = np.random.default_rng(0)
@@ -80,7 +80,7 @@ def part_ladder(out, n=4096, deadline_s=150.0):
     finally:
         cupy.cuda.cublas.setMathMode(cupy.cuda.device.get_cublas_handle(), mode)
     start = time.perf_counter()
-    impls = dict(G.LADDER)
+    impls = dict(K.LADDER)
     impls["tf32 mma.sync (ours)"] = T.matmul
     for name, fn in impls.items():
         if time.perf_counter() - start > deadline_s:

@@ -277,9 +277,15 @@ def to_markdown(model_name, batch, device, results):
     return "\n".join(lines) + "\n"
 
 
-def child(job):
+def _child(argv):
+    """Entry point of a profile child process (see run.run_child): one JSON line."""
+    from benchmarks.run import report_child
+
+    job = json.loads(argv[0])
+    load0 = os.getloadavg()
     fn = profile_ours if job["side"] == "ours" else profile_torch
-    return fn(job["model"], job["batch"], job["device"], job.get("steps", STEPS))
+    report_child(fn(job["model"], job["batch"], job["device"], job.get("steps", STEPS)), job,
+                 load0)
 
 
 def main(model_name, batch=64, device="cpu", out=None, keep_env=False, log=print):
@@ -291,7 +297,8 @@ def main(model_name, batch=64, device="cpu", out=None, keep_env=False, log=print
     results = []
     for side in ["ours"] + (["torch"] if _have_torch() else []):
         res = run_child({"kind": "profile", "side": side, "model": model_name, "batch": batch,
-                         "device": device, "steps": steps}, keep_env, timeout=1800)
+                         "device": device, "steps": steps}, keep_env, timeout=1800,
+                        entry="benchmarks.profile:_child")
         res.setdefault("side", side)
         results.append(res)
     md = to_markdown(model_name, batch, device, results)

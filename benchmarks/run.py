@@ -27,7 +27,6 @@ timing) and ``results.png`` (ratio per case).
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import os
@@ -446,27 +445,30 @@ def _child(argv):
     """Entry point of a child process: runs one job and prints one JSON line."""
     job = json.loads(argv[0])
     load0 = os.getloadavg()
-    if job["kind"] == "profile":
-        from benchmarks.profile import child
-
-        res = child(job)
-    elif job["kind"] == "kernels":
+    if job["kind"] == "kernels":
         res = child_kernels(job["side"], job["device"], job["quick"], job["repeats"])
     else:
         res = child_train(job["side"], job["device"], job["model"], job["batch"], job["repeats"])
+    report_child(res, job, load0)
+
+
+def report_child(res, job, load0):
+    """A child's last act: its settings and load average added, one JSON line printed."""
     res["settings"] = side_settings(job["side"], job["device"])
     res["loadavg"] = [load0[0], os.getloadavg()[0]]
     print("BENCH_JSON " + json.dumps(res))
 
 
-def run_child(job, keep_env=False, timeout=900):
-    """Run one job in a fresh interpreter; its JSON result, or {"error": ...}."""
+def run_child(job, keep_env=False, timeout=900, entry="benchmarks.run:_child"):
+    """Run one job in a fresh interpreter through ``entry`` ("module:function", called with
+    the job as JSON in argv); its JSON result, or {"error": ...}."""
     env = dict(os.environ)
     if not keep_env:
         for k in POOL_ENV:
             env.pop(k, None)
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
-    code = "import sys; from benchmarks.run import _child; _child(sys.argv[1:])"
+    module, function = entry.split(":")
+    code = f"import sys; from {module} import {function}; {function}(sys.argv[1:])"
     try:
         proc = subprocess.run([sys.executable, "-c", code, json.dumps(job)], capture_output=True,
                               text=True, timeout=timeout, env=env, cwd=ROOT)
@@ -681,42 +683,3 @@ def plot(rows, path):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--suite", default="all", choices=["kernels", "train", "all"])
-    p.add_argument("--quick", action="store_true", help="few small cases, one round")
-    p.add_argument("--repeats", type=int, default=None, help="timed calls per case and round")
-    p.add_argument("--pairs", type=int, default=None,
-                   help="alternating rounds of the ours / torch processes (default 3)")
-    p.add_argument("--models", nargs="*", default=None, choices=list(TRAIN_MODELS),
-                   help="training cases: these models only")
-    p.add_argument("--keep-env", action="store_true",
-                   help="pass the thread-pool variables (OMP_*, ...) on to the children")
-    p.add_argument("--profile", metavar="MODEL", default=None, choices=list(TRAIN_MODELS),
-                   help="break one training step into kernel and framework time, ours and "
-                        "PyTorch's (see benchmarks/profile.py)")
-    p.add_argument("--batch", type=int, default=64, help="batch size for --profile")
-    p.add_argument("--out", default=None, help="results directory")
-    args = p.parse_args(argv)
-    if args.device == "cuda":
-        try:
-            import cupy
-
-            cupy.cuda.runtime.getDeviceCount()
-        except Exception as exc:
-            print(f"error: --device cuda needs a CUDA GPU with CuPy ({exc})", file=sys.stderr)
-            return 2
-    if args.profile:
-        from benchmarks.profile import main as profile_main
-
-        return profile_main(args.profile, args.batch, args.device, args.out, args.keep_env)
-    run(args.device, args.suite, args.quick, args.out, args.repeats, args.pairs, args.models,
-        args.keep_env)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

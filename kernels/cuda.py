@@ -37,6 +37,7 @@ import math
 import numpy as np
 from numba import cuda  # a module global: the simulator swaps it for its fake inside kernels
 
+from . import _cuda_runtime as _runtime
 from ._common import (as_conv_geometry, as_pool_geometry, check_dy, check_float,
                       check_matmul, check_maxpool_backward)
 
@@ -60,65 +61,10 @@ def set_tile(bm, bn, bk, tm, tn):
     _tile[:] = [bm, bn, bk, tm, tn]
 
 
-def _simulating():
-    from numba import config
-
-    return bool(config.ENABLE_CUDASIM)
-
-
-def _make_simulator_shared_arrays_atomic():
-    """Work around a race in Numba's CUDA simulator (numba-cuda 0.30).
-
-    The simulator runs a block's threads as Python threads and gives them one shared
-    array per ``cuda.shared.array`` source line, created by whichever thread gets there
-    first -- with an unlocked "look up, else create and insert". Two threads can both
-    miss and each create an array; the loser then stages its part of the tile into an
-    array nobody else reads, and reads garbage back. Seen as sporadic NaN in the GEMM
-    tests (the suite poisons fresh arrays with NaN). Same lookup, under a lock."""
-    import sys
-    import threading
-    import traceback
-
-    from numba.cuda import types
-    from numba.cuda.np import numpy_support
-    from numba.cuda.simulator import kernelapi
-
-    shared = kernelapi.FakeCUDAShared
-    if getattr(shared, "_tinygrad_k_atomic", False):
-        return
-    lock = threading.Lock()
-    original = shared.array
-
-    def array(self, shape, dtype, alignment=None):
-        if alignment is not None or shape == 0:  # unaffected paths: numba's own code
-            return original(self, shape, dtype, alignment)
-        if isinstance(dtype, types.Type):
-            dtype = numpy_support.as_dtype(dtype)
-        caller = traceback.extract_stack(sys._getframe(1), limit=1)[-1][0:2]  # file, line
-        with lock:
-            res = self._allocations.get(caller)
-            if res is None:
-                res = self._allocations[caller] = np.empty(shape, dtype)
-        return res
-
-    shared.array = array
-    shared._tinygrad_k_atomic = True
-
-
-if _simulating():
-    _make_simulator_shared_arrays_atomic()
-
-
-def _xp(arr):
-    """The array module of ``arr``: CuPy on a GPU, NumPy under the simulator."""
-    if isinstance(arr, np.ndarray):
-        if not _simulating():
-            raise RuntimeError("kernels.cuda: got a NumPy array but no CUDA simulator is "
-                               "active (set NUMBA_ENABLE_CUDASIM=1) -- pass CuPy arrays on a GPU")
-        return np
-    import cupy
-
-    return cupy
+# the simulator switch, its shared-array fix and the array module of an argument live in
+# kernels/_cuda_runtime.py, shared with the GEMM ladder (kernels/cuda_gemm.py)
+_simulating = _runtime.simulating
+_xp = _runtime.xp_of
 
 
 # -- the GEMM kernel factory -----------------------------------------------------------------
@@ -636,8 +582,15 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
     return out
 
 
-# the GEMM ladder (kernels/cuda_gemm.py: naive .. double-buffered) joins the matmul
-# versions; imported last because it builds on this module
+# the GEMM ladder, in the order of the optimisation path: kernels/cuda_gemm.py's rungs
+# around this module's production kernel (rung 3); all of them are matmul versions
 from . import cuda_gemm as _ladder  # noqa: E402
 
-VERSIONS["matmul"].update(_ladder.LADDER)
+LADDER = {
+    "naive": _ladder.matmul_naive,
+    "smem_tiled": _ladder.matmul_smem_tiled,
+    "regblock2d": matmul,
+    "vec4_transposed_a": _ladder.matmul_vec4_transposed_a,
+    "double_buffered_warp": _ladder.matmul_double_buffered_warp,
+}
+VERSIONS["matmul"].update(LADDER)

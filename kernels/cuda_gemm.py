@@ -1,5 +1,6 @@
 """The GEMM ladder: five FP32 matmul kernels in Numba CUDA, each a step of the classic
-optimisation path, runnable by name (``LADDER``, also ``kernels.cuda.VERSIONS["matmul"]``)
+optimisation path, runnable by name (``kernels.cuda.LADDER``, also
+``kernels.cuda.VERSIONS["matmul"]``)
 and tested under the simulator against kernels.reference.
 
 C[g] = A[g] @ B[g] for (batch, M, K) x (batch, K, N) row-major float arrays; batch on
@@ -30,11 +31,11 @@ import math
 import numpy as np
 from numba import cuda
 
-from . import cuda as _cuda  # noqa: F401  (the simulator's shared-array fix, _xp)
+from ._cuda_runtime import xp_of  # (importing it also applies the simulator fix)
 from ._common import check_float, check_matmul
 
-__all__ = ["LADDER", "CONFIG", "DEFAULT_CONFIG", "configure", "matmul_naive",
-           "matmul_smem_tiled", "matmul_regblock2d", "matmul_vec4_transposed_a",
+__all__ = ["RUNGS", "CONFIG", "DEFAULT_CONFIG", "configure", "matmul_naive",
+           "matmul_smem_tiled", "matmul_vec4_transposed_a",
            "matmul_double_buffered_warp"]
 
 DEFAULT_CONFIG = {
@@ -62,7 +63,7 @@ def configure(rung, **params):
 def _operands(name, a, b, trans_a, trans_b):
     m, k, n = check_matmul(a, b, trans_a, trans_b)
     check_float(name, a, b)
-    xp = _cuda._xp(a)
+    xp = xp_of(a)
     A = a[None] if a.ndim == 2 else a
     B = b[None] if b.ndim == 2 else b
     if trans_a:
@@ -142,10 +143,8 @@ def matmul_smem_tiled(a, b, trans_a=False, trans_b=False):
 
 
 # -- rung 3: today's register-blocked kernel ------------------------------------------------------
-def matmul_regblock2d(a, b, trans_a=False, trans_b=False):
-    """Rung 3: kernels.cuda's production GEMM (BM x BN block, TM x TN register tile per
-    thread, tile set by kernels.cuda.set_tile)."""
-    return _cuda.matmul(a, b, trans_a, trans_b)
+# kernels.cuda.matmul itself (BM x BN block, TM x TN register tile per thread, tile set by
+# kernels.cuda.set_tile); kernels.cuda.LADDER puts it between rungs 2 and 4.
 
 
 # -- rungs 4 and 5 ---------------------------------------------------------------------------------
@@ -327,10 +326,10 @@ def matmul_double_buffered_warp(a, b, trans_a=False, trans_b=False):
     return C[0] if squeeze else C
 
 
-LADDER = {
+# rung 3 is kernels.cuda.matmul; the whole ladder in order is kernels.cuda.LADDER
+RUNGS = {
     "naive": matmul_naive,
     "smem_tiled": matmul_smem_tiled,
-    "regblock2d": matmul_regblock2d,
     "vec4_transposed_a": matmul_vec4_transposed_a,
     "double_buffered_warp": matmul_double_buffered_warp,
 }

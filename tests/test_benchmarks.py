@@ -7,7 +7,7 @@ pytest.importorskip("matplotlib")
 
 
 def test_quick_cpu_run_writes_wellformed_json(tmp_path, capsys):
-    from benchmarks.run import main
+    from benchmarks.cli import main
 
     assert main(["--device", "cpu", "--suite", "all", "--quick", "--repeats", "2",
                  "--out", str(tmp_path)]) == 0
@@ -34,7 +34,7 @@ def test_quick_cpu_run_writes_wellformed_json(tmp_path, capsys):
 
 
 def test_cuda_without_gpu_is_a_clear_error(capsys):
-    from benchmarks.run import main
+    from benchmarks.cli import main
 
     try:
         import cupy  # noqa: F401
@@ -81,7 +81,7 @@ def test_importing_our_cpu_kernels_leaves_openmp_alone():
 
 
 def test_profile_splits_a_step_into_kernel_and_framework_time(tmp_path):
-    from benchmarks.run import main
+    from benchmarks.cli import main
 
     assert main(["--profile", "mlp", "--batch", "8", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "profile-mlp-8.json").read_text())

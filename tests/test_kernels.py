@@ -442,8 +442,9 @@ def test_cuda_set_tile_checks_its_arguments():
 
 @pytest.mark.skipif(not SIM, reason="a workaround for Numba's CUDA simulator")
 def test_simulator_shared_arrays_are_one_per_line_under_contention(monkeypatch):
-    """kernels.cuda makes the simulator's shared-array creation atomic: 64 threads that
-    reach the same cuda.shared.array line together must all get the same array."""
+    """kernels._cuda_runtime (imported by kernels.cuda) makes the simulator's shared-array
+    creation atomic: 64 threads that reach the same cuda.shared.array line together must
+    all get the same array."""
     import threading
     import time
 

@@ -35,7 +35,8 @@ from .backward_trace import active_trace
 
 __all__ = ["Function", "Context", "FunctionCtx", "AccumulateGrad", "VersionCounter", "grad",
            "no_grad", "enable_grad", "set_grad_enabled", "inference_mode", "is_grad_enabled",
-           "unbroadcast", "run_backward", "register_tensor_type", "RemovableHandle"]
+           "unbroadcast", "run_backward", "register_tensor_type", "tensor_type",
+           "RemovableHandle"]
 
 _state = threading.local()
 
@@ -49,6 +50,12 @@ def register_tensor_type(cls):
     global _Tensor
     _Tensor = cls
     return cls
+
+
+def tensor_type():
+    """The Tensor class (registered by ``tinygrad_k.tensor``), for the modules below it
+    (random's Generator states) that hand back Tensors without importing tensor.py."""
+    return _Tensor
 
 
 def is_grad_enabled() -> bool:

@@ -15,6 +15,7 @@ import json
 
 import numpy as np
 
+from .autograd import tensor_type
 from .backend import normalize_device, seed_devices
 
 __all__ = ["Generator", "default_generator", "manual_seed", "seed", "initial_seed",
@@ -56,10 +57,8 @@ class Generator:
 
     def get_state(self):
         """The stream's state as a uint8 Tensor (the bytes of its JSON description)."""
-        from .tensor import tensor  # tensor.py imports this module: the one late import
-
         raw = json.dumps({"seed": self._initial_seed, "state": self._rng.bit_generator.state})
-        return tensor(np.frombuffer(raw.encode(), dtype=np.uint8).copy())
+        return tensor_type()(np.frombuffer(raw.encode(), dtype=np.uint8).copy())
 
     def set_state(self, new_state):
         arr = np.asarray(new_state.numpy() if hasattr(new_state, "numpy") else new_state)
