@@ -32,6 +32,29 @@ def _grad(g, p, maximize=False):
     return grad
 
 
+def _adam_moments(g, p, s, **extra_state):
+    """The start that NAdam and RAdam share: state on the first step (step, ``extra_state``,
+    exp_avg m, exp_avg_sq v, in torch's order), t += 1, the decoupled decay
+    p *= 1 - lr * wd when asked, then m = b1 m + (1 - b1) g and v = b2 v + (1 - b2) g^2 in
+    place. Returns (xp, g, m, v)."""
+    xp = p.backend.xp
+    if not s:
+        s["step"] = 0
+        s.update(extra_state)
+        s["exp_avg"] = xp.zeros_like(p._array)
+        s["exp_avg_sq"] = xp.zeros_like(p._array)
+    s["step"] += 1
+    b1, b2 = g["betas"]
+    if g["weight_decay"] and g["decoupled_weight_decay"]:
+        p._array *= 1 - g["lr"] * g["weight_decay"]
+    grad = _grad(g, p, g["maximize"])
+    m, v = s["exp_avg"], s["exp_avg_sq"]
+    m += (grad - m) * (1 - b1)
+    v *= b2
+    v += (1 - b2) * grad * grad
+    return xp, grad, m, v
+
+
 class Adadelta(Optimizer):
     """v = rho v + (1 - rho) g^2;  delta = sqrt(u + eps) / sqrt(v + eps) * g;
     u = rho u + (1 - rho) delta^2;  p -= lr * delta.   (state: square_avg v, acc_delta u)"""
@@ -112,24 +135,11 @@ class NAdam(Optimizer):
     def step(self, closure=None):
         loss = _run(closure)
         for g, p, s in self._params_with_grad():
-            xp = p.backend.xp
-            if not s:
-                s["step"] = 0
-                s["mu_product"] = 1.0
-                s["exp_avg"] = xp.zeros_like(p._array)
-                s["exp_avg_sq"] = xp.zeros_like(p._array)
-            s["step"] += 1
+            xp, grad, m, v = _adam_moments(g, p, s, mu_product=1.0)
             t, lr, (b1, b2) = s["step"], g["lr"], g["betas"]
-            if g["weight_decay"] and g["decoupled_weight_decay"]:
-                p._array *= 1 - lr * g["weight_decay"]
-            grad = _grad(g, p, g["maximize"])
             mu = b1 * (1.0 - 0.5 * 0.96 ** (t * g["momentum_decay"]))
             mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * g["momentum_decay"]))
             s["mu_product"] *= mu
-            m, v = s["exp_avg"], s["exp_avg_sq"]
-            m += (grad - m) * (1 - b1)
-            v *= b2
-            v += (1 - b2) * grad * grad
             denom = xp.sqrt(v / (1 - b2 ** t)) + g["eps"]
             p._array -= (lr * (1 - mu) / (1 - s["mu_product"])) * grad / denom
             p._array -= (lr * mu_next / (1 - s["mu_product"] * mu_next)) * m / denom
@@ -155,20 +165,8 @@ class RAdam(Optimizer):
     def step(self, closure=None):
         loss = _run(closure)
         for g, p, s in self._params_with_grad():
-            xp = p.backend.xp
-            if not s:
-                s["step"] = 0
-                s["exp_avg"] = xp.zeros_like(p._array)
-                s["exp_avg_sq"] = xp.zeros_like(p._array)
-            s["step"] += 1
+            xp, grad, m, v = _adam_moments(g, p, s)
             t, lr, (b1, b2) = s["step"], g["lr"], g["betas"]
-            if g["weight_decay"] and g["decoupled_weight_decay"]:
-                p._array *= 1 - lr * g["weight_decay"]
-            grad = _grad(g, p, g["maximize"])
-            m, v = s["exp_avg"], s["exp_avg_sq"]
-            m += (grad - m) * (1 - b1)
-            v *= b2
-            v += (1 - b2) * grad * grad
             bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
             m_hat = m / bc1
             rho_inf = 2 / (1 - b2) - 1
