@@ -38,23 +38,58 @@ import numpy as np
 from numba import njit, prange
 
 
+def _load_tbb():
+    """Make TBB loadable by Numba. The ``tbb`` wheel puts ``libtbb.so.12`` in the
+    environment's ``lib/``, which the dynamic loader does not search, so Numba's TBB
+    layer fails to load from a venv; loading the library once by path (RTLD_GLOBAL)
+    lets Numba's extension bind to it by soname. Returns True when TBB is usable."""
+    import ctypes
+    import glob
+    import sys
+
+    names = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib", "win32": "tbb12.dll"}
+    name = names.get(sys.platform)
+    if name is None:
+        return False
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        for path in glob.glob(os.path.join(prefix, "lib*", name)) + glob.glob(
+                os.path.join(prefix, "Library", "bin", name)):
+            try:
+                ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+            except OSError:
+                continue
+    try:
+        from numba.np.ufunc import tbbpool  # noqa: F401  (needs libtbb at import)
+    except ImportError:
+        return False
+    return True
+
+
 def _choose_threading_layer():
-    """Run our parallel loops on Numba's ``workqueue`` layer (plain pthreads that sleep
-    when idle) unless the user chose a layer. Numba's default, OpenMP, keeps its threads
-    spinning after every parallel loop, stealing the cores BLAS needs next (a LeNet-5
-    conv took 11 ms instead of 1.4 on 2 cores). We used to set OMP_WAIT_POLICY=passive
-    here, but that environment variable is process-wide: it also slowed or sped up
-    every other OpenMP user in the process (PyTorch shares the same libgomp), and every
-    child process. Numba's config is read by Numba alone, at its first parallel launch;
-    Numba parallel kernels hold the GIL, so workqueue's one-caller-at-a-time rule holds."""
+    """Pick the thread pool our parallel loops run on, unless the user chose one.
+
+    Measured on the 2-core dev machine (an empty ``prange`` launch; LeNet-5 conv1
+    forward at batch 64):
+    * TBB: 2 us a launch; conv1 1.0 ms. Its workers spin briefly, then yield and sleep,
+      so they do not fight OpenBLAS's threads. Our choice when the ``tbb`` package is
+      installed (it is a dependency on x86-64 Linux).
+    * workqueue (plain pthreads that sleep when idle): 100-150 us a launch -- a
+      condition-variable wake-up per parallel loop, a tax of a millisecond and more on
+      every LeNet-5 step; conv1 2.1 ms. The fallback.
+    * OpenMP, Numba's own default: 3 us a launch, but its threads spin after every loop
+      and steal the cores OpenBLAS needs next (a LeNet-5 step took 52 ms instead of 20).
+      OMP_WAIT_POLICY=passive fixes that but costs 75 us a launch, and it is a
+      process-wide variable that also changes every other OpenMP user (PyTorch) and
+      every child process, so we do not set it.
+    Numba's config is read by Numba alone, at its first parallel launch."""
     if "NUMBA_THREADING_LAYER" in os.environ or numba.config.THREADING_LAYER != "default":
         return f"user's choice ({numba.config.THREADING_LAYER})"
     from numba.np.ufunc import parallel
 
     if getattr(parallel, "_is_initialized", False):  # a parallel loop already ran
         return "already launched by another user of Numba"
-    numba.config.THREADING_LAYER = "workqueue"
-    return "workqueue (set by kernels.cpu)"
+    numba.config.THREADING_LAYER = "tbb" if _load_tbb() else "workqueue"
+    return f"{numba.config.THREADING_LAYER} (set by kernels.cpu)"
 
 
 # what kernels.cpu did to its own process's thread pools (reported by the benchmarks)
@@ -209,11 +244,20 @@ def _lowering_args(geo):
 
 def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
     """y (N,O,OH,OW) = grouped, dilated cross-correlation of x (N,C,H,W) with
-    w (O,C/G,KH,KW): with the im2col rows of group g a contiguous block of Kg = C/G*KH*KW,
+    w (O,C/G,KH,KW). Stride 1 with a short contraction (C/G*KH*KW <= _DIRECT_MAX_TAPS)
+    runs the direct kernel, the rest im2col + BLAS (both runnable by name:
+    ``VERSIONS["conv2d_forward"]``)."""
+    return _conv2d_forward(x, w, stride, padding, dilation, groups, "auto")
+
+
+def _conv2d_forward(x, w, stride, padding, dilation, groups, version):
+    """im2col form: with the rows of group g a contiguous block of Kg = C/G*KH*KW,
     y[n, g] = W2[g] (O/G, Kg) @ cols[n, g] (Kg, OH*OW), one batched GEMM over (n, g)."""
     check_float("conv2d_forward", x, w)
     geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_forward")
     n, o, oh, ow = geo.output_shape(x.shape, w.shape, "conv2d_forward")
+    if _use_direct(version, geo, w.shape):
+        return _direct_forward(x, w, geo, np.empty((n, o, oh, ow), dtype=x.dtype))
     g = geo.groups
     c, kh, kw = w.shape[1] * g, w.shape[2], w.shape[3]
     k, L = c * kh * kw, oh * ow
@@ -227,12 +271,27 @@ def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
     return y.reshape(n, o, oh, ow)
 
 
+def _use_direct(version, geo, w_shape):
+    """The direct kernels when asked for ("direct": wherever the stride is 1) or, on
+    "auto", for stride 1 and a short contraction; im2col otherwise."""
+    if version == "direct":
+        return geo.stride == (1, 1)
+    return version == "auto" and _direct_ok(geo, w_shape)
+
+
 def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
-    """dx = col2im(W2[g]^T @ dy[n, g]): the adjoint of the im2col lowering."""
+    """dx (N,C,H,W): the direct kernel's full correlation for stride 1 and short
+    contractions, else col2im(W2[g]^T @ dy[n, g]), the adjoint of the im2col lowering."""
+    return _conv2d_backward_input(dy, w, x_shape, stride, padding, dilation, groups, "auto")
+
+
+def _conv2d_backward_input(dy, w, x_shape, stride, padding, dilation, groups, version):
     check_float("conv2d_backward_input", dy, w)
     geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_backward_input")
     out = geo.output_shape(x_shape, w.shape, "conv2d_backward_input")
     check_dy("conv2d_backward_input", dy, out)
+    if _use_direct(version, geo, w.shape):
+        return _direct_backward_input(dy, w, geo, np.empty(tuple(x_shape), dtype=dy.dtype))
     n, o, oh, ow = out
     g = geo.groups
     c, kh, kw = w.shape[1] * g, w.shape[2], w.shape[3]
@@ -247,7 +306,165 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, group
     return dx
 
 
-_DW_LOWERINGS = ("auto", "fold_batch", "batched", "per_sample")
+# -- direct convolution (stride 1): no im2col --------------------------------------------
+# The "wide output" trick: with the input zero-padded to (Hp, Wp) and flattened, output
+# pixel (i, j) of a stride-1 convolution sits at flat position k = i*Wp + j, and tap
+# t = (c, p, q) reads the input at k + off[t], off[t] = c*Hp*Wp + p*dh*Wp + q*dw. So
+#     y_wide[k] = sum_t w[o, t] * x_flat[k + off[t]]      (k < (OH-1)*Wp + OW)
+# is one contiguous, vectorisable loop per tap; the columns j >= OW of each wide row are
+# junk and never stored. This removes im2col's (C*KH*KW, OH*OW) buffer per sample, which
+# dominated small-channel layers (LeNet-5 conv1 forward, batch 64, 2 cores: 0.56 ms vs
+# 1.3 ms with im2col + BLAS). Taps go four at a time so each output element is loaded
+# and stored once per four multiply-adds instead of once per one.
+_FASTMATH = {"reassoc", "contract"}  # reassociation lets LLVM vectorise the dW reductions
+# "auto" takes the direct kernels for stride 1 when the contraction C/G*KH*KW and the
+# output channels per group are at most these: there im2col's copy costs more than the
+# product, and BLAS gets thin matrices. Past them BLAS's speed wins (measured, 2 cores,
+# batch 64: LeNet-5 conv2 (16 outputs, 150 taps) dW 0.79 ms direct vs 1.34 im2col;
+# ResNet's first conv (64 outputs, 27 taps) dW 6.6 vs 5.1, its 64->64 3x3 layers: 576 taps)
+_DIRECT_MAX_TAPS = 256
+_DIRECT_MAX_OUT = 32
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _direct_conv(xf, w2, offs, og, cgs, wp, start, y):
+    """y[n, o, i, j] = sum_t w2[o, t] * xf[n, g*cgs + start + off[t] + i*wp + j], g = o // og.
+
+    xf (N, C*Hp*Wp) padded input, flat per sample; w2 (O, T); offs (T,); y (N, O, H', W').
+    ``start`` shifts the window (the crop of conv2d_backward_input)."""
+    n_, o_ = y.shape[0], y.shape[1]
+    oh, ow = y.shape[2], y.shape[3]
+    t_ = offs.shape[0]
+    t4 = t_ - t_ % 4
+    m = (oh - 1) * wp + ow
+    for job in prange(n_ * o_):
+        n = job // o_
+        o = job % o_
+        x = xf[n, (o // og) * cgs + start:]
+        wr = w2[o]
+        acc = np.zeros(m, dtype=y.dtype)
+        for t in range(0, t4, 4):
+            w0, w1, w2_, w3 = wr[t], wr[t + 1], wr[t + 2], wr[t + 3]
+            x0, x1 = x[offs[t]:], x[offs[t + 1]:]
+            x2, x3 = x[offs[t + 2]:], x[offs[t + 3]:]
+            for k in range(m):
+                acc[k] += w0 * x0[k] + w1 * x1[k] + w2_ * x2[k] + w3 * x3[k]
+        for t in range(t4, t_):
+            w0 = wr[t]
+            x0 = x[offs[t]:]
+            for k in range(m):
+                acc[k] += w0 * x0[k]
+        yo = y[n, o]
+        for i in range(oh):
+            row = acc[i * wp:]
+            for j in range(ow):
+                yo[i, j] = row[j]
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _direct_conv_dw(xf, dyw, offs, og, cgs, m, part):
+    """part[chunk, o, t] = sum over the chunk's samples n and k < m of
+    dyw[n, o, k] * xf[n, g*cgs + off[t] + k]; dyw is dy in the wide layout (zeros in the
+    junk columns), samples are dealt round-robin to the chunks, which run in parallel."""
+    n_, o_ = dyw.shape[0], dyw.shape[1]
+    t_ = offs.shape[0]
+    t4 = t_ - t_ % 4
+    chunks = part.shape[0]
+    for ch in prange(chunks):
+        acc = part[ch]
+        for n in range(ch, n_, chunks):
+            for o in range(o_):
+                x = xf[n, (o // og) * cgs:]
+                d = dyw[n, o]
+                a = acc[o]
+                for t in range(0, t4, 4):
+                    x0, x1 = x[offs[t]:], x[offs[t + 1]:]
+                    x2, x3 = x[offs[t + 2]:], x[offs[t + 3]:]
+                    s0, s1, s2, s3 = a[t], a[t + 1], a[t + 2], a[t + 3]
+                    for k in range(m):
+                        dk = d[k]
+                        s0 += dk * x0[k]
+                        s1 += dk * x1[k]
+                        s2 += dk * x2[k]
+                        s3 += dk * x3[k]
+                    a[t], a[t + 1], a[t + 2], a[t + 3] = s0, s1, s2, s3
+                for t in range(t4, t_):
+                    x0 = x[offs[t]:]
+                    s0 = a[t]
+                    for k in range(m):
+                        s0 += d[k] * x0[k]
+                    a[t] = s0
+
+
+def _direct_ok(geo, w_shape):
+    return (geo.stride == (1, 1) and int(np.prod(w_shape[1:])) <= _DIRECT_MAX_TAPS
+            and w_shape[0] // geo.groups <= _DIRECT_MAX_OUT)
+
+
+def _tap_offsets(cg, kh, kw, hp, wp, dh, dw):
+    """off[(c*kh + p)*kw + q] = c*hp*wp + p*dh*wp + q*dw (int64, the weights' order)."""
+    c, p, q = np.meshgrid(np.arange(cg), np.arange(kh), np.arange(kw), indexing="ij")
+    return (c * (hp * wp) + p * (dh * wp) + q * dw).reshape(-1).astype(np.int64)
+
+
+def _pad_flat(x, top, bottom, left, right):
+    """x (N, C, H, W) zero-padded to (N, C*Hp*Wp), contiguous (no copy when unpadded)."""
+    n, c, h, w = x.shape
+    if top == bottom == left == right == 0:
+        return np.ascontiguousarray(x).reshape(n, c * h * w), h, w
+    hp, wp = h + top + bottom, w + left + right
+    xp = np.zeros((n, c, hp, wp), dtype=x.dtype)
+    xp[:, :, top:top + h, left:left + w] = x
+    return xp.reshape(n, c * hp * wp), hp, wp
+
+
+def _direct_forward(x, w, geo, y):
+    """y (N, O, OH, OW) of a stride-1 convolution through ``_direct_conv``."""
+    (ph, pw), (eh, ew) = geo.padding, geo.padding_extra
+    xf, hp, wp = _pad_flat(x, ph, ph + eh, pw, pw + ew)
+    g = geo.groups
+    o, cg, kh, kw = w.shape
+    offs = _tap_offsets(cg, kh, kw, hp, wp, *geo.dilation)
+    w2 = np.ascontiguousarray(w).reshape(o, cg * kh * kw)
+    _direct_conv(xf, w2, offs, o // g, cg * hp * wp, wp, 0, y)
+    return y
+
+
+def _direct_backward_input(dy, w, geo, dx):
+    """dx = the full correlation of dy with the flipped kernel, cropped by the padding:
+    dx_pad[n, c, h, v] = sum_{o,p,q} dy_pad[n, o, h + (KH-1-p)*dh, v + (KW-1-q)*dw] w[o,c,p,q],
+    i.e. a stride-1 convolution of dy (padded by the kernel span minus one) with
+    wt[c, o, p, q] = w[o, c, KH-1-p, KW-1-q] (per group), then the crop (ph, pw)."""
+    o, cg, kh, kw = w.shape
+    g = geo.groups
+    og = o // g
+    (dh, dw), (ph, pw) = geo.dilation, geo.padding
+    sh, sw = (kh - 1) * dh, (kw - 1) * dw
+    dyf, hq, wq = _pad_flat(dy, sh, sh, sw, sw)
+    wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].reshape(g, og, cg, kh, kw)
+                              .transpose(0, 2, 1, 3, 4)).reshape(g * cg, og * kh * kw)
+    offs = _tap_offsets(og, kh, kw, hq, wq, dh, dw)
+    _direct_conv(dyf, wt, offs, cg, og * hq * wq, wq, ph * wq + pw, dx)
+    return dx
+
+
+def _direct_backward_weight(dy, x, w_shape, geo):
+    """dW[o, t] = sum_n sum_k dy_wide[n, o, k] x_flat[n, g*cgs + off[t] + k] (see above)."""
+    n, o, oh, ow = dy.shape
+    _, cg, kh, kw = w_shape
+    g = geo.groups
+    (ph, pw), (eh, ew) = geo.padding, geo.padding_extra
+    xf, hp, wp = _pad_flat(x, ph, ph + eh, pw, pw + ew)
+    dyw = np.zeros((n, o, oh, wp), dtype=dy.dtype)
+    dyw[..., :ow] = dy
+    offs = _tap_offsets(cg, kh, kw, hp, wp, *geo.dilation)
+    part = np.zeros((max(1, min(n, numba.get_num_threads())), o, cg * kh * kw), dtype=x.dtype)
+    _direct_conv_dw(xf, dyw.reshape(n, o, oh * wp), offs, o // g, cg * hp * wp,
+                    (oh - 1) * wp + ow, part)
+    return part.sum(axis=0).reshape(tuple(w_shape))
+
+
+_DW_LOWERINGS = ("auto", "direct", "fold_batch", "batched", "per_sample")
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1):
@@ -263,7 +480,10 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
       GEMM dY (O, N*L) @ COLS (N*L, K) with cols laid out (K, N, L) by ``_im2col_kn`` and
       dy transposed to (O, N, L). ResNet 512@4: 40 ms instead of 180; LeNet-5 conv2: 1.05
       instead of 1.26 ms. (For large L the one-GEMM form lost: LeNet-5 conv1 1.4 vs 0.5.)
-    Each lowering is also runnable by name: ``VERSIONS["conv2d_backward_weight"]``.
+    * stride 1 and C/G*KH*KW <= _DIRECT_MAX_TAPS: no lowering at all ("direct"), the
+      sums run over the wide layout of the direct kernels.
+    Each lowering is also runnable by name: ``VERSIONS["conv2d_backward_weight"]``
+    ("direct" falls back to "auto" where the stride is not 1).
     """
     return _conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, "auto")
 
@@ -273,6 +493,10 @@ def _conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, l
     geo = as_conv_geometry(stride, padding, dilation, groups, w_shape, "conv2d_backward_weight")
     out = geo.output_shape(x.shape, w_shape, "conv2d_backward_weight")
     check_dy("conv2d_backward_weight", dy, out)
+    if lowering in ("auto", "direct") and _use_direct(
+            "direct" if lowering == "direct" else "auto", geo, w_shape):
+        return _direct_backward_weight(np.ascontiguousarray(dy), x, tuple(w_shape), geo)
+    lowering = "auto" if lowering == "direct" else lowering
     n, o, oh, ow = out
     g = geo.groups
     c, kh, kw = w_shape[1] * g, w_shape[2], w_shape[3]
@@ -532,6 +756,19 @@ def _dw_version(lowering):
     return conv2d_backward_weight
 
 
+def _conv_version(impl, version, input_grad=False):
+    if input_grad:
+        def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
+            return impl(dy, w, x_shape, stride, padding, dilation, groups, version)
+        fn = conv2d_backward_input
+    else:
+        def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
+            return impl(x, w, stride, padding, dilation, groups, version)
+        fn = conv2d_forward
+    fn.__doc__ = f"{fn.__name__}, {version} kernels."
+    return fn
+
+
 def _maxpool_version(version):
     def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
         return _maxpool2d_forward(x, kernel, stride, padding, dilation, ceil_mode, version)
@@ -546,3 +783,8 @@ VERSIONS["conv2d_backward_weight"].update({v: _dw_version(v) for v in _DW_LOWERI
 # "specialised" compiles the window into the kernel for any undilated geometry (about a
 # second per new window, then Numba's disk cache); "general" never does
 VERSIONS["maxpool2d_forward"].update({v: _maxpool_version(v) for v in ("general", "specialised")})
+# "direct": the im2col-free kernels wherever the stride is 1 (im2col elsewhere);
+# "im2col": never the direct kernels
+for _v in ("direct", "im2col"):
+    VERSIONS["conv2d_forward"][_v] = _conv_version(_conv2d_forward, _v)
+    VERSIONS["conv2d_backward_input"][_v] = _conv_version(_conv2d_backward_input, _v, True)

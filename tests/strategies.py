@@ -41,12 +41,13 @@ def _size(draw, eff, pad, max_size, ceil_room=0):
 
 
 @st.composite
-def conv_case(draw, max_size=13, max_batch=3, max_channels=4, max_kernel=5, extended=True):
+def conv_case(draw, max_size=13, max_batch=3, max_channels=4, max_kernel=5, extended=True,
+              max_stride=3):
     """-> dict(x_shape, w_shape, args) with args = (stride, padding, dilation, groups) as
     the kernels take them. ``extended``: also dilation, groups, 'same'/'valid' padding
     and an empty batch."""
     k = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
-    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    s = (draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride)))
     d, g, p = (1, 1), 1, (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
     n = draw(st.integers(1, max_batch))
     if extended:
@@ -80,7 +81,7 @@ def pool_case(draw, max_size=13, max_batch=3, max_channels=4, max_kernel=5, exte
         k, s, p, d = (kh, kw), (sh, sw), (ph, pw), (1, 1)
     else:
         k = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
-        s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        s = (draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride)))
         p = (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
         d = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) if extended else (1, 1)
     ceil = draw(st.booleans()) if extended else False

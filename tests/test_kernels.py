@@ -92,13 +92,14 @@ def small_tile(impl, data):
 
 
 # -- convolution --------------------------------------------------------------------------------
-def _conv_check(impl, version, which):
+def _conv_check(impl, version, which, **case_limits):
     fn = kernels.get(impl).VERSIONS[which][version]
     dtypes, layouts = draws(impl)
 
     @st.composite
     def cases(draw):
-        return draw(conv_case(**LIMITS[impl])), draw(dtypes), draw(layouts), draw(SEEDS)
+        return (draw(conv_case(**LIMITS[impl], **case_limits)), draw(dtypes), draw(layouts),
+                draw(SEEDS))
 
     def check(data):
         small_tile(impl, data)
@@ -135,6 +136,15 @@ def test_conv2d_backward_input(impl, version):
 @pytest.mark.parametrize("impl,version", versions("conv2d_backward_weight"))
 def test_conv2d_backward_weight(impl, version):
     run(impl, st.data(), _conv_check(impl, version, "conv2d_backward_weight"))
+
+
+@pytest.mark.parametrize("which", ["conv2d_forward", "conv2d_backward_input",
+                                   "conv2d_backward_weight"])
+def test_cpu_direct_conv_at_stride_one(which):
+    """The direct (im2col-free) CPU kernels take stride 1 only (elsewhere "direct" falls
+    back to im2col), so the table-driven tests above reach them a third of the time:
+    here every case has stride 1, with groups, dilation, padding and 'same'."""
+    run("cpu", st.data(), _conv_check("cpu", "direct", which, max_stride=1))
 
 
 # -- pooling ----------------------------------------------------------------------------------------
