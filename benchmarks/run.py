@@ -17,7 +17,8 @@ side's per-round median, the spread (min-max over rounds) and ratio = baseline /
 fresh process, so its first step (JIT cache load, first allocations) is timed as well.
 
 The children's environment is stripped of the thread-pool variables (OMP_*, GOMP_*,
-MKL_/OPENBLAS_NUM_THREADS, NUMBA_THREADING_LAYER/NUM_THREADS) unless ``--keep-env``:
+MKL_/OPENBLAS_NUM_THREADS, NUMBA_THREADING_LAYER/NUM_THREADS, glibc's MALLOC_*_ and
+TINYGRAD_K_MALLOC) unless ``--keep-env``:
 each library gets the settings it would have for a new user. The settings each side
 actually ran with are recorded in the results.
 
@@ -44,7 +45,9 @@ ROOT = os.path.dirname(HERE)
 # environment so every library runs at its own defaults
 POOL_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_DYNAMIC",
             "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-            "NUMBA_THREADING_LAYER", "NUMBA_NUM_THREADS", "KMP_BLOCKTIME")
+            "NUMBA_THREADING_LAYER", "NUMBA_NUM_THREADS", "KMP_BLOCKTIME",
+            "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+            "MALLOC_ARENA_MAX", "TINYGRAD_K_MALLOC")
 
 
 # -- timing ------------------------------------------------------------------------------
@@ -176,6 +179,7 @@ def side_settings(side, device):
         import kernels.cpu as kc
 
         s["policy"] = kc.THREAD_POLICY
+        s["malloc"] = kc.MALLOC_POLICY
     except Exception:
         pass
     return s
