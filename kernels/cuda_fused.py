@@ -43,8 +43,8 @@ def _need():
 ELEMENTWISE = {
     "bias_relu": (
         "T x, raw T b, int64 channels, int64 plane", "T y",
-        "T v = x + b[(i / plane) % channels]; y = v > (T)0 ? v : (T)0"),
-    "relu_backward": ("T dy, T y", "T dx", "dx = y > (T)0 ? dy : (T)0"),
+        "T v = x + b[(i / plane) % channels]; y = v < (T)0 ? (T)0 : v"),
+    "relu_backward": ("T dy, T y", "T dx", "dx = y <= (T)0 ? (T)0 : dy"),
     "xent_backward": (
         "T p, raw int64 t, raw T dloss, int64 classes", "T dz",
         "long long row = i / classes; long long col = i % classes;"
@@ -112,7 +112,7 @@ def bias_relu(x, b):
 
 
 def relu_backward(dy, y):
-    """dx = dy * [y > 0]."""
+    """dx = 0 where y <= 0, else dy (PyTorch's threshold_backward)."""
     return _k("relu_backward")(dy, y)
 
 

@@ -81,7 +81,7 @@ def pool_case(draw, max_size=13, max_batch=3, max_channels=4, max_kernel=5, exte
         k, s, p, d = (kh, kw), (sh, sw), (ph, pw), (1, 1)
     else:
         k = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
-        s = (draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride)))
+        s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
         p = (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
         d = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) if extended else (1, 1)
     ceil = draw(st.booleans()) if extended else False

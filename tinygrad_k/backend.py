@@ -8,7 +8,8 @@ A backend owns
                  (``kernels.cpu`` or ``kernels.cuda``),
 * what array libraries spell differently (``erf``, ``scatter_add_``, random draws,
   ``copy_from`` another device, ``quiet`` floating-point warnings),
-* a handful of fused helpers (``bias_relu``, ``relu_backward``, ``softmax_xent_*``,
+* a handful of fused helpers (``relu``, ``bias_relu``, ``relu_backward``,
+  ``add_channel_bias_``, ``channel_sum``, ``softmax_xent_*``,
   ``sgd_update_``, ``adam_update_``) that Functions and optimizers call without ever
   asking which device they are on. The base versions are NumPy compositions; on a real
   GPU they are the hand-written CuPy kernels of ``kernels.cuda_fused``.
@@ -145,9 +146,23 @@ class Backend:
         shape = (1, -1) + (1,) * (x.ndim - 2)
         return self.xp.maximum(x + b.reshape(shape), 0)
 
+    def relu(self, x):
+        """max(x, 0), NaN kept."""
+        return self.xp.maximum(x, 0)
+
     def relu_backward(self, dy, y):
-        """dx = dy * [y > 0]."""
-        return dy * (y > 0)
+        """dx = 0 where y <= 0, else dy: PyTorch's threshold_backward (a NaN or inf
+        gradient at an inactive unit gives 0, not NaN as dy * [y > 0] would)."""
+        return self.xp.where(y <= 0, self.xp.zeros((), dtype=dy.dtype), dy)
+
+    def add_channel_bias_(self, y, b):
+        """y += b along axis 1 (y (N, C, ...), b (C,)), in place; returns y."""
+        y += b.reshape((1, -1) + (1,) * (y.ndim - 2))
+        return y
+
+    def channel_sum(self, g):
+        """g (N, C, ...) summed over every axis but 1: the gradient of a channel bias."""
+        return g.sum(axis=(0,) + tuple(range(2, g.ndim)))
 
     def softmax_xent_forward(self, logits, target):
         """loss_n = logsumexp(z_n) - z_n[t_n], probs = softmax(z). logits (N,C), target (N,)."""
@@ -219,6 +234,23 @@ class CPUBackend(Backend):
 
     def __init__(self):
         super().__init__(np, importlib.import_module("kernels.cpu"))
+        self._fused = importlib.import_module("kernels.cpu_fused")
+
+    # one parallel Numba pass each instead of NumPy's single-threaded temporaries
+    def relu(self, x):
+        return self._fused.relu(x)
+
+    def relu_backward(self, dy, y):
+        return self._fused.relu_backward(dy, y)
+
+    def bias_relu(self, x, b):
+        return self._fused.bias_relu(x, b)
+
+    def add_channel_bias_(self, y, b):
+        return self._fused.add_channel_bias_(y, b)
+
+    def channel_sum(self, g):
+        return self._fused.channel_sum(g)
 
 
 class CUDASimBackend(Backend):

@@ -275,13 +275,13 @@ class Where(Function):
 
 
 class ReLU(Function):
-    """y = max(a, 0).   da = g * [a > 0]."""
+    """y = max(a, 0).   da = g * [a > 0] (0 where y <= 0, as torch's threshold_backward)."""
 
     node_name = "ReluBackward0"
 
     @staticmethod
     def forward(ctx, a):
-        y = ctx.xp.maximum(a, 0)
+        y = ctx.backend.relu(a)
         ctx.save_for_backward(y)
         return y
 

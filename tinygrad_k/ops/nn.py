@@ -29,7 +29,7 @@ class Conv2d(Function):
         _check_bias_dtype(geometry.op, x, w, b, w.shape[0])
         y = ctx.kernels.conv2d_forward(x, w, geometry)
         if b is not None:
-            y += b.reshape(1, -1, 1, 1)
+            ctx.backend.add_channel_bias_(y, b)
         ctx.save_for_backward(x, w)
         ctx.geometry, ctx.has_bias = geometry, b is not None
         return y
@@ -45,7 +45,7 @@ class Conv2d(Function):
             dw = k.conv2d_backward_weight(g, x, w.shape, ctx.geometry)
         if not ctx.has_bias:
             return dx, dw
-        return dx, dw, g.sum(axis=(0, 2, 3))
+        return dx, dw, ctx.backend.channel_sum(g)
 
 
 class ConvTranspose2d(Function):
@@ -98,7 +98,7 @@ class ConvTranspose2d(Function):
             dw = k.conv2d_backward_weight(xe, g, w.shape, ctx.geometry)
         if not ctx.has_bias:
             return dx, dw
-        return dx, dw, g.sum(axis=(0, 2, 3))
+        return dx, dw, ctx.backend.channel_sum(g)
 
 
 def transposed_out_size(geometry, size):

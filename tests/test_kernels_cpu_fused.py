@@ -1,0 +1,84 @@
+"""kernels.cpu_fused against NumPy (and PyTorch's NaN rules) on random shapes, dtypes,
+layouts and values, special values included."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kernels.cpu_fused as F
+from tinygrad_k.backend import Backend
+
+numpy_backend = Backend(np, None)  # the NumPy compositions every device starts from
+
+DTYPES = st.sampled_from([np.float32, np.float64])
+
+
+@st.composite
+def arrays(draw, min_dims=1):
+    """(array, dtype): random shape (a 0-sample batch too), values with NaN/inf/+-0 mixed
+    in, and sometimes a transposed (non-contiguous) layout."""
+    dtype = draw(DTYPES)
+    ndim = draw(st.integers(min_dims, 4))
+    shape = tuple(draw(st.integers(0 if i == 0 else 1, 5)) for i in range(ndim))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 31)))
+    a = rng.standard_normal(shape).astype(dtype)
+    if a.size and draw(st.booleans()):
+        specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], dtype)
+        mask = rng.random(shape) < 0.2
+        a[mask] = rng.choice(specials, mask.sum())
+    if ndim >= 2 and draw(st.booleans()):
+        a = np.ascontiguousarray(np.swapaxes(a, -1, -2)).swapaxes(-1, -2)
+    return a, dtype
+
+
+def same(got, want):
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)  # NaN == NaN here, -0.0 == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(), st.integers(0, 2 ** 31))
+def test_relu_and_relu_backward(case, seed):
+    x, dtype = case
+    y = F.relu(x)
+    same(y, np.maximum(x, 0))
+    rng = np.random.default_rng(seed)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    dy[rng.random(x.shape) < 0.1] = np.nan
+    same(F.relu_backward(dy, y), numpy_backend.relu_backward(dy, y))
+    # PyTorch's threshold_backward: 0 wherever y <= 0 (even for a NaN gradient), dy
+    # elsewhere (a NaN output passes its gradient on)
+    want = np.where(y <= 0, 0, dy).astype(dtype)
+    same(F.relu_backward(dy, y), want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(min_dims=2))
+def test_channel_bias_ops(case):
+    x, dtype = case
+    b = np.random.default_rng(x.size).standard_normal(x.shape[1]).astype(dtype)
+    same(F.bias_relu(x, b), numpy_backend.bias_relu(x, b))
+    y = np.array(x)  # contiguous copy: add_channel_bias_ works in place
+    got = F.add_channel_bias_(y, b)
+    assert got is y
+    same(y, numpy_backend.add_channel_bias_(np.array(x), b))
+    g = np.where(np.isfinite(x), x, 1.5).astype(dtype)  # sums: finite values, any layout
+    got, want = F.channel_sum(g), numpy_backend.channel_sum(g.astype(np.float64))
+    assert got.shape == want.shape and got.dtype == dtype
+    assert np.allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                       atol=1e-5 * max(1.0, np.abs(g).sum()))
+
+
+def test_add_channel_bias_on_a_view_writes_through():
+    base = np.zeros((3, 4, 5), np.float32)
+    view = base[:, :, ::2]  # not contiguous: the NumPy fallback, still in place
+    F.add_channel_bias_(view, np.arange(4, dtype=np.float32))
+    assert (base[:, 2, ::2] == 2).all() and (base[:, :, 1::2] == 0).all()
+
+
+@pytest.mark.parametrize("name", F.__all__)
+def test_cpu_backend_routes_to_the_fused_kernels(name):
+    from tinygrad_k.backend import CPUBackend
+
+    backend = CPUBackend()
+    assert getattr(backend, name).__func__ is not getattr(Backend, name)
