@@ -278,10 +278,12 @@ def _nchw(idx, shape):
 
 
 @functools.lru_cache(maxsize=None)
-def _conv_dx_kernel():
+def _conv_dx_kernel(sh, sw, ph, pw, dh, dw):
+    """The input-gradient kernel for one stride/padding/dilation, baked in as
+    compile-time constants: it is launched with its three arrays only (see _launch)."""
 
     @cuda.jit
-    def kernel(dy, w, dx, sh, sw, ph, pw, dh, dw):
+    def kernel(dy, w, dx):
         idx = cuda.grid(1)
         if idx >= dx.size:
             return
@@ -321,18 +323,20 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, group
     check_dy("conv2d_backward_input", dy, out)
     xp = _xp(dy)
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
-    _conv_dx_kernel()[_blocks(int(np.prod(x_shape)))](
-        xp.ascontiguousarray(dy), xp.ascontiguousarray(w), dx, *geo.stride, *geo.padding,
-        *geo.dilation)
+    _launch(_conv_dx_kernel(*geo.stride, *geo.padding, *geo.dilation), dx.size)(
+        xp.ascontiguousarray(dy), xp.ascontiguousarray(w), dx)
     return dx
 
 
 # -- pooling ------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
-def _pool_kernels():
+def _pool_kernels(kh, kw, sh, sw, ph, pw, dh=1, dw=1):
+    """(max_fwd, max_bwd, avg_fwd, avg_bwd) for one window (kernel, stride, padding,
+    dilation), baked in as compile-time constants: each launch passes arrays only, and
+    the divisions by the stride become divisions by constants."""
 
     @cuda.jit
-    def max_fwd(x, y, arg, kh, kw, sh, sw, ph, pw, dh, dw):
+    def max_fwd(x, y, arg):
         idx = cuda.grid(1)
         if idx >= y.size:
             return
@@ -358,7 +362,7 @@ def _pool_kernels():
         arg[n, c, i, j] = besti
 
     @cuda.jit
-    def max_bwd(dy, arg, dx, kh, kw, sh, sw, ph, pw, dh, dw):
+    def max_bwd(dy, arg, dx):
         # one thread per input element: gather the windows that chose it (no atomics)
         idx = cuda.grid(1)
         if idx >= dx.size:
@@ -383,7 +387,7 @@ def _pool_kernels():
         dx[n, c, xh, xw] = acc
 
     @cuda.jit
-    def avg_fwd(x, y, kh, kw, sh, sw, ph, pw, inv):
+    def avg_fwd(x, y, inv):
         idx = cuda.grid(1)
         if idx >= y.size:
             return
@@ -401,7 +405,7 @@ def _pool_kernels():
         y[n, c, i, j] = s * inv[i, j]
 
     @cuda.jit
-    def avg_bwd(dy, dx, kh, kw, sh, sw, ph, pw, inv):
+    def avg_bwd(dy, dx, inv):
         idx = cuda.grid(1)
         if idx >= dx.size:
             return
@@ -426,6 +430,22 @@ def _blocks(total, threads=128):
     return max(1, math.ceil(total / threads)), threads
 
 
+@functools.lru_cache(maxsize=4096)
+def _launch_config(kernel, blocks, threads):
+    return kernel[blocks, threads]
+
+
+def _launch(kernel, total, threads=128):
+    """``kernel[blocks, threads]`` for ``total`` threads, the configured launcher cached
+    per (kernel, grid): numba-cuda builds and checks a launch configuration object on
+    every ``kernel[...]``, host time a small training step pays dozens of times. Not
+    under the simulator, whose ``kernel[...]`` reconfigures and returns the kernel
+    itself (a cached one would launch with the last grid set)."""
+    if _runtime.simulating():
+        return kernel[_blocks(total, threads)]
+    return _launch_config(kernel, *_blocks(total, threads))
+
+
 def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
     """-> y, argmax (int64 flat h*W + w); only taps inside the input compete, first max
     wins, NaN propagates."""
@@ -435,9 +455,8 @@ def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=F
     xp = _xp(x)
     y = xp.empty(out, dtype=x.dtype)
     arg = xp.empty(out, dtype=np.int64)
-    _pool_kernels()[0][_blocks(int(np.prod(out)))](xp.ascontiguousarray(x), y, arg,
-                                                   *geo.kernel_size, *geo.stride,
-                                                   *geo.padding, *geo.dilation)
+    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation)[0],
+            y.size)(xp.ascontiguousarray(x), y, arg)
     return y, arg
 
 
@@ -458,10 +477,8 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0,
 
 def _maxpool_bwd_gather(dy, argmax, x_shape, geo, xp):
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
-    _pool_kernels()[1][_blocks(int(np.prod(x_shape)))](xp.ascontiguousarray(dy),
-                                                       xp.ascontiguousarray(argmax), dx,
-                                                       *geo.kernel_size, *geo.stride,
-                                                       *geo.padding, *geo.dilation)
+    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation)[1],
+            dx.size)(xp.ascontiguousarray(dy), xp.ascontiguousarray(argmax), dx)
     return dx
 
 
@@ -496,8 +513,8 @@ def _scatter_kernel():
 def _maxpool_bwd_scatter(dy, argmax, x_shape, xp):
     n, c, h, w = x_shape
     dx = xp.zeros((n, c, h * w), dtype=dy.dtype)
-    _scatter_kernel()[_blocks(n * c, 64)](xp.ascontiguousarray(dy),
-                                          xp.ascontiguousarray(argmax), dx)
+    _launch(_scatter_kernel(), n * c, 64)(xp.ascontiguousarray(dy),
+                                           xp.ascontiguousarray(argmax), dx)
     return dx.reshape(tuple(x_shape))
 
 
@@ -521,10 +538,8 @@ def avgpool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=False,
     out = geo.output_shape(x.shape, "avgpool2d_forward")
     xp = _xp(x)
     y = xp.empty(out, dtype=x.dtype)
-    _pool_kernels()[2][_blocks(int(np.prod(out)))](xp.ascontiguousarray(x), y,
-                                                   *geo.kernel_size, *geo.stride,
-                                                   *geo.padding,
-                                                   _avg_inverse_divisor(geo, x.shape[2:], xp))
+    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding)[2], y.size)(
+        xp.ascontiguousarray(x), y, _avg_inverse_divisor(geo, x.shape[2:], xp))
     return y
 
 
@@ -539,10 +554,8 @@ def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=Fa
     check_dy("avgpool2d_backward", dy, out)
     xp = _xp(dy)
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
-    _pool_kernels()[3][_blocks(int(np.prod(x_shape)))](xp.ascontiguousarray(dy), dx,
-                                                       *geo.kernel_size, *geo.stride,
-                                                       *geo.padding,
-                                                       _avg_inverse_divisor(geo, x_shape[2:], xp))
+    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding)[3], dx.size)(
+        xp.ascontiguousarray(dy), dx, _avg_inverse_divisor(geo, x_shape[2:], xp))
     return dx
 
 
@@ -570,13 +583,15 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
     for name, (ma, mb, mc, A, B) in gemms.items():
         kern, nthreads = _gemm_kernel(*tile, ma, mb, mc, dtype_name)
         out.append((name, kern.py_func, (A, B, a3, int64, int64, int64, geo), nthreads))
-    out.append(("conv input gradient", _conv_dx_kernel().py_func,
-                (a4, a4, a4) + (int64,) * 6, 128))
-    mf, mb, af, ab = _pool_kernels()
-    out += [("maxpool forward", mf.py_func, (a4, a4, i4) + (int64,) * 8, 128),
-            ("maxpool backward (gather)", mb.py_func, (a4, i4, a4) + (int64,) * 8, 128),
-            ("avgpool forward", af.py_func, (a4, a4) + (int64,) * 6 + (d2,), 128),
-            ("avgpool backward", ab.py_func, (a4, a4) + (int64,) * 6 + (d2,), 128),
+    # the window-specialised kernels at the geometries of the seed models: a 3x3 conv
+    # with stride 1 and padding 1 (ResNet), LeNet's 2x2 pools with stride 2
+    out.append(("conv input gradient (3x3, stride 1, pad 1)",
+                _conv_dx_kernel(1, 1, 1, 1, 1, 1).py_func, (a4, a4, a4), 128))
+    mf, mb, af, ab = _pool_kernels(2, 2, 2, 2, 0, 0)
+    out += [("maxpool forward (2x2, stride 2)", mf.py_func, (a4, a4, i4), 128),
+            ("maxpool backward (gather, 2x2, stride 2)", mb.py_func, (a4, i4, a4), 128),
+            ("avgpool forward (2x2, stride 2)", af.py_func, (a4, a4, d2), 128),
+            ("avgpool backward (2x2, stride 2)", ab.py_func, (a4, a4, d2), 128),
             ("maxpool backward (scatter per plane)", _scatter_kernel().py_func, (a4, i4, a3),
              64)]
     return out

@@ -35,3 +35,21 @@ def test_every_cuda_kernel_compiles_to_ptx():
                     + proc.stderr.strip().splitlines()[-1][:200])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "compiled" in proc.stdout
+
+
+def test_conv_and_pool_kernels_launch_with_arrays_only():
+    """Issue 13 item 4: numba-cuda's host cost per launch grows with its arguments, so the
+    window/stride/padding of the pooling and conv input-gradient kernels are compile-time
+    constants and every launch passes arrays only; the configured launcher is cached."""
+    from numba import types
+
+    import kernels.cuda as K
+
+    for name, fn, sig, _ in K.kernels_for_ptx():
+        if not name.startswith("gemm"):
+            assert all(isinstance(t, types.Array) for t in sig), name
+            assert fn.__code__.co_argcount == len(sig), name
+    if not K._runtime.simulating():  # the simulator's kernel[...] returns the kernel
+        kernel = K._pool_kernels(2, 2, 2, 2, 0, 0)[0]
+        assert K._launch(kernel, 1000) is K._launch(kernel, 1000)
+        assert K._launch(kernel, 1000) is not K._launch(kernel, 100000)
