@@ -66,7 +66,12 @@ def _load_tbb():
                 continue
     try:
         from numba.np.ufunc import tbbpool  # noqa: F401  (needs libtbb at import)
-    except ImportError:
+        from numba.np.ufunc.parallel import _check_tbb_version_compatible
+
+        # an old libtbb would only be refused at the first parallel launch, too late
+        # to fall back; ask now (Numba raises ImportError for a too-old TBB)
+        _check_tbb_version_compatible()
+    except (ImportError, OSError):
         return False
     return True
 

@@ -107,3 +107,19 @@ def test_profile_splits_a_step_into_kernel_and_framework_time(tmp_path):
     if torch_side:
         assert torch_side[0]["categories_s"]["ATen operators (kernels + dispatch)"] > 0
     assert "where the time goes" in (tmp_path / "profile-mlp-8.md").read_text()
+
+
+def test_without_tbb_our_kernels_fall_back_to_workqueue():
+    """Where TBB cannot load, kernels.cpu picks workqueue (never OpenMP) and still works."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['numba.np.ufunc.tbbpool'] = None; "
+            "import numpy as np, kernels.cpu as k; "
+            "y = k.conv2d_forward(np.ones((2, 1, 5, 5), np.float32), np.ones((1, 1, 3, 3), np.float32)); "
+            "import numba; print(numba.threading_layer(), float(y.sum()))")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout.split()
+    assert out == ["workqueue", str(2 * 9 * 9.0)]
