@@ -170,6 +170,9 @@ def _bar(iterable, total, desc, disable):
 
 def _check_stop(state):
     if state.stop_reason:
+        # from here the run only saves and leaves: a second signal while the exception
+        # unwinds must not turn into a KeyboardInterrupt that escapes fit
+        state.finishing = True
         raise StopTraining(state.stop_reason)
 
 
@@ -371,6 +374,7 @@ class _Signals:
             st.stop_signal = signum
             st.request_stop(signal.Signals(signum).name)
         elif not (st.saving or st.in_update):
+            st.finishing = True  # a third signal must not interrupt the clean-up
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
 
 
@@ -397,6 +401,7 @@ def fit(state, handle_signals=True):
                 _log_epoch(state)
                 save_checkpoint(state)
                 _check_stop(state)
+            state.finishing = True  # done: a signal from here on has nothing to stop
         except StopTraining:
             return _interrupted(state, state.stop_signal or signal.SIGINT)
         except KeyboardInterrupt:
