@@ -9,6 +9,8 @@ writing a fresh temporary.
 | `bias_relu(x, b)` | x + b (broadcast) then relu: 2 passes -> 1 | |
 | `add_channel_bias_(y, b)` | y += b[None, :, None, None] | 0.27 ms -> ~0.1 |
 | `channel_sum(g)` | g.sum(axis=(0, 2, 3)) (the bias gradient) | 0.27 ms -> ~0.1 |
+| `batch_norm_forward` | mean, var, xhat, y: ~8 passes -> 3 | ResNet-18 step, batch 64: 150 ms -> 44 |
+| `batch_norm_backward` | ~10 passes -> 2 | the same: 149 ms -> 62 |
 
 Semantics are PyTorch's: relu keeps NaN (NaN < 0 is false) and relu_backward is
 ``where(y <= 0, 0, dy)`` (threshold_backward), so a NaN gradient where the unit is off
@@ -23,7 +25,12 @@ from numba import njit, prange
 
 from . import cpu as _cpu  # noqa: F401  (chooses Numba's threading layer first)
 
-__all__ = ["relu", "relu_backward", "bias_relu", "add_channel_bias_", "channel_sum"]
+__all__ = ["relu", "relu_backward", "bias_relu", "add_channel_bias_", "channel_sum",
+           "batch_norm_forward", "batch_norm_backward"]
+
+# reassociation lets LLVM vectorise the float64 channel sums; no "nnan"/"ninf": a NaN
+# or inf in the input must still reach the output, as in NumPy and PyTorch
+_FASTMATH = {"reassoc", "contract"}
 
 
 @njit(parallel=True, cache=True)
@@ -79,6 +86,88 @@ def _channel_sum(g, part):
                 part[ch, c] = s
 
 
+# The element loops of batch norm run in x's dtype. Their per-channel constants come
+# through ``coef`` (an array of x's dtype), and the float64 mean is split in two,
+# mu = hi + lo, so (x - hi) - lo keeps the mean's float64 accuracy: a float32 mean of 50
+# is off by 2e-6, 2e-5 of a channel whose spread is 0.1. These loops are compiled
+# without fastmath, which could fold (x - hi) - lo back into x - (hi + lo).
+@njit(cache=True)
+def _bn_scale_shift(xr, yr, hi, lo, a, b):
+    """yr = ((xr - hi) - lo) * a + b."""
+    for k in range(xr.shape[0]):
+        yr[k] = ((xr[k] - hi) - lo) * a + b
+
+
+@njit(cache=True)
+def _bn_input_grad(gr, xr, dr, hi, lo, k1, k2, k3):
+    """dr = gr * k1 + ((xr - hi) - lo) * k2 + k3."""
+    for k in range(xr.shape[0]):
+        dr[k] = gr[k] * k1 + ((xr[k] - hi) - lo) * k2 + k3
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _bn_forward(x, gamma, beta, eps, y, mean, var, rstd, coef):
+    """Per channel c (in parallel): mean and biased variance over (n, k) in float64
+    (two passes, so no cancellation), then y = (x - mean) * (rstd * gamma) + beta.
+    x, y (N, C, L); gamma, beta (C,) in x's dtype; mean, var, rstd (C,) float64 outputs;
+    coef (C, 4) of x's dtype, scratch."""
+    n_, c_, l_ = x.shape
+    m = n_ * l_
+    for c in prange(c_):
+        s = 0.0
+        for n in range(n_):
+            xr = x[n, c]
+            for k in range(l_):
+                s += xr[k]
+        mu = s / m
+        q = 0.0
+        for n in range(n_):
+            xr = x[n, c]
+            for k in range(l_):
+                d = xr[k] - mu
+                q += d * d
+        v = q / m
+        r = 1.0 / np.sqrt(v + eps)
+        mean[c], var[c], rstd[c] = mu, v, r
+        coef[c, 0] = mu
+        coef[c, 1] = mu - coef[c, 0]
+        coef[c, 2] = r * gamma[c]
+        for n in range(n_):
+            _bn_scale_shift(x[n, c], y[n, c], coef[c, 0], coef[c, 1], coef[c, 2], beta[c])
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _bn_backward(g, x, mean, rstd, gamma, dx, dgamma, dbeta, coef):
+    """Per channel c (in parallel), with xhat = (x - mean) * rstd and m = N*L:
+    dbeta = sum g, dgamma = sum g * xhat (float64 sums), then
+    dx = rstd * gamma / m * (m * g - dbeta - xhat * dgamma)
+       = g * k1 + (x - mean) * k2 + k3,  k1 = rstd*gamma,  k2 = -k1*rstd*dgamma/m,
+         k3 = -k1*dbeta/m.  mean, rstd float64 (C,); coef (C, 5) scratch of x's dtype."""
+    n_, c_, l_ = x.shape
+    m = n_ * l_
+    for c in prange(c_):
+        mu, r = mean[c], rstd[c]
+        sg = 0.0
+        sgx = 0.0
+        for n in range(n_):
+            gr, xr = g[n, c], x[n, c]
+            for k in range(l_):
+                gv = gr[k]
+                sg += gv
+                sgx += gv * (xr[k] - mu)
+        sgx *= r
+        dbeta[c], dgamma[c] = sg, sgx
+        k1 = r * gamma[c]
+        coef[c, 0] = mu
+        coef[c, 1] = mu - coef[c, 0]
+        coef[c, 2] = k1
+        coef[c, 3] = -k1 * r * sgx / m
+        coef[c, 4] = -k1 * sg / m
+        for n in range(n_):
+            _bn_input_grad(g[n, c], x[n, c], dx[n, c], coef[c, 0], coef[c, 1], coef[c, 2],
+                           coef[c, 3], coef[c, 4])
+
+
 def _flat(a):
     return np.ascontiguousarray(a).reshape(-1)
 
@@ -131,3 +220,34 @@ def channel_sum(g):
     part = np.zeros((max(1, min(g3.shape[0], get_num_threads())), g3.shape[1]), dtype=g.dtype)
     _channel_sum(g3, part)
     return part.sum(axis=0)
+
+
+def _affine(p, c, fill, dtype):
+    return np.full(c, fill, dtype=dtype) if p is None else np.ascontiguousarray(p, dtype=dtype)
+
+
+def batch_norm_forward(x, gamma, beta, eps):
+    """Training-mode batch normalisation over every axis but 1 of x ((N, C) or
+    (N, C, ...)); gamma, beta (C,) or None. Returns y (x's shape and dtype), the batch
+    mean, the biased variance and rstd = 1 / sqrt(var + eps), each (C,) in float64."""
+    x3 = _ncl(x)
+    c, dt = x3.shape[1], x.dtype
+    y = np.empty(x.shape, dtype=dt)
+    mean, var, rstd = (np.empty(c) for _ in range(3))
+    _bn_forward(x3, _affine(gamma, c, 1, dt), _affine(beta, c, 0, dt), float(eps),
+                y.reshape(x3.shape), mean, var, rstd, np.empty((c, 4), dtype=dt))
+    return y, mean, var, rstd
+
+
+def batch_norm_backward(g, x, mean, rstd, gamma):
+    """The gradients of batch_norm_forward for upstream g (x's shape): dx, then
+    dgamma = sum g * xhat and dbeta = sum g, each (C,) in x's dtype
+    (xhat = (x - mean) * rstd)."""
+    x3 = _ncl(x)
+    c, dt = x3.shape[1], x.dtype
+    dx = np.empty(x.shape, dtype=dt)
+    dgamma, dbeta = np.empty(c, dtype=dt), np.empty(c, dtype=dt)
+    _bn_backward(_ncl(g).astype(dt, copy=False), x3, np.ascontiguousarray(mean, np.float64),
+                 np.ascontiguousarray(rstd, np.float64), _affine(gamma, c, 1, dt),
+                 dx.reshape(x3.shape), dgamma, dbeta, np.empty((c, 5), dtype=dt))
+    return dx, dgamma, dbeta

@@ -82,3 +82,59 @@ def test_cpu_backend_routes_to_the_fused_kernels(name):
 
     backend = CPUBackend()
     assert getattr(backend, name).__func__ is not getattr(Backend, name)
+
+
+def _rel(got, want, scale=None):
+    """||got - want|| / (||want|| + ||scale||), NaNs (which must agree) left out; scale
+    is the size of the terms summed into want, where they cancel."""
+    keep = ~(np.isnan(got) & np.isnan(want))
+    assert (np.isnan(got) == np.isnan(want)).all()
+    num = np.linalg.norm((got.astype(np.float64) - want)[keep])
+    den = np.linalg.norm(want[keep]) + (0 if scale is None else np.linalg.norm(scale[keep]))
+    return num / max(den, 1e-30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(DTYPES, st.lists(st.integers(1, 6), min_size=2, max_size=4), st.integers(0, 2 ** 31),
+       st.booleans(), st.booleans(), st.sampled_from([0.0, 3.0, -50.0]), st.booleans())
+def test_batch_norm_forward_and_backward(dtype, shape, seed, affine_g, affine_b, offset,
+                                         with_nan):
+    """Against the NumPy composition in float64, with a channel offset (so a one-pass
+    variance would cancel), a strided layout, gamma/beta present or None, and a NaN
+    that must spread over its channel only."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(shape)
+    if np.prod(shape) // shape[1] < 2:
+        shape = (shape[0] + 1,) + shape[1:]
+    c = shape[1]
+    x = (rng.standard_normal(shape) * rng.uniform(0.1, 3, (1, c) + (1,) * (len(shape) - 2))
+         + offset).astype(dtype)
+    if len(shape) >= 3 and rng.random() < 0.5:  # a non-contiguous input
+        x = np.ascontiguousarray(np.swapaxes(x, -1, 0)).swapaxes(-1, 0)
+    if with_nan:
+        x[(0,) * len(shape)] = np.nan
+    gamma = rng.uniform(0.5, 2, c).astype(dtype) if affine_g else None
+    beta = rng.standard_normal(c).astype(dtype) if affine_b else None
+    g = rng.standard_normal(shape).astype(dtype)
+    f64 = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
+    tol = 1e-5 if dtype == np.float32 else 1e-10  # sums of 5e1-sized terms
+
+    got = F.batch_norm_forward(x, gamma, beta, 1e-5)
+    want = numpy_backend.batch_norm_forward(f64(x), f64(gamma), f64(beta), 1e-5)
+    assert got[0].dtype == dtype and all(a.dtype == np.float64 for a in got[1:])
+    for a, b in zip(got, want):
+        assert a.shape == b.shape
+        assert _rel(a, b) < (tol if a.dtype == dtype else 1e-10)
+    y, mean, var, rstd = got
+    if with_nan:  # channel 0 only
+        assert np.isnan(y[:, 0]).all() and not np.isnan(np.delete(y, 0, axis=1)).any()
+
+    got = F.batch_norm_backward(g, x, mean, rstd, gamma)
+    want = numpy_backend.batch_norm_backward(f64(g), f64(x), want[1], want[3], f64(gamma))
+    # dx = rstd*gamma * (g - mean(g) - xhat * mean(g*xhat)): its terms can cancel (m = 2
+    # leaves 1e-3 of them), so its error is measured against their size
+    k1 = rstd * (1 if gamma is None else gamma)
+    scale = np.abs(g) * k1.reshape((1, -1) + (1,) * (len(shape) - 2))
+    for a, b, sc in zip(got, want, (scale, None, None)):
+        assert a.shape == b.shape and a.dtype == dtype
+        assert _rel(a, b, sc) < tol

@@ -164,6 +164,41 @@ class Backend:
         """g (N, C, ...) summed over every axis but 1: the gradient of a channel bias."""
         return g.sum(axis=(0,) + tuple(range(2, g.ndim)))
 
+    def batch_norm_forward(self, x, gamma, beta, eps):
+        """Training-mode batch normalisation over every axis but 1 of x ((N, C) or
+        (N, C, ...)); gamma, beta (C,) or None. Returns y = gamma * xhat + beta with
+        xhat = (x - mean) * rstd, and the batch mean, the biased variance and
+        rstd = 1 / sqrt(var + eps), each (C,)."""
+        xp = self.xp
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        mu = x.mean(axis=axes, keepdims=True)
+        d = x - mu
+        var = (d * d).mean(axis=axes, keepdims=True)
+        rstd = 1.0 / xp.sqrt(var + eps)
+        y = d * rstd
+        if gamma is not None:
+            y *= gamma.reshape(shape)
+        if beta is not None:
+            y += beta.reshape(shape)
+        return y, mu.reshape(-1), var.reshape(-1), rstd.reshape(-1)
+
+    def batch_norm_backward(self, g, x, mean, rstd, gamma):
+        """Gradients of batch_norm_forward for upstream g: with m the elements per
+        channel and sums over every axis but 1,
+        dbeta = sum g, dgamma = sum g * xhat,
+        dx = rstd * gamma / m * (m * g - dbeta - xhat * dgamma). Returns dx, dgamma, dbeta."""
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        m = x.size // x.shape[1]
+        r = rstd.reshape(shape)
+        xhat = (x - mean.reshape(shape)) * r
+        dbeta = g.sum(axis=axes, keepdims=True)
+        dgamma = (g * xhat).sum(axis=axes, keepdims=True)
+        scale = r / m if gamma is None else r * gamma.reshape(shape) / m
+        dx = scale * (m * g - dbeta - xhat * dgamma)
+        return dx, dgamma.reshape(-1), dbeta.reshape(-1)
+
     def softmax_xent_forward(self, logits, target):
         """loss_n = logsumexp(z_n) - z_n[t_n], probs = softmax(z). logits (N,C), target (N,)."""
         xp = self.xp
@@ -251,6 +286,12 @@ class CPUBackend(Backend):
 
     def channel_sum(self, g):
         return self._fused.channel_sum(g)
+
+    def batch_norm_forward(self, x, gamma, beta, eps):
+        return self._fused.batch_norm_forward(x, gamma, beta, eps)
+
+    def batch_norm_backward(self, g, x, mean, rstd, gamma):
+        return self._fused.batch_norm_backward(g, x, mean, rstd, gamma)
 
 
 class CUDASimBackend(Backend):

@@ -39,33 +39,22 @@ class BatchNormTrain(Function):
 
     @staticmethod
     def forward(ctx, x, gamma, beta, eps, stats):
-        axes = (0,) + tuple(range(2, x.ndim))
-        shape = (1, -1) + (1,) * (x.ndim - 2)
+        # one backend primitive each way (a fused parallel kernel on the CPU); x itself
+        # is saved, as PyTorch does, so an in-place change to it is refused in backward
+        y, mean, var, rstd = ctx.backend.batch_norm_forward(x, gamma, beta, eps)
         m = x.size // x.shape[1]
-        mu = x.mean(axis=axes, keepdims=True)
-        d = x - mu
-        var = (d * d).mean(axis=axes, keepdims=True)
-        r = 1.0 / ctx.xp.sqrt(var + eps)
-        xhat = d * r
-        stats["mean"] = mu.reshape(-1)
-        stats["var"] = var.reshape(-1) * (m / max(m - 1, 1))
-        ctx.save_for_backward(xhat, r, gamma)
-        ctx.axes, ctx.shape, ctx.m, ctx.has_beta = axes, shape, m, beta is not None
-        y = xhat if gamma is None else xhat * gamma.reshape(shape)
-        return y if beta is None else y + beta.reshape(shape)
+        stats["mean"] = mean
+        stats["var"] = var * (m / max(m - 1, 1))
+        ctx.save_for_backward(x, mean, rstd, gamma)
+        ctx.has_beta = beta is not None
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        xhat, r, gamma = ctx.saved_tensors
-        axes, shape, m = ctx.axes, ctx.shape, ctx.m
-        sum_g = g.sum(axis=axes, keepdims=True)
-        sum_gx = (g * xhat).sum(axis=axes, keepdims=True)
-        scale = r / m if gamma is None else r * gamma.reshape(shape) / m
-        # sum(gh) = gamma * sum(g) and sum(gh * xhat) = gamma * sum(g * xhat) per channel,
-        # so gamma factors out of the bracket
-        dx = scale * (m * g - sum_g - xhat * sum_gx)
+        x, mean, rstd, gamma = ctx.saved_tensors
+        dx, dgamma, dbeta = ctx.backend.batch_norm_backward(g, x, mean, rstd, gamma)
         beta = True if ctx.has_beta else None
-        return _param_grads(dx, gamma, beta, sum_gx.reshape(-1), sum_g.reshape(-1))
+        return _param_grads(dx, gamma, beta, dgamma, dbeta)
 
 
 class BatchNormEval(Function):
