@@ -148,6 +148,8 @@ def _keep_freed_memory():
 
 MALLOC_POLICY = _keep_freed_memory()
 
+from . import _cpu_blas
+from ._cpu_blas import NO_TRANS, TRANS, gemm
 from ._common import (as_conv_geometry, as_pool_geometry, check_dy, check_float,
                       check_matmul, check_maxpool_backward)
 
@@ -268,6 +270,244 @@ def _col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
                                 dx[n, c, hh, ww] += cols[n, row, base + j]
 
 
+# -- im2col + GEMM inside our own parallel loop ("blocked") --------------------------------
+# Each thread takes a contiguous block of samples and, a few samples at a time, lowers
+# them into its own column buffer and multiplies with a single-threaded BLAS GEMM
+# (kernels._cpu_blas): one thread pool instead of Numba's and OpenBLAS's side by side,
+# and the columns are still in the thread's cache when the GEMM reads them. Samples are
+# folded nb at a time into the GEMM's long dimension (cols (K, nb*L)) so that deep
+# layers with few output pixels still make wide products (L = 16 at ResNet 512@4).
+_BLOCK_MIN_COLUMNS = 256  # nb = ceil(this / L) samples per GEMM
+_BLOCK_MAX_BYTES = 8 * 2 ** 20  # ... while a thread's column buffer stays under this
+
+
+@njit(cache=True)
+def _valid_cols(off, stride, size, out):
+    """[j0, j1): the output columns j with 0 <= j*stride + off < size."""
+    j0 = 0 if off >= 0 else (-off + stride - 1) // stride
+    j1 = 0 if size - 1 - off < 0 else min(out, (size - 1 - off) // stride + 1)
+    return j0, max(j0, j1)
+
+
+@njit(cache=True, inline="always")
+def _u(i):
+    """An index Numba need not wrap around (it is known to be >= 0)."""
+    return np.uint64(i)
+
+
+@njit(cache=True)
+def _im2col_block(x, n0, nb, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):
+    """cols[(c*kh + p)*kw + q, b*L + i*ow + j] = xpad[n0 + b, c, i*sh + p*dh, j*sw + q*dw]
+    for b < nb (L = oh*ow; x and cols C-contiguous, rows of cols at least nb*L long).
+
+    Flat index arithmetic throughout, with unsigned indices (_u): a view per row (a
+    slice, a reshape) costs more than copying a short row, and a signed index makes
+    Numba wrap negative values around, which turns each copy loop into a gather (5x
+    slower on a long copy).
+    For stride 1 with an output as wide as the input ('same' width) input and column
+    rows have one length, so a tap's valid rows are one contiguous span of the input
+    plane: one long copy per (tap, sample), then the columns that fall in the padding
+    are zeroed (the copy wrapped them in from the neighbouring row)."""
+    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
+    L, hw, ld = oh * ow, h_ * w_, cols.shape[1]
+    xf = x.reshape(x.size)
+    cf = cols.reshape(cols.size)
+    same = sh == 1 and sw == 1 and w_ == ow
+    for c in range(c_):
+        for p in range(kh):
+            for q in range(kw):
+                r0 = ((c * kh + p) * kw + q) * ld  # start of this tap's row in cf
+                off = q * dw - pw
+                j0, j1 = _valid_cols(off, sw, w_, ow)
+                for b in range(nb):
+                    plane = ((n0 + b) * c_ + c) * hw
+                    dst0 = r0 + b * L
+                    if same:
+                        i_lo = min(oh, max(0, ph - p * dh))
+                        i_hi = max(i_lo, min(oh, h_ + ph - p * dh))
+                        # cf[k] holds xf[start + k]; output (i, j) is at k = dst0 + i*ow + j
+                        start = plane + (p * dh - ph) * w_ + off - dst0
+                        lo, hi = dst0 + i_lo * ow, dst0 + i_hi * ow
+                        # clip the copy to the plane; what is clipped is padding
+                        lo_c = max(lo, plane - start)
+                        hi_c = min(hi, plane + hw - start)
+                        for k in range(dst0, lo_c):
+                            cf[_u(k)] = 0
+                        for k in range(lo_c, hi_c):
+                            cf[_u(k)] = xf[_u(start + k)]
+                        for k in range(max(hi_c, lo_c), dst0 + L):
+                            cf[_u(k)] = 0
+                        if j0 > 0 or j1 < ow:
+                            for i in range(i_lo, i_hi):
+                                for j in range(j0):
+                                    cf[_u(dst0 + i * ow + j)] = 0
+                                for j in range(j1, ow):
+                                    cf[_u(dst0 + i * ow + j)] = 0
+                        continue
+                    for i in range(oh):
+                        d = dst0 + i * ow
+                        hh = i * sh + p * dh - ph
+                        if hh < 0 or hh >= h_:
+                            for j in range(ow):
+                                cf[_u(d + j)] = 0
+                            continue
+                        src = plane + hh * w_ + off
+                        for j in range(j0):
+                            cf[_u(d + j)] = 0
+                        if sw == 1:
+                            for j in range(j0, j1):
+                                cf[_u(d + j)] = xf[_u(src + j)]
+                        else:
+                            for j in range(j0, j1):
+                                cf[_u(d + j)] = xf[_u(src + j * sw)]
+                        for j in range(j1, ow):
+                            cf[_u(d + j)] = 0
+
+
+@njit(cache=True)
+def _col2im_block(cols, n0, nb, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
+    """dx[n0 + b, c, i*sh + p*dh - ph, j*sw + q*dw - pw] += cols[(c*kh + p)*kw + q, b*L + i*ow + j]
+    (the adjoint of _im2col_block; dx must hold zeros or a partial sum; both
+    C-contiguous, flat indices as there)."""
+    c_, h_, w_ = dx.shape[1], dx.shape[2], dx.shape[3]
+    L, hw, ld = oh * ow, h_ * w_, cols.shape[1]
+    xf = dx.reshape(dx.size)
+    cf = cols.reshape(cols.size)
+    for b in range(nb):
+        for c in range(c_):
+            plane = ((n0 + b) * c_ + c) * hw
+            for p in range(kh):
+                for q in range(kw):
+                    r0 = ((c * kh + p) * kw + q) * ld + b * L
+                    off = q * dw - pw
+                    j0, j1 = _valid_cols(off, sw, w_, ow)
+                    for i in range(oh):
+                        hh = i * sh + p * dh - ph
+                        if hh < 0 or hh >= h_:
+                            continue
+                        d = r0 + i * ow
+                        dst = plane + hh * w_ + off
+                        if sw == 1:
+                            for j in range(j0, j1):
+                                xf[_u(dst + j)] += cf[_u(d + j)]
+                        else:
+                            for j in range(j0, j1):
+                                xf[_u(dst + j * sw)] += cf[_u(d + j)]
+
+
+@njit(cache=True)
+def _gather_block(a, n0, nb, out):
+    """out[o, b*L + l] = a[n0 + b, o, l]: a block of samples as one (O, nb*L) matrix."""
+    L = a.shape[2]
+    for b in range(nb):
+        for o in range(a.shape[1]):
+            out[o, b * L:(b + 1) * L] = a[n0 + b, o]
+
+
+@njit(cache=True)
+def _scatter_block(src, n0, nb, a):
+    """a[n0 + b, o, l] = src[o, b*L + l] (the inverse of _gather_block)."""
+    L = a.shape[2]
+    for b in range(nb):
+        for o in range(a.shape[1]):
+            a[n0 + b, o] = src[o, b * L:(b + 1) * L]
+
+
+@njit(parallel=True, cache=True)
+def _blocked_forward(x, w2, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, nb, cols_all,
+                     tmp_all, y):
+    """y (N, O, L) = per group W2[g] (O/G, Kg) @ cols (Kg, L) for every sample; w2 (O, Kg).
+    Thread t of nt takes samples [t*N/nt, (t+1)*N/nt), nb at a time, with the scratch
+    cols_all[t] (K, nb*L) and tmp_all[t] (O, nb*L) that the caller allocates."""
+    n_, o_, kg = x.shape[0], w2.shape[0], w2.shape[1]
+    og, L, sz = o_ // groups, oh * ow, x.itemsize
+    nt = cols_all.shape[0]
+    for t in prange(nt):
+        cols, tmp = cols_all[t], tmp_all[t]
+        for s in range(t * n_ // nt, (t + 1) * n_ // nt, nb):
+            b = min(nb, (t + 1) * n_ // nt - s)
+            _im2col_block(x, s, b, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols)
+            for g in range(groups):
+                if nb == 1:
+                    out, ldc = y.ctypes.data + ((s * o_ + g * og) * L) * sz, L
+                else:
+                    out, ldc = tmp.ctypes.data + (g * og * nb * L) * sz, nb * L
+                gemm(sz, NO_TRANS, NO_TRANS, og, b * L, kg, w2.ctypes.data + g * og * kg * sz,
+                     kg, cols.ctypes.data + g * kg * nb * L * sz, nb * L, 0.0, out, ldc)
+            if nb > 1:
+                _scatter_block(tmp, s, b, y)
+
+
+@njit(parallel=True, cache=True)
+def _blocked_backward_input(dy, w2, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, nb,
+                            cols_all, tmp_all, dx):
+    """dx = col2im(W2[g]^T (Kg, O/G) @ dy[n, g] (O/G, L)) per sample; dy (N, O, L)."""
+    n_, o_, kg = dy.shape[0], w2.shape[0], w2.shape[1]
+    og, L, sz = o_ // groups, oh * ow, dy.itemsize
+    nt = cols_all.shape[0]
+    for t in prange(nt):
+        cols, tmp = cols_all[t], tmp_all[t]
+        lo, hi = t * n_ // nt, (t + 1) * n_ // nt
+        dx[lo:hi] = 0
+        for s in range(lo, hi, nb):
+            b = min(nb, hi - s)
+            if nb == 1:
+                src, ldb = dy.ctypes.data + s * o_ * L * sz, L
+            else:
+                _gather_block(dy, s, b, tmp)
+                src, ldb = tmp.ctypes.data, nb * L
+            for g in range(groups):
+                gemm(sz, TRANS, NO_TRANS, kg, b * L, og, w2.ctypes.data + g * og * kg * sz, kg,
+                     src + g * og * ldb * sz, ldb, 0.0,
+                     cols.ctypes.data + g * kg * nb * L * sz, nb * L)
+            _col2im_block(cols, s, b, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx)
+
+
+@njit(parallel=True, cache=True)
+def _blocked_backward_weight(dy, x, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, nb,
+                             cols_all, tmp_all, part):
+    """part[t] (O, Kg) = sum over thread t's samples of dy[n, g] (O/G, L) @ cols[g]^T."""
+    n_, o_, kg = dy.shape[0], part.shape[1], part.shape[2]
+    og, L, sz = o_ // groups, oh * ow, dy.itemsize
+    nt = cols_all.shape[0]
+    for t in prange(nt):
+        cols, tmp = cols_all[t], tmp_all[t]
+        acc = part[t]
+        lo, hi = t * n_ // nt, (t + 1) * n_ // nt
+        for s in range(lo, hi, nb):
+            b = min(nb, hi - s)
+            _im2col_block(x, s, b, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols)
+            if nb == 1:
+                src, lda = dy.ctypes.data + s * o_ * L * sz, L
+            else:
+                _gather_block(dy, s, b, tmp)
+                src, lda = tmp.ctypes.data, nb * L
+            for g in range(groups):
+                gemm(sz, NO_TRANS, TRANS, og, kg, b * L, src + g * og * lda * sz, lda,
+                     cols.ctypes.data + g * kg * nb * L * sz, nb * L, 1.0,
+                     acc.ctypes.data + g * og * kg * sz, kg)
+
+
+def _blocked_plan(n, k, o, L, dtype):
+    """(nb, cols, tmp) for the blocked lowering: samples per GEMM, and each thread's
+    column buffer (nt, K, nb*L) and sample-block buffer (nt, O, nb*L; empty for nb = 1)."""
+    dtype = np.dtype(dtype)
+    nb = max(1, -(-_BLOCK_MIN_COLUMNS // L))
+    nb = max(1, min(nb, _BLOCK_MAX_BYTES // max(1, k * L * dtype.itemsize), n))
+    nt = max(1, min(numba.get_num_threads(), n))
+    cols = np.empty((nt, k, nb * L), dtype=dtype)
+    tmp = np.empty((nt, o if nb > 1 else 0, nb * L), dtype=dtype)
+    return nb, cols, tmp
+
+
+def _use_blocked(version, n):
+    """"blocked" wherever BLAS can be called from Numba; on "auto" also only when every
+    thread gets a sample (below that, OpenBLAS's own threads split the one product)."""
+    if not _cpu_blas.AVAILABLE:
+        return False
+    return version == "blocked" or (version == "auto" and n >= numba.get_num_threads())
+
+
 _WORKSPACE = threading.local()
 
 
@@ -311,6 +551,14 @@ def _conv2d_forward(x, w, stride, padding, dilation, groups, version):
     n, o, oh, ow = geo.output_shape(x.shape, w.shape, "conv2d_forward")
     if _use_direct(version, geo, w.shape):
         return _direct_forward(x, w, geo, np.empty((n, o, oh, ow), dtype=x.dtype))
+    if _use_blocked(version, n):
+        kg = int(np.prod(w.shape[1:]))
+        nb, cols, tmp = _blocked_plan(n, kg * geo.groups, o, oh * ow, x.dtype)
+        y = np.empty((n, o, oh * ow), dtype=x.dtype)
+        with _cpu_blas.one_thread():
+            _blocked_forward(np.ascontiguousarray(x), np.ascontiguousarray(w).reshape(o, kg),
+                             geo.groups, *_lowering_args(geo), oh, ow, nb, cols, tmp, y)
+        return y.reshape(n, o, oh, ow)
     g = geo.groups
     c, kh, kw = w.shape[1] * g, w.shape[2], w.shape[3]
     k, L = c * kh * kw, oh * ow
@@ -346,6 +594,15 @@ def _conv2d_backward_input(dy, w, x_shape, stride, padding, dilation, groups, ve
     if _use_direct(version, geo, w.shape):
         return _direct_backward_input(dy, w, geo, np.empty(tuple(x_shape), dtype=dy.dtype))
     n, o, oh, ow = out
+    if _use_blocked(version, n):
+        kg = int(np.prod(w.shape[1:]))
+        nb, cols, tmp = _blocked_plan(n, kg * geo.groups, o, oh * ow, dy.dtype)
+        dx = np.empty(tuple(x_shape), dtype=dy.dtype)
+        with _cpu_blas.one_thread():
+            _blocked_backward_input(np.ascontiguousarray(dy).reshape(n, o, oh * ow),
+                                    np.ascontiguousarray(w).reshape(o, kg), geo.groups,
+                                    *_lowering_args(geo), oh, ow, nb, cols, tmp, dx)
+        return dx
     g = geo.groups
     c, kh, kw = w.shape[1] * g, w.shape[2], w.shape[3]
     k, L = c * kh * kw, oh * ow
@@ -543,7 +800,7 @@ def _direct_backward_weight(dy, x, w_shape, geo):
     return part.sum(axis=0).reshape(tuple(w_shape))
 
 
-_DW_LOWERINGS = ("auto", "direct", "fold_batch", "batched", "per_sample")
+_DW_LOWERINGS = ("auto", "direct", "blocked", "fold_batch", "batched", "per_sample")
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1):
@@ -577,6 +834,16 @@ def _conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, l
         return _direct_backward_weight(np.ascontiguousarray(dy), x, tuple(w_shape), geo)
     lowering = "auto" if lowering == "direct" else lowering
     n, o, oh, ow = out
+    if _use_blocked(lowering, n):
+        kg = int(np.prod(w_shape[1:]))
+        nb, cols, tmp = _blocked_plan(n, kg * geo.groups, o, oh * ow, x.dtype)
+        part = np.zeros((cols.shape[0], o, kg), dtype=x.dtype)
+        with _cpu_blas.one_thread():
+            _blocked_backward_weight(np.ascontiguousarray(dy).reshape(n, o, oh * ow),
+                                     np.ascontiguousarray(x), geo.groups,
+                                     *_lowering_args(geo), oh, ow, nb, cols, tmp, part)
+        return (part[0] if len(part) == 1 else part.sum(axis=0)).reshape(tuple(w_shape))
+    lowering = "auto" if lowering == "blocked" else lowering
     g = geo.groups
     c, kh, kw = w_shape[1] * g, w_shape[2], w_shape[3]
     k, L = c * kh * kw, oh * ow
@@ -863,7 +1130,8 @@ VERSIONS["conv2d_backward_weight"].update({v: _dw_version(v) for v in _DW_LOWERI
 # second per new window, then Numba's disk cache); "general" never does
 VERSIONS["maxpool2d_forward"].update({v: _maxpool_version(v) for v in ("general", "specialised")})
 # "direct": the im2col-free kernels wherever the stride is 1 (im2col elsewhere);
-# "im2col": never the direct kernels
-for _v in ("direct", "im2col"):
+# "blocked": im2col + single-threaded GEMM per thread block (where BLAS is reachable from
+# Numba; im2col elsewhere); "im2col": im2col + OpenBLAS's threads, never the others
+for _v in ("direct", "blocked", "im2col"):
     VERSIONS["conv2d_forward"][_v] = _conv_version(_conv2d_forward, _v)
     VERSIONS["conv2d_backward_input"][_v] = _conv_version(_conv2d_backward_input, _v, True)

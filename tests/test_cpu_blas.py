@@ -1,0 +1,64 @@
+"""kernels._cpu_blas: BLAS's GEMM called from Numba code, against NumPy, on random shapes,
+transposes, strides (lda > the row length) and both dtypes; and the convolution path that
+uses it stands aside where it is missing."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+import kernels.cpu as cpu
+from kernels import _cpu_blas as B
+
+pytestmark = pytest.mark.skipif(not B.AVAILABLE, reason="NumPy's BLAS is not an ILP64 OpenBLAS")
+
+
+@njit(cache=True)
+def _call(itemsize, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    B.gemm(itemsize, ta, tb, m, n, k, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
+           c.ctypes.data, ldc)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([np.float32, np.float64]), st.integers(0, 9), st.integers(0, 9),
+       st.integers(0, 9), st.booleans(), st.booleans(), st.integers(0, 3),
+       st.sampled_from([0.0, 1.0]), st.integers(0, 2 ** 31))
+def test_gemm_matches_numpy(dtype, m, n, k, ta, tb, pad, beta, seed):
+    rng = np.random.default_rng(seed)
+    a_shape = (k, m) if ta else (m, k)
+    b_shape = (n, k) if tb else (k, n)
+    # row strides longer than the rows: the leading dimensions are passed through
+    a = rng.standard_normal((a_shape[0], a_shape[1] + pad)).astype(dtype)
+    b = rng.standard_normal((b_shape[0], b_shape[1] + pad)).astype(dtype)
+    c = rng.standard_normal((m, n + pad)).astype(dtype)
+    op = lambda x, t: x.T if t else x  # noqa: E731
+    want = (op(a[:, :a_shape[1]], ta).astype(np.float64) @ op(b[:, :b_shape[1]], tb)
+            + beta * c[:, :n])
+    pad_before = c[:, n:].copy()
+    with B.one_thread():
+        _call(np.dtype(dtype).itemsize, B.TRANS if ta else B.NO_TRANS,
+              B.TRANS if tb else B.NO_TRANS, m, n, k, a, a.shape[1], b, b.shape[1], beta, c,
+              c.shape[1])
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert np.allclose(c[:, :n], want, rtol=tol, atol=tol * max(1, k))
+    np.testing.assert_array_equal(c[:, n:], pad_before)  # nothing past each row
+
+
+def test_one_thread_restores_the_thread_count():
+    before = B._CONTROLLER.num_threads
+    with B.one_thread():
+        assert B._CONTROLLER.num_threads == 1
+    assert B._CONTROLLER.num_threads == before
+
+
+def test_without_blas_the_convolution_keeps_the_numpy_path(monkeypatch):
+    """Where no callable BLAS was found, "auto" and even "blocked" take im2col + NumPy,
+    with the same result."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((40, 3, 3, 3)).astype(np.float32)  # > _DIRECT_MAX_OUT: not direct
+    want = cpu.VERSIONS["conv2d_forward"]["blocked"](x, w, 2, 1)
+    monkeypatch.setattr(B, "AVAILABLE", False)
+    assert not cpu._use_blocked("blocked", 4) and not cpu._use_blocked("auto", 4)
+    got = cpu.conv2d_forward(x, w, 2, 1)
+    assert np.allclose(got, want, rtol=1e-5, atol=1e-5)
