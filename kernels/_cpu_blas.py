@@ -45,8 +45,12 @@ def _find_openblas():
             continue
         for prefix in ("scipy_", ""):
             fns = [getattr(dll, f"{prefix}cblas_{t}gemm64_", None) for t in "sd"]
-            if all(fns):
-                return lib, *(ctypes.cast(f, ctypes.c_void_p).value for f in fns)
+            get, put = (getattr(dll, f"{prefix}openblas_{v}_num_threads64_", None)
+                        for v in ("get", "set"))
+            if all(fns) and get and put:
+                get.restype, get.argtypes = ctypes.c_int, []
+                put.restype, put.argtypes = None, [ctypes.c_int]
+                return lib, (get, put), *(ctypes.cast(f, ctypes.c_void_p).value for f in fns)
     return None
 
 
@@ -58,15 +62,17 @@ def _register():
         return None
     import llvmlite.binding as llb
 
-    lib, s_addr, d_addr = found
+    lib, threads, s_addr, d_addr = found
     llb.add_symbol(_NAMES[0], s_addr)
     llb.add_symbol(_NAMES[1], d_addr)
-    return lib
+    return lib, threads
 
 
-_CONTROLLER = _register()
-AVAILABLE = _CONTROLLER is not None
-LIBRARY = _CONTROLLER.filepath if AVAILABLE else None
+_FOUND = _register()
+AVAILABLE = _FOUND is not None
+LIBRARY = _FOUND[0].filepath if AVAILABLE else None
+# openblas_get/set_num_threads, called directly: 1 us a switch, not threadpoolctl's 4
+_get_threads, _set_threads = _FOUND[1] if AVAILABLE else (None, None)
 
 # void cblas_?gemm(order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
 # with 64-bit integers; pointers are passed as addresses (intp), the same in the C ABI
@@ -98,11 +104,11 @@ def one_thread():
     if not AVAILABLE:
         yield
         return
-    saved = _CONTROLLER.num_threads
+    saved = _get_threads()
     if saved != 1:
-        _CONTROLLER.set_num_threads(1)
+        _set_threads(1)
     try:
         yield
     finally:
         if saved != 1:
-            _CONTROLLER.set_num_threads(saved)
+            _set_threads(saved)

@@ -207,12 +207,73 @@ def _gemm(a, b):
 
 def matmul(a, b, trans_a=False, trans_b=False):
     """op(a) @ op(b) through BLAS. Transposed operands are passed as transposed views,
-    which BLAS reads with its own transpose flag: no copy is made."""
+    which BLAS reads with its own transpose flag: no copy is made. 2-D products run on
+    our own thread pool, a single-threaded GEMM per slice of the output (see
+    _split_gemm); the rest through NumPy."""
     check_matmul(a, b, trans_a, trans_b)
     check_float("matmul", a, b)
     a = np.swapaxes(a, -1, -2) if trans_a else a
     b = np.swapaxes(b, -1, -2) if trans_b else b
+    if (a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and _cpu_blas.AVAILABLE
+            and a.dtype in (np.float32, np.float64)
+            and a.shape[0] * a.shape[1] * b.shape[1] >= _SPLIT_GEMM_MACS):
+        return _threaded_matmul(a, b)
     return _gemm(a, b)
+
+
+# Products from this many multiply-adds are split over our threads; smaller ones go to
+# NumPy on one BLAS thread (as before: NumPy also picks gemv/dot for skinny shapes). A
+# split must wake a pool thread, tens of microseconds once it has gone to sleep (2 cores:
+# 64x256x128, 2^21 multiply-adds, 61 us on one thread, 74 split in two; 64x784x256
+# 333 -> 261 us).
+_SPLIT_GEMM_MACS = 2 ** 22
+
+
+@njit(parallel=True, cache=True)
+def _split_gemm(ta, tb, m, n, k, a, lda, b, ldb, c, parts, by_rows):
+    """c (m, n) = op(A) @ op(B), A and B given as C-contiguous arrays read with the
+    transpose flags, as ``parts`` single-threaded GEMMs in parallel, each on a band of
+    c's rows (by_rows) or columns; band edges fall on multiples of 8 so each slice starts
+    on a vector boundary. (Arrays, not addresses, cross the call: Numba types an array
+    argument faster than Python makes ``.ctypes.data``.)"""
+    size = m if by_rows else n
+    sz = c.itemsize
+    for t in prange(parts):
+        lo = min(size, (t * size // parts + 7) // 8 * 8) if t else 0
+        hi = size if t == parts - 1 else min(size, ((t + 1) * size // parts + 7) // 8 * 8)
+        if hi <= lo:
+            continue
+        if by_rows:
+            a_off = lo * lda if ta == NO_TRANS else lo
+            gemm(sz, ta, tb, hi - lo, n, k, a.ctypes.data + a_off * sz, lda, b.ctypes.data,
+                 ldb, 0.0, c.ctypes.data + lo * n * sz, n)
+        else:
+            b_off = lo if tb == NO_TRANS else lo * ldb
+            gemm(sz, ta, tb, m, hi - lo, k, a.ctypes.data, lda, b.ctypes.data + b_off * sz,
+                 ldb, 0.0, c.ctypes.data + lo * sz, n)
+
+
+def _blas_operand(a):
+    """(C-contiguous array, transpose flag, leading dimension) for a 2-D operand: a
+    C-contiguous array as it is, an F-contiguous one (a transposed view) as its
+    transpose read with BLAS's transpose flag, anything else copied."""
+    if a.flags.c_contiguous:
+        return a, NO_TRANS, max(1, a.shape[1])
+    if a.flags.f_contiguous:
+        return a.T, TRANS, max(1, a.shape[0])
+    a = np.ascontiguousarray(a)
+    return a, NO_TRANS, max(1, a.shape[1])
+
+
+def _threaded_matmul(a, b):
+    """a (M, K) @ b (K, N) for float operands of one dtype, at least _SPLIT_GEMM_MACS."""
+    (m, k), n = a.shape, b.shape[1]
+    a, ta, lda = _blas_operand(a)
+    b, tb, ldb = _blas_operand(b)
+    c = np.empty((m, n), dtype=a.dtype)
+    with _cpu_blas.one_thread():
+        _split_gemm(ta, tb, m, n, k, a, lda, b, ldb, c, numba.get_num_threads(), m >= n)
+    return c
 
 
 # -- im2col / col2im ------------------------------------------------------------------------

@@ -138,3 +138,23 @@ def test_batch_norm_forward_and_backward(dtype, shape, seed, affine_g, affine_b,
     for a, b, sc in zip(got, want, (scale, None, None)):
         assert a.shape == b.shape and a.dtype == dtype
         assert _rel(a, b, sc) < tol
+
+
+@settings(max_examples=40, deadline=None)
+@given(DTYPES, st.integers(1, 300), st.integers(0, 2 ** 31), st.sampled_from([0.0, 0.9]),
+       st.sampled_from([0.0, 0.1]), st.sampled_from([0.0, 1e-2]), st.booleans(),
+       st.booleans())
+def test_sgd_update_is_the_numpy_composition_bit_for_bit(dtype, n, seed, momentum,
+                                                          dampening, wd, nesterov, first):
+    """Same roundings as the NumPy composition (scalars in the array's dtype, no FMA), so
+    switching the backend's update changes no training run."""
+    if nesterov and (momentum == 0 or dampening):
+        nesterov = False
+    rng = np.random.default_rng(seed)
+    p, g, buf = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    p2, buf2 = p.copy(), buf.copy()
+    args = (0.05, momentum, dampening, wd, nesterov, first)
+    F.sgd_update_(p, g, buf if momentum else None, *args)
+    numpy_backend.sgd_update_(p2, g, buf2 if momentum else None, *args)
+    np.testing.assert_array_equal(p, p2)
+    np.testing.assert_array_equal(buf, buf2)

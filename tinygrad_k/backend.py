@@ -290,6 +290,13 @@ class CPUBackend(Backend):
     def batch_norm_forward(self, x, gamma, beta, eps):
         return self._fused.batch_norm_forward(x, gamma, beta, eps)
 
+    def sgd_update_(self, param, grad, buf, *args):
+        arrays = (param, grad) if buf is None else (param, grad, buf)
+        if all(a.flags.c_contiguous and a.dtype == param.dtype and a.shape == param.shape
+               for a in arrays) and param.dtype in (np.float32, np.float64):
+            return self._fused.sgd_update_(param, grad, buf, *args)
+        return super().sgd_update_(param, grad, buf, *args)
+
     def batch_norm_backward(self, g, x, mean, rstd, gamma):
         return self._fused.batch_norm_backward(g, x, mean, rstd, gamma)
 
