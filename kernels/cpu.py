@@ -187,6 +187,10 @@ def _blas_threads_for(macs):
     if _BLAS is None or macs >= _SMALL_GEMM_MACS:
         yield
         return
+    if [lib.filepath for lib in _BLAS] == [_cpu_blas.LIBRARY]:  # one BLAS: a 1 us switch
+        with _cpu_blas.one_thread():
+            yield
+        return
     saved = [lib.num_threads for lib in _BLAS]
     for lib in _BLAS:
         lib.set_num_threads(1)

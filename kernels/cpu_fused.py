@@ -22,7 +22,7 @@ dtype, except the in-place ``add_channel_bias_``.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange, set_num_threads
 
 from . import cpu as _cpu  # noqa: F401  (chooses Numba's threading layer first)
 
@@ -186,6 +186,26 @@ def _sgd(p, g, buf, coef, has_wd, has_momentum, nesterov, first):
         p[i] = p[i] - lr * gi
 
 
+# Below this many elements a kernel runs on the calling thread alone. Between the
+# kernels of a step the framework's Python runs for tens of microseconds, long enough
+# for the pool's other threads to go to sleep, and waking them costs 20-75 us (2-core
+# dev VM; an empty parallel launch: 2 us with the pool awake, 5-9 us on one thread) --
+# more than a small kernel's whole work.
+_SERIAL_BELOW = 2 ** 16
+
+
+def _run(kernel, size, *args):
+    """kernel(*args), on the calling thread only when ``size`` (elements) is small."""
+    threads = get_num_threads()
+    if size >= _SERIAL_BELOW or threads == 1:
+        return kernel(*args)
+    set_num_threads(1)
+    try:
+        return kernel(*args)
+    finally:
+        set_num_threads(threads)
+
+
 def _flat(a):
     return np.ascontiguousarray(a).reshape(-1)
 
@@ -201,22 +221,22 @@ def _ncl(a):
 def relu(x):
     """y = max(x, 0), NaN kept; any shape."""
     y = np.empty(x.shape, dtype=x.dtype)
-    _relu(_flat(x), y.reshape(-1))
+    _run(_relu, y.size, _flat(x), y.reshape(-1))
     return y
 
 
 def relu_backward(dy, y):
     """dx = 0 where y <= 0, else dy (PyTorch's threshold_backward); dy and y one shape."""
     dx = np.empty(dy.shape, dtype=dy.dtype)
-    _relu_backward(_flat(dy), _flat(y), dx.reshape(-1))
+    _run(_relu_backward, dx.size, _flat(dy), _flat(y), dx.reshape(-1))
     return dx
 
 
 def bias_relu(x, b):
     """relu(x + b), b (C,) broadcast along axis 1 of x ((N, C) or (N, C, ...))."""
     y = np.empty(x.shape, dtype=np.result_type(x, b))
-    _bias_relu(_ncl(x).astype(y.dtype, copy=False), np.ascontiguousarray(b, dtype=y.dtype),
-               y.reshape(_ncl(y).shape))
+    _run(_bias_relu, y.size, _ncl(x).astype(y.dtype, copy=False),
+         np.ascontiguousarray(b, dtype=y.dtype), y.reshape(_ncl(y).shape))
     return y
 
 
@@ -225,7 +245,7 @@ def add_channel_bias_(y, b):
     if not y.flags.c_contiguous or y.ndim < 2:
         y += b.reshape((1, -1) + (1,) * (y.ndim - 2))
         return y
-    _add_channel_bias(_ncl(y), np.ascontiguousarray(b, dtype=y.dtype))
+    _run(_add_channel_bias, y.size, _ncl(y), np.ascontiguousarray(b, dtype=y.dtype))
     return y
 
 
@@ -233,10 +253,9 @@ def channel_sum(g):
     """g (N, C, ...) summed over every axis but 1 -> (C,), in g's dtype (the bias
     gradient); samples are split over the threads, whose partial sums are then added."""
     g3 = _ncl(g)
-    from numba import get_num_threads
-
-    part = np.zeros((max(1, min(g3.shape[0], get_num_threads())), g3.shape[1]), dtype=g.dtype)
-    _channel_sum(g3, part)
+    chunks = 1 if g3.size < _SERIAL_BELOW else max(1, min(g3.shape[0], get_num_threads()))
+    part = np.zeros((chunks, g3.shape[1]), dtype=g.dtype)
+    _run(_channel_sum, g3.size, g3, part)
     return part.sum(axis=0)
 
 
@@ -252,8 +271,8 @@ def batch_norm_forward(x, gamma, beta, eps):
     c, dt = x3.shape[1], x.dtype
     y = np.empty(x.shape, dtype=dt)
     mean, var, rstd = (np.empty(c) for _ in range(3))
-    _bn_forward(x3, _affine(gamma, c, 1, dt), _affine(beta, c, 0, dt), float(eps),
-                y.reshape(x3.shape), mean, var, rstd, np.empty((c, 4), dtype=dt))
+    _run(_bn_forward, x3.size, x3, _affine(gamma, c, 1, dt), _affine(beta, c, 0, dt),
+         float(eps), y.reshape(x3.shape), mean, var, rstd, np.empty((c, 4), dtype=dt))
     return y, mean, var, rstd
 
 
@@ -265,18 +284,19 @@ def batch_norm_backward(g, x, mean, rstd, gamma):
     c, dt = x3.shape[1], x.dtype
     dx = np.empty(x.shape, dtype=dt)
     dgamma, dbeta = np.empty(c, dtype=dt), np.empty(c, dtype=dt)
-    _bn_backward(_ncl(g).astype(dt, copy=False), x3, np.ascontiguousarray(mean, np.float64),
-                 np.ascontiguousarray(rstd, np.float64), _affine(gamma, c, 1, dt),
-                 dx.reshape(x3.shape), dgamma, dbeta, np.empty((c, 5), dtype=dt))
+    _run(_bn_backward, x3.size, _ncl(g).astype(dt, copy=False), x3,
+         np.ascontiguousarray(mean, np.float64), np.ascontiguousarray(rstd, np.float64),
+         _affine(gamma, c, 1, dt), dx.reshape(x3.shape), dgamma, dbeta,
+         np.empty((c, 5), dtype=dt))
     return dx, dgamma, dbeta
 
 
 def sgd_update_(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, first_step):
-    """PyTorch SGD in one parallel pass, in place on ``param`` (and ``buf`` when momentum
-    != 0); all arrays C-contiguous of one float dtype (the backend checks):
+    """PyTorch SGD in one pass (parallel for large arrays), in place on ``param`` (and
+    ``buf`` when momentum != 0); all arrays C-contiguous of one float dtype (the backend checks):
     g = grad + wd * p;  buf = g (first step) or momentum * buf + (1 - dampening) * g;
     g = g + momentum * buf (nesterov) or buf;  p -= lr * g."""
     coef = np.array([lr, momentum, 1 - dampening, weight_decay], dtype=param.dtype)
     flat = param.reshape(-1)
-    _sgd(flat, grad.reshape(-1), flat if buf is None else buf.reshape(-1), coef,
-         bool(weight_decay), bool(momentum), bool(nesterov), bool(first_step))
+    _run(_sgd, flat.size, flat, grad.reshape(-1), flat if buf is None else buf.reshape(-1),
+         coef, bool(weight_decay), bool(momentum), bool(nesterov), bool(first_step))

@@ -13,6 +13,16 @@ numpy_backend = Backend(np, None)  # the NumPy compositions every device starts 
 DTYPES = st.sampled_from([np.float32, np.float64])
 
 
+@pytest.fixture(autouse=True, scope="module", params=["serial", "parallel"])
+def launch(request):
+    """Every test twice: small arrays run on the calling thread (F._SERIAL_BELOW), so the
+    parallel launch is forced once by lowering that threshold to 0."""
+    saved = F._SERIAL_BELOW
+    F._SERIAL_BELOW = saved if request.param == "serial" else 0
+    yield request.param
+    F._SERIAL_BELOW = saved
+
+
 @st.composite
 def arrays(draw, min_dims=1):
     """(array, dtype): random shape (a 0-sample batch too), values with NaN/inf/+-0 mixed
