@@ -486,6 +486,16 @@ def _scatter_block(src, n0, nb, a):
             a[n0 + b, o] = src[o, b * L:(b + 1) * L]
 
 
+@njit(cache=True)
+def _sample_block(a, s, b, nb, tmp):
+    """(address, leading dimension) of samples s..s+b of a (N, O, L) as one (O, b*L)
+    matrix: a[s] itself when blocks are single samples, else gathered into tmp."""
+    if nb == 1:
+        return a.ctypes.data + s * a.shape[1] * a.shape[2] * a.itemsize, a.shape[2]
+    _gather_block(a, s, b, tmp)
+    return tmp.ctypes.data, tmp.shape[1]
+
+
 @njit(parallel=True, cache=True)
 def _blocked_forward(x, w2, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, nb, cols_all,
                      tmp_all, y):
@@ -524,11 +534,7 @@ def _blocked_backward_input(dy, w2, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, 
         dx[lo:hi] = 0
         for s in range(lo, hi, nb):
             b = min(nb, hi - s)
-            if nb == 1:
-                src, ldb = dy.ctypes.data + s * o_ * L * sz, L
-            else:
-                _gather_block(dy, s, b, tmp)
-                src, ldb = tmp.ctypes.data, nb * L
+            src, ldb = _sample_block(dy, s, b, nb, tmp)
             for g in range(groups):
                 gemm(sz, TRANS, NO_TRANS, kg, b * L, og, w2.ctypes.data + g * og * kg * sz, kg,
                      src + g * og * ldb * sz, ldb, 0.0,
@@ -550,11 +556,7 @@ def _blocked_backward_weight(dy, x, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, 
         for s in range(lo, hi, nb):
             b = min(nb, hi - s)
             _im2col_block(x, s, b, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols)
-            if nb == 1:
-                src, lda = dy.ctypes.data + s * o_ * L * sz, L
-            else:
-                _gather_block(dy, s, b, tmp)
-                src, lda = tmp.ctypes.data, nb * L
+            src, lda = _sample_block(dy, s, b, nb, tmp)
             for g in range(groups):
                 gemm(sz, NO_TRANS, TRANS, og, kg, b * L, src + g * og * lda * sz, lda,
                      cols.ctypes.data + g * kg * nb * L * sz, nb * L, 1.0,

@@ -285,3 +285,44 @@ def _random_signal_trials(tmp_path, ref, span, rng):
         assert trainer.fit(st) == 0  # already complete: nothing to do
         _same_run(ref, st)
     return interrupted
+
+
+def test_an_interrupt_inside_no_grad_never_leaves_it_on(tmp_path):
+    """A KeyboardInterrupt raised wherever Python checks for signals inside no_grad's
+    enter or exit -- on entering a Python function, after a C call returns -- while the
+    trainer evaluates leaves the grad mode on (a profile hook raises it at each such point
+    in turn). The bare context manager closes every window but its own __exit__'s entry;
+    evaluate's finally closes that one."""
+    import sys
+
+    from tinygrad_k import autograd
+
+    st = _state(tmp_path, epochs=1)
+
+    def in_target(frame, target):
+        return frame.f_code.co_name == target or (
+            frame.f_back is not None and frame.f_back.f_code.co_name == target
+            and frame.f_code.co_filename == autograd.__file__)
+
+    for target in ("__enter__", "__exit__"):
+        hits = 0
+        for nth in range(1, 12):
+            count = [0]
+
+            def hook(frame, event, arg, target=target, nth=nth):
+                if event in ("call", "c_return") and in_target(frame, target):
+                    count[0] += 1
+                    if count[0] == nth:
+                        raise KeyboardInterrupt
+
+            assert autograd.is_grad_enabled()
+            sys.setprofile(hook)
+            try:
+                trainer.evaluate(st.model, st.test_set, st.task)
+            except KeyboardInterrupt:
+                hits += 1
+            finally:
+                sys.setprofile(None)
+            assert autograd.is_grad_enabled(), (target, nth)
+            assert st.model.training
+        assert hits >= 2, target  # the hook really interrupted the method

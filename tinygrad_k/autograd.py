@@ -62,23 +62,35 @@ def is_grad_enabled() -> bool:
     return getattr(_state, "grad_enabled", True)
 
 
-def _set_grad_enabled(flag: bool) -> bool:
-    prev = is_grad_enabled()
+def restore_grad_mode(flag: bool):
+    """Set the grad mode with one store, no context: for ``finally`` blocks that must
+    undo a ``no_grad`` an asynchronous exception cut short."""
     _state.grad_enabled = flag
-    return prev
 
 
 class _GradMode(contextlib.ContextDecorator):
+    """Sets the grad mode for a block and puts the previous one back.
+
+    Ordered for exceptions raised asynchronously (a signal handler's KeyboardInterrupt
+    lands where Python checks for signals: entering a Python function, after a C call):
+    ``__enter__`` changes the mode in its last statement, ``__exit__`` restores it in its
+    first, a plain store. (``_prev.append(set(...))`` let a Ctrl-C between the two calls
+    leave a trainer's no_grad on for good.) One window no Python code can close remains:
+    an interrupt on entering ``__exit__``; code that must survive it restores the mode in
+    a ``finally`` (``restore_grad_mode``), as the trainer does."""
+
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self._prev = []
 
     def __enter__(self):
-        self._prev.append(_set_grad_enabled(self.enabled))
+        self._prev.append(is_grad_enabled())
+        _state.grad_enabled = self.enabled
         return self
 
     def __exit__(self, *exc):
-        _set_grad_enabled(self._prev.pop())
+        _state.grad_enabled = self._prev[-1]
+        self._prev.pop()
         return False
 
 

@@ -70,7 +70,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import random as R
-from .autograd import no_grad
+from .autograd import is_grad_enabled, no_grad, restore_grad_mode
 from .data import DataLoader
 from .io import save
 from .models import loss_and_score, targets_for
@@ -246,6 +246,7 @@ def evaluate(model, dataset, task, device="cpu", batch_size=256, progress=False,
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     model.eval()
     total_loss, correct, n = 0.0, 0, 0
+    grad_mode = is_grad_enabled()
     try:
         with no_grad():
             for x, y in _bar(loader, len(loader), "eval", not progress):
@@ -262,6 +263,9 @@ def evaluate(model, dataset, task, device="cpu", batch_size=256, progress=False,
                 if on_batch is not None:
                     on_batch()
     finally:
+        # a KeyboardInterrupt from a signal handler can land as no_grad's __exit__ is
+        # entered, before it restores anything: put the grad mode back here too
+        restore_grad_mode(grad_mode)
         model.train()
     return total_loss / max(n, 1), (correct / n if score is not None and n else None)
 
@@ -391,7 +395,8 @@ def fit(state, handle_signals=True):
     """Train from the state's position to ``state.epochs``: each epoch trains, evaluates
     and writes a checkpoint. Returns 0, or 128 + signal number (130 on Ctrl-C or a
     KeyboardInterrupt) when interrupted; see the module docstring for what is saved."""
-    with (_Signals(state) if handle_signals else _Nothing()):
+    grad_mode = is_grad_enabled()
+    with (_Signals(state) if handle_signals else _Nothing()), _RestoreGradMode(grad_mode):
         try:
             while state.epoch < state.epochs:
                 if not state.epoch_trained:
@@ -421,6 +426,18 @@ class _Nothing:
         return self
 
     def __exit__(self, *exc):
+        return False
+
+
+class _RestoreGradMode(_Nothing):
+    """On the way out of fit, the grad mode it started with, whatever an interrupted
+    ``no_grad`` (a hook's, the evaluation's) left behind."""
+
+    def __init__(self, mode):
+        self.mode = mode
+
+    def __exit__(self, *exc):
+        restore_grad_mode(self.mode)
         return False
 
 
