@@ -219,9 +219,9 @@ def _gemm(a, b):
 
 def matmul(a, b, trans_a=False, trans_b=False):
     """op(a) @ op(b) through BLAS. Transposed operands are passed as transposed views,
-    which BLAS reads with its own transpose flag: no copy is made. 2-D products run on
-    our own thread pool, a single-threaded GEMM per slice of the output (see
-    _split_gemm); the rest through NumPy."""
+    which BLAS reads with its own transpose flag: no copy is made. 2-D products of at
+    least _SPLIT_GEMM_MACS multiply-adds run on our own thread pool, a single-threaded
+    GEMM per band of the output (see _split_gemm); the rest through NumPy."""
     check_matmul(a, b, trans_a, trans_b)
     check_float("matmul", a, b)
     a = np.swapaxes(a, -1, -2) if trans_a else a
