@@ -237,6 +237,13 @@ class NCCLBackend:
         self.mpi.destroy()
 
 
+def grace_before_abort(seconds=0.25):
+    """Give the launcher time to forward what this rank just wrote. MPI_Abort has it kill
+    every rank at once, and a line written just before could be lost on the way (seen
+    once in a loaded test run: mpiexec exited 2 with an empty stderr)."""
+    time.sleep(seconds)
+
+
 def install_abort_hook(backend):
     """An uncaught exception on any rank aborts every rank (MPI_Abort) after printing which
     rank failed and why, instead of leaving the others blocked in a collective forever."""
@@ -249,6 +256,7 @@ def install_abort_hook(backend):
         sys.stderr.write(f"tinygrad_k.distributed: rank {backend.rank} of {backend.size} "
                          f"failed with {exc_type.__name__}: {exc}; aborting every rank\n")
         sys.stderr.flush()
+        grace_before_abort()
         backend.abort(1)
 
     sys.excepthook = hook

@@ -113,6 +113,9 @@ class DistributedTraining:
                          "every rank\n")
         sys.stderr.flush()
         if self.world_size > 1:
+            from ._backends import grace_before_abort
+
+            grace_before_abort()
             _backend().abort(2)
 
     def close(self):
