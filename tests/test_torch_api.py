@@ -127,3 +127,35 @@ def test_cross_entropy_weight_positional_and_legacy_reduce_as_torch():
     ours = tk.nn.functional.mse_loss(tk.tensor(z), tk.tensor(z * 2), size_average=False)
     theirs = torch.nn.functional.mse_loss(torch.tensor(z), torch.tensor(z * 2), size_average=False)
     assert abs(ours.item() - theirs.item()) < 1e-9
+
+
+def _grad_mode_sequence(lib):
+    """is_grad_enabled after each everyday use of set_grad_enabled: as a statement, as a
+    with block, as a decorator, nested in no_grad."""
+    out = []
+    lib.set_grad_enabled(False)
+    out.append(lib.is_grad_enabled())
+    lib.set_grad_enabled(True)
+    out.append(lib.is_grad_enabled())
+    with lib.set_grad_enabled(False):
+        out.append(lib.is_grad_enabled())
+    out.append(lib.is_grad_enabled())
+
+    @lib.set_grad_enabled(False)
+    def f():
+        return lib.is_grad_enabled()
+
+    out += [lib.is_grad_enabled(), f(), f(), lib.is_grad_enabled()]
+    with lib.no_grad():
+        with lib.set_grad_enabled(True):
+            out.append(lib.is_grad_enabled())
+        out.append(lib.is_grad_enabled())
+    out.append(lib.is_grad_enabled())
+    return out
+
+
+def test_set_grad_enabled_acts_at_once_as_pytorchs_does():
+    """A plain set_grad_enabled(False) statement switches recording off (it used to wait
+    for a with block); the with and decorator forms restore as PyTorch's."""
+    assert _grad_mode_sequence(tk) == _grad_mode_sequence(torch)
+    assert tk.is_grad_enabled()

@@ -104,9 +104,29 @@ def enable_grad():
     return _GradMode(True)
 
 
-def set_grad_enabled(mode):
-    """Context manager / decorator that sets graph recording to ``mode`` (as torch)."""
-    return _GradMode(bool(mode))
+class set_grad_enabled(_GradMode):
+    """Sets graph recording to ``mode`` as PyTorch's does: at once when called (so a
+    plain ``set_grad_enabled(False)`` statement switches recording off), restoring the
+    previous mode at the end of a ``with`` block; used as a decorator it changes nothing
+    until the decorated function runs."""
+
+    def __init__(self, mode):
+        super().__init__(bool(mode))
+        self._before = is_grad_enabled()
+        self._fresh = True  # the mode is already set for the with right after this
+        _state.grad_enabled = self.enabled
+
+    def __enter__(self):
+        if self._fresh:
+            self._fresh = False
+            self._prev.append(self._before)
+            return self
+        return super().__enter__()
+
+    def __call__(self, func):
+        _state.grad_enabled = self._before  # a decorator: undo the change made above
+        self._fresh = False
+        return super().__call__(func)
 
 
 def inference_mode(mode=True):
