@@ -42,7 +42,6 @@ All kernels are compiled with ``cache=True`` so the JIT cost is paid once per ma
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import threading
@@ -190,47 +189,90 @@ def _blas_controller():
 _BLAS = _blas_controller()
 
 
-@contextlib.contextmanager
-def _blas_threads_for(macs):
-    if _BLAS is None or macs >= _SMALL_GEMM_MACS:
-        yield
-        return
-    if [lib.filepath for lib in _BLAS] == [_cpu_blas.LIBRARY]:  # one BLAS: a 1 us switch
+_THREAD_COUNT = None
+
+
+def _thread_count_functions():
+    """(get, set) of Numba's thread count for the calling thread. numba.get/set_num_threads
+    start the pool's check under a multiprocessing lock on every call (4 us a switch on the
+    dev VM, a dozen switches a small training step); once the pool runs, the threading
+    layer's own two C functions, which Numba keeps after starting it, do the same in
+    under 1 us. Where they are not found (another Numba), Numba's public pair."""
+    global _THREAD_COUNT
+    if _THREAD_COUNT is None:
+        from numba.np.ufunc import parallel as _parallel
+
+        pair = (numba.get_num_threads, numba.set_num_threads)
+        try:
+            _parallel._launch_threads()
+            get, put = _parallel._get_num_threads, _parallel._set_num_threads
+            if callable(get) and callable(put) and get() == numba.get_num_threads():
+                pair = (get, put)
+        except Exception:  # noqa: BLE001 - a private API: anything wrong means "not there"
+            pass
+        _THREAD_COUNT = pair
+    return _THREAD_COUNT
+
+
+def num_threads():
+    """Numba's thread count for the calling thread (numba.get_num_threads, cheaply)."""
+    return _thread_count_functions()[0]()
+
+
+def set_num_threads(n):
+    """numba.set_num_threads(n) for the calling thread, cheaply (1 <= n <= the pool)."""
+    _thread_count_functions()[1](n)
+
+
+# OpenBLAS itself runs a GEMM of at most this many multiply-adds on the calling thread,
+# whatever its thread count (interface/gemm.c: SMP_THRESHOLD_MIN 65536 times
+# GEMM_MULTITHREAD_THRESHOLD 4), so such products skip the thread switch: it and the
+# context managers cost 10 us, more than a 64x128x10 product.
+_BLAS_SERIAL_MACS = 65536 * 4
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _set_blas_threads(threads):
+    for lib, n in zip(_BLAS, threads):
+        lib.set_num_threads(n)
+
+
+def _one_thread_matmul(a, b):
+    """a @ b with the BLAS on one thread (see _SMALL_GEMM_MACS)."""
+    if _cpu_blas.AVAILABLE and _BLAS_IS_OURS:  # one BLAS, switched in 1 us
         with _cpu_blas.one_thread():
-            yield
-        return
+            return np.matmul(a, b)
     saved = [lib.num_threads for lib in _BLAS]
-    for lib in _BLAS:
-        lib.set_num_threads(1)
+    _set_blas_threads([1] * len(saved))
     try:
-        yield
-    finally:
-        for lib, n in zip(_BLAS, saved):
-            lib.set_num_threads(n)
-
-
-def _gemm(a, b):
-    """a @ b for 2-D (or equal-batch 3-D) operands, with the BLAS thread policy above."""
-    batch = max(a.shape[0] if a.ndim == 3 else 1, b.shape[0] if b.ndim == 3 else 1)
-    macs = a.shape[-2] * a.shape[-1] * b.shape[-1] * batch
-    with _blas_threads_for(macs):
         return np.matmul(a, b)
+    finally:
+        _set_blas_threads(saved)
+
+
+_BLAS_IS_OURS = _BLAS is not None and [lib.filepath for lib in _BLAS] == [_cpu_blas.LIBRARY]
 
 
 def matmul(a, b, trans_a=False, trans_b=False):
-    """op(a) @ op(b) through BLAS. Transposed operands are passed as transposed views,
-    which BLAS reads with its own transpose flag: no copy is made. 2-D products of at
-    least _SPLIT_GEMM_MACS multiply-adds run on our own thread pool, a single-threaded
-    GEMM per band of the output (see _split_gemm); the rest through NumPy."""
-    check_matmul(a, b, trans_a, trans_b)
-    check_float("matmul", a, b)
-    a = np.swapaxes(a, -1, -2) if trans_a else a
-    b = np.swapaxes(b, -1, -2) if trans_b else b
-    if (a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and _cpu_blas.AVAILABLE
-            and a.dtype in (np.float32, np.float64)
-            and a.shape[0] * a.shape[1] * b.shape[1] >= _SPLIT_GEMM_MACS):
+    """op(a) @ op(b) through BLAS, for two 2-D or two equal-batch 3-D float arrays of one
+    dtype. Transposed operands are passed as transposed views, which BLAS reads with its
+    own transpose flag: no copy is made. 2-D products of at least _SPLIT_GEMM_MACS
+    multiply-adds run on our own thread pool, a single-threaded GEMM per band of the
+    output (see _split_gemm); the rest through NumPy, on one BLAS thread below
+    _SMALL_GEMM_MACS."""
+    m, k, n = check_matmul(a, b, trans_a, trans_b)
+    if a.dtype != b.dtype or a.dtype not in _FLOATS:
+        check_float("matmul", a, b)
+    a = a.swapaxes(-1, -2) if trans_a else a
+    b = b.swapaxes(-1, -2) if trans_b else b
+    macs = m * k * n * (a.shape[0] if a.ndim == 3 else 1)
+    if macs <= _BLAS_SERIAL_MACS or _BLAS is None:
+        return np.matmul(a, b)
+    if a.ndim == 2 and macs >= _SPLIT_GEMM_MACS and _cpu_blas.AVAILABLE:
         return _threaded_matmul(a, b)
-    return _gemm(a, b)
+    if macs >= _SMALL_GEMM_MACS:
+        return np.matmul(a, b)
+    return _one_thread_matmul(a, b)
 
 
 # Products from this many multiply-adds are split over our threads; smaller ones go to
@@ -284,7 +326,7 @@ def _threaded_matmul(a, b):
     b, tb, ldb = _blas_operand(b)
     c = np.empty((m, n), dtype=a.dtype)
     with _cpu_blas.one_thread():
-        _split_gemm(ta, tb, m, n, k, a, lda, b, ldb, c, numba.get_num_threads(), m >= n)
+        _split_gemm(ta, tb, m, n, k, a, lda, b, ldb, c, num_threads(), m >= n)
     return c
 
 
@@ -569,7 +611,7 @@ def _blocked_plan(n, k, o, L, dtype):
     dtype = np.dtype(dtype)
     nb = max(1, -(-_BLOCK_MIN_COLUMNS // L))
     nb = max(1, min(nb, _BLOCK_MAX_BYTES // max(1, k * L * dtype.itemsize), n))
-    nt = max(1, min(numba.get_num_threads(), n))
+    nt = max(1, min(num_threads(), n))
     cols = np.empty((nt, k, nb * L), dtype=dtype)
     tmp = np.empty((nt, o if nb > 1 else 0, nb * L), dtype=dtype)
     return nb, cols, tmp
@@ -580,7 +622,7 @@ def _use_blocked(version, n):
     thread gets a sample (below that, OpenBLAS's own threads split the one product)."""
     if not _cpu_blas.AVAILABLE:
         return False
-    return version == "blocked" or (version == "auto" and n >= numba.get_num_threads())
+    return version == "blocked" or (version == "auto" and n >= num_threads())
 
 
 _WORKSPACE = threading.local()
@@ -869,7 +911,7 @@ def _direct_backward_weight(dy, x, w_shape, geo):
     dyw = np.zeros((n, o, oh, wp), dtype=dy.dtype)
     dyw[..., :ow] = dy
     offs = _tap_offsets(cg, kh, kw, hp, wp, *geo.dilation)
-    part = np.zeros((max(1, min(n, numba.get_num_threads())), o, cg * kh * kw), dtype=x.dtype)
+    part = np.zeros((max(1, min(n, num_threads())), o, cg * kh * kw), dtype=x.dtype)
     _direct_conv_dw(xf, dyw.reshape(n, o, oh * wp), offs, o // g, cg * hp * wp,
                     (oh - 1) * wp + ow, part)
     return part.sum(axis=0).reshape(tuple(w_shape))
