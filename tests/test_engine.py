@@ -171,3 +171,46 @@ def test_nan_and_inf_propagate_like_numpy():
     assert np.isnan(z.item())
     assert np.isfinite(tk.tensor([1000.0, -1000.0]).sigmoid().numpy()).all()
     assert np.isfinite(tk.tensor([[1000.0, 0.0]]).log_softmax(1).numpy()).all()
+
+
+def test_a_leaf_takes_its_gradient_without_a_copy_only_when_no_one_else_holds_it(monkeypatch):
+    """PyTorch's AccumulateGrad steals a gradient nobody else references; so do we, and
+    every other case (a gradient shared by two leaves, one a hook keeps, one the caller
+    passed in, a view) gets a copy: no two .grads, and no .grad and user array, alias."""
+    from tinygrad_k import autograd
+
+    owned = []
+    real = autograd._accumulate
+
+    def spy(t, g, owned_flag=False):
+        owned.append(owned_flag)
+        return real(t, g, owned_flag)
+
+    monkeypatch.setattr(autograd, "_accumulate", spy)
+    rng = np.random.default_rng(0)
+    lin = tk.nn.Linear(5, 3)
+    x = tk.tensor(rng.standard_normal((4, 5)).astype(np.float32))
+    lin(x).relu().sum().backward()
+    assert owned == [True, True]  # weight and bias: fresh arrays of the Linear backward
+
+    a = tk.tensor(rng.standard_normal(6), requires_grad=True)
+    b = tk.tensor(rng.standard_normal(6), requires_grad=True)
+    owned.clear()
+    (a + b).sum().backward()  # Add hands one array to both leaves
+    assert not np.shares_memory(a.grad.numpy(), b.grad.numpy())
+    assert owned.count(True) <= 1
+
+    kept = []
+    c = tk.tensor(rng.standard_normal(6), requires_grad=True)
+    c.register_hook(lambda g: kept.append(g))
+    (c * 2.0).sum().backward()
+    assert not np.shares_memory(c.grad.numpy(), kept[0].numpy())
+    np.testing.assert_array_equal(c.grad.numpy(), np.full(6, 2.0))
+
+    given = np.ones(6)
+    d = tk.tensor(rng.standard_normal(6), requires_grad=True)
+    d.backward(tk.tensor(given))
+    assert not np.shares_memory(d.grad.numpy(), given)
+    given[0] = 5.0
+    assert d.grad.numpy()[0] == 1.0
+    assert autograd._SOLE_OWNER >= 1

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 import threading
 import weakref
 
@@ -414,18 +415,21 @@ class Function:
         if cls._tensor_io:
             return _apply_custom(cls, args, kwargs)
         Tensor = _Tensor
-        tensors = [a for a in args if isinstance(a, Tensor)]
-        if not tensors:
+        tensors, raw, backend, requires_grad = [], [], None, False
+        for a in args:  # one pass: this runs for every op of every step
+            if isinstance(a, Tensor):
+                if backend is None:
+                    backend = a._backend
+                elif a._backend is not backend:
+                    _raise_devices(cls, args)
+                requires_grad = requires_grad or a.requires_grad
+                tensors.append(a)
+                raw.append(a._array)
+            else:
+                raw.append(a)
+        if backend is None:
             raise TypeError(f"{cls.__name__}: expected at least one Tensor argument")
-        backend = tensors[0]._backend
-        for t in tensors[1:]:
-            if t._backend is not backend:
-                devices = ", ".join(f"{tuple(x.shape)} on {x.device}" for x in tensors)
-                raise RuntimeError(
-                    f"{cls.__name__}: expected all tensors on the same device, got {devices}; "
-                    "move them with .to(device) first")
-        raw = [a._array if isinstance(a, Tensor) else a for a in args]
-        requires_grad = is_grad_enabled() and any(t.requires_grad for t in tensors)
+        requires_grad = requires_grad and is_grad_enabled()
         ctx = Context(cls, tuple(tensors), backend)
         out = cls.forward(ctx, *raw, **kwargs)
         if isinstance(out, np.generic):  # NumPy reductions return scalars, not 0-d arrays
@@ -439,6 +443,13 @@ class Function:
             if ctx.saved_tensors:
                 ctx._record_versions(out, version_counter(result))
         return result
+
+
+def _raise_devices(cls, args):
+    devices = ", ".join(f"{tuple(x.shape)} on {x.device}" for x in args
+                        if isinstance(x, _Tensor))
+    raise RuntimeError(f"{cls.__name__}: expected all tensors on the same device, got "
+                       f"{devices}; move them with .to(device) first")
 
 
 def _share_if_view(result, src):
@@ -566,7 +577,8 @@ def _custom_backward(ctx, g):
 def _topological_order(starts):
     """Graph entries reachable from ``starts`` (Contexts and leaf Tensors), each after all
     its consumers. Iterative depth-first search with an explicit stack, so a 10,000-op
-    chain does not hit Python's recursion limit."""
+    chain does not hit Python's recursion limit. (Used to find the part of the graph that
+    ``autograd.grad``'s inputs need; backward itself runs in _consumer_counts' order.)"""
     order, visited = [], set()
     stack = [(s, False) for s in reversed(starts)]
     while stack:
@@ -586,34 +598,25 @@ def _topological_order(starts):
     return order
 
 
-def _leaves_early(order):
-    """``order`` with each leaf moved to just after its last consumer.
-
-    A leaf's gradient is complete once every node that uses it has run its backward; the
-    depth-first order puts all leaves at the very end. Accumulating each one as soon as it
-    is complete lets post-accumulate-grad hooks (DistributedDataParallel's bucket
-    reductions) start while the rest of backward runs. Leaves have no inputs, so the order
-    stays topological and every gradient is the same.
-    """
-    last, leaves = {}, []
-    for i, node in enumerate(order):
-        if not isinstance(node, Context):
-            leaves.append(node)
-            continue
-        for e in node.next or ():
-            if e is not None and not isinstance(e, Context):
-                last[id(e)] = i
-    if not leaves:
-        return order
-    after = {}
-    for leaf in leaves:
-        after.setdefault(last.get(id(leaf), -1), []).append(leaf)
-    out = list(after.get(-1, ()))  # the root itself, when it is a leaf
-    for i, node in enumerate(order):
-        if isinstance(node, Context):
-            out.append(node)
-            out.extend(after.get(i, ()))
-    return out
+def _consumer_counts(starts):
+    """{id(entry): number of edges into it} for every graph entry reachable from
+    ``starts`` through ``Context.next``; an entry is ready to run once that many of its
+    consumers have run (Kahn's algorithm, the schedule of PyTorch's engine). Iterative, so
+    a 10,000-op chain does not hit Python's recursion limit."""
+    counts = {}
+    stack = [s for s in starts if isinstance(s, Context)]
+    while stack:
+        for e in stack.pop().next or ():
+            if e is None:
+                continue
+            k = id(e)
+            if k in counts:
+                counts[k] += 1
+            else:
+                counts[k] = 1
+                if isinstance(e, Context):
+                    stack.append(e)
+    return counts
 
 
 def _wrap_grads(arrays, backend):
@@ -626,10 +629,23 @@ def _unwrap(t, like):
     return t._array if isinstance(t, _Tensor) else like
 
 
-def _accumulate(t, g):
-    """t.grad += g (a copy on first use: no aliasing between .grads)."""
+def _sole_owner_refcount():
+    a = np.empty(1)
+    return sys.getrefcount(a)
+
+
+# sys.getrefcount of an array held by one local variable only (2 on CPython 3.11: the
+# variable and the call's argument), measured the way run_backward asks, so a Python that
+# counts differently only turns the shortcut below off
+_SOLE_OWNER = _sole_owner_refcount()
+
+
+def _accumulate(t, g, owned=False):
+    """t.grad += g. On first use ``g`` itself becomes the gradient when ``owned`` (no one
+    else holds it, and it owns its memory: PyTorch's AccumulateGrad steals such a
+    gradient too), a copy otherwise: no aliasing between .grads or with user arrays."""
     if t.grad is None:
-        t.grad = _Tensor._wrap(g.copy(), t._backend, False)
+        t.grad = _Tensor._wrap(g if owned else g.copy(), t._backend, False)
     else:
         t.grad = _Tensor._wrap(t.grad._array + g, t._backend, False)
 
@@ -646,9 +662,13 @@ def run_backward(roots, grads, retain_graph=False, trace=None, inputs=None,
                  accumulate=True):
     """Propagate ``grads`` (arrays, one per root Tensor) back through the graph.
 
-    For each node in reverse topological order: g_out is the sum of the gradients of all
-    its consumers; ``fn.backward(ctx, g_out)`` gives one gradient per input; leaves
-    accumulate into ``.grad`` (``accumulate=False``: nothing is accumulated).
+    Each node runs once all its consumers have (Kahn's order over _consumer_counts; the
+    most recently readied node first, so a leaf is accumulated right after its last
+    consumer and post-accumulate-grad hooks, DistributedDataParallel's bucket reductions,
+    start while the rest of backward runs). g_out is the sum of the gradients of all its
+    consumers; ``fn.backward(ctx, g_out)`` gives one gradient per input; leaves accumulate
+    into ``.grad`` (``accumulate=False``: nothing is accumulated). As in PyTorch, the
+    whole walk, hooks included, records no graph.
 
     ``inputs``: None, or Tensors whose gradient is wanted; only the part of the graph that
     leads to them runs, and the summed gradient of each is returned (a list, None for an
@@ -665,99 +685,141 @@ def run_backward(roots, grads, retain_graph=False, trace=None, inputs=None,
         e = _graph_entry(r)
         if e is None:
             continue
-        starts.append(e)
         k = id(e)
-        buf[k] = g if k not in buf else buf[k] + g
-    order = _topological_order(starts)
+        if k in buf:
+            buf[k] = buf[k] + g
+        else:
+            starts.append(e)
+            buf[k] = g
+    counts = _consumer_counts(starts)
     wanted = needed = None
     if inputs is not None:
         wanted = {id(_graph_entry(t)): i for i, t in enumerate(inputs)
                   if _graph_entry(t) is not None}
-        needed = _needed(order, wanted)
-        order = [n for n in order if id(n) in needed]
-    order = _leaves_early(order)
+        needed = _needed(_topological_order(starts), wanted)
     captured = [None] * (len(inputs) if inputs is not None else 0)
-    for node in order:
-        g = buf.pop(id(node), None)
-        if g is None:
-            continue
-        if not isinstance(node, Context):  # a leaf that required grad when used
-            if not node.requires_grad:  # turned off since: torch's AccumulateGrad skips it
+    ready = [e for e in reversed(starts) if id(e) not in counts]
+    grad_mode = is_grad_enabled()
+    _state.grad_enabled = False
+    try:
+        while ready:
+            node = ready.pop()
+            g = buf.pop(id(node), None)
+            if not isinstance(node, Context):  # a leaf that required grad when used
+                # no gradient reached it, it is not on the way to an autograd.grad input,
+                # or it stopped requiring grad since (torch's AccumulateGrad skips it)
+                if g is None or not node.requires_grad or (needed is not None
+                                                           and id(node) not in needed):
+                    continue
+                if node._hooks:
+                    g = _run_tensor_hooks(node._hooks, g, node._backend)
+                if wanted is not None and id(node) in wanted:
+                    captured[wanted[id(node)]] = g
+                elif accumulate:
+                    # owned: the engine's reference is the only one (a gradient a
+                    # backward made for this leaf alone), so it can become .grad without a
+                    # copy (asked before the call: an argument being passed is one more
+                    # reference)
+                    owned = g.base is None and sys.getrefcount(g) == _SOLE_OWNER
+                    _accumulate(node, g, owned)
+                    # torch's post-accumulate-grad hooks: the leaf's .grad is final for
+                    # this backward (DistributedDataParallel launches its bucket
+                    # reductions from here)
+                    for hook in tuple(getattr(node, "_post_accumulate_grad_hooks", None)
+                                      or ()):
+                        hook(node)
                 continue
-            if node._hooks:
-                g = _run_tensor_hooks(node._hooks, g, node._backend)
-            if wanted is not None and id(node) in wanted:
-                captured[wanted[id(node)]] = g
-            elif accumulate:
-                _accumulate(node, g)
-                # torch's post-accumulate-grad hooks: the leaf's .grad is final for this
-                # backward (DistributedDataParallel launches its bucket reductions from here)
-                for hook in tuple(getattr(node, "_post_accumulate_grad_hooks", None) or ()):
-                    hook(node)
-            continue
-        ctx = node
-        ex = ctx._extras
-        if ex is not None:
-            if ex.tensor:
-                g = _run_tensor_hooks(ex.tensor, g, ctx.backend)
-            for h in list(ex.pre):
-                r = h(_wrap_grads((g,), ctx.backend))
-                if r is not None:
-                    g = _unwrap(r[0], g)
-            if ex.retained is not None and accumulate:
-                t = ex.retained()
-                if t is not None:
-                    _accumulate(t, g)
-        if wanted is not None and id(ctx) in wanted:
-            captured[wanted[id(ctx)]] = g
-            if not any(e is not None and id(e) in needed for e in ctx.next):
-                continue  # nothing wanted lies below: torch does not run this node either
-        if ctx.freed:
-            raise RuntimeError(
-                f"{ctx.fn.__name__}.backward: trying to backward through the graph a second time "
-                "(its saved values were freed); call .backward(retain_graph=True) the first time")
-        if ctx._versions is not None:
-            ctx._check_versions()
-        with no_grad():
-            if ctx.fn._tensor_io:
-                in_grads = _custom_backward(ctx, g)
-            else:
-                in_grads = ctx.fn.backward(ctx, g)
-        if not isinstance(in_grads, tuple):
-            in_grads = (in_grads,)
-        if len(in_grads) != len(ctx.parents):
-            raise RuntimeError(f"{ctx.fn.__name__}.backward returned {len(in_grads)} gradients, "
-                               f"expected {len(ctx.parents)}")
-        if ex is not None and ex.post:
-            for h in list(ex.post):
-                r = h(_wrap_grads(in_grads, ctx.backend), _wrap_grads((g,), ctx.backend))
-                if r is not None:
-                    in_grads = tuple(_unwrap(x, None) for x in r)
-        if trace is not None:
-            xp = ctx.backend.xp
-            trace.append({
-                "op": ctx.fn.__name__,
-                "input_shapes": [tuple(p.shape) for p in ctx.parents],
-                "output_shape": tuple(g.shape),
-                "grad_output_norm": float(xp.linalg.norm(g.ravel())) if g.size else 0.0,
-                "grad_input_norms": [None if ig is None else
-                                     (float(xp.linalg.norm(ig.ravel())) if ig.size else 0.0)
-                                     for ig in in_grads],
-            })
-        for parent, entry, pg in zip(ctx.parents, ctx.next, in_grads):
-            if pg is None or entry is None:
-                continue
+            in_grads = None
+            if g is not None and (needed is None or id(node) in needed):
+                in_grads = _run_node(node, g, wanted, needed, captured, retain_graph,
+                                     accumulate, trace)
+            for i, entry in enumerate(node.next or ()):
+                if entry is None:
+                    continue
+                k = id(entry)
+                pg = in_grads[i] if in_grads is not None else None
+                if pg is not None:
+                    prev = buf.get(k)
+                    buf[k] = pg if prev is None else prev + pg
+                left = counts[k] - 1
+                counts[k] = left
+                if not left:
+                    ready.append(entry)
+            # buf holds the only engine reference to each gradient (see owned above)
+            in_grads = pg = prev = None
+    finally:
+        restore_grad_mode(grad_mode)
+    return captured
+
+
+def _run_node(ctx, g, wanted, needed, captured, retain_graph, accumulate, trace):
+    """One node's backward: its hooks, its Function's backward for the summed output
+    gradient ``g``, the gradients cast to each input's shape (unbroadcast) and dtype; None
+    where nothing flows on (or the node only leads to an ``autograd.grad`` input)."""
+    ex = ctx._extras
+    if ex is not None:
+        if ex.tensor:
+            g = _run_tensor_hooks(ex.tensor, g, ctx.backend)
+        for h in list(ex.pre):
+            r = h(_wrap_grads((g,), ctx.backend))
+            if r is not None:
+                g = _unwrap(r[0], g)
+        if ex.retained is not None and accumulate:
+            t = ex.retained()
+            if t is not None:
+                _accumulate(t, g)
+    if wanted is not None and id(ctx) in wanted:
+        captured[wanted[id(ctx)]] = g
+        if not any(e is not None and id(e) in needed for e in ctx.next):
+            return None  # nothing wanted lies below: torch does not run this node either
+    if ctx.freed:
+        raise RuntimeError(
+            f"{ctx.fn.__name__}.backward: trying to backward through the graph a second time "
+            "(its saved values were freed); call .backward(retain_graph=True) the first time")
+    if ctx._versions is not None:
+        ctx._check_versions()
+    if ctx.fn._tensor_io:
+        in_grads = _custom_backward(ctx, g)
+    else:
+        in_grads = ctx.fn.backward(ctx, g)
+    if not isinstance(in_grads, tuple):
+        in_grads = (in_grads,)
+    parents = ctx.parents
+    if len(in_grads) != len(parents):
+        raise RuntimeError(f"{ctx.fn.__name__}.backward returned {len(in_grads)} gradients, "
+                           f"expected {len(parents)}")
+    if ex is not None and ex.post:
+        for h in list(ex.post):
+            r = h(_wrap_grads(in_grads, ctx.backend), _wrap_grads((g,), ctx.backend))
+            if r is not None:
+                in_grads = tuple(_unwrap(x, None) for x in r)
+    if trace is not None:
+        xp = ctx.backend.xp
+        trace.append({
+            "op": ctx.fn.__name__,
+            "input_shapes": [tuple(p.shape) for p in parents],
+            "output_shape": tuple(g.shape),
+            "grad_output_norm": float(xp.linalg.norm(g.ravel())) if g.size else 0.0,
+            "grad_input_norms": [None if ig is None else
+                                 (float(xp.linalg.norm(ig.ravel())) if ig.size else 0.0)
+                                 for ig in in_grads],
+        })
+    if not retain_graph:
+        ctx.free()
+    out = []
+    for parent, entry, pg in zip(parents, ctx.next, in_grads):
+        if pg is not None and entry is not None:
             if isinstance(pg, np.generic):  # arithmetic on 0-d arrays yields NumPy scalars
                 pg = np.asarray(pg)
-            pg = unbroadcast(pg, parent.shape)
-            if pg.dtype != parent.dtype:
-                pg = pg.astype(parent.dtype)
-            key = id(entry)
-            prev = buf.get(key)
-            buf[key] = pg if prev is None else prev + pg
-        if not retain_graph:
-            ctx.free()
-    return captured
+            a = parent._array
+            if pg.shape != a.shape:
+                pg = unbroadcast(pg, a.shape)
+            if pg.dtype != a.dtype:
+                pg = pg.astype(a.dtype)
+            out.append(pg)
+        else:
+            out.append(None)
+    return out
 
 
 def _needed(order, wanted):
