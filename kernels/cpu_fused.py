@@ -22,12 +22,13 @@ dtype, except the in-place ``add_channel_bias_``.
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange, set_num_threads
+from numba import njit, prange
 
-from . import cpu as _cpu  # noqa: F401  (chooses Numba's threading layer first)
+from .cpu import num_threads, set_num_threads  # (kernels.cpu chooses the threading layer)
 
 __all__ = ["relu", "relu_backward", "bias_relu", "add_channel_bias_", "channel_sum",
-           "batch_norm_forward", "batch_norm_backward", "sgd_update_"]
+           "batch_norm_forward", "batch_norm_backward", "sgd_update_",
+           "cross_entropy_forward", "softmax_xent_backward"]
 
 # reassociation lets LLVM vectorise the float64 channel sums; no "nnan"/"ninf": a NaN
 # or inf in the input must still reach the output, as in NumPy and PyTorch
@@ -186,6 +187,56 @@ def _sgd(p, g, buf, coef, has_wd, has_momentum, nesterov, first):
         p[i] = p[i] - lr * gi
 
 
+@njit(parallel=True, cache=True)
+def _xent_forward(z, t, ignore, loss, probs, safe):
+    """Row i: m = max z_i (NaN if any is), e = exp(z_i - m), s = sum e (float64),
+    probs_i = e / s, loss_i = m + log s - z_i[t_i], or 0 where t_i == ignore (safe_i = 0
+    there, t_i elsewhere). Returns (rows not ignored, targets out of [0, C) among them,
+    the float64 sum of the losses); a row with a bad target gets no loss."""
+    n, c = z.shape
+    count, bad, total = 0, 0, 0.0
+    for i in prange(n):
+        zi, pi = z[i], probs[i]
+        m = zi[0]
+        for j in range(1, c):
+            v = zi[j]
+            if v > m or v != v:  # NumPy's max: a NaN wins and stays
+                m = v
+        s = 0.0
+        for j in range(c):
+            e = np.exp(zi[j] - m)
+            pi[j] = e
+            s += e
+        s_t = z.dtype.type(s)
+        for j in range(c):
+            pi[j] = pi[j] / s_t
+        ti = t[i]
+        li = z.dtype.type(0)
+        if ti == ignore:
+            ti = 0
+        elif ti < 0 or ti >= c:
+            bad += 1
+            ti = 0
+        else:
+            count += 1
+            li = z.dtype.type((m + np.log(s)) - zi[ti])
+        safe[i] = ti
+        loss[i] = li
+        total += li
+    return count, bad, total
+
+
+@njit(parallel=True, cache=True)
+def _xent_backward(probs, t, dloss, dz):
+    """dz_i = dloss_i * (probs_i - onehot(t_i))."""
+    n, c = probs.shape
+    for i in prange(n):
+        d, ti = dloss[i], t[i]
+        for j in range(c):
+            p = probs[i, j]
+            dz[i, j] = d * ((p - 1) if j == ti else p)
+
+
 # Below this many elements a kernel runs on the calling thread alone. Between the
 # kernels of a step the framework's Python runs for tens of microseconds, long enough
 # for the pool's other threads to go to sleep, and waking them costs 20-75 us (2-core
@@ -196,8 +247,10 @@ _SERIAL_BELOW = 2 ** 16
 
 def _run(kernel, size, *args):
     """kernel(*args), on the calling thread only when ``size`` (elements) is small."""
-    threads = get_num_threads()
-    if size >= _SERIAL_BELOW or threads == 1:
+    if size >= _SERIAL_BELOW:
+        return kernel(*args)
+    threads = num_threads()
+    if threads == 1:
         return kernel(*args)
     set_num_threads(1)
     try:
@@ -253,7 +306,7 @@ def channel_sum(g):
     """g (N, C, ...) summed over every axis but 1 -> (C,), in g's dtype (the bias
     gradient); samples are split over the threads, whose partial sums are then added."""
     g3 = _ncl(g)
-    chunks = 1 if g3.size < _SERIAL_BELOW else max(1, min(g3.shape[0], get_num_threads()))
+    chunks = 1 if g3.size < _SERIAL_BELOW else max(1, min(g3.shape[0], num_threads()))
     part = np.zeros((chunks, g3.shape[1]), dtype=g.dtype)
     _run(_channel_sum, g3.size, g3, part)
     return part.sum(axis=0)
@@ -300,3 +353,39 @@ def sgd_update_(param, grad, buf, lr, momentum, dampening, weight_decay, nestero
     flat = param.reshape(-1)
     _run(_sgd, flat.size, flat, grad.reshape(-1), flat if buf is None else buf.reshape(-1),
          coef, bool(weight_decay), bool(momentum), bool(nesterov), bool(first_step))
+
+
+def cross_entropy_forward(logits, target, ignore_index):
+    """Softmax cross-entropy of every row, PyTorch's ignore_index rule included, in one
+    pass: logits (N, C) float, target (N,) integers. Returns loss (N,) (0 where the target
+    is ignore_index), probs (N, C) = softmax(z), the targets with ignored rows set to
+    class 0, a bool mask of the rows that count (None when all do), their number, and
+    the float64 sum of the losses. Raises IndexError for a counted target outside
+    [0, C)."""
+    z = np.ascontiguousarray(logits)
+    n, c = z.shape
+    t = np.ascontiguousarray(target, dtype=np.int64)
+    loss, probs = np.empty(n, dtype=z.dtype), np.empty((n, c), dtype=z.dtype)
+    safe = np.empty(n, dtype=np.int64)
+    count = bad = total = 0
+    if n and not c:
+        bad = int((t != ignore_index).sum())
+    elif n:
+        count, bad, total = _run(_xent_forward, z.size, z, t, int(ignore_index), loss,
+                                 probs, safe)
+    if bad:
+        bad_t = t[(t != ignore_index) & ((t < 0) | (t >= c))]
+        raise IndexError(f"cross_entropy: target {int(bad_t[0])} is out of range for {c} "
+                         f"classes (expected 0 <= target < {c})")
+    valid = None if count == n else t != ignore_index
+    return loss, probs, safe, valid, count, total
+
+
+def softmax_xent_backward(probs, target, dloss):
+    """dz = dloss[:, None] * (probs - onehot(t)); probs (N, C), target and dloss (N,)."""
+    p = np.ascontiguousarray(probs)
+    dz = np.empty(p.shape, dtype=p.dtype)
+    if p.size:
+        _run(_xent_backward, p.size, p, np.ascontiguousarray(target, dtype=np.int64),
+             np.ascontiguousarray(dloss, dtype=p.dtype), dz)
+    return dz

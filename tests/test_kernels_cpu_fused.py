@@ -168,3 +168,58 @@ def test_sgd_update_is_the_numpy_composition_bit_for_bit(dtype, n, seed, momentu
     numpy_backend.sgd_update_(p2, g, buf2 if momentum else None, *args)
     np.testing.assert_array_equal(p, p2)
     np.testing.assert_array_equal(buf, buf2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(DTYPES, st.integers(0, 300), st.integers(1, 40), st.integers(0, 2 ** 31),
+       st.booleans(), st.booleans(), st.sampled_from([None, -100, 0]))
+def test_softmax_cross_entropy_forward_and_backward(dtype, n, c, seed, specials, strided,
+                                                    ignore):
+    """Against the float64 NumPy composition: large logits (stability), NaN and +-inf
+    mixed in (a NaN row gives NaN loss and probabilities, as in NumPy), strided logits,
+    ignored rows (loss 0, left out of the count and the sum)."""
+    rng = np.random.default_rng(seed)
+    z = (rng.standard_normal((n, c + 3 * strided)) * 30).astype(dtype)[:, :c]
+    if specials and z.size:
+        mask = rng.random(z.shape) < 0.1
+        z[mask] = rng.choice(np.array([np.nan, np.inf, -np.inf], dtype), mask.sum())
+    t = rng.integers(0, c, n)
+    ignore_index = -100 if ignore is None else ignore
+    if ignore is not None and n:
+        t[rng.random(n) < 0.3] = ignore
+    with np.errstate(all="ignore"):
+        loss, probs, safe, valid, count, total = F.cross_entropy_forward(z, t, ignore_index)
+        want = numpy_backend.cross_entropy_forward(z.astype(np.float64), t, ignore_index)
+    assert loss.dtype == probs.dtype == dtype and probs.shape == (n, c) and loss.shape == (n,)
+    np.testing.assert_array_equal(safe, want[2])
+    assert (valid is None) == (want[3] is None) and count == want[4]
+    if valid is not None:
+        np.testing.assert_array_equal(valid, want[3])
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+
+    def close(got, want):  # non-finite values in the same places, the rest to tol
+        got, want = np.asarray(got, np.float64).ravel(), np.asarray(want).ravel()
+        finite = np.isfinite(want)
+        np.testing.assert_array_equal(got[~finite], want[~finite])
+        return not finite.any() or _rel(got[finite], want[finite]) < tol
+
+    if n:
+        assert close(loss, want[0]) and close(probs, want[1]) and close(total, want[5])
+    dloss = rng.standard_normal(n).astype(dtype)
+    p = np.nan_to_num(want[1]).astype(dtype)
+    dz = F.softmax_xent_backward(p, safe, dloss)
+    want_dz = numpy_backend.softmax_xent_backward(p.astype(np.float64), safe,
+                                                  dloss.astype(np.float64))
+    assert dz.dtype == dtype and dz.shape == (n, c)
+    if n:
+        assert _rel(dz, want_dz) < tol
+
+
+@pytest.mark.parametrize("target", [[0, 3], [-1, 0], [1, -100, 7]])
+def test_cross_entropy_names_a_target_out_of_range(target):
+    z = np.zeros((len(target), 3), np.float32)
+    t = np.array(target)
+    for backend in (numpy_backend, F):
+        with pytest.raises(IndexError, match=r"cross_entropy: target (3|-1|7) is out of range "
+                                             r"for 3 classes"):
+            backend.cross_entropy_forward(z, t, -100)

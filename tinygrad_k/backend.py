@@ -9,7 +9,8 @@ A backend owns
 * what array libraries spell differently (``erf``, ``scatter_add_``, random draws,
   ``copy_from`` another device, ``quiet`` floating-point warnings),
 * a handful of fused helpers (``relu``, ``bias_relu``, ``relu_backward``,
-  ``add_channel_bias_``, ``channel_sum``, ``softmax_xent_*``,
+  ``add_channel_bias_``, ``channel_sum``, ``cross_entropy_forward``,
+  ``softmax_xent_*``,
   ``sgd_update_``, ``adam_update_``) that Functions and optimizers call without ever
   asking which device they are on. The base versions are NumPy compositions; on a real
   GPU they are the hand-written CuPy kernels of ``kernels.cuda_fused``.
@@ -210,6 +211,28 @@ class Backend:
         loss = lse - logits[xp.arange(logits.shape[0]), target]
         return loss, probs
 
+    def cross_entropy_forward(self, logits, target, ignore_index):
+        """Softmax cross-entropy per row with PyTorch's ignore_index: logits (N, C),
+        integer targets (N,). Returns loss (N,) (0 where the target is ignore_index),
+        probs = softmax(z), the targets with ignored rows set to class 0, a bool mask of
+        the rows that count (None when all do), their number and the sum of the losses.
+        Raises IndexError for a counted target outside [0, C)."""
+        xp = self.xp
+        c = logits.shape[1]
+        valid = target != ignore_index
+        count = int(valid.sum())
+        bad = valid & ((target < 0) | (target >= c))
+        if bool(bad.any()):
+            raise IndexError(f"cross_entropy: target {int(target[bad].ravel()[0])} is out of "
+                             f"range for {c} classes (expected 0 <= target < {c})")
+        if count == valid.shape[0]:
+            loss, probs = self.softmax_xent_forward(logits, target)
+            return loss, probs, target, None, count, loss.sum()
+        safe = xp.where(valid, target, 0)
+        loss, probs = self.softmax_xent_forward(logits, safe)
+        loss = xp.where(valid, loss, loss.dtype.type(0))
+        return loss, probs, safe, valid, count, loss.sum()
+
     def softmax_xent_backward(self, probs, target, dloss):
         """dz = dloss[:, None] * (softmax(z) - onehot(t))."""
         g = probs.copy()
@@ -262,6 +285,9 @@ class Backend:
         param -= (lr / bc1) * m / denom
 
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 class CPUBackend(Backend):
     """The cpu device: NumPy arrays and the Numba CPU kernels (``kernels.cpu``)."""
 
@@ -299,6 +325,16 @@ class CPUBackend(Backend):
 
     def batch_norm_backward(self, g, x, mean, rstd, gamma):
         return self._fused.batch_norm_backward(g, x, mean, rstd, gamma)
+
+    def cross_entropy_forward(self, logits, target, ignore_index):
+        if logits.dtype not in _FLOATS:
+            return super().cross_entropy_forward(logits, target, ignore_index)
+        return self._fused.cross_entropy_forward(logits, target, ignore_index)
+
+    def softmax_xent_backward(self, probs, target, dloss):
+        if probs.dtype not in _FLOATS:
+            return super().softmax_xent_backward(probs, target, dloss)
+        return self._fused.softmax_xent_backward(probs, target, dloss)
 
 
 class CUDASimBackend(Backend):

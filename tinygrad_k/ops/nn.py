@@ -245,39 +245,38 @@ class CrossEntropy(Function):
     @staticmethod
     def forward(ctx, z, target, reduction, label_smoothing, ignore_index):
         xp = ctx.xp
-        n, c = z.shape
-        valid = target != ignore_index
-        safe_t = xp.where(valid, target, 0)
-        if valid.size and (safe_t.min() < 0 or safe_t.max() >= c):
-            bad = target[valid & ((target < 0) | (target >= c))]
-            raise IndexError(f"cross_entropy: target {int(bad.ravel()[0])} is out of range "
-                             f"for {c} classes (expected 0 <= target < {c})")
-        loss, probs = ctx.backend.softmax_xent_forward(z, safe_t)
+        n = z.shape[0]
+        loss, probs, safe_t, valid, count, total = ctx.backend.cross_entropy_forward(
+            z, target, ignore_index)
         e = label_smoothing
         if e:
             lse = loss + z[xp.arange(n), safe_t]
             loss = (1 - e) * loss + e * (lse - z.mean(axis=1))
-        loss = loss * valid
-        count = int(valid.sum())
+            if valid is not None:
+                loss = xp.where(valid, loss, loss.dtype.type(0))
+            total = loss.sum()
         ctx.save_for_backward(probs, safe_t, valid)
         ctx.reduction, ctx.e, ctx.count = reduction, e, count
         if reduction == "none":
             return loss
-        total = loss.sum()
+        dt = z.dtype.type
         if reduction == "sum":
-            return total
-        return total / z.dtype.type(count) if count else total * z.dtype.type(float("nan"))
+            return xp.asarray(total, dtype=z.dtype)
+        return xp.asarray(total / count if count else dt(float("nan")), dtype=z.dtype)
 
     @staticmethod
     def backward(ctx, g):
         probs, t, valid = ctx.saved_tensors
+        xp, n = ctx.xp, probs.shape[0]
         if ctx.reduction == "none":
-            dloss = g * valid
-        elif ctx.reduction == "sum":
-            dloss = ctx.xp.broadcast_to(g, valid.shape) * valid
-        else:
-            dloss = ctx.xp.broadcast_to(g / max(ctx.count, 1), valid.shape) * valid
-        dloss = dloss.astype(probs.dtype)
+            dloss = g if valid is None else g * valid
+        else:  # one upstream value for every row: 1 / count of it each under "mean"
+            scale = g if ctx.reduction == "sum" else g / max(ctx.count, 1)
+            dloss = xp.empty(n, dtype=probs.dtype)
+            dloss[...] = scale
+            if valid is not None:
+                dloss *= valid
+        dloss = dloss.astype(probs.dtype, copy=False)
         e = ctx.e
         if not e:
             return ctx.backend.softmax_xent_backward(probs, t, dloss), None
