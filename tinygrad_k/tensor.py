@@ -6,6 +6,7 @@ math lives there, forward and backward side by side.
 from __future__ import annotations
 
 import collections
+import math
 import numbers
 import weakref
 
@@ -923,7 +924,7 @@ class Tensor(TorchMethods):
         if s > e:
             raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
         shape = self.shape
-        return self.reshape(shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:])
+        return self.reshape(shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:])
 
     def permute(self, *dims):
         dims = _shape_arg(dims)
@@ -1193,12 +1194,12 @@ def _infer_shape(shape, size, old, op):
     if shape.count(-1) > 1:
         raise ValueError(f"{op}: only one dimension can be -1, got {shape}")
     if -1 in shape:
-        known = int(np.prod([s for s in shape if s != -1]))
+        known = math.prod(s for s in shape if s != -1)
         if known == 0 or size % known:
             raise ValueError(f"{op}: cannot reshape tensor of shape {old} ({size} elements) "
                              f"into {shape}")
         shape = tuple(size // known if s == -1 else s for s in shape)
-    if int(np.prod(shape)) != size:
+    if math.prod(shape) != size:
         raise ValueError(f"{op}: cannot reshape tensor of shape {old} ({size} elements) "
                          f"into {shape}")
     return shape

@@ -125,7 +125,9 @@ def pad(input, pad, mode="constant", value=None):
 
 def linear(x, weight, bias=None):
     """y = x W^T + b; x (..., in), W (out, in), b (out,)."""
-    _same_device("linear", x, weight, bias)
+    if weight._backend is not x._backend or (bias is not None
+                                             and bias._backend is not x._backend):
+        _same_device("linear", x, weight, bias)
     if x.dtype != weight.dtype:
         raise TypeError(f"linear: input dtype {x.dtype} and weight dtype {weight.dtype} differ")
     return L.Linear.apply(x, weight, bias)
@@ -334,7 +336,8 @@ def _cross_entropy(input, target, reduction, label_smoothing, ignore_index):
                          f"({input.shape[0]},), got {target.shape}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
-    _same_device("cross_entropy", input, target)
+    if target._backend is not input._backend:
+        _same_device("cross_entropy", input, target)
     return N.CrossEntropy.apply(input, target, reduction, float(label_smoothing), ignore_index)
 
 
