@@ -93,8 +93,10 @@ def _instrument_ours(clock, backend):
         if callable(fn) and not isinstance(fn, type):
             setattr(kmod, name, clock.wrap(fn, "kernels", f"kernel {name}"))
             undo.append(lambda n=name, f=fn: setattr(kmod, n, f))
-    for name in ("bias_relu", "relu_backward", "softmax_xent_forward", "softmax_xent_backward",
-                 "sgd_update_", "adam_update_"):
+    for name in ("relu", "relu_backward", "bias_relu", "add_channel_bias_", "channel_sum",
+                 "batch_norm_forward", "batch_norm_backward", "cross_entropy_forward",
+                 "softmax_xent_forward", "softmax_xent_backward", "sgd_update_",
+                 "adam_update_"):
         fn = getattr(backend, name)
         setattr(backend, name, clock.wrap(fn, "fused helpers (backend)", f"fused {name}"))
         undo.append(lambda n=name: delattr(backend, n))
