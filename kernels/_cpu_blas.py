@@ -19,7 +19,6 @@ call the GEMM at once, and each call must not start OpenBLAS's own threads.
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 
 from numba import njit, types
@@ -98,17 +97,24 @@ def gemm(itemsize, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
         _dgemm(ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc)
 
 
-@contextlib.contextmanager
-def one_thread():
-    """OpenBLAS on one thread (the calling one) for the duration."""
-    if not AVAILABLE:
-        yield
-        return
-    saved = _get_threads()
-    if saved != 1:
-        _set_threads(1)
-    try:
-        yield
-    finally:
+class _OneThread:
+    """The context manager ``one_thread()`` returns (a class: a generator-based one costs
+    2 us a use, and the small products of a training step use it a dozen times)."""
+
+    __slots__ = ("saved",)
+
+    def __enter__(self):
+        self.saved = saved = _get_threads() if AVAILABLE else 1
         if saved != 1:
-            _set_threads(saved)
+            _set_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved != 1:
+            _set_threads(self.saved)
+        return False
+
+
+def one_thread():
+    """OpenBLAS on one thread (the calling one) for the duration of a ``with`` block."""
+    return _OneThread()

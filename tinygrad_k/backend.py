@@ -317,9 +317,11 @@ class CPUBackend(Backend):
         return self._fused.batch_norm_forward(x, gamma, beta, eps)
 
     def sgd_update_(self, param, grad, buf, *args):
-        arrays = (param, grad) if buf is None else (param, grad, buf)
-        if all(a.flags.c_contiguous and a.dtype == param.dtype and a.shape == param.shape
-               for a in arrays) and param.dtype in (np.float32, np.float64):
+        dt, shape = param.dtype, param.shape
+        if (dt in _FLOATS and param.flags.c_contiguous and grad.flags.c_contiguous
+                and grad.dtype == dt and grad.shape == shape
+                and (buf is None or (buf.flags.c_contiguous and buf.dtype == dt
+                                     and buf.shape == shape))):
             return self._fused.sgd_update_(param, grad, buf, *args)
         return super().sgd_update_(param, grad, buf, *args)
 

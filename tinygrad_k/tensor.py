@@ -924,7 +924,9 @@ class Tensor(TorchMethods):
         if s > e:
             raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
         shape = self.shape
-        return self.reshape(shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:])
+        new = shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:]
+        # the sizes multiply out by construction: straight to the node, as reshape ends
+        return self if new == shape else M.Reshape.apply(self, new)
 
     def permute(self, *dims):
         dims = _shape_arg(dims)
