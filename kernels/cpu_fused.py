@@ -35,17 +35,30 @@ __all__ = ["relu", "relu_backward", "bias_relu", "add_channel_bias_", "channel_s
 _FASTMATH = {"reassoc", "contract"}
 
 
+# The most frequent kernels take ``serial`` and then run a plain loop: no parallel region
+# and no thread-count switch (_run's way costs ~10 us, a 64K-element relu's whole work).
 @njit(parallel=True, cache=True)
-def _relu(x, y):
-    for i in prange(x.shape[0]):
-        v = x[i]
-        y[i] = 0 if v < 0 else v
+def _relu(x, y, serial):
+    z = x.dtype.type(0)  # not the literal 0: an int would promote the select to float64
+    if serial:
+        for i in range(x.shape[0]):
+            v = x[i]
+            y[i] = z if v < z else v
+    else:
+        for i in prange(x.shape[0]):
+            v = x[i]
+            y[i] = z if v < z else v
 
 
 @njit(parallel=True, cache=True)
-def _relu_backward(dy, y, dx):
-    for i in prange(dy.shape[0]):
-        dx[i] = 0 if y[i] <= 0 else dy[i]
+def _relu_backward(dy, y, dx, serial):
+    z = dy.dtype.type(0)
+    if serial:
+        for i in range(dy.shape[0]):
+            dx[i] = z if y[i] <= z else dy[i]
+    else:
+        for i in prange(dy.shape[0]):
+            dx[i] = z if y[i] <= z else dy[i]
 
 
 @njit(parallel=True, cache=True)
@@ -170,21 +183,37 @@ def _bn_backward(g, x, mean, rstd, gamma, dx, dgamma, dbeta, coef):
                            coef[c, 3], coef[c, 4])
 
 
+@njit(cache=True)
+def _sgd_at(i, p, g, buf, lr, mom, damp1, wd, has_wd, has_momentum, nesterov, first):
+    gi = g[i]
+    if has_wd:
+        gi = gi + wd * p[i]
+    if has_momentum:
+        b = gi if first else buf[i] * mom + damp1 * gi
+        buf[i] = b
+        gi = gi + mom * b if nesterov else b
+    p[i] = p[i] - lr * gi
+
+
 @njit(parallel=True, cache=True)
-def _sgd(p, g, buf, coef, has_wd, has_momentum, nesterov, first):
+def _sgd(p, g, buf, coef, has_wd, has_momentum, nesterov, first, serial):
     """PyTorch's SGD step on flat arrays, in place on p (and buf), with the NumPy
     composition's roundings: the scalars lr, momentum, 1 - dampening, weight_decay come
     in x's dtype (coef) and nothing is fused into an FMA (no fastmath)."""
     lr, mom, damp1, wd = coef[0], coef[1], coef[2], coef[3]
-    for i in prange(p.shape[0]):
-        gi = g[i]
-        if has_wd:
-            gi = gi + wd * p[i]
-        if has_momentum:
-            b = gi if first else buf[i] * mom + damp1 * gi
+    if serial and has_momentum and not (has_wd or nesterov or first):
+        # the usual step, as its own loop: LLVM vectorises it (the generic loop below,
+        # with the flags inside, it does not: 35 us instead of 8 for 32K elements)
+        for i in range(p.shape[0]):
+            b = buf[i] * mom + damp1 * g[i]
             buf[i] = b
-            gi = gi + mom * b if nesterov else b
-        p[i] = p[i] - lr * gi
+            p[i] = p[i] - lr * b
+    elif serial:
+        for i in range(p.shape[0]):
+            _sgd_at(i, p, g, buf, lr, mom, damp1, wd, has_wd, has_momentum, nesterov, first)
+    else:
+        for i in prange(p.shape[0]):
+            _sgd_at(i, p, g, buf, lr, mom, damp1, wd, has_wd, has_momentum, nesterov, first)
 
 
 @njit(parallel=True, cache=True)
@@ -274,14 +303,14 @@ def _ncl(a):
 def relu(x):
     """y = max(x, 0), NaN kept; any shape."""
     y = np.empty(x.shape, dtype=x.dtype)
-    _run(_relu, y.size, _flat(x), y.reshape(-1))
+    _relu(_flat(x), y.reshape(-1), y.size < _SERIAL_BELOW)
     return y
 
 
 def relu_backward(dy, y):
     """dx = 0 where y <= 0, else dy (PyTorch's threshold_backward); dy and y one shape."""
     dx = np.empty(dy.shape, dtype=dy.dtype)
-    _run(_relu_backward, dx.size, _flat(dy), _flat(y), dx.reshape(-1))
+    _relu_backward(_flat(dy), _flat(y), dx.reshape(-1), dx.size < _SERIAL_BELOW)
     return dx
 
 
@@ -351,8 +380,9 @@ def sgd_update_(param, grad, buf, lr, momentum, dampening, weight_decay, nestero
     g = g + momentum * buf (nesterov) or buf;  p -= lr * g."""
     coef = np.array([lr, momentum, 1 - dampening, weight_decay], dtype=param.dtype)
     flat = param.reshape(-1)
-    _run(_sgd, flat.size, flat, grad.reshape(-1), flat if buf is None else buf.reshape(-1),
-         coef, bool(weight_decay), bool(momentum), bool(nesterov), bool(first_step))
+    _sgd(flat, grad.reshape(-1), flat if buf is None else buf.reshape(-1), coef,
+         bool(weight_decay), bool(momentum), bool(nesterov), bool(first_step),
+         flat.size < _SERIAL_BELOW)
 
 
 def cross_entropy_forward(logits, target, ignore_index):
