@@ -10,7 +10,14 @@ launch's threads per block with the sm_90 limits (65536 registers, 64 warps, 32 
 and 228 KiB shared memory per SM, 1 KiB reserved per block, registers allocated per warp
 in units of 256). ``v4 loads``: 128-bit global loads in the PTX.
 
-Production kernels must not spill (tests/test_gemm_ladder.py checks it).
+For the GEMMs, ``nvdisasm`` (the nvidia-cuda-nvdisasm wheel of the test extra) turns the
+cubin into SASS and ``instr/FMA`` counts the instructions the K-loop issues per FFMA, for
+one K-tile of the production tile (see k_loop_cost): the FMAs are the work, everything
+else (index arithmetic, shared and global loads, branches) is overhead that competes for
+the same issue slots. A GEMM whose operands sit in registers needs a little over 1.
+
+Production kernels must not spill (tests/test_gemm_ladder.py checks it), and their
+instr/FMA must stay under the bounds that test sets.
 """
 from __future__ import annotations
 
@@ -51,13 +58,88 @@ def occupancy(regs, smem, threads):
     return blocks * warps / SM90["warps"], min(limits, key=limits.get)
 
 
-def ptxas_info(ptx, ptxas):
+def nvdisasm_path():
+    import importlib.util
+
+    for pkg in ("nvidia.cu13", "nvidia.cuda_nvdisasm"):
+        try:
+            spec = importlib.util.find_spec(pkg)
+        except ModuleNotFoundError:
+            spec = None
+        for loc in (spec.submodule_search_locations if spec else []) or []:
+            p = os.path.join(loc, "bin", "nvdisasm")
+            if os.path.exists(p):
+                return p
+    from shutil import which
+
+    return which("nvdisasm")
+
+
+def sass_instructions(cubin_path, nvdisasm):
+    """[(address, instruction text)] of a cubin, branch targets resolved to addresses."""
+    txt = subprocess.run([nvdisasm, "-c", cubin_path], capture_output=True, text=True,
+                         check=True).stdout
+    ins, labels, pending = [], {}, []
+    for line in txt.splitlines():
+        m = re.match(r"\s*(\.L_x_\d+):", line)
+        if m:
+            pending.append(m.group(1))
+            continue
+        m = re.match(r"\s+/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", line)
+        if m:
+            addr = int(m.group(1), 16)
+            for name in pending:
+                labels[name] = addr
+            pending = []
+            ins.append((addr, m.group(2)))
+    out = []
+    for addr, text in ins:
+        m = re.search(r"`\((\.L_x_\d+)\)", text)
+        out.append((addr, text if not m else text.replace(m.group(0), hex(labels.get(m.group(1), 0)))))
+    return out
+
+
+def k_loop_cost(instructions, fma_per_tile):
+    """Instructions issued per FFMA over one K-tile of a GEMM, from its SASS.
+
+    Loops are the spans closed by a backward branch. The FMA loop H is the smallest loop
+    holding FFMAs. If it holds a whole K-tile's FFMAs (``fma_per_tile``, per thread), the
+    cost is |H| / FFMA(H); otherwise H runs fma_per_tile / FFMA(H) times inside the
+    smallest loop E around it, and the cost is (|E| - |H| + |H| * trips) / fma_per_tile.
+    None when there is no FMA loop."""
+    loops = []
+    for addr, text in instructions:
+        m = re.search(r"BRA\s+0x([0-9a-f]+)", text)
+        if m and int(m.group(1), 16) < addr:
+            lo = int(m.group(1), 16)
+            body = [t for a, t in instructions if lo <= a <= addr]
+            loops.append((lo, addr, len(body), sum("FFMA" in t for t in body)))
+    fma = [lp for lp in loops if lp[3]]
+    if not fma:
+        return None
+    h = min(fma, key=lambda lp: lp[2])
+    if h[3] >= fma_per_tile:
+        return h[2] / h[3]
+    around = [lp for lp in loops if lp[0] <= h[0] and lp[1] >= h[1] and lp != h]
+    if not around:
+        return h[2] / h[3]
+    e = min(around, key=lambda lp: lp[2])
+    trips = fma_per_tile / h[3]
+    return (e[2] - h[2] + h[2] * trips) / fma_per_tile
+
+
+def ptxas_info(ptx, ptxas, fma_per_tile=None):
+    cost = None
     with tempfile.TemporaryDirectory() as d:
         src = os.path.join(d, "k.ptx")
+        cubin = os.path.join(d, "k.cubin")
         with open(src, "w") as f:
             f.write(ptx)
-        proc = subprocess.run([ptxas, "-arch=sm_90", "-v", src, "-o", os.path.join(d, "k.cubin")],
+        proc = subprocess.run([ptxas, "-arch=sm_90", "-v", src, "-o", cubin],
                               capture_output=True, text=True)
+        nvdisasm = nvdisasm_path() if fma_per_tile else None
+        if not proc.returncode and nvdisasm:
+            cost = k_loop_cost(sass_instructions(cubin, nvdisasm), fma_per_tile)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
     txt = proc.stderr + proc.stdout
@@ -68,7 +150,27 @@ def ptxas_info(ptx, ptxas):
 
     return {"registers": num(r"Used (\d+) registers"), "spill_stores": num(r"(\d+) bytes spill stores"),
             "spill_loads": num(r"(\d+) bytes spill loads"), "smem": num(r"(\d+) bytes smem"),
-            "stack": num(r"(\d+) bytes stack frame")}
+            "stack": num(r"(\d+) bytes stack frame"), "instr_per_fma": cost}
+
+
+def fma_per_tile(name):
+    """FFMAs one thread issues per K-tile of a GEMM kernel at its production configuration
+    (None for the other kernels)."""
+    import kernels.cuda as K
+    import kernels.cuda_gemm as G
+
+    if not name.startswith("gemm"):
+        return None
+    if name.endswith("(ladder)"):
+        rung = name[len("gemm "):-len(" (ladder)")]
+        c = G.DEFAULT_CONFIG[rung]
+        if rung == "naive":
+            return 1
+        if rung == "smem_tiled":
+            return c["tile"]
+        return c["tm"] * c["tn"] * c["bk"]
+    bm, bn, bk, tm, tn = K.DEFAULT_TILE
+    return tm * tn * bk
 
 
 def numba_kernels():
@@ -121,7 +223,7 @@ def table():
                   True))
     rows = []
     for name, ptx, threads, production in items:
-        info = ptxas_info(ptx, ptxas)
+        info = ptxas_info(ptx, ptxas, fma_per_tile(name))
         occ, limit = occupancy(info["registers"], info["smem"], threads)
         rows.append(dict(info, kernel=name, threads=threads, production=production,
                          occupancy=occ, limited_by=limit,
@@ -130,19 +232,27 @@ def table():
     return rows
 
 
+def _cost(row):
+    if row.get("instr_per_fma") is not None:
+        return f"{row['instr_per_fma']:.2f}"
+    return "?" if row["kernel"].startswith("gemm") and "TF32" not in row["kernel"] else "-"
+
+
 def to_markdown(rows):
     lines = ["## CUDA kernels on sm_90 (ptxas -v; float32; no GPU needed)", "",
              "| kernel | threads/block | registers | spill st/ld (B) | stack (B) | smem (B) | "
-             "occupancy | limited by | v4 loads | param words |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+             "occupancy | limited by | v4 loads | param words | instr/FMA |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['kernel']} | {r['threads']} | {r['registers']} | "
                      f"{r['spill_stores']}/{r['spill_loads']} | {r['stack']} | {r['smem']} | "
                      f"{100 * r['occupancy']:.0f}% | {r['limited_by']} | {r['v4_loads']} | "
-                     f"{r['params']} |")
+                     f"{r['params']} | {_cost(r)} |")
     lines += ["", "param words: PTX kernel parameters (a Numba array argument expands to "
               "several: meminfo, parent, size, itemsize, data, shape and strides), the host "
-              "cost of a numba-cuda launch grows with them."]
+              "cost of a numba-cuda launch grows with them. instr/FMA: SASS instructions the "
+              "K-loop issues per FFMA over one K-tile (nvdisasm; '-' for the other kernels, "
+              "'?' without nvdisasm)."]
     return "\n".join(lines) + "\n"
 
 

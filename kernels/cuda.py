@@ -25,9 +25,17 @@ Production tiles: BM = BN = 64, BK = 8, TM = TN = 4 (256 threads). Tests under t
 simulator also run small configurations (8x8 tiles, 2x2 per thread) so that every
 bounds check is exercised on problems that are not multiples of the tile.
 
-Version notes: v1 (this) -- correctness-first, validated under NUMBA_ENABLE_CUDASIM on
-hypothesis-drawn shapes; not yet timed on a GPU (no GPU in the session that wrote it:
-the measurements with benchmarks/gpu_check.sh are owed).
+Version notes (instr/FMA: SASS instructions per FFMA over one K-tile, from ptxas and
+nvdisasm for sm_90 -- benchmarks/resources.py; no GPU timing exists yet, the
+measurements with benchmarks/gpu_check.sh are owed):
+  v1  correctness-first, validated under NUMBA_ENABLE_CUDASIM on hypothesis-drawn shapes.
+      instr/FMA 8.9 (matmul), 11.3 (conv forward), 15.0 (conv weight gradient), 124
+      registers: Numba's signed subscripts (a negative-index fix-up each), signed 64-bit
+      divisions by run-time window sizes, a K-step loop LLVM would not unroll, and bare
+      0.0 literals that made loads (and the pooling / conv input-gradient sums) float64.
+  v2  (this) unsigned subscripts, 32-bit unsigned divisions, the window baked into the
+      im2col loader, a fully unrolled K-step reading 128-bit LDS, accumulators and zeros
+      in the array's dtype: instr/FMA 1.9 / 4.1 / 4.0, 65-96 registers (occupancy 25-38%).
 """
 from __future__ import annotations
 
@@ -36,6 +44,7 @@ import math
 
 import numpy as np
 from numba import cuda  # a module global: the simulator swaps it for its fake inside kernels
+from numba import int64, uint32, uint64
 
 from . import _cuda_runtime as _runtime
 from ._common import (as_conv_geometry, as_pool_geometry, check_dy, check_float,
@@ -70,139 +79,197 @@ _xp = _runtime.xp_of
 # -- the GEMM kernel factory -----------------------------------------------------------------
 # Operand loaders, one small device function per mode. The factory picks them in Python,
 # so each compiled kernel contains only the code (and array ranks) of its own modes.
-# geo = (L, OW, KH, KW, SH, SW, PH, PW, DH, DW, KG, OG) describes the convolution (zeros
-# for matmul): L = OH*OW, dilation DH/DW, and per group KG = C/G*KH*KW im2col rows and OG
-# output channels; a grouped convolution runs one GEMM per group on grid z (g).
+# geo = (L, OW, KG, OG) gives a convolution's run-time sizes (zeros for matmul): L = OH*OW,
+# and per group KG = C/G*KH*KW im2col rows and OG output channels; a grouped convolution
+# runs one GEMM per group on grid z (g). Window, stride, padding and dilation are
+# compile-time constants of the im2col loader (``conv`` of the factory).
+#
+# Index arithmetic is what decides this kernel's speed once the products are in registers
+# (ptxas + cuobjdump on sm_90, one K-tile of the 64x64x8 / 4x4 tile: 128 FFMA in ~1,100
+# instructions before, ~240 after). Numba indexes with signed int64 and adds a negative-
+# index fix-up (a compare and a select) per subscript; an unsigned subscript (_U) has none,
+# and every index here is known to be >= 0. The convolution's divisions by run-time sizes
+# are done on 32-bit unsigned values (_u32; LLVM narrows the division), about a quarter of
+# a signed 64-bit division's instructions; the launcher checks the sizes fit.
+_U = uint64
+_u32 = uint32
+
+
+def _float_type(dtype_name):
+    """The Numba scalar type of a kernel's float dtype: accumulators and zeros are made in
+    it, since a bare Python float (0.0, -inf) is a float64 and turns float32 arithmetic
+    into float64 (half rate on an H100, 1/64 on most other GPUs) plus conversions."""
+    from numba import float32, float64
+
+    return float64 if dtype_name == "float64" else float32
+
+
 @cuda.jit(device=True, inline=True)
 def _a_plain(A, g, row, k, geo):
-    return A[g, row, k]
+    return A[g, _U(row), _U(k)]
 
 
 @cuda.jit(device=True, inline=True)
 def _a_trans(A, g, row, k, geo):
-    return A[g, k, row]
+    return A[g, _U(k), _U(row)]
 
 
 @cuda.jit(device=True, inline=True)
 def _a_dy(A, g, row, k, geo):
     """A[o, n*L + l] = dy[n, g*OG + o, l] (dy viewed as (N, O, L))."""
-    return A[k // geo[0], g * geo[11] + row, k % geo[0]]
+    L = _u32(geo[0])
+    ku = _u32(k)
+    return A[ku // L, _U(g * geo[3] + row), ku % L]
 
 
 @cuda.jit(device=True, inline=True)
 def _b_plain(B, g, k, col, geo):
-    return B[g, k, col]
+    return B[g, _U(k), _U(col)]
 
 
 @cuda.jit(device=True, inline=True)
 def _b_trans(B, g, k, col, geo):
-    return B[g, col, k]
+    return B[g, _U(col), _U(k)]
 
 
-@cuda.jit(device=True, inline=True)
-def _im2col_at(x, r, c, geo):
-    """im2col(x)[r = (ch, p, q), c = (n, i, j)] = xpad[n, ch, i*SH + p*DH, j*SW + q*DW]."""
-    L, OW, KH, KW, SH, SW, PH, PW, DH, DW, KG, OG = geo
-    n = c // L
-    rem = c % L
-    q = r % KW
-    p = (r // KW) % KH
-    ch = r // (KW * KH)
-    h = (rem // OW) * SH + p * DH - PH
-    w = (rem % OW) * SW + q * DW - PW
-    if h < 0 or h >= x.shape[2] or w < 0 or w >= x.shape[3]:
-        return 0.0
-    return x[n, ch, h, w]
+@functools.lru_cache(maxsize=None)
+def _im2col_loader(mode, dtype_name, kh, kw, sh, sw, ph, pw, dh, dw):
+    """The B loader of a convolution's implicit GEMM, with the window, stride, padding and
+    dilation baked in (divisions by constants are a multiply and a shift):
 
+        im2col(x)[r = (ch, p, q), c = (n, i, j)] = xpad[n, ch, i*SH + p*DH, j*SW + q*DW]
 
-@cuda.jit(device=True, inline=True)
-def _b_im2col(B, g, k, col, geo):
-    return _im2col_at(B, g * geo[10] + k, col, geo)
+    read as B[k, col] = im2col[g*KG + k, col] (forward) or im2col[g*KG + col, k] (weight
+    gradient)."""
+    zero = _float_type(dtype_name)(0.0)
 
+    @cuda.jit(device=True, inline=True)
+    def at(x, r, c, geo):
+        cu = _u32(c)
+        ru = _u32(r)
+        n = cu // _u32(geo[0])
+        rem = cu % _u32(geo[0])
+        q = int64(ru % kw)
+        rk = ru // kw
+        p = int64(rk % kh)
+        ch = rk // kh
+        h = int64(rem // _u32(geo[1])) * sh + p * dh - ph
+        w = int64(rem % _u32(geo[1])) * sw + q * dw - pw
+        if h < 0 or h >= x.shape[2] or w < 0 or w >= x.shape[3]:
+            return zero
+        return x[n, ch, _U(h), _U(w)]
 
-@cuda.jit(device=True, inline=True)
-def _b_im2col_t(B, g, k, col, geo):
-    return _im2col_at(B, g * geo[10] + col, k, geo)
+    if mode == _IM2COL:
+        @cuda.jit(device=True, inline=True)
+        def load(B, g, k, col, geo):
+            return at(B, g * geo[2] + k, col, geo)
+    else:
+        @cuda.jit(device=True, inline=True)
+        def load(B, g, k, col, geo):
+            return at(B, g * geo[2] + col, k, geo)
+    return load
 
 
 @cuda.jit(device=True, inline=True)
 def _c_plain(C, g, r, c, v, geo):
-    C[g, r, c] = v
+    C[g, _U(r), _U(c)] = v
 
 
 @cuda.jit(device=True, inline=True)
 def _c_nchw(C, g, r, c, v, geo):
     """C[o, n*L + l] -> y[n, g*OG + o, l]."""
-    C[c // geo[0], g * geo[11] + r, c % geo[0]] = v
+    L = _u32(geo[0])
+    cu = _u32(c)
+    C[cu // L, _U(g * geo[3] + r), cu % L] = v
 
 
 _LOAD_A = {_PLAIN: _a_plain, _PLAIN_T: _a_trans, _DY_ONL: _a_dy}
-_LOAD_B = {_PLAIN: _b_plain, _PLAIN_T: _b_trans, _IM2COL: _b_im2col, _IM2COL_T: _b_im2col_t}
+_LOAD_B = {_PLAIN: _b_plain, _PLAIN_T: _b_trans}  # the im2col modes: _im2col_loader
 _STORE_C = {_OUT_PLAIN: _c_plain, _OUT_NCHW: _c_nchw}
 
 
 @functools.lru_cache(maxsize=None)
-def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name):
-    """A tiled GEMM kernel for one tile configuration and operand modes (compiled once)."""
-    from numba import float32, float64
-
-    acc_t = float64 if dtype_name == "float64" else float32
+def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv=None):
+    """A tiled GEMM kernel for one tile configuration, operand modes and (for the im2col
+    modes) convolution window ``conv`` = (KH, KW, SH, SW, PH, PW, DH, DW), compiled once."""
+    acc_t = _float_type(dtype_name)
     nthreads = (bm // tm) * (bn // tn)
     threads_n = bn // tn
-    load_a, load_b, store_c = _LOAD_A[mode_a], _LOAD_B[mode_b], _STORE_C[mode_c]
+    # each thread stages la elements of the A tile and lb of the B tile per K-step; when
+    # the tile is not a multiple of the thread count (small test tiles) the last round is
+    # partial and guarded (exact_* is a constant, so the guard compiles away otherwise)
+    size_a, size_b = bm * bk, bk * bn
+    la, lb = -(-size_a // nthreads), -(-size_b // nthreads)
+    exact_a, exact_b = size_a % nthreads == 0, size_b % nthreads == 0
+    load_a, store_c = _LOAD_A[mode_a], _STORE_C[mode_c]
+    load_b = _LOAD_B[mode_b] if conv is None else _im2col_loader(mode_b, dtype_name, *conv)
 
     @cuda.jit
     def kernel(A, B, C, M, N, K, geo):
         g = cuda.blockIdx.z
-        As = cuda.shared.array((bk, bm), dtype=acc_t)
-        Bs = cuda.shared.array((bk, bn), dtype=acc_t)
+        # both tiles k-major and flat: As[kk*BM + m] (A stored transposed), Bs[kk*BN + n];
+        # a thread's TM (TN) consecutive values then sit side by side, one 128-bit LDS
+        As = cuda.shared.array(size_a, dtype=acc_t)
+        Bs = cuda.shared.array(size_b, dtype=acc_t)
         acc = cuda.local.array((tm, tn), dtype=acc_t)
         ra = cuda.local.array(tm, dtype=acc_t)
         rb = cuda.local.array(tn, dtype=acc_t)
         tid = cuda.threadIdx.x
-        ty = tid // threads_n
-        tx = tid % threads_n
+        a0 = (tid // threads_n) * tm
+        b0 = (tid % threads_n) * tn
         row0 = cuda.blockIdx.y * bm
         col0 = cuda.blockIdx.x * bn
         for a in range(tm):
             for b in range(tn):
                 acc[a, b] = 0.0
         for k0 in range(0, K, bk):
-            # cooperative loads: each thread fills every nthreads-th slot of the tiles;
-            # out-of-range elements load as 0 so the edge tiles need no special case
-            for s in range(tid, bm * bk, nthreads):
-                r = row0 + s // bk
-                kk = k0 + s % bk
-                As[s % bk, s // bk] = load_a(A, g, r, kk, geo) if r < M and kk < K else 0.0
-            for s in range(tid, bk * bn, nthreads):
-                kk = k0 + s // bn
-                c = col0 + s % bn
-                Bs[s // bn, s % bn] = load_b(B, g, kk, c, geo) if kk < K and c < N else 0.0
+            # cooperative loads, out-of-range elements as 0 so edge tiles need no special case
+            for i in range(la):
+                s = tid + i * nthreads
+                if exact_a or s < size_a:
+                    r = row0 + s // bk
+                    kk = k0 + s % bk
+                    v = acc_t(0.0)  # (a bare 0.0 is a float64: every load would convert)
+                    if r < M and kk < K:
+                        v = load_a(A, g, r, kk, geo)
+                    As[_U((s % bk) * bm + s // bk)] = v
+            for i in range(lb):
+                s = tid + i * nthreads
+                if exact_b or s < size_b:
+                    kk = k0 + s // bn
+                    c = col0 + s % bn
+                    v = acc_t(0.0)
+                    if kk < K and c < N:
+                        v = load_b(B, g, kk, c, geo)
+                    Bs[_U(s)] = v
             cuda.syncthreads()
-            for kk in range(bk):
+            # a while loop (not range) lets LLVM unroll the K-step fully
+            kk = 0
+            while kk < bk:
                 for a in range(tm):
-                    ra[a] = As[kk, ty * tm + a]
+                    ra[a] = As[_U(kk * bm + a0 + a)]
                 for b in range(tn):
-                    rb[b] = Bs[kk, tx * tn + b]
+                    rb[b] = Bs[_U(kk * bn + b0 + b)]
                 for a in range(tm):
                     for b in range(tn):
                         acc[a, b] += ra[a] * rb[b]
+                kk += 1
             cuda.syncthreads()
         for a in range(tm):
-            r = row0 + ty * tm + a
+            r = row0 + a0 + a
             if r < M:
                 for b in range(tn):
-                    c = col0 + tx * tn + b
+                    c = col0 + b0 + b
                     if c < N:
                         store_c(C, g, r, c, acc[a, b], geo)
 
     return kernel, nthreads
 
 
-def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype):
+def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, conv=None):
     bm, bn, bk, tm, tn = _tile
     kernel, nthreads = _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c,
-                                    np.dtype(dtype).name)
+                                    np.dtype(dtype).name, conv)
     grid = (math.ceil(N / bn), math.ceil(M / bm), batch)
     kernel[grid, nthreads](A, B, C, M, N, K, geo)
 
@@ -223,15 +290,21 @@ def matmul(a, b, trans_a=False, trans_b=False):
     B = b[None] if squeeze else b
     C = xp.empty((A.shape[0], m, n), dtype=a.dtype)
     _launch_gemm(_PLAIN_T if trans_a else _PLAIN, _PLAIN_T if trans_b else _PLAIN, _OUT_PLAIN,
-                 A, B, C, m, n, k, A.shape[0], (0,) * 12, a.dtype)
+                 A, B, C, m, n, k, A.shape[0], (0,) * 4, a.dtype)
     return C[0] if squeeze else C
 
 
 # -- convolution ------------------------------------------------------------------------------
-def _geo(geo, oh, ow, kg, og):
-    """The GEMM loaders' convolution tuple (see the factory) of a ConvGeometry."""
-    return ((oh * ow, ow) + geo.kernel_size + geo.stride + geo.padding + geo.dilation
-            + (kg, og))
+def _conv_args(op, geo, n, c, oh, ow, kg, og):
+    """(run-time sizes, compile-time window) of a ConvGeometry for the GEMM factory: geo =
+    (L, OW, KG, OG) and conv = (KH, KW, SH, SW, PH, PW, DH, DW). The im2col loader
+    divides 32-bit unsigned indices, so its row and column counts must fit."""
+    if n * oh * ow >= 2 ** 32 or c * geo.kernel_size[0] * geo.kernel_size[1] >= 2 ** 32:
+        raise ValueError(f"{op}: the implicit GEMM's im2col matrix ({c} channels x "
+                         f"{geo.kernel_size} window, {n} x {oh} x {ow} outputs) has a side of "
+                         "2**32 or more, which its 32-bit indices cannot address")
+    return ((oh * ow, ow, kg, og),
+            geo.kernel_size + geo.stride + geo.padding + geo.dilation)
 
 
 def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
@@ -245,8 +318,9 @@ def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
     y = xp.empty((n, o, L), dtype=x.dtype)
     if n:
         w2 = xp.ascontiguousarray(w).reshape(g, o // g, kg)
+        sizes, conv = _conv_args("conv2d_forward", geo, n, x.shape[1], oh, ow, kg, o // g)
         _launch_gemm(_PLAIN, _IM2COL, _OUT_NCHW, w2, xp.ascontiguousarray(x), y, o // g, n * L,
-                     kg, g, _geo(geo, oh, ow, kg, o // g), x.dtype)
+                     kg, g, sizes, x.dtype, conv)
     return y.reshape(n, o, oh, ow)
 
 
@@ -262,9 +336,9 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     g = geo.groups
     kg, L = w_shape[1] * w_shape[2] * w_shape[3], oh * ow
     dw = xp.empty((g, o // g, kg), dtype=x.dtype)
+    sizes, conv = _conv_args("conv2d_backward_weight", geo, n, x.shape[1], oh, ow, kg, o // g)
     _launch_gemm(_DY_ONL, _IM2COL_T, _OUT_PLAIN, xp.ascontiguousarray(dy).reshape(n, o, L),
-                 xp.ascontiguousarray(x), dw, o // g, kg, n * L, g,
-                 _geo(geo, oh, ow, kg, o // g), x.dtype)
+                 xp.ascontiguousarray(x), dw, o // g, kg, n * L, g, sizes, x.dtype, conv)
     return dw.reshape(tuple(w_shape))
 
 
@@ -278,9 +352,10 @@ def _nchw(idx, shape):
 
 
 @functools.lru_cache(maxsize=None)
-def _conv_dx_kernel(sh, sw, ph, pw, dh, dw):
-    """The input-gradient kernel for one stride/padding/dilation, baked in as
+def _conv_dx_kernel(sh, sw, ph, pw, dh, dw, dtype_name="float32"):
+    """The input-gradient kernel for one stride/padding/dilation and dtype, baked in as
     compile-time constants: it is launched with its three arrays only (see _launch)."""
+    acc_t = _float_type(dtype_name)
 
     @cuda.jit
     def kernel(dy, w, dx):
@@ -292,7 +367,7 @@ def _conv_dx_kernel(sh, sw, ph, pw, dh, dw):
         og = o_ // (dx.shape[1] // cg)
         grp = ch // cg
         oh, ow = dy.shape[2], dy.shape[3]
-        acc = 0.0
+        acc = acc_t(0.0)
         for p in range(kh):
             t = x_h + ph - p * dh     # = i * sh for the output row i that used this tap
             if t < 0 or t % sh != 0:
@@ -323,17 +398,19 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, group
     check_dy("conv2d_backward_input", dy, out)
     xp = _xp(dy)
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
-    _launch(_conv_dx_kernel(*geo.stride, *geo.padding, *geo.dilation), dx.size)(
+    _launch(_conv_dx_kernel(*geo.stride, *geo.padding, *geo.dilation, dy.dtype.name), dx.size)(
         xp.ascontiguousarray(dy), xp.ascontiguousarray(w), dx)
     return dx
 
 
 # -- pooling ------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
-def _pool_kernels(kh, kw, sh, sw, ph, pw, dh=1, dw=1):
+def _pool_kernels(kh, kw, sh, sw, ph, pw, dh=1, dw=1, dtype_name="float32"):
     """(max_fwd, max_bwd, avg_fwd, avg_bwd) for one window (kernel, stride, padding,
-    dilation), baked in as compile-time constants: each launch passes arrays only, and
-    the divisions by the stride become divisions by constants."""
+    dilation) and dtype, baked in as compile-time constants: each launch passes arrays
+    only, and the divisions by the stride become divisions by constants."""
+    acc_t = _float_type(dtype_name)
+    lowest = acc_t(-math.inf)
 
     @cuda.jit
     def max_fwd(x, y, arg):
@@ -342,7 +419,7 @@ def _pool_kernels(kh, kw, sh, sw, ph, pw, dh=1, dw=1):
             return
         n, c, i, j = _nchw(idx, y.shape)
         h_, w_ = x.shape[2], x.shape[3]
-        best = -math.inf
+        best = lowest
         besti = -1
         for p in range(kh):
             hh = i * sh + p * dh - ph
@@ -371,7 +448,7 @@ def _pool_kernels(kh, kw, sh, sw, ph, pw, dh=1, dw=1):
         w_ = dx.shape[3]
         oh, ow = dy.shape[2], dy.shape[3]
         me = xh * w_ + xw
-        acc = 0.0
+        acc = acc_t(0.0)
         for p in range(kh):
             t = xh + ph - p * dh
             if t < 0 or t % sh != 0 or t // sh >= oh:
@@ -393,7 +470,7 @@ def _pool_kernels(kh, kw, sh, sw, ph, pw, dh=1, dw=1):
             return
         n, c, i, j = _nchw(idx, y.shape)
         h_, w_ = x.shape[2], x.shape[3]
-        s = 0.0
+        s = acc_t(0.0)
         for p in range(kh):
             hh = i * sh + p - ph
             if hh < 0 or hh >= h_:
@@ -402,7 +479,7 @@ def _pool_kernels(kh, kw, sh, sw, ph, pw, dh=1, dw=1):
                 ww = j * sw + q - pw
                 if ww >= 0 and ww < w_:
                     s += x[n, c, hh, ww]
-        y[n, c, i, j] = s * inv[i, j]
+        y[n, c, i, j] = s * acc_t(inv[i, j])
 
     @cuda.jit
     def avg_bwd(dy, dx, inv):
@@ -411,7 +488,7 @@ def _pool_kernels(kh, kw, sh, sw, ph, pw, dh=1, dw=1):
             return
         n, c, xh, xw = _nchw(idx, dx.shape)
         oh, ow = dy.shape[2], dy.shape[3]
-        acc = 0.0
+        acc = acc_t(0.0)
         for p in range(kh):
             t = xh + ph - p
             if t < 0 or t % sh != 0 or t // sh >= oh:
@@ -420,7 +497,7 @@ def _pool_kernels(kh, kw, sh, sw, ph, pw, dh=1, dw=1):
                 u = xw + pw - q
                 if u < 0 or u % sw != 0 or u // sw >= ow:
                     continue
-                acc += dy[n, c, t // sh, u // sw] * inv[t // sh, u // sw]
+                acc += dy[n, c, t // sh, u // sw] * acc_t(inv[t // sh, u // sw])
         dx[n, c, xh, xw] = acc
 
     return max_fwd, max_bwd, avg_fwd, avg_bwd
@@ -455,8 +532,8 @@ def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=F
     xp = _xp(x)
     y = xp.empty(out, dtype=x.dtype)
     arg = xp.empty(out, dtype=np.int64)
-    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation)[0],
-            y.size)(xp.ascontiguousarray(x), y, arg)
+    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation,
+                          x.dtype.name)[0], y.size)(xp.ascontiguousarray(x), y, arg)
     return y, arg
 
 
@@ -477,8 +554,9 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0,
 
 def _maxpool_bwd_gather(dy, argmax, x_shape, geo, xp):
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
-    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation)[1],
-            dx.size)(xp.ascontiguousarray(dy), xp.ascontiguousarray(argmax), dx)
+    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation,
+                          dy.dtype.name)[1], dx.size)(xp.ascontiguousarray(dy),
+                                                      xp.ascontiguousarray(argmax), dx)
     return dx
 
 
@@ -538,7 +616,8 @@ def avgpool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=False,
     out = geo.output_shape(x.shape, "avgpool2d_forward")
     xp = _xp(x)
     y = xp.empty(out, dtype=x.dtype)
-    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding)[2], y.size)(
+    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, 1, 1, x.dtype.name)[2],
+            y.size)(
         xp.ascontiguousarray(x), y, _avg_inverse_divisor(geo, x.shape[2:], xp))
     return y
 
@@ -554,7 +633,8 @@ def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=Fa
     check_dy("avgpool2d_backward", dy, out)
     xp = _xp(dy)
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
-    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding)[3], dx.size)(
+    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, 1, 1, dy.dtype.name)[3],
+            dx.size)(
         xp.ascontiguousarray(dy), dx, _avg_inverse_divisor(geo, x_shape[2:], xp))
     return dx
 
@@ -572,22 +652,24 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
     from numba import float64, int64, types
 
     ft = getattr(types, dtype_name)
-    geo = types.UniTuple(int64, 12)
+    geo = types.UniTuple(int64, 4)
     a3, a4 = types.Array(ft, 3, "C"), types.Array(ft, 4, "C")
     i4, d2 = types.Array(int64, 4, "C"), types.Array(float64, 2, "C")
     out = []
-    gemms = {"gemm matmul (regblock2d)": (_PLAIN, _PLAIN, _OUT_PLAIN, a3, a3),
-             "gemm matmul, transposed operands": (_PLAIN_T, _PLAIN_T, _OUT_PLAIN, a3, a3),
-             "gemm conv forward (implicit im2col)": (_PLAIN, _IM2COL, _OUT_NCHW, a3, a4),
-             "gemm conv weight gradient": (_DY_ONL, _IM2COL_T, _OUT_PLAIN, a3, a4)}
-    for name, (ma, mb, mc, A, B) in gemms.items():
-        kern, nthreads = _gemm_kernel(*tile, ma, mb, mc, dtype_name)
+    # the convolutions at ResNet's 3x3 window, stride 1, padding 1
+    r3 = (3, 3, 1, 1, 1, 1, 1, 1)
+    gemms = {"gemm matmul (regblock2d)": (_PLAIN, _PLAIN, _OUT_PLAIN, a3, a3, None),
+             "gemm matmul, transposed operands": (_PLAIN_T, _PLAIN_T, _OUT_PLAIN, a3, a3, None),
+             "gemm conv forward (implicit im2col, 3x3)": (_PLAIN, _IM2COL, _OUT_NCHW, a3, a4, r3),
+             "gemm conv weight gradient (3x3)": (_DY_ONL, _IM2COL_T, _OUT_PLAIN, a3, a4, r3)}
+    for name, (ma, mb, mc, A, B, conv) in gemms.items():
+        kern, nthreads = _gemm_kernel(*tile, ma, mb, mc, dtype_name, conv)
         out.append((name, kern.py_func, (A, B, a3, int64, int64, int64, geo), nthreads))
     # the window-specialised kernels at the geometries of the seed models: a 3x3 conv
     # with stride 1 and padding 1 (ResNet), LeNet's 2x2 pools with stride 2
     out.append(("conv input gradient (3x3, stride 1, pad 1)",
-                _conv_dx_kernel(1, 1, 1, 1, 1, 1).py_func, (a4, a4, a4), 128))
-    mf, mb, af, ab = _pool_kernels(2, 2, 2, 2, 0, 0)
+                _conv_dx_kernel(1, 1, 1, 1, 1, 1, dtype_name).py_func, (a4, a4, a4), 128))
+    mf, mb, af, ab = _pool_kernels(2, 2, 2, 2, 0, 0, 1, 1, dtype_name)
     out += [("maxpool forward (2x2, stride 2)", mf.py_func, (a4, a4, i4), 128),
             ("maxpool backward (gather, 2x2, stride 2)", mb.py_func, (a4, i4, a4), 128),
             ("avgpool forward (2x2, stride 2)", af.py_func, (a4, a4, d2), 128),

@@ -83,14 +83,16 @@ def _acc(dtype_name):
 
 # -- rung 1: naive ----------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
-def _naive_kernel():
+def _naive_kernel(dtype_name):
+    acc_t = _acc(dtype_name)
+
     @cuda.jit
     def kernel(A, B, C):
         g = cuda.blockIdx.z
         col = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x  # x along N: coalesced B, C
         row = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
         if row < C.shape[1] and col < C.shape[2]:
-            acc = 0.0
+            acc = acc_t(0.0)  # (a bare 0.0 is a float64: the sum would run in float64)
             for k in range(A.shape[2]):
                 acc += A[g, row, k] * B[g, k, col]
             C[g, row, col] = acc
@@ -102,7 +104,7 @@ def matmul_naive(a, b, trans_a=False, trans_b=False):
     """Rung 1: C[i, j] = sum_k A[i, k] B[k, j], one thread per C element."""
     xp, A, B, C, m, n, k, squeeze = _operands("matmul_naive", a, b, trans_a, trans_b)
     t = CONFIG["naive"]["block"]
-    _naive_kernel()[(math.ceil(n / t), math.ceil(m / t), A.shape[0]), (t, t)](A, B, C)
+    _naive_kernel(A.dtype.name)[(math.ceil(n / t), math.ceil(m / t), A.shape[0]), (t, t)](A, B, C)
     return C[0] if squeeze else C
 
 
@@ -122,8 +124,8 @@ def _smem_kernel(t, dtype_name):
         Bs = cuda.shared.array((t, t), dtype=acc_t)
         acc = acc_t(0.0)
         for k0 in range(0, K, t):
-            As[ty, tx] = A[g, row, k0 + tx] if row < M and k0 + tx < K else 0.0
-            Bs[ty, tx] = B[g, k0 + ty, col] if k0 + ty < K and col < N else 0.0
+            As[ty, tx] = A[g, row, k0 + tx] if row < M and k0 + tx < K else acc_t(0.0)
+            Bs[ty, tx] = B[g, k0 + ty, col] if k0 + ty < K and col < N else acc_t(0.0)
             cuda.syncthreads()
             for kk in range(t):
                 acc += As[ty, kk] * Bs[kk, tx]
@@ -167,7 +169,10 @@ def _load4(X, g, r, c, R, Cn, out):
         out[3] = X[g, r, c + 3]
     else:
         for i in range(4):
-            out[i] = X[g, r, c + i] if r < R and c + i < Cn else 0.0
+            if r < R and c + i < Cn:
+                out[i] = X[g, r, c + i]
+            else:
+                out[i] = 0  # (an int: a 0.0 would make the value a float64 first)
 
 
 @functools.lru_cache(maxsize=None)
@@ -342,7 +347,7 @@ def kernels_for_ptx():
 
     a3 = types.Array(float32, 3, "C")
     sig = (a3, a3, a3)
-    out = [("gemm naive", _naive_kernel().py_func, sig, CONFIG["naive"]["block"] ** 2)]
+    out = [("gemm naive", _naive_kernel("float32").py_func, sig, CONFIG["naive"]["block"] ** 2)]
     t = DEFAULT_CONFIG["smem_tiled"]["tile"]
     out.append(("gemm smem_tiled", _smem_kernel(t, "float32").py_func, sig, t * t))
     c = DEFAULT_CONFIG["vec4_transposed_a"]

@@ -7,7 +7,8 @@ and the sm_90 resource table, all checked without a GPU:
 * the TF32 kernel's CUDA source compiles for sm_90 with NVRTC; its fragment layout is
   compared with the PTX ISA's, and a NumPy model of the kernel (its index expressions,
   the ISA's MMA) computes A @ B to TF32 accuracy;
-* ptxas reports every production kernel spill-free (benchmarks/resources.py).
+* ptxas reports every production kernel spill-free, and the production GEMMs' K-loops
+  issue few instructions besides their FMAs (benchmarks/resources.py, SASS by nvdisasm).
 """
 import os
 import subprocess
@@ -188,6 +189,18 @@ def test_resource_table_production_kernels_do_not_spill(tmp_path):
         if r["production"]:
             assert r["spill_stores"] == 0 and r["spill_loads"] == 0, r
     assert "| kernel |" in (tmp_path / "resources.md").read_text()
+    # the K-loop's issue slots per FMA (SASS through nvdisasm, in the test extra): the
+    # production GEMMs' index arithmetic must stay lean (1.9 for matmul and 4.1 for the
+    # im2col convolutions when this was written; 8.9 and 11-15 before)
+    from benchmarks.resources import nvdisasm_path
+
+    if nvdisasm_path() is None:
+        pytest.skip("no nvdisasm (pip install nvidia-cuda-nvdisasm): instr/FMA not checked")
+    bounds = {"gemm matmul": 2.5, "gemm conv": 5.0}
+    for r in rows:
+        bound = next((b for prefix, b in bounds.items() if r["kernel"].startswith(prefix)), None)
+        if r["production"] and bound:
+            assert r["instr_per_fma"] is not None and r["instr_per_fma"] <= bound, r
 
 
 def test_gpu_check_script_parses_and_its_parts_are_importable():
