@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU, from the source tree:  bash benchmarks/gpu_check.sh
 # Built for a first GPU session of a few minutes: every part has its own time limit
-# (total under 8 minutes), a failing part never stops the others, and everything --
-# logs included -- lands in benchmarks/results/<date>-<gpu>/ (commit that folder).
+# (9.5 minutes if every part ran to its limit), a failing part never stops the others,
+# and everything -- logs included -- lands in benchmarks/results/<date>-<gpu>/ (commit
+# that folder).
 #   0. nvidia-smi, library versions
 #   1. resources: ptxas sm_90 registers / spills / smem / occupancy of every kernel
 #   2. pytest -m gpu: every kernel at large sizes against the float64 reference
@@ -11,6 +12,7 @@
 #   5. pool: max-pool forward/backward vs copy bandwidth of the same bytes
 #   6. train: LeNet-5 training step at batch 256 vs PyTorch eager (separate processes)
 #   7. the kernel suite of python -m benchmarks --device cuda (one round)
+#   8. sweep: the production GEMM at each tile of kernels.cuda.TILE_CANDIDATES
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
@@ -39,5 +41,6 @@ part conv 50 "$PY" -m benchmarks.gpu_parts conv --out "$out"
 part pool 30 "$PY" -m benchmarks.gpu_parts pool --out "$out"
 part train 90 "$PY" -m benchmarks.gpu_parts train --out "$out"
 part kernels 60 "$PY" -m benchmarks --device cuda --suite kernels --pairs 1 --repeats 5 --out "$out/kernels"
+part sweep 65 "$PY" -m benchmarks.gpu_parts sweep --out "$out"
 echo "== results in $out; failed parts: ${failed[*]:-none}"
 [ ${#failed[@]} -eq 0 ]

@@ -5,6 +5,7 @@ its own files under ``--out`` so that a failing part never loses the others' res
     python -m benchmarks.gpu_parts conv    --out DIR
     python -m benchmarks.gpu_parts pool    --out DIR
     python -m benchmarks.gpu_parts train   --out DIR [--batch 256]
+    python -m benchmarks.gpu_parts sweep   --out DIR [--n 4096]
 
 * ladder: every rung of kernels.cuda.LADDER at n^3 float32 and our TF32 kernel, as a
   percentage of cuBLAS (CuPy) FP32 and TF32 at the same size, each checked against
@@ -14,6 +15,10 @@ its own files under ``--out`` so that a failing part never loses the others' res
 * pool: max-pool forward/backward in GB/s vs a device-to-device copy of the same bytes.
 * train: LeNet-5 training step at batch 256, ours vs PyTorch eager, each in its own
   process (benchmarks.run's children).
+* sweep: the production GEMM (kernels.cuda) at every tile of kernels.cuda.TILE_CANDIDATES:
+  matmul at n^3 as a percentage of cuBLAS FP32, conv forward and weight gradient on
+  ResNet-18's first and last 3x3 layers, registers per thread from the compiled kernel;
+  the data for choosing DEFAULT_TILE (or a tile per problem size).
 
 Timings: CUDA events, warm-up, median of repeats; ratios in one run.
 """
@@ -228,9 +233,86 @@ def part_train(out, batch=256, pairs=3):
     return 1 if any("error" in r for r in rows) else 0
 
 
+SWEEP_CONVS = ("resnet18 64@32", "resnet18 512@4")
+
+
+def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s):
+    """Time kernels.cuda's GEMM at each tile: rows of {tile, matmul_s, rel_err, registers,
+    '<conv> forward_s', '<conv> weight grad_s'} or {tile, error}. ``timer(fn)`` -> seconds;
+    ``convs`` maps a name to (x shape, w shape, stride, padding). The tile in force before
+    is restored. Runs under the simulator as well (tests, tiny sizes)."""
+    rng = np.random.default_rng(0)
+    a = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
+    b = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
+    ref = a @ b
+    data = {}
+    for name, (xs, ws, s, p) in convs.items():
+        x = xp.asarray(rng.standard_normal(xs, dtype=np.float32))
+        w = xp.asarray(rng.standard_normal(ws, dtype=np.float32))
+        data[name] = (x, w, s, p, K.conv2d_forward(x, w, s, p))
+    saved = tuple(K._tile)
+    rows, start = [], time.perf_counter()
+    try:
+        for tile in tiles:
+            if time.perf_counter() - start > deadline_s:
+                rows.append({"tile": list(tile), "error": "skipped: part deadline"})
+                continue
+            try:
+                K.set_tile(*tile)
+                c = K.matmul(a, b)
+                row = {"tile": list(tile), "matmul_s": timer(lambda: K.matmul(a, b)),
+                       "rel_err": float(xp.linalg.norm(c - ref) / xp.linalg.norm(ref))}
+                kern = K._gemm_kernel(*tile, K._PLAIN, K._PLAIN, K._OUT_PLAIN, "float32")[0]
+                if not K._simulating():  # {signature: registers} over what was compiled
+                    regs = kern.get_regs_per_thread()
+                    row["registers"] = max(regs.values()) if isinstance(regs, dict) else regs
+                for name, (x, w, s, p, y) in data.items():
+                    row[f"{name} forward_s"] = timer(lambda: K.conv2d_forward(x, w, s, p))
+                    row[f"{name} weight grad_s"] = timer(
+                        lambda: K.conv2d_backward_weight(y, x, w.shape, s, p))
+                rows.append(row)
+            except Exception as e:  # noqa: BLE001 - report and go on
+                rows.append({"tile": list(tile), "error": repr(e)[:300]})
+    finally:
+        K.set_tile(*saved)
+    return rows
+
+
+def part_sweep(out, n=4096, deadline_s=50.0):
+    import cupy
+
+    import kernels.cuda as K
+    from benchmarks.run import CONV_SHAPES
+
+    convs = {name: CONV_SHAPES[name] for name in SWEEP_CONVS}
+    a = cupy.asarray(np.ones((n, n), np.float32))
+    t_blas = _events_time(lambda: a @ a)
+    rows = sweep_rows(K, cupy, lambda fn: _events_time(fn, repeats=5, warmup=1), n,
+                      K.TILE_CANDIDATES, convs, deadline_s)
+    flops = 2.0 * n ** 3
+    heads = [f"{c} {p}" for c in convs for p in ("forward", "weight grad")]
+    lines = [f"## Production GEMM tiles (kernels.cuda.TILE_CANDIDATES), float32; cuBLAS FP32 "
+             f"{n}^3: {t_blas * 1e3:.2f} ms", "",
+             "| tile BM,BN,BK,TM,TN | registers | matmul ms | TFLOP/s | % cuBLAS | rel. err | "
+             + " | ".join(f"{h} ms" for h in heads) + " |",
+             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(heads)]
+    for r in rows:
+        tile = ",".join(map(str, r["tile"]))
+        if "error" in r:
+            lines.append(f"| {tile} | failed: {r['error']} |" + " |" * (4 + len(heads)))
+            continue
+        t = r["matmul_s"]
+        lines.append(f"| {tile} | {r.get('registers', '?')} | {t * 1e3:.2f} | "
+                     f"{flops / t / 1e12:.2f} | {100 * t_blas / t:.0f}% | {r['rel_err']:.1e} | "
+                     + " | ".join(f"{r[h + '_s'] * 1e3:.3f}" for h in heads) + " |")
+    rows.insert(0, {"impl": "cuBLAS FP32 (CuPy)", "s": t_blas})
+    _write(out, "sweep", rows, lines)
+    return 1 if any("error" in r for r in rows) else 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_parts")
-    p.add_argument("part", choices=["ladder", "conv", "pool", "train"])
+    p.add_argument("part", choices=["ladder", "conv", "pool", "train", "sweep"])
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=4096)
     p.add_argument("--batch", type=int, default=256)
@@ -241,6 +323,8 @@ def main(argv=None):
         part_conv(a.out)
     elif a.part == "pool":
         part_pool(a.out)
+    elif a.part == "sweep":
+        return part_sweep(a.out, a.n)
     else:
         return part_train(a.out, a.batch)
     return 0

@@ -95,7 +95,9 @@ def sass_instructions(cubin_path, nvdisasm):
     out = []
     for addr, text in ins:
         m = re.search(r"`\((\.L_x_\d+)\)", text)
-        out.append((addr, text if not m else text.replace(m.group(0), hex(labels.get(m.group(1), 0)))))
+        if m:
+            text = text.replace(m.group(0), hex(labels.get(m.group(1), 0)))
+        out.append((addr, text))
     return out
 
 

@@ -35,7 +35,7 @@ measurements with benchmarks/gpu_check.sh are owed):
       0.0 literals that made loads (and the pooling / conv input-gradient sums) float64.
   v2  (this) unsigned subscripts, 32-bit unsigned divisions, the window baked into the
       im2col loader, a fully unrolled K-step reading 128-bit LDS, accumulators and zeros
-      in the array's dtype: instr/FMA 1.9 / 4.1 / 4.0, 65-96 registers (occupancy 25-38%).
+      in the array's dtype: instr/FMA 1.8 / 4.0 / 3.9, 72-96 registers (occupancy 25-38%).
 """
 from __future__ import annotations
 
@@ -52,10 +52,16 @@ from ._common import (as_conv_geometry, as_pool_geometry, check_dy, check_float,
 
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
-           "DEFAULT_TILE", "set_tile", "VERSIONS"]
+           "DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "VERSIONS"]
 
 DEFAULT_TILE = (64, 64, 8, 4, 4)  # BM, BN, BK, TM, TN
 _tile = list(DEFAULT_TILE)
+# tiles the first GPU run times against DEFAULT_TILE (benchmarks.gpu_parts sweep); all
+# spill-free on sm_90 (ptxas, float32): registers 48-186, instr/FMA 1.5-2.5 for matmul.
+# Large tiles win on large products, small ones fill the 132 SMs on ResNet's late layers.
+TILE_CANDIDATES = (DEFAULT_TILE, (64, 64, 16, 4, 4), (128, 64, 8, 8, 4), (64, 128, 8, 4, 8),
+                   (128, 128, 8, 8, 8), (128, 128, 16, 8, 8), (32, 64, 8, 2, 4),
+                   (32, 32, 8, 2, 2))
 
 # operand modes of the GEMM kernel
 _PLAIN, _PLAIN_T, _IM2COL, _IM2COL_T, _DY_ONL = range(5)
@@ -642,7 +648,7 @@ def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=Fa
 # primitive -> version name -> function with the primitive's signature ("default" is what
 # the backend calls). The GEMM tile is a module setting (``set_tile``), not a version.
 VERSIONS = {name: {"default": globals()[name]} for name in __all__
-            if name not in ("DEFAULT_TILE", "set_tile", "VERSIONS")}
+            if name not in ("DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "VERSIONS")}
 VERSIONS["maxpool2d_backward"]["scatter"] = _maxpool_backward_scatter
 
 def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):

@@ -190,7 +190,7 @@ def test_resource_table_production_kernels_do_not_spill(tmp_path):
             assert r["spill_stores"] == 0 and r["spill_loads"] == 0, r
     assert "| kernel |" in (tmp_path / "resources.md").read_text()
     # the K-loop's issue slots per FMA (SASS through nvdisasm, in the test extra): the
-    # production GEMMs' index arithmetic must stay lean (1.9 for matmul and 4.1 for the
+    # production GEMMs' index arithmetic must stay lean (1.8 for matmul and 4.0 for the
     # im2col convolutions when this was written; 8.9 and 11-15 before)
     from benchmarks.resources import nvdisasm_path
 
@@ -207,5 +207,36 @@ def test_gpu_check_script_parses_and_its_parts_are_importable():
     subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], check=True)
     from benchmarks import gpu_parts
 
-    for part in ("ladder", "conv", "pool", "train"):
+    for part in ("ladder", "conv", "pool", "train", "sweep"):
         assert callable(getattr(gpu_parts, f"part_{part}"))
+        assert f"gpu_parts {part}" in (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+
+
+def test_tile_sweep_runs_every_candidate_and_restores_the_tile():
+    """The GPU sweep's loop, under the simulator at toy sizes: every candidate tile is
+    valid for set_tile, its products are right, and the tile in force comes back."""
+    import time
+
+    import kernels.cuda as K
+    from benchmarks import gpu_parts
+
+    def timer(fn):
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+
+    for tile in K.TILE_CANDIDATES:  # each a valid tile (raises otherwise)
+        K.set_tile(*tile)
+    tiles = [(8, 8, 4, 2, 2), (8, 4, 3, 2, 1)]
+    K.set_tile(4, 8, 2, 1, 2)
+    rows = gpu_parts.sweep_rows(K, np, timer, 9, tiles + [(8, 8, 4, 3, 2)],
+                                {"c": ((1, 2, 3, 3), (3, 2, 3, 3), 1, 1)}, 600)
+    try:
+        assert K._tile == [4, 8, 2, 1, 2]
+    finally:
+        K.set_tile(*K.DEFAULT_TILE)
+    assert [r["tile"] for r in rows] == [list(t) for t in tiles] + [[8, 8, 4, 3, 2]]
+    for r in rows[:2]:
+        assert r["rel_err"] < 1e-5 and r["matmul_s"] > 0, r
+        assert r["c forward_s"] > 0 and r["c weight grad_s"] > 0, r
+    assert "set_tile" in rows[2]["error"]  # an invalid tile is reported, not fatal
