@@ -16,8 +16,10 @@ per configuration):
     conv forward      A = W (O, C*KH*KW), B = im2col(x) (C*KH*KW, N*OH*OW), C -> y NCHW
     conv d-weight     A = dy as (O, N*OH*OW), B = im2col(x)^T, C = dW (O, C*KH*KW)
 
-The input gradient of a convolution is a direct kernel (one thread per dx element,
-summing the kernel taps whose output position is on the stride grid): no atomics.
+The input gradient of a stride-1 convolution is the forward convolution of dy with the
+taps flipped and the channels swapped (the implicit GEMM again); other strides use a
+direct kernel (one thread per dx element, summing the kernel taps whose output position
+is on the stride grid): no atomics.
 Pooling is one thread per output (forward, avg backward) or per input (max backward
 through the recorded argmax, which a window scan finds per input element).
 
@@ -36,6 +38,8 @@ measurements with benchmarks/gpu_check.sh are owed):
   v2  (this) unsigned subscripts, 32-bit unsigned divisions, the window baked into the
       im2col loader, a fully unrolled K-step reading 128-bit LDS, accumulators and zeros
       in the array's dtype: instr/FMA 1.8 / 4.0 / 3.9, 72-96 registers (occupancy 25-38%).
+      The stride-1 input gradient moved from the direct kernel (~50 instructions per FMA:
+      two global loads and their index arithmetic per tap and channel) to the GEMM.
 """
 from __future__ import annotations
 
@@ -395,18 +399,60 @@ def _conv_dx_kernel(sh, sw, ph, pw, dh, dw, dtype_name="float32"):
     return kernel
 
 
-def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
-    """dx[n,c,h,w] = sum over o in c's group and taps (p, q) with h + ph - p*dh = i*sh,
-    w + pw - q*dw = j*sw of dy[n,o,i,j] w[o,c',p,q] (one thread per dx element, no atomics)."""
+def _conv_dx_checked(dy, w, x_shape, stride, padding, dilation, groups):
     check_float("conv2d_backward_input", dy, w)
     geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_backward_input")
     out = geo.output_shape(x_shape, w.shape, "conv2d_backward_input")
     check_dy("conv2d_backward_input", dy, out)
+    return geo
+
+
+def _conv_dx_direct(dy, w, x_shape, geo):
     xp = _xp(dy)
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
     _launch(_conv_dx_kernel(*geo.stride, *geo.padding, *geo.dilation, dy.dtype.name), dx.size)(
         xp.ascontiguousarray(dy), xp.ascontiguousarray(w), dx)
     return dx
+
+
+def _full_padding(geo):
+    """The padding of the forward convolution that is a stride-1 convolution's input
+    gradient: D*(K-1) - P per axis (negative: no such convolution)."""
+    return tuple(d * (k - 1) - p for d, k, p in zip(geo.dilation, geo.kernel_size, geo.padding))
+
+
+def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
+    """dx[n,c,h,w] = sum over o in c's group and taps (p, q) with h + ph - p*dh = i*sh,
+    w + pw - q*dw = j*sw of dy[n,o,i,j] w[o,c',p,q].
+
+    Stride 1 (P <= D*(K-1), as usual; symmetric): the same sum is a forward convolution of dy
+    with the taps flipped and the channels swapped within each group,
+
+        dx = conv(dy, W', padding D*(K-1) - P, dilation D),
+        W'[g*Cg + c, o, p, q] = W[g*Og + o, c, K-1-p, K-1-q],
+
+    which runs on the implicit GEMM (about 4 instructions per FMA on sm_90, against ~50 for
+    the direct kernel's two loads and index arithmetic per FMA). Other strides: the direct
+    kernel, one thread per dx element, no atomics (also ``VERSIONS[...]["direct"]``)."""
+    geo = _conv_dx_checked(dy, w, x_shape, stride, padding, dilation, groups)
+    pad = _full_padding(geo)
+    if geo.stride != (1, 1) or min(pad) < 0 or any(geo.padding_extra) or not dy.size:
+        # (padding='same' with an even kernel pads one more on the high side, which the
+        # transposed convolution would need on its low side: the direct kernel does it)
+        return _conv_dx_direct(dy, w, x_shape, geo)
+    xp = _xp(dy)
+    g = geo.groups
+    o, cg, kh, kw = w.shape
+    w2 = w.reshape(g, o // g, cg, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+    w2 = xp.ascontiguousarray(w2).reshape(g * cg, o // g, kh, kw)
+    # at stride 1 the output is x's size: OH + 2*(D*(K-1) - P) - D*(K-1) = H
+    return conv2d_forward(xp.ascontiguousarray(dy), w2, 1, pad, geo.dilation, g)
+
+
+def _conv2d_backward_input_direct(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
+    """conv2d_backward_input, always the direct kernel."""
+    return _conv_dx_direct(dy, w, x_shape,
+                           _conv_dx_checked(dy, w, x_shape, stride, padding, dilation, groups))
 
 
 # -- pooling ------------------------------------------------------------------------------------
@@ -650,6 +696,7 @@ def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=Fa
 VERSIONS = {name: {"default": globals()[name]} for name in __all__
             if name not in ("DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "VERSIONS")}
 VERSIONS["maxpool2d_backward"]["scatter"] = _maxpool_backward_scatter
+VERSIONS["conv2d_backward_input"]["direct"] = _conv2d_backward_input_direct
 
 def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
     """(name, python function, Numba signature, threads per block) of every production
@@ -671,10 +718,10 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
     for name, (ma, mb, mc, A, B, conv) in gemms.items():
         kern, nthreads = _gemm_kernel(*tile, ma, mb, mc, dtype_name, conv)
         out.append((name, kern.py_func, (A, B, a3, int64, int64, int64, geo), nthreads))
-    # the window-specialised kernels at the geometries of the seed models: a 3x3 conv
-    # with stride 1 and padding 1 (ResNet), LeNet's 2x2 pools with stride 2
-    out.append(("conv input gradient (3x3, stride 1, pad 1)",
-                _conv_dx_kernel(1, 1, 1, 1, 1, 1, dtype_name).py_func, (a4, a4, a4), 128))
+    # the window-specialised kernels at the geometries of the seed models: ResNet's
+    # strided 3x3 conv (stride 1 takes the implicit GEMM), LeNet's 2x2 pools with stride 2
+    out.append(("conv input gradient (direct; 3x3, stride 2, pad 1)",
+                _conv_dx_kernel(2, 2, 1, 1, 1, 1, dtype_name).py_func, (a4, a4, a4), 128))
     mf, mb, af, ab = _pool_kernels(2, 2, 2, 2, 0, 0, 1, 1, dtype_name)
     out += [("maxpool forward (2x2, stride 2)", mf.py_func, (a4, a4, i4), 128),
             ("maxpool backward (gather, 2x2, stride 2)", mb.py_func, (a4, i4, a4), 128),

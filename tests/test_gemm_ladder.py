@@ -180,7 +180,7 @@ def test_resource_table_production_kernels_do_not_spill(tmp_path):
 
     rows = json.loads((tmp_path / "resources.json").read_text())
     names = {r["kernel"] for r in rows}
-    assert {"gemm matmul (regblock2d)", "conv input gradient (3x3, stride 1, pad 1)",
+    assert {"gemm matmul (regblock2d)", "conv input gradient (direct; 3x3, stride 2, pad 1)",
             "maxpool forward (2x2, stride 2)",
             "gemm double_buffered_warp (ladder)"} <= names
     assert any("TF32" in n for n in names)
