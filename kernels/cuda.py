@@ -354,11 +354,19 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
 
 @cuda.jit(device=True, inline=True)
 def _nchw(idx, shape):
-    """Flat index -> (n, c, h, w) of an NCHW array of ``shape`` (one thread per element)."""
-    w_ = shape[3]
-    h_ = shape[2]
-    c_ = shape[1]
-    return idx // (w_ * h_ * c_), (idx // (w_ * h_)) % c_, (idx // w_) % h_, idx % w_
+    """Flat index -> (n, c, h, w) of an NCHW array of ``shape`` (one thread per element),
+    in 32-bit unsigned divisions (a signed 64-bit one is a called subroutine; _launch
+    checks the element count fits)."""
+    i = _u32(idx)
+    w_ = _u32(shape[3])
+    h_ = _u32(shape[2])
+    c_ = _u32(shape[1])
+    t = i // w_
+    x = i - t * w_
+    u = t // h_
+    y = t - u * h_
+    n = u // c_
+    return int64(n), int64(u - n * c_), int64(y), int64(x)
 
 
 @functools.lru_cache(maxsize=None)
@@ -374,8 +382,8 @@ def _conv_dx_kernel(sh, sw, ph, pw, dh, dw, dtype_name="float32"):
             return
         n, ch, x_h, x_w = _nchw(idx, dx.shape)
         o_, cg, kh, kw = w.shape
-        og = o_ // (dx.shape[1] // cg)
-        grp = ch // cg
+        og = int64(_u32(o_) // (_u32(dx.shape[1]) // _u32(cg)))  # (32-bit: see _nchw)
+        grp = int64(_u32(ch) // _u32(cg))
         oh, ow = dy.shape[2], dy.shape[3]
         acc = acc_t(0.0)
         for p in range(kh):
@@ -570,6 +578,9 @@ def _launch(kernel, total, threads=128):
     every ``kernel[...]``, host time a small training step pays dozens of times. Not
     under the simulator, whose ``kernel[...]`` reconfigures and returns the kernel
     itself (a cached one would launch with the last grid set)."""
+    if total >= 2 ** 32:  # the kernels split flat indices in 32-bit arithmetic (_nchw)
+        raise ValueError(f"kernels.cuda: {total} elements in one pooling or convolution "
+                         "input-gradient launch; at most 2**32 - 1 are supported")
     if _runtime.simulating():
         return kernel[_blocks(total, threads)]
     return _launch_config(kernel, *_blocks(total, threads))

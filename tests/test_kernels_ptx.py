@@ -59,6 +59,8 @@ def test_conv_and_pool_kernels_launch_with_arrays_only():
         if not name.startswith("gemm"):
             assert all(isinstance(t, types.Array) for t in sig), name
             assert fn.__code__.co_argcount == len(sig), name
+    with pytest.raises(ValueError, match="2\\*\\*32"):  # flat indices are split in 32 bits
+        K._launch(K._pool_kernels(2, 2, 2, 2, 0, 0)[0], 2 ** 32)
     if not K._runtime.simulating():  # the simulator's kernel[...] returns the kernel
         kernel = K._pool_kernels(2, 2, 2, 2, 0, 0)[0]
         assert K._launch(kernel, 1000) is K._launch(kernel, 1000)
