@@ -37,7 +37,8 @@ measurements with benchmarks/gpu_check.sh are owed):
       0.0 literals that made loads (and the pooling / conv input-gradient sums) float64.
   v2  (this) unsigned subscripts, 32-bit unsigned divisions, the window baked into the
       im2col loader, a fully unrolled K-step reading 128-bit LDS, accumulators and zeros
-      in the array's dtype: instr/FMA 1.8 / 4.0 / 3.9, 72-96 registers (occupancy 25-38%).
+      in the array's dtype, the im2col column split hoisted out of the K loop:
+      instr/FMA 1.8 / 2.3 / 3.8, 72-96 registers (occupancy 25-38%).
       The stride-1 input gradient moved from the direct kernel (~50 instructions per FMA:
       two global loads and their index arithmetic per tap and channel) to the GEMM.
 """
@@ -95,7 +96,7 @@ _xp = _runtime.xp_of
 # compile-time constants of the im2col loader (``conv`` of the factory).
 #
 # Index arithmetic is what decides this kernel's speed once the products are in registers
-# (ptxas + cuobjdump on sm_90, one K-tile of the 64x64x8 / 4x4 tile: 128 FFMA in ~1,100
+# (ptxas + nvdisasm on sm_90, one K-tile of the 64x64x8 / 4x4 tile: 128 FFMA in ~1,100
 # instructions before, ~240 after). Numba indexes with signed int64 and adds a negative-
 # index fix-up (a compare and a select) per subscript; an unsigned subscript (_U) has none,
 # and every index here is known to be >= 0. The convolution's divisions by run-time sizes
@@ -132,52 +133,76 @@ def _a_dy(A, g, row, k, geo):
     return A[ku // L, _U(g * geo[3] + row), ku % L]
 
 
+# B is read in two steps: per column, once before the K loop, ``col_b`` returns what the
+# loads of that column share (three ints: c0, c1, c2); per K-step ``load_b`` uses them.
+# For the im2col forward that hoists the split of the column into (n, i, j), two
+# divisions by run-time sizes, out of the loop.
 @cuda.jit(device=True, inline=True)
-def _b_plain(B, g, k, col, geo):
-    return B[g, _U(k), _U(col)]
+def _col_plain(B, g, col, geo):
+    return col, 0, 0
 
 
 @cuda.jit(device=True, inline=True)
-def _b_trans(B, g, k, col, geo):
-    return B[g, _U(col), _U(k)]
+def _b_plain(B, g, k, c0, c1, c2, geo):
+    return B[g, _U(k), _U(c0)]
+
+
+@cuda.jit(device=True, inline=True)
+def _b_trans(B, g, k, c0, c1, c2, geo):
+    return B[g, _U(c0), _U(k)]
 
 
 @functools.lru_cache(maxsize=None)
 def _im2col_loader(mode, dtype_name, kh, kw, sh, sw, ph, pw, dh, dw):
-    """The B loader of a convolution's implicit GEMM, with the window, stride, padding and
-    dilation baked in (divisions by constants are a multiply and a shift):
+    """(col_b, load_b) of a convolution's implicit GEMM, with the window, stride, padding
+    and dilation baked in (divisions by constants are a multiply and a shift):
 
         im2col(x)[r = (ch, p, q), c = (n, i, j)] = xpad[n, ch, i*SH + p*DH, j*SW + q*DW]
 
-    read as B[k, col] = im2col[g*KG + k, col] (forward) or im2col[g*KG + col, k] (weight
-    gradient)."""
+    read as B[k, col] = im2col[g*KG + k, col] (forward: the column is the output pixel
+    (n, i, j), hoisted as (n, i*SH - PH, j*SW - PW)) or im2col[g*KG + col, k] (weight
+    gradient: the column is the tap (ch, p, q), hoisted as (ch, p*DH - PH, q*DW - PW))."""
     zero = _float_type(dtype_name)(0.0)
 
     @cuda.jit(device=True, inline=True)
-    def at(x, r, c, geo):
+    def pixel(c, geo):  # c = (n, i, j) -> n, i*SH - PH, j*SW - PW
         cu = _u32(c)
-        ru = _u32(r)
-        n = cu // _u32(geo[0])
         rem = cu % _u32(geo[0])
-        q = int64(ru % kw)
+        return (int64(cu // _u32(geo[0])), int64(rem // _u32(geo[1])) * sh - ph,
+                int64(rem % _u32(geo[1])) * sw - pw)
+
+    @cuda.jit(device=True, inline=True)
+    def tap(r):  # r = (ch, p, q) -> ch, p*DH, q*DW
+        ru = _u32(r)
         rk = ru // kw
-        p = int64(rk % kh)
-        ch = rk // kh
-        h = int64(rem // _u32(geo[1])) * sh + p * dh - ph
-        w = int64(rem % _u32(geo[1])) * sw + q * dw - pw
+        return int64(rk // kh), int64(rk % kh) * dh, int64(ru % kw) * dw
+
+    @cuda.jit(device=True, inline=True)
+    def read(x, n, ch, h, w):
         if h < 0 or h >= x.shape[2] or w < 0 or w >= x.shape[3]:
             return zero
-        return x[n, ch, _U(h), _U(w)]
+        return x[_U(n), _U(ch), _U(h), _U(w)]
 
     if mode == _IM2COL:
         @cuda.jit(device=True, inline=True)
-        def load(B, g, k, col, geo):
-            return at(B, g * geo[2] + k, col, geo)
+        def col_b(B, g, col, geo):
+            return pixel(col, geo)
+
+        @cuda.jit(device=True, inline=True)
+        def load_b(B, g, k, c0, c1, c2, geo):
+            ch, ph_, pw_ = tap(g * geo[2] + k)
+            return read(B, c0, ch, c1 + ph_, c2 + pw_)
     else:
         @cuda.jit(device=True, inline=True)
-        def load(B, g, k, col, geo):
-            return at(B, g * geo[2] + col, k, geo)
-    return load
+        def col_b(B, g, col, geo):
+            ch, ph_, pw_ = tap(g * geo[2] + col)
+            return ch, ph_ - ph, pw_ - pw
+
+        @cuda.jit(device=True, inline=True)
+        def load_b(B, g, k, c0, c1, c2, geo):
+            n, h0, w0 = pixel(k, geo)
+            return read(B, n, c0, h0 + ph + c1, w0 + pw + c2)
+    return col_b, load_b
 
 
 @cuda.jit(device=True, inline=True)
@@ -212,7 +237,8 @@ def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv=No
     la, lb = -(-size_a // nthreads), -(-size_b // nthreads)
     exact_a, exact_b = size_a % nthreads == 0, size_b % nthreads == 0
     load_a, store_c = _LOAD_A[mode_a], _STORE_C[mode_c]
-    load_b = _LOAD_B[mode_b] if conv is None else _im2col_loader(mode_b, dtype_name, *conv)
+    col_b, load_b = ((_col_plain, _LOAD_B[mode_b]) if conv is None
+                     else _im2col_loader(mode_b, dtype_name, *conv))
 
     @cuda.jit
     def kernel(A, B, C, M, N, K, geo):
@@ -232,6 +258,13 @@ def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv=No
         for a in range(tm):
             for b in range(tn):
                 acc[a, b] = 0.0
+        # the B columns this thread stages do not change with the K-step: split them once
+        cols = cuda.local.array((lb, 3), int64)
+        for i in range(lb):
+            c0, c1, c2 = col_b(B, g, col0 + (tid + i * nthreads) % bn, geo)
+            cols[i, 0] = c0
+            cols[i, 1] = c1
+            cols[i, 2] = c2
         for k0 in range(0, K, bk):
             # cooperative loads, out-of-range elements as 0 so edge tiles need no special case
             for i in range(la):
@@ -250,7 +283,7 @@ def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv=No
                     c = col0 + s % bn
                     v = acc_t(0.0)
                     if kk < K and c < N:
-                        v = load_b(B, g, kk, c, geo)
+                        v = load_b(B, g, kk, cols[i, 0], cols[i, 1], cols[i, 2], geo)
                     Bs[_U(s)] = v
             cuda.syncthreads()
             # a while loop (not range) lets LLVM unroll the K-step fully
