@@ -314,7 +314,8 @@ def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, co
     kernel, nthreads = _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c,
                                     np.dtype(dtype).name, conv)
     grid = (math.ceil(N / bn), math.ceil(M / bm), batch)
-    kernel[grid, nthreads](A, B, C, M, N, K, geo)
+    launch = kernel[grid, nthreads] if _simulating() else _launch_config(kernel, grid, nthreads)
+    launch(A, B, C, M, N, K, geo)
 
 
 # -- matmul ----------------------------------------------------------------------------------
