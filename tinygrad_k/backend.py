@@ -220,9 +220,10 @@ class Backend:
         xp = self.xp
         c = logits.shape[1]
         valid = target != ignore_index
-        count = int(valid.sum())
         bad = valid & ((target < 0) | (target >= c))
-        if bool(bad.any()):
+        # one device -> host copy for both numbers (on a GPU each is a synchronisation)
+        count, n_bad = xp.stack((valid.sum(), bad.sum())).tolist()
+        if n_bad:
             raise IndexError(f"cross_entropy: target {int(target[bad].ravel()[0])} is out of "
                              f"range for {c} classes (expected 0 <= target < {c})")
         if count == valid.shape[0]:
