@@ -37,8 +37,9 @@ measurements with benchmarks/gpu_check.sh are owed):
       0.0 literals that made loads (and the pooling / conv input-gradient sums) float64.
   v2  (this) unsigned subscripts, 32-bit unsigned divisions, the window baked into the
       im2col loader, a fully unrolled K-step reading 128-bit LDS, accumulators and zeros
-      in the array's dtype, the im2col column split hoisted out of the K loop:
-      instr/FMA 1.8 / 2.3 / 3.8, 72-96 registers (occupancy 25-38%).
+      in the array's dtype, the im2col column split hoisted out of the K loop, divisions
+      by the run-time output sizes as a multiply and a shift: instr/FMA 1.8 / 2.3 / 2.8,
+      72-80 registers (occupancy 38%).
       The stride-1 input gradient moved from the direct kernel (~50 instructions per FMA:
       two global loads and their index arithmetic per tap and channel) to the GEMM.
 """
@@ -90,10 +91,11 @@ _xp = _runtime.xp_of
 # -- the GEMM kernel factory -----------------------------------------------------------------
 # Operand loaders, one small device function per mode. The factory picks them in Python,
 # so each compiled kernel contains only the code (and array ranks) of its own modes.
-# geo = (L, OW, KG, OG) gives a convolution's run-time sizes (zeros for matmul): L = OH*OW,
-# and per group KG = C/G*KH*KW im2col rows and OG output channels; a grouped convolution
-# runs one GEMM per group on grid z (g). Window, stride, padding and dilation are
-# compile-time constants of the im2col loader (``conv`` of the factory).
+# geo = (L, OW, KG, OG, mL, pL, mOW, pOW) gives a convolution's run-time sizes (zeros for
+# matmul): L = OH*OW, per group KG = C/G*KH*KW im2col rows and OG output channels, and the
+# (multiplier, shift) that divide by L and by OW (_magic); a grouped convolution runs one
+# GEMM per group on grid z (g). Window, stride, padding and dilation are compile-time
+# constants of the im2col loader (``conv`` of the factory).
 #
 # Index arithmetic is what decides this kernel's speed once the products are in registers
 # (ptxas + nvdisasm on sm_90, one K-tile of the 64x64x8 / 4x4 tile: 128 FFMA in ~1,100
@@ -101,9 +103,29 @@ _xp = _runtime.xp_of
 # index fix-up (a compare and a select) per subscript; an unsigned subscript (_U) has none,
 # and every index here is known to be >= 0. The convolution's divisions by run-time sizes
 # are done on 32-bit unsigned values (_u32; LLVM narrows the division), about a quarter of
-# a signed 64-bit division's instructions; the launcher checks the sizes fit.
+# a signed 64-bit division's instructions; the launcher checks the sizes fit. Divisions
+# by the run-time output sizes L and OW, in every load of a convolution, are a multiply
+# and a shift by numbers the host computes once (_magic, as CUTLASS's FastDivmod).
 _U = uint64
 _u32 = uint32
+
+
+def _magic(d):
+    """(m, p) with x // d == (x * m) >> p for every 0 <= x < 2**31, for 1 <= d < 2**31.
+
+    p = 31 + ceil(log2 d), m = ceil(2**p / d) < 2**32 (2**31 for d = 1). x*m/2**p exceeds
+    x/d by x*(m*d - 2**p)/(d*2**p) < x/2**p <= 1/d, too little to reach the next integer,
+    and x * m < 2**63 fits the 64-bit product."""
+    if not 1 <= d < 2 ** 31:
+        raise ValueError(f"kernels.cuda: divisor {d} outside [1, 2**31)")
+    p = 31 + (d - 1).bit_length()
+    return -(-(1 << p) // d), p
+
+
+@cuda.jit(device=True, inline=True)
+def _div(x, m, p):
+    """x // d for 0 <= x < 2**31 with (m, p) = _magic(d): one 32x32 -> 64-bit multiply."""
+    return (_U(x) * _U(m)) >> _U(p)
 
 
 def _float_type(dtype_name):
@@ -128,9 +150,8 @@ def _a_trans(A, g, row, k, geo):
 @cuda.jit(device=True, inline=True)
 def _a_dy(A, g, row, k, geo):
     """A[o, n*L + l] = dy[n, g*OG + o, l] (dy viewed as (N, O, L))."""
-    L = _u32(geo[0])
-    ku = _u32(k)
-    return A[ku // L, _U(g * geo[3] + row), ku % L]
+    n = _div(k, geo[4], geo[5])
+    return A[n, _U(g * geo[3] + row), _U(k) - n * _U(geo[0])]
 
 
 # B is read in two steps: per column, once before the K loop, ``col_b`` returns what the
@@ -166,10 +187,10 @@ def _im2col_loader(mode, dtype_name, kh, kw, sh, sw, ph, pw, dh, dw):
 
     @cuda.jit(device=True, inline=True)
     def pixel(c, geo):  # c = (n, i, j) -> n, i*SH - PH, j*SW - PW
-        cu = _u32(c)
-        rem = cu % _u32(geo[0])
-        return (int64(cu // _u32(geo[0])), int64(rem // _u32(geo[1])) * sh - ph,
-                int64(rem % _u32(geo[1])) * sw - pw)
+        n = _div(c, geo[4], geo[5])
+        rem = _U(c) - n * _U(geo[0])
+        i = _div(rem, geo[6], geo[7])
+        return int64(n), int64(i) * sh - ph, int64(rem - i * _U(geo[1])) * sw - pw
 
     @cuda.jit(device=True, inline=True)
     def tap(r):  # r = (ch, p, q) -> ch, p*DH, q*DW
@@ -213,9 +234,8 @@ def _c_plain(C, g, r, c, v, geo):
 @cuda.jit(device=True, inline=True)
 def _c_nchw(C, g, r, c, v, geo):
     """C[o, n*L + l] -> y[n, g*OG + o, l]."""
-    L = _u32(geo[0])
-    cu = _u32(c)
-    C[cu // L, _U(g * geo[3] + r), cu % L] = v
+    n = _div(c, geo[4], geo[5])
+    C[n, _U(g * geo[3] + r), _U(c) - n * _U(geo[0])] = v
 
 
 _LOAD_A = {_PLAIN: _a_plain, _PLAIN_T: _a_trans, _DY_ONL: _a_dy}
@@ -334,20 +354,21 @@ def matmul(a, b, trans_a=False, trans_b=False):
     B = b[None] if squeeze else b
     C = xp.empty((A.shape[0], m, n), dtype=a.dtype)
     _launch_gemm(_PLAIN_T if trans_a else _PLAIN, _PLAIN_T if trans_b else _PLAIN, _OUT_PLAIN,
-                 A, B, C, m, n, k, A.shape[0], (0,) * 4, a.dtype)
+                 A, B, C, m, n, k, A.shape[0], (0,) * 8, a.dtype)
     return C[0] if squeeze else C
 
 
 # -- convolution ------------------------------------------------------------------------------
 def _conv_args(op, geo, n, c, oh, ow, kg, og):
     """(run-time sizes, compile-time window) of a ConvGeometry for the GEMM factory: geo =
-    (L, OW, KG, OG) and conv = (KH, KW, SH, SW, PH, PW, DH, DW). The im2col loader
-    divides 32-bit unsigned indices, so its row and column counts must fit."""
-    if n * oh * ow >= 2 ** 32 or c * geo.kernel_size[0] * geo.kernel_size[1] >= 2 ** 32:
+    (L, OW, KG, OG, mL, pL, mOW, pOW) and conv = (KH, KW, SH, SW, PH, PW, DH, DW). The
+    loaders split indices with 32-bit divisions (_magic: below 2**31), so the im2col
+    matrix's row and column counts must fit."""
+    if n * oh * ow >= 2 ** 31 or c * geo.kernel_size[0] * geo.kernel_size[1] >= 2 ** 31:
         raise ValueError(f"{op}: the implicit GEMM's im2col matrix ({c} channels x "
                          f"{geo.kernel_size} window, {n} x {oh} x {ow} outputs) has a side of "
-                         "2**32 or more, which its 32-bit indices cannot address")
-    return ((oh * ow, ow, kg, og),
+                         "2**31 or more, which its 32-bit indices cannot address")
+    return ((oh * ow, ow, kg, og) + _magic(max(1, oh * ow)) + _magic(max(1, ow)),
             geo.kernel_size + geo.stride + geo.padding + geo.dilation)
 
 
@@ -750,7 +771,7 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
     from numba import float64, int64, types
 
     ft = getattr(types, dtype_name)
-    geo = types.UniTuple(int64, 4)
+    geo = types.UniTuple(int64, 8)
     a3, a4 = types.Array(ft, 3, "C"), types.Array(ft, 4, "C")
     i4, d2 = types.Array(int64, 4, "C"), types.Array(float64, 2, "C")
     out = []

@@ -445,6 +445,21 @@ def test_cpu_max_pool_fast_path_and_general_kernel_agree(k, s, p, nan):
 
 
 # -- kernels.cuda specifics -----------------------------------------------------------------------------
+@settings(deadline=None, max_examples=300)
+@given(st.integers(1, 2 ** 31 - 1), st.integers(0, 2 ** 31 - 1), st.integers(0, 2 ** 31 - 1))
+def test_cuda_division_by_multiply_and_shift_is_exact(d, x, y):
+    """The convolution loaders divide by run-time sizes with _magic's (multiplier, shift):
+    exact for every dividend below 2**31, near the divisor's multiples too."""
+    m, p = cuda_mod._magic(d)
+    assert 0 < m < 2 ** 32
+    below_next_multiple = min(2 ** 31 - 1, d * (x // d + 1) - 1)
+    for v in (x, y % (4 * d) if d < 2 ** 29 else y, d - 1, d, below_next_multiple):
+        assert (v * m) >> p == v // d, (d, v)
+        assert int((np.uint64(v) * np.uint64(m)) >> np.uint64(p)) == v // d  # the device's types
+    with pytest.raises(ValueError, match="divisor"):
+        cuda_mod._magic(0)
+
+
 def test_cuda_set_tile_checks_its_arguments():
     with pytest.raises(ValueError, match="set_tile"):
         cuda_mod.set_tile(8, 8, 4, 3, 2)
