@@ -20,6 +20,14 @@ are separate ``ld.global.f32`` unless LLVM merges them; the resource table
 (benchmarks/resources.py) counts the vector loads in each kernel's PTX. The TF32
 tensor-core kernel (kernels/cuda_tf32.py, CUDA C++) uses real float4 loads.
 
+SASS instructions issued per FMA over one K-tile at the default tiles (sm_90, ptxas and
+nvdisasm, benchmarks/resources.py; 1 would be FMAs alone): smem_tiled 4.3, regblock2d 1.8
+(4x4 per thread, after its index arithmetic was made lean: 8.9 before), vec4_transposed_a
+1.9 (8x8), double_buffered_warp 2.4. Rungs 4 and 5 still index with Numba's signed
+subscripts; what the production kernel's lean indexing bought (unsigned subscripts, a
+fully unrolled K-step) is the next step for them. Issue rate is one limit among several
+(latency, bandwidth, occupancy): only a GPU run ranks the rungs.
+
 Tiles: ``CONFIG[rung]``; tests use tiny ones (the simulator runs every thread as a
 Python thread). ``configure(rung, **params)`` changes one.
 """
