@@ -22,11 +22,12 @@ tensor-core kernel (kernels/cuda_tf32.py, CUDA C++) uses real float4 loads.
 
 SASS instructions issued per FMA over one K-tile at the default tiles (sm_90, ptxas and
 nvdisasm, benchmarks/resources.py; 1 would be FMAs alone): smem_tiled 4.3, regblock2d 1.8
-(4x4 per thread, after its index arithmetic was made lean: 8.9 before), vec4_transposed_a
-1.9 (8x8), double_buffered_warp 2.4. Rungs 4 and 5 still index with Numba's signed
-subscripts; what the production kernel's lean indexing bought (unsigned subscripts, a
-fully unrolled K-step) is the next step for them. Issue rate is one limit among several
-(latency, bandwidth, occupancy): only a GPU run ranks the rungs.
+(4x4 per thread), vec4_transposed_a 1.4 (8x8), double_buffered_warp 1.4. Rungs 3-5 use
+flat shared tiles with unsigned subscripts (Numba adds a negative-index fix-up to every
+signed one) and a K-step LLVM unrolls fully (a ``while`` loop; it left the ``range`` one
+rolled): before that, 8.9, 1.9 and 2.4, with 142 registers for rung 4 (now 111). Issue
+rate is one limit among several (latency, bandwidth, occupancy): only a GPU run ranks
+the rungs.
 
 Tiles: ``CONFIG[rung]``; tests use tiny ones (the simulator runs every thread as a
 Python thread). ``configure(rung, **params)`` changes one.
@@ -38,6 +39,7 @@ import math
 
 import numpy as np
 from numba import cuda
+from numba import uint64 as _U  # unsigned subscripts: no negative-index fix-up (kernels.cuda)
 
 from ._cuda_runtime import xp_of  # (importing it also applies the simulator fix)
 from ._common import check_float, check_matmul
@@ -171,14 +173,14 @@ def _check_vec_config(name, c, nthreads):
 def _load4(X, g, r, c, R, Cn, out):
     """out[0:4] = X[g, r, c:c+4], zero outside (R, Cn); one 16-byte access when in range."""
     if r < R and c + 3 < Cn:
-        out[0] = X[g, r, c]
-        out[1] = X[g, r, c + 1]
-        out[2] = X[g, r, c + 2]
-        out[3] = X[g, r, c + 3]
+        out[0] = X[g, _U(r), _U(c)]
+        out[1] = X[g, _U(r), _U(c + 1)]
+        out[2] = X[g, _U(r), _U(c + 2)]
+        out[3] = X[g, _U(r), _U(c + 3)]
     else:
         for i in range(4):
             if r < R and c + i < Cn:
-                out[i] = X[g, r, c + i]
+                out[i] = X[g, _U(r), _U(c + i)]
             else:
                 out[i] = 0  # (an int: a 0.0 would make the value a float64 first)
 
@@ -190,6 +192,7 @@ def _vec4_kernel(bm, bn, bk, tm, tn, pad, dtype_name):
     a_per_row = bk // 4   # 4-vectors along K in one row of the A tile
     b_per_row = bn // 4
     a_cols = bm + pad     # a compile-time constant (shared array shapes must be)
+    size_a, size_b = bk * a_cols, bk * bn
 
     @cuda.jit
     def kernel(A, B, C):
@@ -197,8 +200,8 @@ def _vec4_kernel(bm, bn, bk, tm, tn, pad, dtype_name):
         M, K, N = A.shape[1], A.shape[2], B.shape[2]
         # As is A's tile transposed (k-major) and padded: the 4 transposing stores of a
         # thread go to 4 rows whose starts are bm+pad apart, i.e. different banks
-        As = cuda.shared.array((bk, a_cols), dtype=acc_t)
-        Bs = cuda.shared.array((bk, bn), dtype=acc_t)
+        As = cuda.shared.array(size_a, dtype=acc_t)   # flat: unsigned subscripts
+        Bs = cuda.shared.array(size_b, dtype=acc_t)
         acc = cuda.local.array((tm, tn), dtype=acc_t)
         ra = cuda.local.array(tm, dtype=acc_t)
         rb = cuda.local.array(tn, dtype=acc_t)
@@ -216,17 +219,19 @@ def _vec4_kernel(bm, bn, bk, tm, tn, pad, dtype_name):
             _load4(A, g, row0 + a_r, k0 + a_k, M, K, va)
             _load4(B, g, k0 + b_k, col0 + b_c, K, N, vb)
             for i in range(4):
-                As[a_k + i, a_r] = va[i]
-                Bs[b_k, b_c + i] = vb[i]
+                As[_U((a_k + i) * a_cols + a_r)] = va[i]
+                Bs[_U(b_k * bn + b_c + i)] = vb[i]
             cuda.syncthreads()
-            for kk in range(bk):
+            kk = 0
+            while kk < bk:  # (a while loop: LLVM unrolls it fully, a range loop it did not)
                 for i in range(tm):
-                    ra[i] = As[kk, ty * tm + i]
+                    ra[i] = As[_U(kk * a_cols + ty * tm + i)]
                 for j in range(tn):
-                    rb[j] = Bs[kk, tx * tn + j]
+                    rb[j] = Bs[_U(kk * bn + tx * tn + j)]
                 for i in range(tm):
                     for j in range(tn):
                         acc[i, j] += ra[i] * rb[j]
+                kk += 1
             cuda.syncthreads()
         for i in range(tm):
             r = row0 + ty * tm + i
@@ -234,7 +239,7 @@ def _vec4_kernel(bm, bn, bk, tm, tn, pad, dtype_name):
                 for j in range(tn):
                     c = col0 + tx * tn + j
                     if c < N:
-                        C[g, r, c] = acc[i, j]
+                        C[g, _U(r), _U(c)] = acc[i, j]
 
     return kernel
 
@@ -257,13 +262,14 @@ def _dbuf_kernel(bm, bn, bk, tm, tn, pad, warp, ln, dtype_name):
     warps_n = (bn // tn) // ln         # warps along N
     a_per_row, b_per_row = bk // 4, bn // 4
     a_cols = bm + pad
+    size_a, size_b = 2 * bk * a_cols, 2 * bk * bn   # two stages
 
     @cuda.jit
     def kernel(A, B, C):
         g = cuda.blockIdx.z
         M, K, N = A.shape[1], A.shape[2], B.shape[2]
-        As = cuda.shared.array((2, bk, a_cols), dtype=acc_t)
-        Bs = cuda.shared.array((2, bk, bn), dtype=acc_t)
+        As = cuda.shared.array(size_a, dtype=acc_t)   # flat: unsigned subscripts
+        Bs = cuda.shared.array(size_b, dtype=acc_t)
         acc = cuda.local.array((tm, tn), dtype=acc_t)
         ra = cuda.local.array(tm, dtype=acc_t)
         rb = cuda.local.array(tn, dtype=acc_t)
@@ -285,8 +291,8 @@ def _dbuf_kernel(bm, bn, bk, tm, tn, pad, warp, ln, dtype_name):
         _load4(A, g, row0 + a_r, a_k, M, K, va)
         _load4(B, g, b_k, col0 + b_c, K, N, vb)
         for i in range(4):
-            As[0, a_k + i, a_r] = va[i]
-            Bs[0, b_k, b_c + i] = vb[i]
+            As[_U((a_k + i) * a_cols + a_r)] = va[i]
+            Bs[_U(b_k * bn + b_c + i)] = vb[i]
         cuda.syncthreads()
         ntiles = (K + bk - 1) // bk
         for t in range(ntiles):
@@ -296,19 +302,22 @@ def _dbuf_kernel(bm, bn, bk, tm, tn, pad, warp, ln, dtype_name):
                 k1 = (t + 1) * bk
                 _load4(A, g, row0 + a_r, k1 + a_k, M, K, va)
                 _load4(B, g, k1 + b_k, col0 + b_c, K, N, vb)
-            for kk in range(bk):
+            kk = 0
+            while kk < bk:
                 for i in range(tm):
-                    ra[i] = As[cur, kk, trow + i]
+                    ra[i] = As[_U((cur * bk + kk) * a_cols + trow + i)]
                 for j in range(tn):
-                    rb[j] = Bs[cur, kk, tcol + j]
+                    rb[j] = Bs[_U((cur * bk + kk) * bn + tcol + j)]
                 for i in range(tm):
                     for j in range(tn):
                         acc[i, j] += ra[i] * rb[j]
+                kk += 1
             if more:
                 # the other stage was last read in step t-1, before that step's barrier
+                nxt = 1 - cur
                 for i in range(4):
-                    As[1 - cur, a_k + i, a_r] = va[i]
-                    Bs[1 - cur, b_k, b_c + i] = vb[i]
+                    As[_U((nxt * bk + a_k + i) * a_cols + a_r)] = va[i]
+                    Bs[_U((nxt * bk + b_k) * bn + b_c + i)] = vb[i]
             cuda.syncthreads()
         for i in range(tm):
             r = row0 + trow + i
@@ -316,7 +325,7 @@ def _dbuf_kernel(bm, bn, bk, tm, tn, pad, warp, ln, dtype_name):
                 for j in range(tn):
                     c = col0 + tcol + j
                     if c < N:
-                        C[g, r, c] = acc[i, j]
+                        C[g, _U(r), _U(c)] = acc[i, j]
 
     return kernel
 
