@@ -37,7 +37,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
 from numba import cuda
 from numba import uint64 as _U  # unsigned subscripts: no negative-index fix-up (kernels.cuda)
 
