@@ -609,8 +609,10 @@ def to_markdown(info, rows):
              f"cupy {info.get('cupy')}, {info['cores']} cores. Peaks measured in this run: "
              f"{info['peaks']['matmul_gflops']:.0f} GFLOP/s matmul, "
              f"{info['peaks']['copy_gbps']:.1f} GB/s copy. 1-minute load average during the "
-             f"run: {lo:.1f} to {hi:.1f} (above the core count: the machine was shared and "
-             "times are noisy -- compare ratios, and read the spread).", "",
+             f"run: {lo:.1f} to {hi:.1f}" + (
+                 " (above the core count: the machine was shared and times are noisy -- "
+                 "compare ratios, and read the spread)." if hi > info["cores"] else
+                 " (the benchmark's own processes included; at most the core count)."), "",
              f"Each side in its own process, {info['pairs']} alternating round(s) "
              f"(ours, torch, ours, ...), median of {info['repeats']} calls per round; "
              "time = median over rounds [min-max over rounds]. "
