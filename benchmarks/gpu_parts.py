@@ -11,7 +11,8 @@ its own files under ``--out`` so that a failing part never loses the others' res
   percentage of cuBLAS (CuPy) FP32 and TF32 at the same size, each checked against
   cuBLAS FP32 (relative Frobenius error; TF32: should be < 1e-3).
 * conv: ResNet-18 CIFAR conv layers (batch 64) forward, input and weight gradient,
-  ours vs cuDNN through PyTorch (TF32 off, benchmark mode).
+  ours vs cuDNN through PyTorch (TF32 off, benchmark mode); the input gradient also
+  by the direct kernel, to choose between the two.
 * pool: max-pool forward/backward in GB/s vs a device-to-device copy of the same bytes.
 * train: LeNet-5 training step at batch 256, ours vs PyTorch eager, each in its own
   process (benchmarks.run's children).
@@ -156,6 +157,9 @@ def part_conv(out):
                 "forward": (lambda: K.conv2d_forward(x, w, s, p), lambda: tf.conv2d(tx, tw, None, s, p)),
                 "input grad": (lambda: K.conv2d_backward_input(dy, w, xs, s, p),
                                lambda: torch.nn.grad.conv2d_input(xs, tw, tdy, s, p)),
+                "input grad (direct kernel)": (
+                    lambda: K.VERSIONS["conv2d_backward_input"]["direct"](dy, w, xs, s, p),
+                    lambda: torch.nn.grad.conv2d_input(xs, tw, tdy, s, p)),
                 "weight grad": (lambda: K.conv2d_backward_weight(dy, x, ws, s, p),
                                 lambda: torch.nn.grad.conv2d_weight(tx, ws, tdy, s, p)),
             }

@@ -15,11 +15,11 @@ per configuration):
     matmul            A = a or a^T, B = b or b^T, C = out              (batch on grid z)
     conv forward      A = W (O, C*KH*KW), B = im2col(x) (C*KH*KW, N*OH*OW), C -> y NCHW
     conv d-weight     A = dy as (O, N*OH*OW), B = im2col(x)^T, C = dW (O, C*KH*KW)
+    conv d-input      A = W^T per group (C, O*KH*KW), B = dy gathered per dx pixel and tap
+                      (zero off the stride grid), C -> dx NCHW
 
-The input gradient of a stride-1 convolution is the forward convolution of dy with the
-taps flipped and the channels swapped (the implicit GEMM again); other strides use a
-direct kernel (one thread per dx element, summing the kernel taps whose output position
-is on the stride grid): no atomics.
+The direct input-gradient kernel (one thread per dx element, summing the kernel taps
+whose output position is on the stride grid, no atomics) stays runnable by name.
 Pooling is one thread per output (forward, avg backward) or per input (max backward
 through the recorded argmax, which a window scan finds per input element).
 
@@ -40,8 +40,9 @@ measurements with benchmarks/gpu_check.sh are owed):
       in the array's dtype, the im2col column split hoisted out of the K loop, divisions
       by the run-time output sizes as a multiply and a shift: instr/FMA 1.8 / 2.3 / 2.8,
       72-80 registers (occupancy 38%).
-      The stride-1 input gradient moved from the direct kernel (~50 instructions per FMA:
-      two global loads and their index arithmetic per tap and channel) to the GEMM.
+      The input gradient moved from the direct kernel (~50 instructions per FMA: two
+      global loads and their index arithmetic per tap and channel) to the GEMM (2.5 at
+      stride 1; 3.1 at stride 2, where 3 of 4 products are with zeros).
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ TILE_CANDIDATES = (DEFAULT_TILE, (64, 64, 16, 4, 4), (128, 64, 8, 8, 4), (64, 12
                    (32, 32, 8, 2, 2))
 
 # operand modes of the GEMM kernel
-_PLAIN, _PLAIN_T, _IM2COL, _IM2COL_T, _DY_ONL = range(5)
+_PLAIN, _PLAIN_T, _IM2COL, _IM2COL_T, _DY_ONL, _DY_TAPS = range(6)
 _OUT_PLAIN, _OUT_NCHW = range(2)
 
 
@@ -182,15 +183,21 @@ def _im2col_loader(mode, dtype_name, kh, kw, sh, sw, ph, pw, dh, dw):
 
     read as B[k, col] = im2col[g*KG + k, col] (forward: the column is the output pixel
     (n, i, j), hoisted as (n, i*SH - PH, j*SW - PW)) or im2col[g*KG + col, k] (weight
-    gradient: the column is the tap (ch, p, q), hoisted as (ch, p*DH - PH, q*DW - PW))."""
+    gradient: the column is the tap (ch, p, q), hoisted as (ch, p*DH - PH, q*DW - PW));
+    for the input gradient (_DY_TAPS) B gathers dy for dx's pixels (below)."""
     zero = _float_type(dtype_name)(0.0)
 
     @cuda.jit(device=True, inline=True)
-    def pixel(c, geo):  # c = (n, i, j) -> n, i*SH - PH, j*SW - PW
+    def split(c, geo):  # c = (n, i, j) of an (N, L = rows * geo[1]) matrix -> n, i, j
         n = _div(c, geo[4], geo[5])
         rem = _U(c) - n * _U(geo[0])
         i = _div(rem, geo[6], geo[7])
-        return int64(n), int64(i) * sh - ph, int64(rem - i * _U(geo[1])) * sw - pw
+        return int64(n), int64(i), int64(rem - i * _U(geo[1]))
+
+    @cuda.jit(device=True, inline=True)
+    def pixel(c, geo):  # c = (n, i, j) -> n, i*SH - PH, j*SW - PW
+        n, i, j = split(c, geo)
+        return n, i * sh - ph, j * sw - pw
 
     @cuda.jit(device=True, inline=True)
     def tap(r):  # r = (ch, p, q) -> ch, p*DH, q*DW
@@ -203,6 +210,34 @@ def _im2col_loader(mode, dtype_name, kh, kw, sh, sw, ph, pw, dh, dw):
         if h < 0 or h >= x.shape[2] or w < 0 or w >= x.shape[3]:
             return zero
         return x[_U(n), _U(ch), _U(h), _U(w)]
+
+    if mode == _DY_TAPS:
+        # the input gradient: B[(o, p, q), (n, h, w)] = dy[n, g*OG + o, i, j] where
+        # h + PH - p*DH = i*SH and w + PW - q*DW = j*SW fall on dy's grid, else 0; the
+        # column is dx's pixel (n, h, w) (L = H*W, the row length W), hoisted as
+        # (n, h + PH, w + PW)
+        @cuda.jit(device=True, inline=True)
+        def col_b(B, g, col, geo):
+            n, h, w = split(col, geo)
+            return n, h + ph, w + pw
+
+        @cuda.jit(device=True, inline=True)
+        def load_b(B, g, k, c0, c1, c2, geo):
+            o, ph_, pw_ = tap(g * geo[2] + k)   # geo[2] = OG*KH*KW: o is dy's channel
+            y = c1 - ph_
+            x = c2 - pw_
+            if y < 0 or x < 0:
+                return zero
+            yu = _U(y)
+            xu = _U(x)
+            if yu % sh or xu % sw:
+                return zero
+            i = yu // sh
+            j = xu // sw
+            if i >= B.shape[2] or j >= B.shape[3]:
+                return zero
+            return B[_U(c0), _U(o), i, j]
+        return col_b, load_b
 
     if mode == _IM2COL:
         @cuda.jit(device=True, inline=True)
@@ -478,38 +513,33 @@ def _conv_dx_direct(dy, w, x_shape, geo):
     return dx
 
 
-def _full_padding(geo):
-    """The padding of the forward convolution that is a stride-1 convolution's input
-    gradient: D*(K-1) - P per axis (negative: no such convolution)."""
-    return tuple(d * (k - 1) - p for d, k, p in zip(geo.dilation, geo.kernel_size, geo.padding))
-
-
 def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
     """dx[n,c,h,w] = sum over o in c's group and taps (p, q) with h + ph - p*dh = i*sh,
     w + pw - q*dw = j*sw of dy[n,o,i,j] w[o,c',p,q].
 
-    Stride 1 (P <= D*(K-1), as usual; symmetric): the same sum is a forward convolution of dy
-    with the taps flipped and the channels swapped within each group,
+    An implicit GEMM per group g, as the forward pass (about 2.5 instructions per FMA on
+    sm_90, against ~50 for the direct kernel's two loads and index arithmetic per FMA):
 
-        dx = conv(dy, W', padding D*(K-1) - P, dilation D),
-        W'[g*Cg + c, o, p, q] = W[g*Og + o, c, K-1-p, K-1-q],
+        dx2[g, c, (n,h,w)] = sum_(o,p,q) Wt[g, c, (o,p,q)] * D[g, (o,p,q), (n,h,w)],
+        Wt[g, c, (o,p,q)] = W[g*Og + o, c, p, q],
+        D[g, (o,p,q), (n,h,w)] = dy[n, g*Og + o, i, j] where (i, j) exists, else 0.
 
-    which runs on the implicit GEMM (about 4 instructions per FMA on sm_90, against ~50 for
-    the direct kernel's two loads and index arithmetic per FMA). Other strides: the direct
-    kernel, one thread per dx element, no atomics (also ``VERSIONS[...]["direct"]``)."""
+    With stride S only 1/S^2 of D is not zero, products the GEMM still makes; the direct
+    kernel (``VERSIONS["conv2d_backward_input"]["direct"]``: one thread per dx element,
+    only the taps on the stride grid) is the alternative to time against it."""
     geo = _conv_dx_checked(dy, w, x_shape, stride, padding, dilation, groups)
-    pad = _full_padding(geo)
-    if geo.stride != (1, 1) or min(pad) < 0 or any(geo.padding_extra) or not dy.size:
-        # (padding='same' with an even kernel pads one more on the high side, which the
-        # transposed convolution would need on its low side: the direct kernel does it)
-        return _conv_dx_direct(dy, w, x_shape, geo)
     xp = _xp(dy)
-    g = geo.groups
+    n, c, h, wd = x_shape
     o, cg, kh, kw = w.shape
-    w2 = w.reshape(g, o // g, cg, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
-    w2 = xp.ascontiguousarray(w2).reshape(g * cg, o // g, kh, kw)
-    # at stride 1 the output is x's size: OH + 2*(D*(K-1) - P) - D*(K-1) = H
-    return conv2d_forward(xp.ascontiguousarray(dy), w2, 1, pad, geo.dilation, g)
+    g = geo.groups
+    dx = xp.empty((n, c, h * wd), dtype=dy.dtype)
+    if n:
+        kg = (o // g) * kh * kw
+        wt = xp.ascontiguousarray(w.reshape(g, o // g, cg, kh * kw).transpose(0, 2, 1, 3))
+        sizes, conv = _conv_args("conv2d_backward_input", geo, n, o, h, wd, kg, cg)
+        _launch_gemm(_PLAIN, _DY_TAPS, _OUT_NCHW, wt.reshape(g, cg, kg),
+                     xp.ascontiguousarray(dy), dx, cg, n * h * wd, kg, g, sizes, dy.dtype, conv)
+    return dx.reshape(tuple(x_shape))
 
 
 def _conv2d_backward_input_direct(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
@@ -780,12 +810,13 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
     gemms = {"gemm matmul (regblock2d)": (_PLAIN, _PLAIN, _OUT_PLAIN, a3, a3, None),
              "gemm matmul, transposed operands": (_PLAIN_T, _PLAIN_T, _OUT_PLAIN, a3, a3, None),
              "gemm conv forward (implicit im2col, 3x3)": (_PLAIN, _IM2COL, _OUT_NCHW, a3, a4, r3),
-             "gemm conv weight gradient (3x3)": (_DY_ONL, _IM2COL_T, _OUT_PLAIN, a3, a4, r3)}
+             "gemm conv weight gradient (3x3)": (_DY_ONL, _IM2COL_T, _OUT_PLAIN, a3, a4, r3),
+             "gemm conv input gradient (3x3)": (_PLAIN, _DY_TAPS, _OUT_NCHW, a3, a4, r3)}
     for name, (ma, mb, mc, A, B, conv) in gemms.items():
         kern, nthreads = _gemm_kernel(*tile, ma, mb, mc, dtype_name, conv)
         out.append((name, kern.py_func, (A, B, a3, int64, int64, int64, geo), nthreads))
-    # the window-specialised kernels at the geometries of the seed models: ResNet's
-    # strided 3x3 conv (stride 1 takes the implicit GEMM), LeNet's 2x2 pools with stride 2
+    # the window-specialised kernels at the geometries of the seed models: the direct
+    # input gradient (a version by name) at ResNet's strided 3x3, LeNet's 2x2 pools
     out.append(("conv input gradient (direct; 3x3, stride 2, pad 1)",
                 _conv_dx_kernel(2, 2, 1, 1, 1, 1, dtype_name).py_func, (a4, a4, a4), 128))
     mf, mb, af, ab = _pool_kernels(2, 2, 2, 2, 0, 0, 1, 1, dtype_name)

@@ -191,12 +191,14 @@ def test_resource_table_production_kernels_do_not_spill(tmp_path):
     assert "| kernel |" in (tmp_path / "resources.md").read_text()
     # the K-loop's issue slots per FMA (SASS through nvdisasm, in the test extra): the
     # production GEMMs' index arithmetic must stay lean (1.8 for matmul, 2.3 for the conv
-    # forward and 2.8 for the weight gradient when this was written; 8.9, 11.3, 15.0 before)
+    # forward, 2.8 for the weight and 2.5 for the input gradient when this was written;
+    # 8.9, 11.3 and 15.0 before, and ~50 for the direct input-gradient kernel)
     from benchmarks.resources import nvdisasm_path
 
     if nvdisasm_path() is None:
         pytest.skip("no nvdisasm (pip install nvidia-cuda-nvdisasm): instr/FMA not checked")
-    bounds = {"gemm matmul": 2.5, "gemm conv forward": 3.0, "gemm conv weight": 3.5}
+    bounds = {"gemm matmul": 2.5, "gemm conv forward": 3.0, "gemm conv weight": 3.5,
+              "gemm conv input": 3.0}
     for r in rows:
         bound = next((b for prefix, b in bounds.items() if r["kernel"].startswith(prefix)), None)
         if r["production"] and bound:
