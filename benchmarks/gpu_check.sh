@@ -37,10 +37,10 @@ part env 20 bash -c "nvidia-smi; $PY -c 'import cupy, numba, numpy, sys; print(s
 part resources 60 "$PY" -m benchmarks.resources --out "$out"
 part pytest-gpu 90 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rs -x
 part ladder 100 "$PY" -m benchmarks.gpu_parts ladder --out "$out"
-part conv 50 "$PY" -m benchmarks.gpu_parts conv --out "$out"
+part conv 70 "$PY" -m benchmarks.gpu_parts conv --out "$out"
 part pool 30 "$PY" -m benchmarks.gpu_parts pool --out "$out"
 part train 90 "$PY" -m benchmarks.gpu_parts train --out "$out"
-part kernels 60 "$PY" -m benchmarks --device cuda --suite kernels --pairs 1 --repeats 5 --out "$out/kernels"
+part kernels 40 "$PY" -m benchmarks --device cuda --suite kernels --pairs 1 --repeats 5 --out "$out/kernels"
 part sweep 65 "$PY" -m benchmarks.gpu_parts sweep --out "$out"
 echo "== results in $out; failed parts: ${failed[*]:-none}"
 [ ${#failed[@]} -eq 0 ]
