@@ -242,7 +242,7 @@ SWEEP_CONVS = ("resnet18 64@32", "resnet18 512@4")
 
 def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s):
     """Time kernels.cuda's GEMM at each tile: rows of {tile, matmul_s, rel_err, registers,
-    '<conv> forward_s', '<conv> weight grad_s'} or {tile, error}. ``timer(fn)`` -> seconds;
+    '<conv> forward_s', '<conv> weight grad_s', conv_rel_err} or {tile, error}. ``timer(fn)`` -> seconds;
     ``convs`` maps a name to (x shape, w shape, stride, padding). The tile in force before
     is restored. Runs under the simulator as well (tests, tiny sizes)."""
     rng = np.random.default_rng(0)
@@ -270,16 +270,45 @@ def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s):
                 if not K._simulating():  # {signature: registers} over what was compiled
                     regs = kern.get_regs_per_thread()
                     row["registers"] = max(regs.values()) if isinstance(regs, dict) else regs
+                errs = [0.0]
                 for name, (x, w, s, p, y) in data.items():
+                    # against the result at the tile in force before (kernels.cuda's
+                    # hypothesis tests check that one against the reference)
+                    yt = K.conv2d_forward(x, w, s, p)
+                    errs.append(float(xp.linalg.norm(yt - y) / xp.linalg.norm(y)))
                     row[f"{name} forward_s"] = timer(lambda: K.conv2d_forward(x, w, s, p))
                     row[f"{name} weight grad_s"] = timer(
                         lambda: K.conv2d_backward_weight(y, x, w.shape, s, p))
+                row["conv_rel_err"] = max(errs)
                 rows.append(row)
             except Exception as e:  # noqa: BLE001 - report and go on
                 rows.append({"tile": list(tile), "error": repr(e)[:300]})
     finally:
         K.set_tile(*saved)
     return rows
+
+
+def sweep_markdown(rows, n, t_blas, convs):
+    """The sweep's table: one line per tile (sweep_rows), timings against cuBLAS's t_blas."""
+    flops = 2.0 * n ** 3
+    heads = [f"{c} {p}" for c in convs for p in ("forward", "weight grad")]
+    lines = [f"## Production GEMM tiles (kernels.cuda.TILE_CANDIDATES), float32; cuBLAS FP32 "
+             f"{n}^3: {t_blas * 1e3:.2f} ms", "",
+             "| tile BM,BN,BK,TM,TN | registers | matmul ms | TFLOP/s | % cuBLAS | rel. err "
+             "(matmul; conv vs default tile) | "
+             + " | ".join(f"{h} ms" for h in heads) + " |",
+             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(heads)]
+    for r in rows:
+        tile = ",".join(map(str, r["tile"]))
+        if "error" in r:
+            lines.append(f"| {tile} | failed: {r['error']} |" + " |" * (4 + len(heads)))
+            continue
+        t = r["matmul_s"]
+        lines.append(f"| {tile} | {r.get('registers', '?')} | {t * 1e3:.2f} | "
+                     f"{flops / t / 1e12:.2f} | {100 * t_blas / t:.0f}% | {r['rel_err']:.1e}; "
+                     f"{r['conv_rel_err']:.1e} | "
+                     + " | ".join(f"{r[h + '_s'] * 1e3:.3f}" for h in heads) + " |")
+    return lines
 
 
 def part_sweep(out, n=4096, deadline_s=50.0):
@@ -293,22 +322,7 @@ def part_sweep(out, n=4096, deadline_s=50.0):
     t_blas = _events_time(lambda: a @ a)
     rows = sweep_rows(K, cupy, lambda fn: _events_time(fn, repeats=5, warmup=1), n,
                       K.TILE_CANDIDATES, convs, deadline_s)
-    flops = 2.0 * n ** 3
-    heads = [f"{c} {p}" for c in convs for p in ("forward", "weight grad")]
-    lines = [f"## Production GEMM tiles (kernels.cuda.TILE_CANDIDATES), float32; cuBLAS FP32 "
-             f"{n}^3: {t_blas * 1e3:.2f} ms", "",
-             "| tile BM,BN,BK,TM,TN | registers | matmul ms | TFLOP/s | % cuBLAS | rel. err | "
-             + " | ".join(f"{h} ms" for h in heads) + " |",
-             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(heads)]
-    for r in rows:
-        tile = ",".join(map(str, r["tile"]))
-        if "error" in r:
-            lines.append(f"| {tile} | failed: {r['error']} |" + " |" * (4 + len(heads)))
-            continue
-        t = r["matmul_s"]
-        lines.append(f"| {tile} | {r.get('registers', '?')} | {t * 1e3:.2f} | "
-                     f"{flops / t / 1e12:.2f} | {100 * t_blas / t:.0f}% | {r['rel_err']:.1e} | "
-                     + " | ".join(f"{r[h + '_s'] * 1e3:.3f}" for h in heads) + " |")
+    lines = sweep_markdown(rows, n, t_blas, convs)
     rows.insert(0, {"impl": "cuBLAS FP32 (CuPy)", "s": t_blas})
     _write(out, "sweep", rows, lines)
     return 1 if any("error" in r for r in rows) else 0
