@@ -205,6 +205,26 @@ def test_resource_table_production_kernels_do_not_spill(tmp_path):
             assert r["instr_per_fma"] is not None and r["instr_per_fma"] <= bound, r
 
 
+def test_k_loop_cost_counts_a_whole_k_tile():
+    """benchmarks.resources.k_loop_cost on hand-made SASS: an FMA loop holding a whole
+    K-tile is read alone; an inner one runs fma_per_tile / its FFMAs times inside the loop
+    around it."""
+    from benchmarks.resources import k_loop_cost
+
+    def sass(lines):
+        return [(16 * i, t) for i, t in enumerate(lines)]
+
+    unrolled = sass(["MOV R0, R1", "LDS R2, [R3]", "FFMA R4, R2, R2, R4",
+                     "FFMA R5, R2, R2, R5", "@P0 BRA 0x10", "EXIT"])
+    assert k_loop_cost(unrolled, 2) == 4 / 2            # the loop: LDS, 2 FFMA, BRA
+    nested = sass(["MOV R0, R1", "LDG R9, [R8]", "STS [R7], R9", "BAR.SYNC 0x0",
+                   "LDS R2, [R3]", "FFMA R4, R2, R2, R4", "@P1 BRA 0x40",
+                   "@P0 BRA 0x10", "EXIT"])
+    # inner loop 0x40-0x60: 3 instructions, 1 FFMA, run 8 times; outer 0x10-0x70: 7
+    assert k_loop_cost(nested, 8) == (7 - 3 + 3 * 8) / 8
+    assert k_loop_cost(sass(["MOV R0, R1", "@P0 BRA 0x0"]), 4) is None  # no FMA loop
+
+
 def test_gpu_check_script_parses_and_its_parts_are_importable():
     subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], check=True)
     from benchmarks import gpu_parts
