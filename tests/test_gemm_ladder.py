@@ -191,7 +191,7 @@ def test_resource_table_production_kernels_do_not_spill(tmp_path):
     assert "| kernel |" in (tmp_path / "resources.md").read_text()
     # the K-loop's issue slots per FMA (SASS through nvdisasm, in the test extra): the
     # production GEMMs' index arithmetic must stay lean (1.8 for matmul, 2.3 for the conv
-    # forward, 2.8 for the weight and 2.5 for the input gradient when this was written;
+    # forward, 2.8 for the weight and 2.3 for the input gradient when this was written;
     # 8.9, 11.3 and 15.0 before, and ~50 for the direct input-gradient kernel)
     from benchmarks.resources import nvdisasm_path
 
