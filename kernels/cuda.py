@@ -64,8 +64,10 @@ __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward
 DEFAULT_TILE = (64, 64, 8, 4, 4)  # BM, BN, BK, TM, TN
 _tile = list(DEFAULT_TILE)
 # tiles the first GPU run times against DEFAULT_TILE (benchmarks.gpu_parts sweep); all
-# spill-free on sm_90 (ptxas, float32): registers 48-186, instr/FMA 1.5-2.5 for matmul.
-# Large tiles win on large products, small ones fill the 132 SMs on ResNet's late layers.
+# spill-free on sm_90 (ptxas, float32) in all four operand modes: registers 47-236,
+# instr/FMA 1.5-2.5 for matmul, 1.8-5.6 for the convolutions.
+# Expected: large tiles win on large products, small ones fill the 132 SMs on ResNet's
+# late layers (4x4 pixels); the sweep decides.
 TILE_CANDIDATES = (DEFAULT_TILE, (64, 64, 16, 4, 4), (128, 64, 8, 8, 4), (64, 128, 8, 4, 8),
                    (128, 128, 8, 8, 8), (128, 128, 16, 8, 8), (32, 64, 8, 2, 4),
                    (32, 32, 8, 2, 2))
