@@ -104,11 +104,11 @@ _xp = _runtime.xp_of
 # (ptxas + nvdisasm on sm_90, one K-tile of the 64x64x8 / 4x4 tile: 128 FFMA in ~1,100
 # instructions before, ~240 after). Numba indexes with signed int64 and adds a negative-
 # index fix-up (a compare and a select) per subscript; an unsigned subscript (_U) has none,
-# and every index here is known to be >= 0. The convolution's divisions by run-time sizes
-# are done on 32-bit unsigned values (_u32; LLVM narrows the division), about a quarter of
-# a signed 64-bit division's instructions; the launcher checks the sizes fit. Divisions
-# by the run-time output sizes L and OW, in every load of a convolution, are a multiply
-# and a shift by numbers the host computes once (_magic, as CUTLASS's FastDivmod).
+# and every index here is known to be >= 0. Divisions by the window (compile-time
+# constants) run on 32-bit unsigned values (_u32), where they become a multiply and a
+# shift; divisions by the run-time output sizes L and OW, in every load of a convolution,
+# are a multiply and a shift by numbers the host computes once (_magic, as CUTLASS's
+# FastDivmod). _conv_args checks that the sizes fit in 31 bits.
 _U = uint64
 _u32 = uint32
 
