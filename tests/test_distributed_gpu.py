@@ -18,7 +18,11 @@ if not HAVE_GPU:
     pytest.skip("needs CuPy with NCCL and a CUDA GPU (run on a GPU machine: pytest -m gpu)",
                 allow_module_level=True)
 
-from test_distributed import run_mpi  # noqa: E402
+from test_distributed import _mpiexec, run_mpi  # noqa: E402
+
+if _mpiexec() is None:  # the GPU image may have mpi4py without a launcher
+    pytest.skip("needs mpiexec next to the interpreter or on PATH (pip install mpich)",
+                allow_module_level=True)
 
 
 def test_nccl_collectives_and_ddp_on_one_gpu(tmp_path):
