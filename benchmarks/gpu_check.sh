@@ -1,46 +1,102 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU, from the source tree:  bash benchmarks/gpu_check.sh
-# Built for a first GPU session of a few minutes: every part has its own time limit
-# (9.5 minutes if every part ran to its limit), a failing part never stops the others,
-# and everything -- logs included -- lands in benchmarks/results/<date>-<gpu>/ (commit
-# that folder).
-#   0. nvidia-smi, library versions
-#   1. resources: ptxas sm_90 registers / spills / smem / occupancy of every kernel
+# Built for a GPU lent for 15 minutes, machine start included: the parts share one budget
+# (GPU_CHECK_BUDGET seconds, default 330, so that a fix and a rerun still fit), each part
+# also has its own limit, a failing part never stops the others, the measuring parts write
+# their tables row by row (a part stopped at its limit keeps what it measured), and
+# everything -- logs included -- lands in benchmarks/results/<date>-<gpu>/ (commit that
+# folder). Most valuable first:
+#   0. env: nvidia-smi, library versions
+#   1. resources (in the background, CPU only): ptxas sm_90 registers / spills / smem /
+#      occupancy of every kernel; waited for before the first timing
 #   2. pytest -m gpu: every kernel at large sizes against the float64 reference
 #   3. ladder: each GEMM rung and our TF32 kernel at 4096^3 vs cuBLAS FP32 and TF32
 #   4. conv: ResNet-18 CIFAR layers, forward + both gradients, vs cuDNN (TF32 off)
 #   5. pool: max-pool forward/backward vs copy bandwidth of the same bytes
 #   6. train: LeNet-5 training step at batch 256 vs PyTorch eager (separate processes)
-#   7. the kernel suite of python -m benchmarks --device cuda (one round)
-#   8. sweep: the production GEMM at each tile of kernels.cuda.TILE_CANDIDATES
+#   7. sweep: the production GEMM at each tile of kernels.cuda.TILE_CANDIDATES
+#   8. kernels: the kernel suite of python -m benchmarks --device cuda (one round)
+# Environment:
+#   GPU_CHECK_OUT=DIR       results folder (default benchmarks/results/<date>-<gpu>)
+#   GPU_CHECK_BUDGET=S      seconds for all parts together (default 330)
+#   GPU_CHECK_PARTS="a b"   run only these parts (a rerun after a fix), in the order above
+#   GPU_CHECK_ARCHIVE=FILE  after every part, pack the results folder into FILE (.tar.gz),
+#                           for runners that return few files (see benchmarks/README.md)
+#   PYTHON=python3          the interpreter
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
-export NUMBA_ENABLE_CUDASIM=0
+export NUMBA_ENABLE_CUDASIM=0 PYTHONUNBUFFERED=1
 PY="${PYTHON:-python3}"
+budget="${GPU_CHECK_BUDGET:-330}"
+only=" ${GPU_CHECK_PARTS:-} "
+archive="${GPU_CHECK_ARCHIVE:-}"
 gpu=$("$PY" -c "import cupy; n=cupy.cuda.runtime.getDeviceProperties(0)['name']; n=n.decode() if isinstance(n, bytes) else n; print(n.replace(' ', '-'))" 2>/dev/null) || gpu="unknown-gpu"
 out="${GPU_CHECK_OUT:-benchmarks/results/$(date +%F)-${gpu}}"
 mkdir -p "$out"
-echo "== $gpu -> $out"
+echo "== $gpu -> $out (budget ${budget}s)"
 failed=()
-part() {  # part NAME SECONDS command...
+start=$SECONDS
+
+pack() {  # the folder, as it is now, into the archive (its last component as the top)
+  [ -n "$archive" ] || return 0
+  tar -czf "$archive.tmp" -C "$(dirname "$out")" "$(basename "$out")" && mv -f "$archive.tmp" "$archive"
+}
+
+wanted() { [ "$only" = "  " ] || [[ "$only" == *" $1 "* ]]; }
+
+part() {  # part NAME SECONDS command...   ('@DEADLINE@' in the command: seconds it may use)
   local name=$1 secs=$2; shift 2
+  wanted "$name" || return 0
+  local left=$((budget - (SECONDS - start)))
+  [ "$secs" -le "$left" ] || secs=$left
+  if [ "$secs" -lt 10 ]; then
+    echo "== $name: skipped, budget spent" | tee -a "$out/parts.txt"
+    failed+=("$name")
+    return 0
+  fi
+  # the part's own deadline leaves it time to write its table and exit before the kill
+  local args=() a
+  for a in "$@"; do args+=("${a//@DEADLINE@/$((secs * 4 / 5))}"); done
   echo "== $name (limit ${secs}s)"
   local t0=$SECONDS
-  timeout --kill-after=5 "$secs" "$@" > "$out/$name.log" 2>&1
+  timeout --kill-after=5 "$secs" "${args[@]}" > "$out/$name.log" 2>&1
   local rc=$?
   tail -n 25 "$out/$name.log"
   echo "== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$out/parts.txt"
   [ $rc -eq 0 ] || failed+=("$name")
+  pack
 }
-part env 20 bash -c "nvidia-smi; $PY -c 'import cupy, numba, numpy, sys; print(sys.version); print(\"cupy\", cupy.__version__, \"numba\", numba.__version__, \"numpy\", numpy.__version__)'; $PY -c 'import torch; print(\"torch\", torch.__version__, torch.version.cuda)'"
-part resources 60 "$PY" -m benchmarks.resources --out "$out"
-part pytest-gpu 90 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rs -x
-part ladder 100 "$PY" -m benchmarks.gpu_parts ladder --out "$out"
-part conv 70 "$PY" -m benchmarks.gpu_parts conv --out "$out"
-part pool 30 "$PY" -m benchmarks.gpu_parts pool --out "$out"
-part train 90 "$PY" -m benchmarks.gpu_parts train --out "$out"
-part kernels 40 "$PY" -m benchmarks --device cuda --suite kernels --pairs 1 --repeats 5 --out "$out/kernels"
-part sweep 65 "$PY" -m benchmarks.gpu_parts sweep --out "$out"
-echo "== results in $out; failed parts: ${failed[*]:-none}"
+
+res_pid=""
+if wanted resources; then  # CPU only (PTX and ptxas): runs beside the GPU's correctness tests
+  (t0=$SECONDS
+   timeout --kill-after=5 90 "$PY" -m benchmarks.resources --out "$out" > "$out/resources.log" 2>&1
+   echo "== resources: exit $? after $((SECONDS - t0)) s (in the background)" >> "$out/parts.txt") &
+  res_pid=$!
+fi
+wait_resources() {
+  [ -n "$res_pid" ] || return 0
+  wait "$res_pid"
+  res_pid=""
+  tail -n 3 "$out/resources.log"
+  grep -q "^== resources: exit 0 " "$out/parts.txt" || failed+=("resources")
+  pack
+}
+
+part env 20 bash -c "nvidia-smi; $PY -c 'import cupy, numba, numpy, sys; print(sys.version); print(\"cupy\", cupy.__version__, \"numba\", numba.__version__, \"numpy\", numpy.__version__)'; $PY -c 'import numba_cuda; print(\"numba-cuda\", numba_cuda.__version__)'; $PY -c 'import torch; print(\"torch\", torch.__version__, torch.version.cuda)'"
+# a line per test as it ends (a run stopped at the limit still says what passed); with
+# pytest-xdist (in the GPU image) four workers share the kernel compiles
+xdist=(); "$PY" -c "import xdist" 2>/dev/null && xdist=(-n 4)
+part pytest-gpu 80 "$PY" -m pytest -m gpu -v --tb=short -p no:cacheprovider -rs --maxfail=5 --durations=8 "${xdist[@]}"
+wait_resources
+part ladder 50 "$PY" -m benchmarks.gpu_parts ladder --out "$out" --deadline @DEADLINE@
+part conv 45 "$PY" -m benchmarks.gpu_parts conv --out "$out" --deadline @DEADLINE@
+part pool 20 "$PY" -m benchmarks.gpu_parts pool --out "$out" --deadline @DEADLINE@
+part train 75 "$PY" -m benchmarks.gpu_parts train --out "$out" --deadline @DEADLINE@
+part sweep 55 "$PY" -m benchmarks.gpu_parts sweep --out "$out" --deadline @DEADLINE@
+part kernels 35 "$PY" -m benchmarks --device cuda --suite kernels --pairs 1 --repeats 5 --out "$out/kernels"
+wait_resources
+pack
+echo "== $((SECONDS - start)) s; results in $out${archive:+ (packed in $archive)}; failed parts: ${failed[*]:-none}"
 [ ${#failed[@]} -eq 0 ]

@@ -1,11 +1,15 @@
 """The GPU measurements of benchmarks/gpu_check.sh, one part per command, each writing
 its own files under ``--out`` so that a failing part never loses the others' results.
 
-    python -m benchmarks.gpu_parts ladder  --out DIR [--n 4096]
-    python -m benchmarks.gpu_parts conv    --out DIR
-    python -m benchmarks.gpu_parts pool    --out DIR
-    python -m benchmarks.gpu_parts train   --out DIR [--batch 256]
-    python -m benchmarks.gpu_parts sweep   --out DIR [--n 4096]
+    python -m benchmarks.gpu_parts ladder  --out DIR [--n 4096]  [--deadline S]
+    python -m benchmarks.gpu_parts conv    --out DIR               [--deadline S]
+    python -m benchmarks.gpu_parts pool    --out DIR               [--deadline S]
+    python -m benchmarks.gpu_parts train   --out DIR [--batch 256] [--deadline S]
+    python -m benchmarks.gpu_parts sweep   --out DIR [--n 4096]    [--deadline S]
+
+A part starts no new case (rung, layer, round, tile) after ``--deadline`` seconds and
+rewrites its table after every case, so one stopped at gpu_check.sh's limit keeps what
+it measured.
 
 * ladder: every rung of kernels.cuda.LADDER at n^3 float32 and our TF32 kernel, as a
   percentage of cuBLAS (CuPy) FP32 and TF32 at the same size, each checked against
@@ -52,16 +56,22 @@ def _events_time(fn, repeats=10, warmup=2):
     return statistics.median(ts)
 
 
-def _write(out, name, rows, lines):
+def _write(out, name, rows, lines, echo=True):
+    """{name}.json (rows) and {name}.md (lines) under out. The parts call it after every
+    row, so that a part stopped at its time limit keeps what it had measured."""
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, f"{name}.json"), "w") as f:
-        json.dump(rows, f, indent=1)
-    with open(os.path.join(out, f"{name}.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    for ext, text in (("json", json.dumps(rows, indent=1)), ("md", "\n".join(lines) + "\n")):
+        path = os.path.join(out, f"{name}.{ext}")
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    if echo:
+        print("\n".join(lines), flush=True)
 
 
 def part_ladder(out, n=4096, deadline_s=150.0):
+    """Every rung and the TF32 kernel at n^3 vs cuBLAS; rungs not started within
+    deadline_s seconds are listed as skipped."""
     import cupy
 
     import kernels.cuda as K
@@ -70,7 +80,6 @@ def part_ladder(out, n=4096, deadline_s=150.0):
     rng = np.random.default_rng(0)
     a = cupy.asarray(rng.standard_normal((n, n), dtype=np.float32))
     b = cupy.asarray(rng.standard_normal((n, n), dtype=np.float32))
-    flops = 2.0 * n ** 3
     ref = a @ b
     t_fp32 = _events_time(lambda: a @ b)
     rows = [{"impl": "cuBLAS FP32 (CuPy)", "s": t_fp32}]
@@ -100,6 +109,14 @@ def part_ladder(out, n=4096, deadline_s=150.0):
             rows.append({"impl": name, "s": t, "rel_err_vs_fp32": err})
         except Exception as e:  # noqa: BLE001
             rows.append({"impl": name, "error": repr(e)[:300]})
+        _write(out, "ladder", rows, ladder_markdown(rows, n, t_fp32, t_tf32), echo=False)
+    lines = ladder_markdown(rows, n, t_fp32, t_tf32)
+    _write(out, "ladder", rows, lines)
+
+
+def ladder_markdown(rows, n, t_fp32, t_tf32):
+    """The ladder's table from its rows ({impl, s, rel_err_vs_fp32} or {impl, error})."""
+    flops = 2.0 * n ** 3
     lines = [f"## GEMM ladder, {n}^3 float32", "", "| implementation | ms | TFLOP/s | % cuBLAS FP32 "
              "| % cuBLAS TF32 | rel. error vs cuBLAS FP32 |", "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -111,10 +128,12 @@ def part_ladder(out, n=4096, deadline_s=150.0):
         err = f"{r['rel_err_vs_fp32']:.1e}" if "rel_err_vs_fp32" in r else ""
         lines.append(f"| {r['impl']} | {r['s'] * 1e3:.2f} | {flops / r['s'] / 1e12:.2f} | {pct} "
                      f"| {pct_tf} | {err} |")
-    _write(out, "ladder", rows, lines)
+    return lines
 
 
-def part_conv(out):
+def part_conv(out, deadline_s=float("inf")):
+    """ResNet-18's CIFAR layers, each pass ours vs cuDNN; layers not started within
+    deadline_s seconds are listed as skipped."""
     import cupy
     import torch
     import torch.nn.functional as tf
@@ -144,8 +163,13 @@ def part_conv(out):
             ts.append(s.elapsed_time(e) / 1e3)
         return statistics.median(ts)
 
+    start = time.perf_counter()
     for name, (xs, ws, s, p) in CONV_SHAPES.items():
         if not name.startswith("resnet18"):
+            continue
+        if time.perf_counter() - start > deadline_s:
+            rows.append({"layer": name, "error": "skipped: part deadline"})
+            lines.append(f"| {name} | skipped: part deadline | | | |")
             continue
         try:
             x = cupy.asarray(rng.standard_normal(xs, dtype=np.float32))
@@ -170,10 +194,13 @@ def part_conv(out):
         except Exception as e:  # noqa: BLE001
             rows.append({"layer": name, "error": repr(e)[:300]})
             lines.append(f"| {name} | failed: {repr(e)[:200]} | | | |")
+        _write(out, "conv", rows, lines, echo=False)
     _write(out, "conv", rows, lines)
 
 
-def part_pool(out):
+def part_pool(out, deadline_s=float("inf")):
+    """Max-pool forward and backward vs a copy of the same bytes; cases not started within
+    deadline_s seconds are listed as skipped."""
     import cupy
 
     import kernels.cuda as K
@@ -183,7 +210,12 @@ def part_pool(out):
     rows, lines = [], ["## Max-pool vs copy bandwidth, float32", "",
                        "| case | pass | ms | GB/s | copy of the same bytes GB/s | % of copy |",
                        "|---|---|---:|---:|---:|---:|"]
+    start = time.perf_counter()
     for name, (xs, k, s, p) in POOL_SHAPES.items():
+        if time.perf_counter() - start > deadline_s:
+            rows.append({"case": name, "error": "skipped: part deadline"})
+            lines.append(f"| {name} | skipped: part deadline | | | | |")
+            continue
         try:
             x = cupy.asarray(rng.standard_normal(xs, dtype=np.float32))
             out_shape = xs[:2] + (_out_side(xs[2], k, s, p), _out_side(xs[3], k, s, p))
@@ -204,47 +236,64 @@ def part_pool(out):
         except Exception as e:  # noqa: BLE001
             rows.append({"case": name, "error": repr(e)[:300]})
             lines.append(f"| {name} | failed: {repr(e)[:200]} | | | | |")
+        _write(out, "pool", rows, lines, echo=False)
     _write(out, "pool", rows, lines)
 
 
-def part_train(out, batch=256, pairs=3):
+def part_train(out, batch=256, pairs=3, deadline_s=float("inf")):
+    """LeNet-5's training step, ours and PyTorch's, alternating in processes of their own
+    (benchmarks.run's children), up to ``pairs`` rounds; no round starts that the time
+    the last one took would carry past deadline_s. Non-zero if any child failed."""
     from benchmarks.run import _have_torch, run_child
 
-    rows = []
-    sides = ["ours"] + (["torch"] if _have_torch() else [])
+    rows, sides = [], ["ours"] + (["torch"] if _have_torch() else [])
+    start, last = time.perf_counter(), 0.0
     for _ in range(pairs):
+        t0 = time.perf_counter()
+        if t0 - start + last > deadline_s:
+            break
         for side in sides:
+            left = deadline_s - (time.perf_counter() - start)
             res = run_child({"kind": "train", "device": "cuda", "model": "lenet5", "batch": batch,
-                             "repeats": 20, "side": side}, timeout=240)
+                             "repeats": 20, "side": side}, timeout=max(10, min(240, left)))
             res["side"] = side
             rows.append(res)
+        last = time.perf_counter() - t0
+        _write(out, "train", rows, train_markdown(rows, sides, batch), echo=False)
         if all("error" in r for r in rows):
             break  # nothing runs: the same error again would only cost the part's minutes
+    _write(out, "train", rows, train_markdown(rows, sides, batch))
+    return 1 if not rows or any("error" in r for r in rows) else 0
+
+
+def train_markdown(rows, sides, batch):
+    """The training-step summary from the children's rows ({side, times} or {side, error})."""
     med = {}
     for side in sides:
         # each child reports {case: {label: [seconds, ...]}} for its one case
         ts = [statistics.median(next(iter(next(iter(r["times"].values())).values())))
               for r in rows if r["side"] == side and "times" in r]
         med[side] = statistics.median(ts) if ts else None
+    rounds = max((sum(r["side"] == side for r in rows) for side in sides), default=0)
     lines = [f"## LeNet-5 training step, batch {batch}, cuda (each side its own process, "
-             f"{pairs} rounds)", ""]
+             f"{rounds} rounds)", ""]
     for side in sides:
         lines.append(f"* {side}: " + (f"{med[side] * 1e3:.3f} ms" if med[side] else "failed"))
     if med.get("ours") and med.get("torch"):
         lines.append(f"* ratio torch/ours: {med['torch'] / med['ours']:.2f}x")
     lines += [f"* failed: {r['error']}" for r in rows if "error" in r]
-    _write(out, "train", rows, lines)
-    return 1 if any("error" in r for r in rows) else 0
+    return lines
 
 
 SWEEP_CONVS = ("resnet18 64@32", "resnet18 512@4")
 
 
-def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s):
+def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s, on_row=None):
     """Time kernels.cuda's GEMM at each tile: rows of {tile, matmul_s, rel_err, registers,
     '<conv> forward_s', '<conv> weight grad_s', conv_rel_err} or {tile, error}. ``timer(fn)`` -> seconds;
-    ``convs`` maps a name to (x shape, w shape, stride, padding). The tile in force before
-    is restored. Runs under the simulator as well (tests, tiny sizes)."""
+    ``convs`` maps a name to (x shape, w shape, stride, padding); ``on_row(rows)`` is called
+    after every tile. The tile in force before is restored. Runs under the simulator as
+    well (tests, tiny sizes)."""
     rng = np.random.default_rng(0)
     a = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
     b = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
@@ -283,6 +332,8 @@ def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s):
                 rows.append(row)
             except Exception as e:  # noqa: BLE001 - report and go on
                 rows.append({"tile": list(tile), "error": repr(e)[:300]})
+            if on_row is not None:
+                on_row(rows)
     finally:
         K.set_tile(*saved)
     return rows
@@ -320,11 +371,14 @@ def part_sweep(out, n=4096, deadline_s=50.0):
     convs = {name: CONV_SHAPES[name] for name in SWEEP_CONVS}
     a = cupy.asarray(np.ones((n, n), np.float32))
     t_blas = _events_time(lambda: a @ a)
+    head = [{"impl": "cuBLAS FP32 (CuPy)", "s": t_blas}]
+
+    def save(rows, echo=False):
+        _write(out, "sweep", head + rows, sweep_markdown(rows, n, t_blas, convs), echo=echo)
+
     rows = sweep_rows(K, cupy, lambda fn: _events_time(fn, repeats=5, warmup=1), n,
-                      K.TILE_CANDIDATES, convs, deadline_s)
-    lines = sweep_markdown(rows, n, t_blas, convs)
-    rows.insert(0, {"impl": "cuBLAS FP32 (CuPy)", "s": t_blas})
-    _write(out, "sweep", rows, lines)
+                      K.TILE_CANDIDATES, convs, deadline_s, on_row=save)
+    save(rows, echo=True)
     return 1 if any("error" in r for r in rows) else 0
 
 
@@ -334,17 +388,22 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=4096)
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--deadline", type=float, default=None, metavar="S",
+                   help="start no new case after S seconds (gpu_check.sh: 4/5 of the part's limit)")
     a = p.parse_args(argv)
+    if a.deadline is not None and a.deadline <= 0:
+        p.error(f"--deadline must be > 0 seconds, got {a.deadline}")
+    dl = {} if a.deadline is None else {"deadline_s": a.deadline}
     if a.part == "ladder":
-        part_ladder(a.out, a.n)
+        part_ladder(a.out, a.n, **dl)
     elif a.part == "conv":
-        part_conv(a.out)
+        part_conv(a.out, **dl)
     elif a.part == "pool":
-        part_pool(a.out)
+        part_pool(a.out, **dl)
     elif a.part == "sweep":
-        return part_sweep(a.out, a.n)
+        return part_sweep(a.out, a.n, **dl)
     else:
-        return part_train(a.out, a.batch)
+        return part_train(a.out, a.batch, **dl)
     return 0
 
 

@@ -251,8 +251,11 @@ def test_tile_sweep_runs_every_candidate_and_restores_the_tile():
         K.set_tile(*tile)
     tiles = [(8, 8, 4, 2, 2), (8, 4, 3, 2, 1)]
     K.set_tile(4, 8, 2, 1, 2)
+    seen = []  # what a part stopped at its limit would have written: a row per tile so far
     rows = gpu_parts.sweep_rows(K, np, timer, 9, tiles + [(8, 8, 4, 3, 2)],
-                                {"c": ((1, 2, 3, 3), (3, 2, 3, 3), 1, 1)}, 600)
+                                {"c": ((1, 2, 3, 3), (3, 2, 3, 3), 1, 1)}, 600,
+                                on_row=lambda rows: seen.append(len(rows)))
+    assert seen == [1, 2, 3]
     try:
         assert K._tile == [4, 8, 2, 1, 2]
     finally:

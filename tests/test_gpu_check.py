@@ -1,0 +1,89 @@
+"""benchmarks/gpu_check.sh's control logic, with a stand-in interpreter: a GPU is lent for
+minutes, so the script must keep to its budget, go on past a failing part, pass each part
+its deadline and leave an archive of whatever was measured."""
+import os
+import stat
+import subprocess
+import tarfile
+import textwrap
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+
+# every call the script makes goes through $PYTHON; this one answers by the arguments
+STUB = textwrap.dedent("""\
+    #!/usr/bin/env bash
+    case "$*" in
+      "-c "*) exit 1 ;;                          # GPU name, library versions: none here
+      *benchmarks.resources*) echo "resources ok"; exit 0 ;;
+      *"-m pytest"*) echo "3 passed"; exit 0 ;;
+      *"gpu_parts ladder"*) echo "$*"; exec sleep "${STUB_LADDER_SLEEP:-0}" ;;
+      *"gpu_parts conv"*) echo "conv broke" >&2; exit 3 ;;
+      *) echo "$*"; exit 0 ;;
+    esac
+""")
+
+
+def run_check(tmp_path, **env):
+    stub = tmp_path / "python-stub"
+    stub.write_text(STUB)
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    out = tmp_path / "results" / "2026-01-01-stub"
+    full = dict(os.environ, PYTHON=str(stub), GPU_CHECK_OUT=str(out),
+                GPU_CHECK_ARCHIVE=str(tmp_path / "gpu_check.tar.gz"), **env)
+    proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=full,
+                          timeout=120)
+    parts = (out / "parts.txt").read_text().splitlines()
+    return proc, out, {line.split()[1].rstrip(":"): line for line in parts}
+
+
+def test_a_failing_part_stops_nothing_and_the_archive_holds_every_log(tmp_path):
+    proc, out, parts = run_check(tmp_path)
+    assert proc.returncode != 0                       # conv failed (and env: no nvidia-smi)
+    assert set(parts) == {"env", "resources", "pytest-gpu", "ladder", "conv", "pool", "train",
+                          "sweep", "kernels"}
+    assert "exit 3" in parts["conv"] and "exit 0" in parts["pool"]
+    assert "failed parts: env conv" in proc.stdout
+    # each measuring part is told 4/5 of its limit (pool: 20 s)
+    assert (out / "pool.log").read_text().split()[-2:] == ["--deadline", "16"]
+    with tarfile.open(tmp_path / "gpu_check.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"2026-01-01-stub/parts.txt", "2026-01-01-stub/conv.log",
+            "2026-01-01-stub/kernels.log", "2026-01-01-stub/resources.log"} <= names
+
+
+def test_the_budget_cuts_a_slow_part_short_and_skips_the_rest(tmp_path):
+    proc, out, parts = run_check(tmp_path, GPU_CHECK_BUDGET="12", STUB_LADDER_SLEEP="60",
+                                 GPU_CHECK_PARTS="pytest-gpu ladder conv sweep")
+    assert set(parts) == {"pytest-gpu", "ladder", "conv", "sweep"}
+    assert "exit 124" in parts["ladder"]              # killed at what was left of 12 s
+    assert "skipped, budget spent" in parts["conv"] and "skipped" in parts["sweep"]
+    assert proc.returncode != 0
+    assert not (out / "env.log").exists() and not (out / "resources.log").exists()
+    assert (tmp_path / "gpu_check.tar.gz").exists()
+
+
+def test_train_part_starts_no_round_past_its_deadline_and_keeps_each_round(tmp_path, monkeypatch):
+    import json
+    import time
+
+    import benchmarks.run as run
+    from benchmarks import gpu_parts
+
+    calls = []
+
+    def child(job, timeout):
+        calls.append((job["side"], timeout))
+        time.sleep(0.2)
+        t = 0.010 if job["side"] == "ours" else 0.012
+        return {"times": {"lenet5": {"step": [t, t, t]}}}
+
+    monkeypatch.setattr(run, "run_child", child)
+    monkeypatch.setattr(run, "_have_torch", lambda: True)
+    # a round takes ~0.4 s: the second would end past 0.5 s, so it never starts
+    assert gpu_parts.part_train(str(tmp_path), batch=8, pairs=3, deadline_s=0.5) == 0
+    assert [side for side, _ in calls] == ["ours", "torch"]
+    assert [t for _, t in calls] == [10, 10]  # what is left of the deadline, at least 10 s
+    text = (tmp_path / "train.md").read_text()
+    assert "1 rounds" in text and "ratio torch/ours: 1.20x" in text, text
+    assert len(json.loads((tmp_path / "train.json").read_text())) == 2
