@@ -6,6 +6,7 @@ its own files under ``--out`` so that a failing part never loses the others' res
     python -m benchmarks.gpu_parts pool    --out DIR               [--deadline S]
     python -m benchmarks.gpu_parts train   --out DIR [--batch 256] [--deadline S]
     python -m benchmarks.gpu_parts sweep   --out DIR [--n 4096]    [--deadline S]
+    python -m benchmarks.gpu_parts launch  --out DIR
 
 A part starts no new case (rung, layer, round, tile) after ``--deadline`` seconds and
 rewrites its table after every case, so one stopped at gpu_check.sh's limit keeps what
@@ -20,6 +21,9 @@ it measured.
 * pool: max-pool forward/backward in GB/s vs a device-to-device copy of the same bytes.
 * train: LeNet-5 training step at batch 256, ours vs PyTorch eager, each in its own
   process (benchmarks.run's children).
+* launch: the host's cost of one GEMM launch (64^3) through kernels.cuda.matmul and with
+  the arguments passed as CuPy arrays, stream-less CAI views or numba device arrays, next
+  to an empty kernel, CuPy's cuBLAS and torch.mm: what a small training step pays per op.
 * sweep: the production GEMM (kernels.cuda) at every tile of kernels.cuda.TILE_CANDIDATES:
   matmul at n^3 as a percentage of cuBLAS FP32, conv forward and weight gradient on
   ResNet-18's first and last 3x3 layers, registers per thread from the compiled kernel;
@@ -285,6 +289,96 @@ def train_markdown(rows, sides, batch):
     return lines
 
 
+def launch_rows(cases, sync, calls=2000, warmup=50):
+    """Host time per call of each case in ``cases`` ({name: fn}): ``calls`` calls back to
+    back and one ``sync()``, divided by ``calls``. With work as small as these cases', the
+    GPU waits for the host, so this is the host's cost of one launch: rows of {case,
+    us_per_call} or {case, error}."""
+    rows = []
+    for name, fn in cases.items():
+        try:
+            for _ in range(warmup):
+                fn()
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            sync()
+            rows.append({"case": name, "us_per_call": (time.perf_counter() - t0) / calls * 1e6})
+        except Exception as e:  # noqa: BLE001 - report and go on
+            rows.append({"case": name, "error": repr(e)[:300]})
+    return rows
+
+
+class _StreamlessView:
+    """A CuPy array seen only through the CUDA array interface, with no stream in it.
+    numba-cuda then types and passes it from that dict alone: no DLPack export, and no
+    host synchronisation on the array's stream (which CAI v3 asks of a consumer given a
+    stream). Correct where producer and kernel share the legacy default stream, as CuPy's
+    null stream and numba-cuda's stream 0 do. Here only to be timed against the others."""
+
+    __slots__ = ("__cuda_array_interface__", "base")
+
+    def __init__(self, a):
+        desc = dict(a.__cuda_array_interface__)
+        desc.pop("stream", None)
+        self.__cuda_array_interface__ = desc
+        self.base = a  # the memory stays alive while the view does
+
+
+def part_launch(out, n=64):
+    """The host's cost of one launch (launch_rows) of the production GEMM on n^3 float32,
+    through kernels.cuda.matmul and with its arguments passed four ways, next to an empty
+    kernel, CuPy's cuBLAS matmul and torch.mm: how much of a small training step numba-cuda's
+    argument handling costs, and which way to pass arrays."""
+    import cupy
+    from numba import cuda
+
+    import kernels.cuda as K
+
+    rng = np.random.default_rng(0)
+    a = cupy.asarray(rng.standard_normal((1, n, n), dtype=np.float32))
+    b = cupy.asarray(rng.standard_normal((1, n, n), dtype=np.float32))
+    c = cupy.empty_like(a)
+    kern, nthreads = K._gemm_kernel(*K._tile, K._PLAIN, K._PLAIN, K._OUT_PLAIN, "float32")
+    bm, bn = K._tile[0], K._tile[1]
+    launch = K._launch_config(kern, (-(-n // bn), -(-n // bm), 1), nthreads)
+    geo = (0,) * 8
+    da, db, dc = (cuda.as_cuda_array(v, sync=False) for v in (a, b, c))
+
+    @cuda.jit
+    def empty():
+        pass
+
+    cases = {
+        "empty numba kernel, no arguments": lambda: empty[1, 32](),
+        "kernels.cuda.matmul (checks, output allocation, launch)": lambda: K.matmul(a[0], b[0]),
+        "GEMM kernel, cached launcher, CuPy arrays (today)": lambda: launch(a, b, c, n, n, n, geo),
+        "GEMM kernel, CuPy arrays as stream-less CAI views": lambda: launch(
+            _StreamlessView(a), _StreamlessView(b), _StreamlessView(c), n, n, n, geo),
+        "GEMM kernel, numba device arrays made per call": lambda: launch(
+            *(cuda.as_cuda_array(v, sync=False) for v in (a, b, c)), n, n, n, geo),
+        "GEMM kernel, numba device arrays made once": lambda: launch(da, db, dc, n, n, n, geo),
+        "cuBLAS through CuPy (a @ b)": lambda: a[0] @ b[0],
+    }
+    try:
+        import torch
+
+        ta, tb = torch.as_tensor(a[0], device="cuda"), torch.as_tensor(b[0], device="cuda")
+        cases["torch.mm (same process, for scale)"] = lambda: torch.mm(ta, tb)
+    except Exception:  # noqa: BLE001 - torch is only the scale
+        pass
+    rows = launch_rows(cases, cupy.cuda.runtime.deviceSynchronize)
+    err = float(cupy.abs(K.matmul(a[0], b[0]) - a[0] @ b[0]).max())
+    lines = [f"## Host cost of one launch, GEMM {n}^3 float32 (calls back to back, one sync)",
+             "", "| case | us per call |", "|---|---:|"]
+    lines += [f"| {r['case']} | " + (f"{r['us_per_call']:.1f}" if "error" not in r
+                                     else f"failed: {r['error']}") + " |" for r in rows]
+    lines.append(f"\nmax |ours - cuBLAS| at this size: {err:.1e}")
+    _write(out, "launch", rows, lines)
+    return 1 if any("error" in r for r in rows) else 0
+
+
 SWEEP_CONVS = ("resnet18 64@32", "resnet18 512@4")
 
 
@@ -384,7 +478,7 @@ def part_sweep(out, n=4096, deadline_s=50.0):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_parts")
-    p.add_argument("part", choices=["ladder", "conv", "pool", "train", "sweep"])
+    p.add_argument("part", choices=["ladder", "conv", "pool", "train", "launch", "sweep"])
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=4096)
     p.add_argument("--batch", type=int, default=256)
@@ -402,6 +496,8 @@ def main(argv=None):
         part_pool(a.out, **dl)
     elif a.part == "sweep":
         return part_sweep(a.out, a.n, **dl)
+    elif a.part == "launch":
+        return part_launch(a.out)
     else:
         return part_train(a.out, a.batch, **dl)
     return 0

@@ -229,7 +229,7 @@ def test_gpu_check_script_parses_and_its_parts_are_importable():
     subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], check=True)
     from benchmarks import gpu_parts
 
-    for part in ("ladder", "conv", "pool", "train", "sweep"):
+    for part in ("ladder", "conv", "pool", "train", "launch", "sweep"):
         assert callable(getattr(gpu_parts, f"part_{part}"))
         assert f"gpu_parts {part}" in (ROOT / "benchmarks" / "gpu_check.sh").read_text()
 

@@ -41,7 +41,7 @@ def test_a_failing_part_stops_nothing_and_the_archive_holds_every_log(tmp_path):
     proc, out, parts = run_check(tmp_path)
     assert proc.returncode != 0                       # conv failed (and env: no nvidia-smi)
     assert set(parts) == {"env", "resources", "pytest-gpu", "ladder", "conv", "pool", "train",
-                          "sweep", "kernels"}
+                          "launch", "sweep", "profile", "kernels"}
     assert "exit 3" in parts["conv"] and "exit 0" in parts["pool"]
     assert "failed parts: env conv" in proc.stdout
     # each measuring part is told 4/5 of its limit (pool: 20 s)
@@ -87,3 +87,35 @@ def test_train_part_starts_no_round_past_its_deadline_and_keeps_each_round(tmp_p
     text = (tmp_path / "train.md").read_text()
     assert "1 rounds" in text and "ratio torch/ours: 1.20x" in text, text
     assert len(json.loads((tmp_path / "train.json").read_text())) == 2
+
+
+def test_launch_rows_time_each_case_and_report_a_failing_one():
+    from benchmarks.gpu_parts import launch_rows
+
+    calls, syncs = {"ok": 0}, []
+
+    def ok():
+        calls["ok"] += 1
+
+    def broken():
+        raise RuntimeError("no such kernel")
+
+    rows = launch_rows({"ok": ok, "broken": broken}, lambda: syncs.append(1), calls=30, warmup=5)
+    assert calls["ok"] == 35 and len(syncs) == 2       # warm-up, sync, timed calls, sync
+    assert rows[0]["case"] == "ok" and rows[0]["us_per_call"] > 0
+    assert rows[1] == {"case": "broken", "error": "RuntimeError('no such kernel')"}
+
+
+def test_streamless_view_hides_the_stream_and_keeps_the_array_alive():
+    from benchmarks.gpu_parts import _StreamlessView
+
+    class Device:  # what CuPy exports on its null stream: the legacy default stream, 1
+        __cuda_array_interface__ = {"shape": (2, 3), "typestr": "<f4", "data": (4096, False),
+                                    "strides": None, "version": 3, "stream": 1}
+
+    a = Device()
+    v = _StreamlessView(a)
+    assert "stream" not in v.__cuda_array_interface__ and v.base is a
+    assert {k: x for k, x in a.__cuda_array_interface__.items() if k != "stream"} \
+        == v.__cuda_array_interface__
+    assert a.__cuda_array_interface__["stream"] == 1   # the array's own dict is untouched
