@@ -19,7 +19,7 @@ import numpy as np
 __all__ = ["ConvGeometry", "PoolGeometry", "conv_geometry", "pool_geometry",
            "as_conv_geometry", "as_pool_geometry", "int_tuple", "check_dy",
            "check_maxpool_backward", "check_float",
-           "check_matmul", "bad_argument"]
+           "check_matmul", "gemm_slices", "GRID_YZ_MAX", "bad_argument"]
 
 
 def bad_argument(op, arg, value, expected, exc=ValueError):
@@ -358,3 +358,16 @@ def check_matmul(a, b, trans_a, trans_b, op="matmul"):
                          f"{' transposed' if trans_a else ''}, op(b) is ({k2}, {n}) from "
                          f"{tuple(b.shape)}{' transposed' if trans_b else ''}")
     return m, k, n
+
+
+# a CUDA grid has at most 65535 blocks in y and z (the GEMMs' row blocks and batches)
+GRID_YZ_MAX = 65535
+
+
+def gemm_slices(batch, m, rows_per_block, limit=GRID_YZ_MAX):
+    """[(b0, b1, r0, r1)]: the batch and row ranges of a batched (batch, m, n) product
+    that each fit a grid of at most ``limit`` blocks in z (batch entries) and in y (row
+    blocks of ``rows_per_block`` rows); empty when the product is."""
+    rows = limit * rows_per_block
+    return [(b0, min(b0 + limit, batch), r0, min(r0 + rows, m))
+            for b0 in range(0, batch, limit) for r0 in range(0, m, rows)]

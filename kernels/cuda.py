@@ -54,8 +54,8 @@ from numba import cuda  # a module global: the simulator swaps it for its fake i
 from numba import int64, uint32, uint64
 
 from . import _cuda_runtime as _runtime
-from ._common import (as_conv_geometry, as_pool_geometry, check_dy, check_float,
-                      check_matmul, check_maxpool_backward)
+from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy,
+                      check_float, check_matmul, check_maxpool_backward, gemm_slices)
 
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
@@ -366,11 +366,20 @@ def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv=No
     return kernel, nthreads
 
 
+_GRID_YZ_MAX = GRID_YZ_MAX  # a module global so that the tests can shrink it
+
+
 def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, conv=None):
+    if M == 0 or N == 0 or batch == 0:
+        return  # C has no element to write (and CUDA refuses a grid with no blocks)
     bm, bn, bk, tm, tn = _tile
     kernel, nthreads = _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c,
                                     np.dtype(dtype).name, conv)
     grid = (math.ceil(N / bn), math.ceil(M / bm), batch)
+    if grid[1] > _GRID_YZ_MAX or grid[2] > _GRID_YZ_MAX:  # matmul splits before it gets here
+        raise ValueError(f"kernels.cuda: a GEMM of {M} rows x {N} columns in {batch} batches "
+                         f"or groups needs a grid of {grid} blocks at tile {bm}x{bn}; CUDA "
+                         f"allows at most {_GRID_YZ_MAX} in y (rows) and z (batches)")
     launch = kernel[grid, nthreads] if _simulating() else _launch_config(kernel, grid, nthreads)
     launch(A, B, C, M, N, K, geo)
 
@@ -390,8 +399,19 @@ def matmul(a, b, trans_a=False, trans_b=False):
     A = a[None] if squeeze else a
     B = b[None] if squeeze else b
     C = xp.empty((A.shape[0], m, n), dtype=a.dtype)
-    _launch_gemm(_PLAIN_T if trans_a else _PLAIN, _PLAIN_T if trans_b else _PLAIN, _OUT_PLAIN,
-                 A, B, C, m, n, k, A.shape[0], (0,) * 8, a.dtype)
+    modes = (_PLAIN_T if trans_a else _PLAIN, _PLAIN_T if trans_b else _PLAIN, _OUT_PLAIN)
+    nb = A.shape[0]
+    if m <= _GRID_YZ_MAX * _tile[0] and nb <= _GRID_YZ_MAX:
+        _launch_gemm(*modes, A, B, C, m, n, k, nb, (0,) * 8, a.dtype)
+        return C[0] if squeeze else C
+    # past the grid's 65535 row blocks or batches (a Linear over millions of rows, a bmm
+    # over a huge batch) the product runs in slices, each copied to a contiguous array
+    # (the kernels are compiled for those; these copies are small beside the product)
+    for b0, b1, r0, r1 in gemm_slices(nb, m, _tile[0], _GRID_YZ_MAX):
+        Ab = xp.ascontiguousarray(A[b0:b1, :, r0:r1] if trans_a else A[b0:b1, r0:r1])
+        Cb = xp.empty((b1 - b0, r1 - r0, n), dtype=a.dtype)
+        _launch_gemm(*modes, Ab, B[b0:b1], Cb, r1 - r0, n, k, b1 - b0, (0,) * 8, a.dtype)
+        C[b0:b1, r0:r1] = Cb
     return C[0] if squeeze else C
 
 

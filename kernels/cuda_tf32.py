@@ -162,7 +162,7 @@ def matmul(a, b, trans_a=False, trans_b=False):
     """op(a) @ op(b) for float32 CuPy arrays (2-D or equal-batch 3-D) on TF32 tensor cores."""
     import cupy
 
-    from ._common import check_matmul
+    from ._common import check_matmul, gemm_slices
 
     m, k, n = check_matmul(a, b, trans_a, trans_b)
     if a.dtype != np.float32 or b.dtype != np.float32:
@@ -172,8 +172,14 @@ def matmul(a, b, trans_a=False, trans_b=False):
     A = cupy.ascontiguousarray(A.swapaxes(-1, -2) if trans_a else A)
     B = cupy.ascontiguousarray(B.swapaxes(-1, -2) if trans_b else B)
     C = cupy.empty((A.shape[0], m, n), dtype=np.float32)
-    grid = (math.ceil(n / BN), math.ceil(m / BM), A.shape[0])
-    _kernel()(grid, (THREADS,), (A, B, C, np.int32(m), np.int32(n), np.int32(k)))
+    slices = gemm_slices(A.shape[0], m, BM)
+    if len(slices) == 1:
+        grid = (math.ceil(n / BN), math.ceil(m / BM), A.shape[0])
+        if grid[0]:  # (n == 0: nothing to write, and CUDA refuses an empty grid)
+            _kernel()(grid, (THREADS,), (A, B, C, np.int32(m), np.int32(n), np.int32(k)))
+    else:  # past CUDA's 65535 blocks in y or z: slices, as in kernels.cuda.matmul
+        for b0, b1, r0, r1 in slices:
+            C[b0:b1, r0:r1] = matmul(A[b0:b1, r0:r1], B[b0:b1])
     return C[0] if a.ndim == 2 else C
 
 

@@ -243,6 +243,55 @@ def test_cuda_matmul_production_tile_on_one_block():
     assert rel(cuda_mod.matmul(dev("cuda", a), dev("cuda", b)), a.astype(np.float64) @ b) < 1e-5
 
 
+def test_cuda_matmul_past_the_grid_limit_runs_in_slices():
+    """With CUDA's 65535-block limit in y and z shrunk to 2, products of more row blocks or
+    batches run in slices (of a transposed a too), empty ones launch nothing,
+    and every result matches the reference."""
+    def check(data):
+        cuda_mod.set_tile(4, 8, 2, 1, 2)  # 4 rows per block: 8 rows per slice
+        m, k, n = data.draw(st.integers(0, 19)), data.draw(st.integers(0, 6)), data.draw(st.integers(0, 9))
+        batch, ta, tb = data.draw(st.sampled_from([None, 0, 1, 3, 5])), data.draw(st.booleans()), data.draw(st.booleans())
+        rng = np.random.default_rng(data.draw(SEEDS))
+        lead = () if batch is None else (batch,)
+        a = rng.standard_normal(lead + ((k, m) if ta else (m, k))).astype(np.float32)
+        b = rng.standard_normal(lead + ((n, k) if tb else (k, n))).astype(np.float32)
+        saved, cuda_mod._GRID_YZ_MAX = cuda_mod._GRID_YZ_MAX, 2
+        try:
+            out = cuda_mod.matmul(dev("cuda", a), dev("cuda", b), ta, tb)
+        finally:
+            cuda_mod._GRID_YZ_MAX = saved
+        assert out.shape == lead + (m, n)
+        np.testing.assert_allclose(np.asarray(out, np.float64), reference.matmul(a, b, ta, tb),
+                                   rtol=1e-5, atol=1e-5)
+
+    run("cuda", st.data(), check)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 40), st.integers(0, 90), st.integers(1, 8), st.integers(1, 5))
+def test_gemm_slices_cover_the_product_once_within_the_grid(batch, m, rows_per_block, limit):
+    from kernels._common import gemm_slices
+
+    slices = gemm_slices(batch, m, rows_per_block, limit)
+    covered = np.zeros((batch, m), int)
+    for b0, b1, r0, r1 in slices:
+        assert 0 < b1 - b0 <= limit and 0 < -(-(r1 - r0) // rows_per_block) <= limit
+        covered[b0:b1, r0:r1] += 1
+    assert (covered == 1).all()
+    assert len(slices) == (-(-batch // limit)) * (-(-m // (limit * rows_per_block)))
+
+
+def test_cuda_conv_past_the_grid_limit_says_so():
+    x = dev("cuda", np.ones((1, 4, 3, 3), np.float32))
+    w = dev("cuda", np.ones((4, 2, 1, 1), np.float32))
+    saved, cuda_mod._GRID_YZ_MAX = cuda_mod._GRID_YZ_MAX, 1
+    try:
+        with pytest.raises(ValueError, match=r"in 2 batches or groups .* at most 1 in y"):
+            cuda_mod.conv2d_forward(x, w, groups=2)
+    finally:
+        cuda_mod._GRID_YZ_MAX = saved
+
+
 def test_cuda_conv_production_tile_grouped_dilated():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 4, 6, 5)).astype(np.float32)
