@@ -37,6 +37,8 @@ gpu=$("$PY" -c "import cupy; n=cupy.cuda.runtime.getDeviceProperties(0)['name'];
 out="${GPU_CHECK_OUT:-benchmarks/results/$(date +%F)-${gpu}}"
 mkdir -p "$out"
 echo "== $gpu -> $out (budget ${budget}s)"
+# parts.txt keeps every run's lines (a rerun of some parts appends to the first run's)
+echo "== $(date -u +%FT%TZ) gpu_check on $gpu, budget ${budget}s, parts: ${GPU_CHECK_PARTS:-all}" >> "$out/parts.txt"
 failed=()
 start=$SECONDS
 
@@ -74,15 +76,16 @@ res_pid=""
 if wanted resources; then  # CPU only (PTX and ptxas): runs beside the GPU's correctness tests
   (t0=$SECONDS
    timeout --kill-after=5 90 "$PY" -m benchmarks.resources --out "$out" > "$out/resources.log" 2>&1
-   echo "== resources: exit $? after $((SECONDS - t0)) s (in the background)" >> "$out/parts.txt") &
+   rc=$?
+   echo "== resources: exit $rc after $((SECONDS - t0)) s (in the background)" >> "$out/parts.txt"
+   exit $rc) &
   res_pid=$!
 fi
 wait_resources() {
   [ -n "$res_pid" ] || return 0
-  wait "$res_pid"
+  wait "$res_pid" || failed+=("resources")
   res_pid=""
   tail -n 3 "$out/resources.log"
-  grep -q "^== resources: exit 0 " "$out/parts.txt" || failed+=("resources")
   pack
 }
 

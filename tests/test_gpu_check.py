@@ -15,7 +15,7 @@ STUB = textwrap.dedent("""\
     #!/usr/bin/env bash
     case "$*" in
       "-c "*) exit 1 ;;                          # GPU name, library versions: none here
-      *benchmarks.resources*) echo "resources ok"; exit 0 ;;
+      *benchmarks.resources*) echo "resources"; exit "${STUB_RESOURCES_RC:-0}" ;;
       *"-m pytest"*) echo "3 passed"; exit 0 ;;
       *"gpu_parts ladder"*) echo "$*"; exec sleep "${STUB_LADDER_SLEEP:-0}" ;;
       *"gpu_parts conv"*) echo "conv broke" >&2; exit 3 ;;
@@ -33,8 +33,9 @@ def run_check(tmp_path, **env):
                 GPU_CHECK_ARCHIVE=str(tmp_path / "gpu_check.tar.gz"), **env)
     proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=full,
                           timeout=120)
-    parts = (out / "parts.txt").read_text().splitlines()
-    return proc, out, {line.split()[1].rstrip(":"): line for line in parts}
+    lines = (out / "parts.txt").read_text().splitlines()
+    assert " gpu_check on unknown-gpu, budget " in lines[0]  # each run's header
+    return proc, out, {line.split()[1].rstrip(":"): line for line in lines[1:]}
 
 
 def test_a_failing_part_stops_nothing_and_the_archive_holds_every_log(tmp_path):
@@ -50,6 +51,17 @@ def test_a_failing_part_stops_nothing_and_the_archive_holds_every_log(tmp_path):
         names = set(tar.getnames())
     assert {"2026-01-01-stub/parts.txt", "2026-01-01-stub/conv.log",
             "2026-01-01-stub/kernels.log", "2026-01-01-stub/resources.log"} <= names
+
+
+def test_a_failing_background_part_is_reported_and_a_rerun_appends(tmp_path):
+    proc, out, parts = run_check(tmp_path, GPU_CHECK_PARTS="resources pool",
+                                 STUB_RESOURCES_RC="4")
+    assert set(parts) == {"resources", "pool"} and "exit 4" in parts["resources"]
+    assert proc.returncode != 0 and "failed parts: resources" in proc.stdout
+    proc, out, parts = run_check(tmp_path, GPU_CHECK_PARTS="pool")
+    assert proc.returncode == 0 and "failed parts: none" in proc.stdout
+    text = (out / "parts.txt").read_text()
+    assert text.count(" gpu_check on ") == 2 and text.count("== pool: exit 0") == 2
 
 
 def test_the_budget_cuts_a_slow_part_short_and_skips_the_rest(tmp_path):
