@@ -131,3 +131,79 @@ def test_streamless_view_hides_the_stream_and_keeps_the_array_alive():
     assert {k: x for k, x in a.__cuda_array_interface__.items() if k != "stream"} \
         == v.__cuda_array_interface__
     assert a.__cuda_array_interface__["stream"] == 1   # the array's own dict is untouched
+
+
+def _fake_cupy():
+    """Just enough of CuPy over NumPy for the GPU parts' own code to run under the Numba
+    simulator: arrays, events timed by the host clock, cuBLAS's math-mode calls. No
+    RawKernel, so the TF32 row of the ladder reports a failure, as a broken kernel would."""
+    import time
+    import types
+
+    import numpy as np
+
+    cp = types.ModuleType("cupy")
+    for name in ("asarray", "ascontiguousarray", "empty", "empty_like", "ones", "abs", "copyto",
+                 "linalg"):
+        setattr(cp, name, getattr(np, name))
+
+    class Event:
+        def record(self):
+            self.t = time.perf_counter()
+
+        def synchronize(self):
+            pass
+
+    cp.cuda = types.SimpleNamespace(
+        Event=Event, get_elapsed_time=lambda a, b: (b.t - a.t) * 1e3,
+        runtime=types.SimpleNamespace(deviceSynchronize=lambda: None),
+        cublas=types.SimpleNamespace(getMathMode=lambda h: 0, setMathMode=lambda h, m: None,
+                                     CUBLAS_TF32_TENSOR_OP_MATH=3),
+        device=types.SimpleNamespace(get_cublas_handle=lambda: 0))
+    return cp
+
+
+def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, monkeypatch):
+    """The parts' Python -- every rung / case / tile called, checked, timed, tabulated --
+    under the simulator at toy sizes, so that the GPU's minutes are not spent on a slip
+    in it. (conv needs PyTorch on CUDA; train and launch have their own tests above.)"""
+    import json
+    import sys
+    import time
+
+    import benchmarks.run as run
+    from benchmarks import gpu_parts
+
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
+
+    def once(fn, repeats=1, warmup=0):
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+
+    monkeypatch.setattr(gpu_parts, "_events_time", once)
+    gpu_parts.part_ladder(str(tmp_path), n=12)
+    rows = {r["impl"]: r for r in json.loads((tmp_path / "ladder.json").read_text())}
+    for rung in ("naive", "smem_tiled", "regblock2d", "vec4_transposed_a",
+                 "double_buffered_warp"):
+        assert rows[rung]["rel_err_vs_fp32"] < 1e-5 and rows[rung]["s"] > 0, rows[rung]
+    assert "RawKernel" in rows["tf32 mma.sync (ours)"]["error"]
+    assert "| regblock2d |" in (tmp_path / "ladder.md").read_text()
+
+    monkeypatch.setattr(run, "POOL_SHAPES", {"toy": ((1, 2, 5, 5), 3, 2, 1)})
+    gpu_parts.part_pool(str(tmp_path))
+    rows = json.loads((tmp_path / "pool.json").read_text())
+    assert [(r["case"], r["pass"]) for r in rows] == [("toy", "forward"), ("toy", "backward")]
+    assert all(r["s"] > 0 and r["bytes"] == 4 * (50 + 3 * 18) for r in rows), rows
+
+    import kernels.cuda as K
+
+    monkeypatch.setattr(run, "CONV_SHAPES", {"toy": ((1, 2, 4, 4), (3, 2, 3, 3), 1, 1)})
+    monkeypatch.setattr(gpu_parts, "SWEEP_CONVS", ("toy",))
+    monkeypatch.setattr(K, "TILE_CANDIDATES", ((8, 8, 4, 2, 2), (4, 8, 2, 1, 2)))
+    assert gpu_parts.part_sweep(str(tmp_path), n=9) == 0
+    rows = json.loads((tmp_path / "sweep.json").read_text())
+    assert rows[0]["impl"] == "cuBLAS FP32 (CuPy)" and [r["tile"] for r in rows[1:]] == [
+        [8, 8, 4, 2, 2], [4, 8, 2, 1, 2]]
+    assert all(r["rel_err"] < 1e-5 and r["conv_rel_err"] < 1e-5 for r in rows[1:]), rows
+    assert tuple(K._tile) == K.DEFAULT_TILE
