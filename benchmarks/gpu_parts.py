@@ -343,7 +343,7 @@ def part_launch(out, n=64):
     kern, nthreads = K._gemm_kernel(*K._tile, K._PLAIN, K._PLAIN, K._OUT_PLAIN, "float32")
     bm, bn = K._tile[0], K._tile[1]
     launch = K._launch_config(kern, (-(-n // bn), -(-n // bm), 1), nthreads)
-    geo = (0,) * 8
+    args = ((0,) * 8, 1, -(-n // K._tile[2]) * K._tile[2])  # geo, split, K chunk: no split
     da, db, dc = (cuda.as_cuda_array(v, sync=False) for v in (a, b, c))
 
     @cuda.jit
@@ -353,12 +353,12 @@ def part_launch(out, n=64):
     cases = {
         "empty numba kernel, no arguments": lambda: empty[1, 32](),
         "kernels.cuda.matmul (checks, output allocation, launch)": lambda: K.matmul(a[0], b[0]),
-        "GEMM kernel, cached launcher, CuPy arrays (today)": lambda: launch(a, b, c, n, n, n, geo),
+        "GEMM kernel, cached launcher, CuPy arrays (today)": lambda: launch(a, b, c, n, n, n, *args),
         "GEMM kernel, CuPy arrays as stream-less CAI views": lambda: launch(
-            _StreamlessView(a), _StreamlessView(b), _StreamlessView(c), n, n, n, geo),
+            _StreamlessView(a), _StreamlessView(b), _StreamlessView(c), n, n, n, *args),
         "GEMM kernel, numba device arrays made per call": lambda: launch(
-            *(cuda.as_cuda_array(v, sync=False) for v in (a, b, c)), n, n, n, geo),
-        "GEMM kernel, numba device arrays made once": lambda: launch(da, db, dc, n, n, n, geo),
+            *(cuda.as_cuda_array(v, sync=False) for v in (a, b, c)), n, n, n, *args),
+        "GEMM kernel, numba device arrays made once": lambda: launch(da, db, dc, n, n, n, *args),
         "cuBLAS through CuPy (a @ b)": lambda: a[0] @ b[0],
     }
     try:

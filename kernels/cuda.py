@@ -18,6 +18,11 @@ per configuration):
     conv d-input      A = W^T per group (C, O*KH*KW), B = dy gathered per dx pixel and tap
                       (zero off the stride grid), C -> dx NCHW
 
+Split-K: when a GEMM with a plain output (matmul, the weight gradient) would launch fewer
+than two blocks per multiprocessor -- ResNet's first weight gradients: 9 blocks of 64x64
+for dW (64, 576) over K = 64*32*32 -- K is cut into chunks, one block per chunk and tile,
+and the partial products are summed after (in a fixed order: no atomics).
+
 The direct input-gradient kernel (one thread per dx element, summing the kernel taps
 whose output position is on the stride grid, no atomics) stays runnable by name.
 Pooling is one thread per output (forward, avg backward) or per input (max backward
@@ -294,12 +299,21 @@ def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv=No
     la, lb = -(-size_a // nthreads), -(-size_b // nthreads)
     exact_a, exact_b = size_a % nthreads == 0, size_b % nthreads == 0
     load_a, store_c = _LOAD_A[mode_a], _STORE_C[mode_c]
+    splittable = mode_c == _OUT_PLAIN  # split-K sums partial products of plain outputs
     col_b, load_b = ((_col_plain, _LOAD_B[mode_b]) if conv is None
                      else _im2col_loader(mode_b, dtype_name, *conv))
 
     @cuda.jit
-    def kernel(A, B, C, M, N, K, geo):
-        g = cuda.blockIdx.z
+    def kernel(A, B, C, M, N, K, geo, split, kchunk):
+        # grid z = batch (or group) x split: block z sums K in [s*kchunk, (s+1)*kchunk) of
+        # batch g into C[z] (split-K, when the grid would be too small to fill the GPU;
+        # with split = 1, z = g and one block walks all of K)
+        z = cuda.blockIdx.z
+        g, kbeg, kend = z, 0, K
+        if splittable:  # (a constant: NCHW outputs never split, and skip the arithmetic)
+            g = z // _u32(split)
+            kbeg = (z - g * split) * kchunk
+            kend = min(K, kbeg + kchunk)
         # both tiles k-major and flat: As[kk*BM + m] (A stored transposed), Bs[kk*BN + n];
         # a thread's TM (TN) consecutive values then sit side by side, one 128-bit LDS
         As = cuda.shared.array(size_a, dtype=acc_t)
@@ -322,7 +336,7 @@ def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv=No
             cols[i, 0] = c0
             cols[i, 1] = c1
             cols[i, 2] = c2
-        for k0 in range(0, K, bk):
+        for k0 in range(kbeg, kend, bk):
             # cooperative loads, out-of-range elements as 0 so edge tiles need no special case
             for i in range(la):
                 s = tid + i * nthreads
@@ -361,12 +375,39 @@ def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv=No
                 for b in range(tn):
                     c = col0 + b0 + b
                     if c < N:
-                        store_c(C, g, r, c, acc[a, b], geo)
+                        store_c(C, z, r, c, acc[a, b], geo)
 
     return kernel, nthreads
 
 
 _GRID_YZ_MAX = GRID_YZ_MAX  # a module global so that the tests can shrink it
+# split-K: a GEMM whose grid has fewer blocks than _SPLIT_BLOCKS_PER_SM per multiprocessor
+# (ResNet's early weight gradients: 9 blocks of 64x64 for dW (64, 576) over K = 65536)
+# cuts K into chunks of at least _SPLIT_MIN_K, one block per chunk, and sums the partial
+# products after; module globals so that the tests can make toy sizes split
+_SPLIT_BLOCKS_PER_SM = 2
+_SPLIT_MIN_K = 256
+
+
+@functools.lru_cache(maxsize=1)
+def _sm_count():
+    if _simulating():
+        return 132  # an H100's; the simulator has no multiprocessors to count
+    return cuda.get_current_device().MULTIPROCESSOR_COUNT
+
+
+def _split_k(blocks, K, batch, bk, sms):
+    """-> (split, kchunk): the number of K-chunks for a GEMM of ``blocks`` blocks per batch
+    entry on a GPU of ``sms`` multiprocessors, and their length (a multiple of bk; every
+    chunk non-empty). (1, K rounded up to bk) when the grid fills the GPU already or K is
+    too short to share."""
+    target = _SPLIT_BLOCKS_PER_SM * sms
+    whole = -(-max(K, 1) // bk) * bk
+    if blocks * batch >= target or K < 2 * _SPLIT_MIN_K:
+        return 1, whole
+    split = min(-(-target // (blocks * batch)), K // _SPLIT_MIN_K, _GRID_YZ_MAX // batch)
+    kchunk = -(-(-(-K // split)) // bk) * bk
+    return -(-K // kchunk), kchunk
 
 
 def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, conv=None):
@@ -375,13 +416,22 @@ def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, co
     bm, bn, bk, tm, tn = _tile
     kernel, nthreads = _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c,
                                     np.dtype(dtype).name, conv)
-    grid = (math.ceil(N / bn), math.ceil(M / bm), batch)
-    if grid[1] > _GRID_YZ_MAX or grid[2] > _GRID_YZ_MAX:  # matmul splits before it gets here
+    gx, gy = math.ceil(N / bn), math.ceil(M / bm)
+    split, kchunk = (_split_k(gx * gy, K, batch, bk, _sm_count()) if mode_c == _OUT_PLAIN
+                     else (1, -(-max(K, 1) // bk) * bk))  # (NCHW outputs: large grids)
+    grid = (gx, gy, batch * split)
+    if gy > _GRID_YZ_MAX or batch > _GRID_YZ_MAX:  # matmul slices before it gets here
         raise ValueError(f"kernels.cuda: a GEMM of {M} rows x {N} columns in {batch} batches "
-                         f"or groups needs a grid of {grid} blocks at tile {bm}x{bn}; CUDA "
-                         f"allows at most {_GRID_YZ_MAX} in y (rows) and z (batches)")
+                         f"or groups needs a grid of {(gx, gy, batch)} blocks at tile {bm}x{bn}; "
+                         f"CUDA allows at most {_GRID_YZ_MAX} in y (rows) and z (batches)")
     launch = kernel[grid, nthreads] if _simulating() else _launch_config(kernel, grid, nthreads)
-    launch(A, B, C, M, N, K, geo)
+    if split == 1:
+        launch(A, B, C, M, N, K, geo, 1, kchunk)
+        return
+    xp = _xp(C)
+    partial = xp.empty((batch * split, M, N), dtype=C.dtype)
+    launch(A, B, partial, M, N, K, geo, split, kchunk)
+    xp.sum(partial.reshape(batch, split, M, N), axis=1, out=C.reshape(batch, M, N))
 
 
 # -- matmul ----------------------------------------------------------------------------------
@@ -836,7 +886,8 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
              "gemm conv input gradient (3x3)": (_PLAIN, _DY_TAPS, _OUT_NCHW, a3, a4, r3)}
     for name, (ma, mb, mc, A, B, conv) in gemms.items():
         kern, nthreads = _gemm_kernel(*tile, ma, mb, mc, dtype_name, conv)
-        out.append((name, kern.py_func, (A, B, a3, int64, int64, int64, geo), nthreads))
+        out.append((name, kern.py_func, (A, B, a3, int64, int64, int64, geo, int64, int64),
+                    nthreads))
     # the window-specialised kernels at the geometries of the seed models: the direct
     # input gradient (a version by name) at ResNet's strided 3x3, LeNet's 2x2 pools
     out.append(("conv input gradient (direct; 3x3, stride 2, pad 1)",

@@ -281,6 +281,51 @@ def test_gemm_slices_cover_the_product_once_within_the_grid(batch, m, rows_per_b
     assert len(slices) == (-(-batch // limit)) * (-(-m // (limit * rows_per_block)))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 300), st.integers(0, 5000), st.integers(1, 70000), st.sampled_from([1, 8, 16]),
+       st.sampled_from([8, 132]))
+def test_split_k_chunks_cover_k_once_and_only_small_grids_split(blocks, k, batch, bk, sms):
+    split, kchunk = cuda_mod._split_k(blocks, k, batch, bk, sms)
+    assert kchunk % bk == 0 and split >= 1
+    assert split * kchunk >= k and (split == 1 or (split - 1) * kchunk < k)  # none empty
+    if split > 1:
+        assert blocks * batch < cuda_mod._SPLIT_BLOCKS_PER_SM * sms
+        assert batch * split <= cuda_mod._GRID_YZ_MAX
+        assert kchunk >= cuda_mod._SPLIT_MIN_K
+    elif blocks * batch < cuda_mod._SPLIT_BLOCKS_PER_SM * sms \
+            and k >= 2 * cuda_mod._SPLIT_MIN_K and batch * 2 <= cuda_mod._GRID_YZ_MAX:
+        raise AssertionError(f"a small grid with a long K did not split: {split}, {kchunk}")
+
+
+def test_split_k_on_resnets_first_weight_gradient():
+    # dW (64, 576) over K = 64 * 32 * 32 at 64x64 tiles: 9 blocks on 132 multiprocessors
+    split, kchunk = cuda_mod._split_k(9, 65536, 1, 8, 132)
+    assert split == 30 and kchunk == 2192
+
+
+@pytest.mark.parametrize("which", ["matmul", "conv2d_backward_weight"])
+def test_cuda_split_k_matches_the_reference(which, monkeypatch):
+    """Every toy GEMM with K >= 2 splits (chunks of one K-step and up), the partial
+    products go to a poisoned workspace and are summed after."""
+    monkeypatch.setattr(cuda_mod, "_SPLIT_MIN_K", 1)
+    if which == "conv2d_backward_weight":
+        run("cuda", st.data(), _conv_check("cuda", "default", which))
+        return
+
+    def check(data):
+        small_tile("cuda", data)
+        m, k, n = data.draw(st.integers(1, 9)), data.draw(st.integers(2, 40)), data.draw(st.integers(1, 9))
+        batch, ta, tb = data.draw(st.sampled_from([None, 1, 3])), data.draw(st.booleans()), data.draw(st.booleans())
+        rng = np.random.default_rng(data.draw(SEEDS))
+        lead = () if batch is None else (batch,)
+        a = rng.standard_normal(lead + ((k, m) if ta else (m, k))).astype(np.float32)
+        b = rng.standard_normal(lead + ((n, k) if tb else (k, n))).astype(np.float32)
+        out = cuda_mod.matmul(dev("cuda", a), dev("cuda", b), ta, tb)
+        assert rel(out, reference.matmul(a, b, ta, tb)) < 1e-5
+
+    run("cuda", st.data(), check)
+
+
 def test_cuda_conv_past_the_grid_limit_says_so():
     x = dev("cuda", np.ones((1, 4, 3, 3), np.float32))
     w = dev("cuda", np.ones((4, 2, 1, 1), np.float32))
