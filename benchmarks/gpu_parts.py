@@ -17,7 +17,7 @@ it measured.
   cuBLAS FP32 (relative Frobenius error; TF32: should be < 1e-3).
 * conv: ResNet-18 CIFAR conv layers (batch 64) forward, input and weight gradient,
   ours vs cuDNN through PyTorch (TF32 off, benchmark mode); the input gradient also
-  by the direct kernel, to choose between the two.
+  by the direct kernel, to choose between the two, and each pass with split-K off.
 * pool: max-pool forward/backward in GB/s vs a device-to-device copy of the same bytes.
 * train: LeNet-5 training step at batch 256, ours vs PyTorch eager, each in its own
   process (benchmarks.run's children).
@@ -195,11 +195,26 @@ def part_conv(out, deadline_s=float("inf")):
                 to, tt = _events_time(ours), ttime(theirs)
                 rows.append({"layer": name, "pass": op, "ours_s": to, "cudnn_s": tt})
                 lines.append(f"| {name} | {op} | {to * 1e3:.3f} | {tt * 1e3:.3f} | {tt / to:.2f}x |")
+                if op in ("forward", "input grad", "weight grad"):  # what split-K buys
+                    to = _events_time(lambda: _without_split_k(K, ours))
+                    rows.append({"layer": name, "pass": f"{op} (split-K off)", "ours_s": to,
+                                 "cudnn_s": tt})
+                    lines.append(f"| {name} | {op} (split-K off) | {to * 1e3:.3f} | "
+                                 f"{tt * 1e3:.3f} | {tt / to:.2f}x |")
         except Exception as e:  # noqa: BLE001
             rows.append({"layer": name, "error": repr(e)[:300]})
             lines.append(f"| {name} | failed: {repr(e)[:200]} | | | |")
         _write(out, "conv", rows, lines, echo=False)
     _write(out, "conv", rows, lines)
+
+
+def _without_split_k(K, fn):
+    """fn() with kernels.cuda's split-K switched off (no grid counts as too small)."""
+    saved, K._SPLIT_BLOCKS_PER_SM = K._SPLIT_BLOCKS_PER_SM, 0
+    try:
+        return fn()
+    finally:
+        K._SPLIT_BLOCKS_PER_SM = saved
 
 
 def part_pool(out, deadline_s=float("inf")):

@@ -18,10 +18,11 @@ per configuration):
     conv d-input      A = W^T per group (C, O*KH*KW), B = dy gathered per dx pixel and tap
                       (zero off the stride grid), C -> dx NCHW
 
-Split-K: when a GEMM with a plain output (matmul, the weight gradient) would launch fewer
-than two blocks per multiprocessor -- ResNet's first weight gradients: 9 blocks of 64x64
-for dW (64, 576) over K = 64*32*32 -- K is cut into chunks, one block per chunk and tile,
-and the partial products are summed after (in a fixed order: no atomics).
+Split-K: when a GEMM would launch fewer than two blocks per multiprocessor -- ResNet's
+first weight gradient: 9 blocks of 64x64 for dW (64, 576) over K = 64*32*32; its last
+layer's forward and input gradient: 128 -- K is cut into chunks, one block per chunk and
+tile, writing partial products to a plain workspace that one sum reduces (in a fixed
+order: no atomics), and for an NCHW output one strided copy puts in place.
 
 The direct input-gradient kernel (one thread per dx element, summing the kernel taps
 whose output position is on the stride grid, no atomics) stays runnable by name.
@@ -417,13 +418,17 @@ def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, co
     kernel, nthreads = _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c,
                                     np.dtype(dtype).name, conv)
     gx, gy = math.ceil(N / bn), math.ceil(M / bm)
-    split, kchunk = (_split_k(gx * gy, K, batch, bk, _sm_count()) if mode_c == _OUT_PLAIN
-                     else (1, -(-max(K, 1) // bk) * bk))  # (NCHW outputs: large grids)
-    grid = (gx, gy, batch * split)
     if gy > _GRID_YZ_MAX or batch > _GRID_YZ_MAX:  # matmul slices before it gets here
         raise ValueError(f"kernels.cuda: a GEMM of {M} rows x {N} columns in {batch} batches "
                          f"or groups needs a grid of {(gx, gy, batch)} blocks at tile {bm}x{bn}; "
                          f"CUDA allows at most {_GRID_YZ_MAX} in y (rows) and z (batches)")
+    split, kchunk = _split_k(gx * gy, K, batch, bk, _sm_count())
+    if split > 1 and mode_c != _OUT_PLAIN:
+        # the partial products go to a plain workspace, written by the plain-output kernel
+        # (the NCHW-output kernels compile without the split arithmetic)
+        kernel, nthreads = _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, _OUT_PLAIN,
+                                        np.dtype(dtype).name, conv)
+    grid = (gx, gy, batch * split)
     launch = kernel[grid, nthreads] if _simulating() else _launch_config(kernel, grid, nthreads)
     if split == 1:
         launch(A, B, C, M, N, K, geo, 1, kchunk)
@@ -431,7 +436,13 @@ def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, co
     xp = _xp(C)
     partial = xp.empty((batch * split, M, N), dtype=C.dtype)
     launch(A, B, partial, M, N, K, geo, split, kchunk)
-    xp.sum(partial.reshape(batch, split, M, N), axis=1, out=C.reshape(batch, M, N))
+    if mode_c == _OUT_PLAIN:
+        xp.sum(partial.reshape(batch, split, M, N), axis=1, out=C.reshape(batch, M, N))
+        return
+    # NCHW: C is (n, batch*M, L) and column c of group g's product is (n, l) = divmod(c, L)
+    n = C.shape[0]
+    total = partial.reshape(batch, split, M, n, N // n).sum(axis=1)
+    xp.copyto(C.reshape(n, batch, M, N // n), total.transpose(2, 0, 1, 3))
 
 
 # -- matmul ----------------------------------------------------------------------------------
@@ -883,7 +894,11 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
              "gemm matmul, transposed operands": (_PLAIN_T, _PLAIN_T, _OUT_PLAIN, a3, a3, None),
              "gemm conv forward (implicit im2col, 3x3)": (_PLAIN, _IM2COL, _OUT_NCHW, a3, a4, r3),
              "gemm conv weight gradient (3x3)": (_DY_ONL, _IM2COL_T, _OUT_PLAIN, a3, a4, r3),
-             "gemm conv input gradient (3x3)": (_PLAIN, _DY_TAPS, _OUT_NCHW, a3, a4, r3)}
+             "gemm conv input gradient (3x3)": (_PLAIN, _DY_TAPS, _OUT_NCHW, a3, a4, r3),
+             # split-K writes the convolutions' partial products with the plain store
+             "gemm conv forward, split-K partials (3x3)": (_PLAIN, _IM2COL, _OUT_PLAIN, a3, a4, r3),
+             "gemm conv input gradient, split-K partials (3x3)": (_PLAIN, _DY_TAPS, _OUT_PLAIN,
+                                                                  a3, a4, r3)}
     for name, (ma, mb, mc, A, B, conv) in gemms.items():
         kern, nthreads = _gemm_kernel(*tile, ma, mb, mc, dtype_name, conv)
         out.append((name, kern.py_func, (A, B, a3, int64, int64, int64, geo, int64, int64),

@@ -207,3 +207,14 @@ def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, mon
         [8, 8, 4, 2, 2], [4, 8, 2, 1, 2]]
     assert all(r["rel_err"] < 1e-5 and r["conv_rel_err"] < 1e-5 for r in rows[1:]), rows
     assert tuple(K._tile) == K.DEFAULT_TILE
+
+
+def test_without_split_k_switches_it_off_and_back():
+    import kernels.cuda as K
+    from benchmarks.gpu_parts import _without_split_k
+
+    before = K._SPLIT_BLOCKS_PER_SM
+    seen = _without_split_k(K, lambda: (K._SPLIT_BLOCKS_PER_SM,
+                                        K._split_k(1, 10 ** 6, 1, 8, 132)))
+    assert seen == (0, (1, 10 ** 6)) and K._SPLIT_BLOCKS_PER_SM == before
+    assert K._split_k(1, 10 ** 6, 1, 8, 132)[0] > 1

@@ -303,12 +303,14 @@ def test_split_k_on_resnets_first_weight_gradient():
     assert split == 30 and kchunk == 2192
 
 
-@pytest.mark.parametrize("which", ["matmul", "conv2d_backward_weight"])
+@pytest.mark.parametrize("which", ["matmul", "conv2d_forward", "conv2d_backward_input",
+                                   "conv2d_backward_weight"])
 def test_cuda_split_k_matches_the_reference(which, monkeypatch):
-    """Every toy GEMM with K >= 2 splits (chunks of one K-step and up), the partial
-    products go to a poisoned workspace and are summed after."""
+    """Every toy GEMM with K >= 2 splits (chunks of one K-step and up): the partial
+    products go to a poisoned workspace, are summed after and, for the NCHW outputs of
+    the forward pass and the input gradient, copied into place."""
     monkeypatch.setattr(cuda_mod, "_SPLIT_MIN_K", 1)
-    if which == "conv2d_backward_weight":
+    if which != "matmul":
         run("cuda", st.data(), _conv_check("cuda", "default", which))
         return
 
