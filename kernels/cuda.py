@@ -433,6 +433,7 @@ def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, co
     if split == 1:
         launch(A, B, C, M, N, K, geo, 1, kchunk)
         return
+    # (every caller's C is a fresh contiguous array: the reshapes below are views of it)
     xp = _xp(C)
     partial = xp.empty((batch * split, M, N), dtype=C.dtype)
     launch(A, B, partial, M, N, K, geo, split, kchunk)
