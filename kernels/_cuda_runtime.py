@@ -3,7 +3,8 @@
 * ``simulating()`` -- whether Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) is on;
 * ``xp_of(arr)`` -- the array module of a kernel argument: CuPy on a GPU, NumPy under the
   simulator;
-* on import under the simulator, a fix for a race in its shared arrays (below).
+* on import under the simulator, a fix for a race in its shared arrays (below);
+* on import, ``np.row_stack`` back where numba-cuda 0.30 looks for it (below).
 
 A module of its own so that kernels.cuda can import the ladder and the ladder needs
 nothing from kernels.cuda (no import circle).
@@ -60,6 +61,19 @@ def _make_simulator_shared_arrays_atomic():
     shared._tinygrad_k_atomic = True
 
 
+def _restore_numpy_row_stack():
+    """Let numba-cuda 0.30 compile a kernel under NumPy >= 2.5.
+
+    NumPy 2.5 removed ``np.row_stack`` (deprecated since 2.0 as an alias of
+    ``np.vstack``), and numba-cuda 0.30.4 registers an overload for it in a module it
+    imports on its first kernel compile (numba/cuda/np/arrayobj.py). Every compile then
+    fails with AttributeError -- seen on the GPU image (numpy 2.5.2). Putting the alias
+    back is what that line needs; it is the same function, so nothing else changes."""
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
+
+
+_restore_numpy_row_stack()
 if simulating():
     _make_simulator_shared_arrays_atomic()
 

@@ -15,6 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = r'''
 import re
+import numpy as np
+# as under NumPy >= 2.5, which removed row_stack: numba-cuda 0.30 wants it on its first
+# compile, and importing kernels.cuda must put it back (the GPU image has numpy 2.5.2)
+vars(np).pop("row_stack", None)
 from numba import cuda
 import kernels.cuda as K
 import kernels.cuda_gemm as G
