@@ -217,13 +217,16 @@ def _sgd(p, g, buf, coef, has_wd, has_momentum, nesterov, first, serial):
 
 
 @njit(parallel=True, cache=True)
-def _xent_forward(z, t, ignore, loss, probs, safe):
+def _xent_forward(z, t, ignore, loss, probs, safe, state):
     """Row i: m = max z_i (NaN if any is), e = exp(z_i - m), s = sum e (float64),
     probs_i = e / s, loss_i = m + log s - z_i[t_i], or 0 where t_i == ignore (safe_i = 0
-    there, t_i elsewhere). Returns (rows not ignored, targets out of [0, C) among them,
-    the float64 sum of the losses); a row with a bad target gets no loss."""
+    there, t_i elsewhere). state_i: 0 the row counts, 1 it is ignored, 2 its target is
+    outside [0, C) (it gets no loss).
+
+    No scalar is summed across rows here (see _xent_tally): a prange reduction next to
+    the branches on t_i fails to compile on some Numba versions ("unexpected cycle in
+    lookup()", numba issue 10132; hit with numba 0.68.0 on the GPU image)."""
     n, c = z.shape
-    count, bad, total = 0, 0, 0.0
     for i in prange(n):
         zi, pi = z[i], probs[i]
         m = zi[0]
@@ -241,17 +244,29 @@ def _xent_forward(z, t, ignore, loss, probs, safe):
             pi[j] = pi[j] / s_t
         ti = t[i]
         li = z.dtype.type(0)
+        st = 0
         if ti == ignore:
-            ti = 0
+            ti, st = 0, 1
         elif ti < 0 or ti >= c:
-            bad += 1
-            ti = 0
+            ti, st = 0, 2
         else:
-            count += 1
             li = z.dtype.type((m + np.log(s)) - zi[ti])
         safe[i] = ti
         loss[i] = li
-        total += li
+        state[i] = st
+
+
+@njit(cache=True)
+def _xent_tally(state, loss):
+    """(rows that count, rows with a bad target, float64 sum of the losses), in row order:
+    the same sum whatever the thread count."""
+    count, bad, total = 0, 0, 0.0
+    for i in range(state.shape[0]):
+        if state[i] == 0:
+            count += 1
+        elif state[i] == 2:
+            bad += 1
+        total += loss[i]
     return count, bad, total
 
 
@@ -401,8 +416,9 @@ def cross_entropy_forward(logits, target, ignore_index):
     if n and not c:
         bad = int((t != ignore_index).sum())
     elif n:
-        count, bad, total = _run(_xent_forward, z.size, z, t, int(ignore_index), loss,
-                                 probs, safe)
+        state = np.empty(n, dtype=np.int8)
+        _run(_xent_forward, z.size, z, t, int(ignore_index), loss, probs, safe, state)
+        count, bad, total = _xent_tally(state, loss)
     if bad:
         bad_t = t[(t != ignore_index) & ((t < 0) | (t >= c))]
         raise IndexError(f"cross_entropy: target {int(bad_t[0])} is out of range for {c} "
