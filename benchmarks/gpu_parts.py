@@ -89,8 +89,10 @@ def part_ladder(out, n=4096, deadline_s=150.0):
     rows = [{"impl": "cuBLAS FP32 (CuPy)", "s": t_fp32}]
     mode = cupy.cuda.cublas.getMathMode(cupy.cuda.device.get_cublas_handle())
     try:
-        cupy.cuda.cublas.setMathMode(cupy.cuda.device.get_cublas_handle(),
-                                     cupy.cuda.cublas.CUBLAS_TF32_TENSOR_OP_MATH)
+        # CuPy 14 no longer exports the cublasMath_t names; 3 is CUBLAS_TF32_TENSOR_OP_MATH
+        # in cublas_api.h (CUDA 11 and later)
+        tf32 = getattr(cupy.cuda.cublas, "CUBLAS_TF32_TENSOR_OP_MATH", 3)
+        cupy.cuda.cublas.setMathMode(cupy.cuda.device.get_cublas_handle(), tf32)
         t_tf32 = _events_time(lambda: a @ b)
         rows.append({"impl": "cuBLAS TF32 (CuPy)", "s": t_tf32})
     except Exception as e:  # noqa: BLE001 - report and go on

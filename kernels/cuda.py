@@ -286,10 +286,16 @@ _LOAD_B = {_PLAIN: _b_plain, _PLAIN_T: _b_trans}  # the im2col modes: _im2col_lo
 _STORE_C = {_OUT_PLAIN: _c_plain, _OUT_NCHW: _c_nchw}
 
 
-@functools.lru_cache(maxsize=None)
 def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv=None):
     """A tiled GEMM kernel for one tile configuration, operand modes and (for the im2col
-    modes) convolution window ``conv`` = (KH, KW, SH, SW, PH, PW, DH, DW), compiled once."""
+    modes) convolution window ``conv`` = (KH, KW, SH, SW, PH, PW, DH, DW), compiled once.
+    (lru_cache keys a call by how its arguments were passed: every call goes through here
+    so that ``conv`` left out and ``conv=None`` find the same kernel, the one launched.)"""
+    return _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv)
+
+
+@functools.lru_cache(maxsize=None)
+def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv):
     acc_t = _float_type(dtype_name)
     nthreads = (bm // tm) * (bn // tn)
     threads_n = bn // tn

@@ -218,3 +218,14 @@ def test_without_split_k_switches_it_off_and_back():
                                         K._split_k(1, 10 ** 6, 1, 8, 132)))
     assert seen == (0, (1, 10 ** 6)) and K._SPLIT_BLOCKS_PER_SM == before
     assert K._split_k(1, 10 ** 6, 1, 8, 132)[0] > 1
+
+
+def test_the_sweep_asks_for_the_kernel_the_launch_compiled():
+    """gpu_parts.sweep reads the registers of ``_gemm_kernel(..., "float32")``; the launch
+    asks with ``conv`` passed as None. Both must be one cached kernel (on the H200 the
+    sweep found an uncompiled twin with no registers to report)."""
+    import kernels.cuda as K
+
+    args = (*K.DEFAULT_TILE, K._PLAIN, K._PLAIN, K._OUT_PLAIN, "float32")
+    assert K._gemm_kernel(*args) is K._gemm_kernel(*args, None)
+    assert K._gemm_kernel(*args) is K._gemm_kernel(*args, conv=None)
