@@ -24,6 +24,10 @@ def _mpiexec():
     return here if os.path.exists(here) else shutil.which("mpiexec")
 
 
+# Open MPI's mpiexec refuses to start as root unless told twice (the GPU image runs tests as
+# root and its mpiexec is Open MPI's); mpich ignores both names.
+_LAUNCHER_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
 pytestmark = pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec (pip install mpich)")
 
 HEADER = textwrap.dedent("""
@@ -45,7 +49,8 @@ def run_mpi(tmp_path, body, n=2, timeout=120, check=True, args=()):
     reports_dir = tmp_path / "reports"
     reports_dir.mkdir(exist_ok=True)
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", TK_REPORT_DIR=str(reports_dir))
+               OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", TK_REPORT_DIR=str(reports_dir),
+               **_LAUNCHER_ENV)
     proc = subprocess.run([_mpiexec(), "-n", str(n), sys.executable, str(script), *args],
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     if check and proc.returncode != 0:
@@ -325,7 +330,7 @@ def _cli(tmp_path, out, *extra, n=None, timeout=300):
     if n is not None:
         cmd = [_mpiexec(), "-n", str(n)] + cmd
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1")
+               OMP_NUM_THREADS="1", **_LAUNCHER_ENV)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=ROOT)
     assert proc.returncode == 0, f"{cmd}\n{proc.stdout}\n{proc.stderr}"
