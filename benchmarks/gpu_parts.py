@@ -344,10 +344,10 @@ class _StreamlessView:
 
 
 def part_launch(out, n=64):
-    """The host's cost of one launch (launch_rows) of the production GEMM on n^3 float32,
-    through kernels.cuda.matmul and with its arguments passed four ways, next to an empty
-    kernel, CuPy's cuBLAS matmul and torch.mm: how much of a small training step numba-cuda's
-    argument handling costs, and which way to pass arrays."""
+    """The host's cost of one launch (launch_rows) of the production GEMM on n^3 float32:
+    through kernels.cuda.matmul, through the driver launch (kernels._cuda_launch) and
+    through numba-cuda's with the arrays passed four ways, next to an empty kernel, CuPy's
+    cuBLAS matmul and torch.mm."""
     import cupy
     from numba import cuda
 
@@ -357,9 +357,13 @@ def part_launch(out, n=64):
     a = cupy.asarray(rng.standard_normal((1, n, n), dtype=np.float32))
     b = cupy.asarray(rng.standard_normal((1, n, n), dtype=np.float32))
     c = cupy.empty_like(a)
+    from kernels import _cuda_launch
+
     kern, nthreads = K._gemm_kernel(*K._tile, K._PLAIN, K._PLAIN, K._OUT_PLAIN, "float32")
     bm, bn = K._tile[0], K._tile[1]
-    launch = K._launch_config(kern, (-(-n // bn), -(-n // bm), 1), nthreads)
+    grid = (-(-n // bn), -(-n // bm), 1)
+    launch = kern[grid, nthreads]  # numba-cuda's own launch, configured once
+    direct = _cuda_launch.DirectLauncher(kern, grid, nthreads)
     args = ((0,) * 8, 1, -(-n // K._tile[2]) * K._tile[2])  # geo, split, K chunk: no split
     da, db, dc = (cuda.as_cuda_array(v, sync=False) for v in (a, b, c))
 
@@ -370,7 +374,10 @@ def part_launch(out, n=64):
     cases = {
         "empty numba kernel, no arguments": lambda: empty[1, 32](),
         "kernels.cuda.matmul (checks, output allocation, launch)": lambda: K.matmul(a[0], b[0]),
-        "GEMM kernel, cached launcher, CuPy arrays (today)": lambda: launch(a, b, c, n, n, n, *args),
+        "GEMM kernel, driver launch (kernels._cuda_launch, the default)": lambda: direct(
+            a, b, c, n, n, n, *args),
+        "GEMM kernel, numba launch, CuPy arrays (TINYGRAD_K_CUDA_LAUNCH=numba)": lambda: launch(
+            a, b, c, n, n, n, *args),
         "GEMM kernel, CuPy arrays as stream-less CAI views": lambda: launch(
             _StreamlessView(a), _StreamlessView(b), _StreamlessView(c), n, n, n, *args),
         "GEMM kernel, numba device arrays made per call": lambda: launch(

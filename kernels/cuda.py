@@ -60,6 +60,7 @@ from numba import cuda  # a module global: the simulator swaps it for its fake i
 from numba import int64, uint32, uint64
 
 from . import _cuda_runtime as _runtime
+from . import _cuda_launch
 from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy,
                       check_float, check_matmul, check_maxpool_backward, gemm_slices)
 
@@ -744,13 +745,17 @@ def _blocks(total, threads=128):
 
 @functools.lru_cache(maxsize=4096)
 def _launch_config(kernel, blocks, threads):
+    """The launcher of ``kernel`` on a GPU: through the driver (kernels._cuda_launch, a
+    few us of host time), or numba-cuda's own ``kernel[blocks, threads]`` (about 90 us
+    with three CuPy arrays) where TINYGRAD_K_CUDA_LAUNCH=numba."""
+    if _cuda_launch.use_direct_launch():
+        return _cuda_launch.DirectLauncher(kernel, blocks, threads)
     return kernel[blocks, threads]
 
 
 def _launch(kernel, total, threads=128):
-    """``kernel[blocks, threads]`` for ``total`` threads, the configured launcher cached
-    per (kernel, grid): numba-cuda builds and checks a launch configuration object on
-    every ``kernel[...]``, host time a small training step pays dozens of times. Not
+    """``kernel[blocks, threads]`` for ``total`` threads, the launcher (_launch_config)
+    cached per (kernel, grid): a small training step makes dozens of launches. Not
     under the simulator, whose ``kernel[...]`` reconfigures and returns the kernel
     itself (a cached one would launch with the last grid set)."""
     if total >= 2 ** 32:  # the kernels split flat indices in 32-bit arithmetic (_nchw)

@@ -1,0 +1,221 @@
+"""Launch a Numba CUDA kernel through the driver, without numba-cuda's work per call.
+
+numba-cuda's ``kernel[grid, block](*args)`` types every argument on every call, wraps
+each CuPy array as a device array (a DLPack or CUDA-array-interface export) and builds
+a list of ctypes values. On an H200 that is 93 us of host time per launch of the GEMM
+kernel with three CuPy arrays, against 19 us for a whole cuBLAS matmul through CuPy
+(benchmarks/results/2026-11-26-NVIDIA-H200/launch.md); a LeNet-5 training step launches
+about 18 kernels, and its GPU step was 3x slower than PyTorch's, nearly all host time.
+
+``DirectLauncher(kernel, grid, block)(*args)`` does the same launch with less:
+
+* the kernel is compiled once per argument signature, by ``numba.cuda.compile_ptx`` (the
+  NVVM pipeline ``kernel[...]`` runs), and its PTX loaded as a module through CuPy;
+* each call packs the arguments into one buffer handed to ``cuLaunchKernel`` (its
+  ``extra`` argument, CU_LAUNCH_PARAM_BUFFER_POINTER), laid out as numba's kernel ABI
+  expects -- numba-cuda's ``_Kernel._prepare_args`` flattens them the same way:
+
+  - an array: meminfo (0), parent (0), nitems, itemsize, data pointer, shape[0..nd),
+    strides[0..nd) in bytes -- the fields of numba's array data model, in order;
+  - an int: int64; a float: float64; a tuple of ints: its elements as int64s.
+
+  Every field is 8 bytes wide, so the buffer has no padding. tests/test_cuda_launch.py
+  checks against every production kernel's PTX that the entry's parameters are exactly
+  what the packing writes (count and width), and the buffer protocol with a stand-in
+  driver;
+* the launch goes to CuPy's current stream (numba-cuda's default, stream 0, is the same
+  legacy default stream unless a user picks another CuPy stream; then this is the one
+  the surrounding CuPy work runs on).
+
+``TINYGRAD_K_CUDA_LAUNCH=numba`` switches back to numba-cuda's own launch (read when a
+launcher is made), to compare or to rule this module out.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import struct
+import threading
+
+import numpy as np
+
+__all__ = ["DirectLauncher", "describe", "numba_signature", "param_format", "ptx_params",
+           "use_direct_launch"]
+
+# cuda.h: CU_LAUNCH_PARAM_END, CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_BUFFER_SIZE
+_PARAM_END, _PARAM_BUFFER_POINTER, _PARAM_BUFFER_SIZE = 0, 1, 2
+
+
+def use_direct_launch():
+    """False where TINYGRAD_K_CUDA_LAUNCH=numba asks for numba-cuda's own launch."""
+    choice = os.environ.get("TINYGRAD_K_CUDA_LAUNCH", "direct").strip().lower()
+    if choice not in ("direct", "numba"):
+        raise ValueError(f"TINYGRAD_K_CUDA_LAUNCH={choice!r}: expected 'direct' or 'numba'")
+    return choice == "direct"
+
+
+def describe(args, pointer):
+    """(signature key, flat values) of kernel arguments, in numba's kernel ABI order.
+
+    ``pointer(array)`` -> the array's device address. The key names each argument's
+    numba type: ``"i8"`` (int), ``"f8"`` (float), ``("tuple", n)`` (n ints) or
+    ``(dtype.str, ndim, layout)`` for an array, layout "C", "F" or "A" as numba reads it
+    from the array's flags."""
+    key, vals = [], []
+    for a in args:
+        if isinstance(a, (bool, np.bool_)):
+            raise TypeError("kernels.cuda launch: a bool kernel argument is not supported "
+                            "(pass an int)")
+        if isinstance(a, (int, np.integer)):
+            key.append("i8")
+            vals.append(int(a))
+        elif isinstance(a, (float, np.floating)):
+            key.append("f8")
+            vals.append(float(a))
+        elif isinstance(a, tuple):
+            if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                       for v in a):
+                raise TypeError(f"kernels.cuda launch: tuple argument {a!r}: only tuples "
+                                "of ints are supported")
+            key.append(("tuple", len(a)))
+            vals.extend(int(v) for v in a)
+        elif hasattr(a, "strides") and hasattr(a, "dtype"):
+            flags = a.flags
+            layout = "C" if flags.c_contiguous else "F" if flags.f_contiguous else "A"
+            key.append((a.dtype.str, a.ndim, layout))
+            vals += (0, 0, a.size, a.itemsize, pointer(a))
+            vals += a.shape
+            vals += a.strides
+        else:
+            raise TypeError(f"kernels.cuda launch: unsupported kernel argument of type "
+                            f"{type(a).__name__} (expected an array, int, float or tuple "
+                            "of ints)")
+    return tuple(key), vals
+
+
+def numba_signature(key):
+    """The numba argument types of a ``describe`` key."""
+    from numba import float64, from_dtype, int64, types
+
+    sig = []
+    for k in key:
+        if k == "i8":
+            sig.append(int64)
+        elif k == "f8":
+            sig.append(float64)
+        elif k[0] == "tuple":
+            sig.append(types.UniTuple(int64, k[1]))
+        else:
+            dtype, ndim, layout = k
+            sig.append(types.Array(from_dtype(np.dtype(dtype)), ndim, layout))
+    return tuple(sig)
+
+
+def param_format(key):
+    """The struct format of the packed parameter buffer of a ``describe`` key."""
+    parts = ["<"]
+    for k in key:
+        if k == "i8":
+            parts.append("q")
+        elif k == "f8":
+            parts.append("d")
+        elif k[0] == "tuple":
+            parts.append("q" * k[1])
+        else:  # meminfo, parent, nitems, itemsize, data; shape; strides
+            parts.append("QQqqQ" + "q" * (2 * k[1]))
+    return "".join(parts)
+
+
+_ENTRY = re.compile(r"\.entry\s+([\w$]+)\s*\((.*?)\)", re.S)
+_PARAM = re.compile(r"\.param\s+\.([a-z])(\d+)\s")
+
+
+def ptx_params(ptx):
+    """(entry name, [bit width of each parameter]) of the one kernel entry in ``ptx``."""
+    entries = _ENTRY.findall(ptx)
+    if len(entries) != 1:
+        raise ValueError(f"kernels.cuda launch: expected one .entry in the PTX, found "
+                         f"{len(entries)}")
+    name, params = entries[0]
+    return name, [int(bits) for _, bits in _PARAM.findall(params)]
+
+
+def _device_cc():
+    import cupy
+
+    cc = cupy.cuda.Device().compute_capability  # e.g. "90"
+    return int(cc[:-1]), int(cc[-1])
+
+
+class _Loaded:
+    """One kernel compiled for one signature and loaded, with its parameter buffer."""
+
+    def __init__(self, dispatcher, key):
+        import cupy
+        from numba import cuda
+
+        options = {k: dispatcher.targetoptions[k] for k in ("fastmath", "lineinfo", "debug")
+                   if k in dispatcher.targetoptions}
+        ptx, _ = cuda.compile_ptx(dispatcher.py_func, numba_signature(key), cc=_device_cc(),
+                                  **options)
+        self.name, widths = ptx_params(ptx)
+        self.struct = struct.Struct(param_format(key))
+        if widths != [64] * (len(self.struct.format) - 1):
+            raise RuntimeError(f"kernels.cuda launch: {self.name} takes parameters of "
+                               f"{widths} bits; the packing of {key} writes "
+                               f"{self.struct.format!r}")
+        self.module = cupy.cuda.function.Module()
+        self.module.load(ptx.encode())
+        self.function = self.module.get_function(self.name)
+        self._launch_kernel = cupy.cuda.driver.launchKernel
+        self._stream = cupy.cuda.get_current_stream
+        self.buffer = ctypes.create_string_buffer(max(8, self.struct.size))
+        self.size = ctypes.c_size_t(self.struct.size)
+        self.extra = (ctypes.c_void_p * 5)(_PARAM_BUFFER_POINTER, ctypes.addressof(self.buffer),
+                                           _PARAM_BUFFER_SIZE, ctypes.addressof(self.size),
+                                           _PARAM_END)
+        # the driver copies the parameters when it queues the launch, but CuPy's wrapper
+        # lets go of the GIL around that call: one launch at a time per buffer
+        self.lock = threading.Lock()
+
+    def launch(self, grid, block, vals):
+        with self.lock:
+            self.struct.pack_into(self.buffer, 0, *vals)
+            self._launch_kernel(self.function.ptr, grid[0], grid[1], grid[2], block[0],
+                                block[1], block[2], 0, self._stream().ptr, 0,
+                                ctypes.addressof(self.extra))
+
+
+_loaded = {}
+_loaded_lock = threading.Lock()
+
+
+def _dim3(d):
+    d = tuple(d) if isinstance(d, tuple) else (d,)
+    return tuple(int(v) for v in d) + (1,) * (3 - len(d))
+
+
+def _pointer(a):
+    return a.data.ptr
+
+
+class DirectLauncher:
+    """``kernel[grid, block]`` of a Numba CUDA kernel (a ``cuda.jit`` dispatcher), launched
+    through the driver (module docstring). Arguments: CuPy arrays, ints, floats, tuples
+    of ints."""
+
+    __slots__ = ("kernel", "grid", "block")
+
+    def __init__(self, kernel, grid, block):
+        self.kernel, self.grid, self.block = kernel, _dim3(grid), _dim3(block)
+
+    def __call__(self, *args):
+        key, vals = describe(args, _pointer)
+        loaded = _loaded.get((self.kernel, key))
+        if loaded is None:
+            with _loaded_lock:
+                loaded = _loaded.get((self.kernel, key))
+                if loaded is None:
+                    loaded = _loaded[(self.kernel, key)] = _Loaded(self.kernel, key)
+        loaded.launch(self.grid, self.block, vals)

@@ -1,0 +1,211 @@
+"""kernels._cuda_launch: the driver launch of Numba CUDA kernels, checked without a GPU.
+
+* the packing of arguments against numba's own types (``numba.typeof``) and against the
+  parameter list of every production kernel's PTX (sm_90, compiled with the simulator
+  off, in a subprocess): same count, all 64-bit;
+* the parameter buffer handed to the driver, read back through a stand-in CuPy driver.
+The GPU tests (pytest -m gpu) run every kernel through this launcher against the
+references."""
+import ctypes
+import os
+import struct
+import subprocess
+import sys
+import types as pytypes
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels import _cuda_launch as L
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ptr(a):
+    return a.ctypes.data
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=4), st.data())
+def test_describe_matches_numba_typeof_and_the_array_data_model(shape, data):
+    import numba
+
+    base = np.zeros(tuple(s * 2 for s in shape),
+                    dtype=data.draw(st.sampled_from([np.float32, np.float64, np.int64])))
+    # C-contiguous, sliced (strided, "A"), transposed ("F" or "A")
+    view = data.draw(st.sampled_from(["c", "slice", "T"]))
+    a = base[tuple(slice(0, s) for s in shape)]
+    if view == "c":
+        a = np.ascontiguousarray(a)
+    elif view == "T":
+        a = np.ascontiguousarray(a).T
+    n, t = data.draw(st.integers(-2 ** 40, 2 ** 40)), (3, 1, 4, 1, 5, 9, 2, 6)
+    key, vals = L.describe((a, n, t, 2.5), _ptr)
+    want = (numba.typeof(a), numba.int64, numba.types.UniTuple(numba.int64, 8), numba.float64)
+    assert L.numba_signature(key) == want
+    assert vals == [0, 0, a.size, a.itemsize, a.ctypes.data, *a.shape, *a.strides, n, *t, 2.5]
+    assert struct.unpack(L.param_format(key), struct.pack(L.param_format(key), *vals)) == \
+        tuple(vals)
+
+
+def test_describe_refuses_what_it_cannot_pack():
+    for bad in (True, "x", (1.5, 2), None):
+        with pytest.raises(TypeError, match="kernels.cuda launch"):
+            L.describe((bad,), _ptr)
+
+
+def test_ptx_params_reads_the_entry():
+    ptx = """.visible .entry _Z3k(\n\t.param .u64 _Z3k_param_0,\n\t.param .u64 _Z3k_param_1,
+    \t.param .f64 _Z3k_param_2\n)\n{\n\tret;\n}"""
+    assert L.ptx_params(ptx) == ("_Z3k", [64, 64, 64])
+    with pytest.raises(ValueError, match="one .entry"):
+        L.ptx_params(ptx + ptx)
+
+
+SCRIPT = r'''
+import numpy as np
+import kernels.cuda as K
+from kernels import _cuda_launch as L
+from numba import cuda, types
+
+def sample(t):
+    if isinstance(t, types.Array):
+        return np.zeros((2,) * t.ndim, dtype=np.dtype(str(t.dtype)))
+    if isinstance(t, types.UniTuple):
+        return (0,) * t.count
+    return 0
+
+checked = 0
+for dtype in ("float32", "float64"):
+    for name, fn, sig, _ in K.kernels_for_ptx(dtype):
+        args = [sample(t) for t in sig]
+        variants = [args]
+        if name.startswith("gemm matmul, transposed"):  # operands read in place: strided views
+            variants.append([args[0].transpose(0, 2, 1), args[1][:, ::2], *args[2:]])
+        for v in variants:
+            key, vals = L.describe(v, lambda a: a.ctypes.data)
+            if v is args:
+                assert L.numba_signature(key) == tuple(sig), (name, key, sig)
+            ptx, _ = cuda.compile_ptx(fn, L.numba_signature(key), cc=(9, 0))
+            entry, widths = L.ptx_params(ptx)
+            assert widths == [64] * len(vals), (name, key, widths, len(vals))
+            assert len(L.param_format(key)) - 1 == len(vals), (name, key)
+            checked += 1
+print("checked", checked)
+'''
+
+
+def test_every_production_kernels_ptx_takes_exactly_the_packed_parameters():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    missing = ("DynamicLibNotFound", "NvvmSupportError", "libnvvm", "NVVM")
+    if proc.returncode and any(m in proc.stderr for m in missing):
+        pytest.skip("no NVVM to compile CUDA kernels here: "
+                    + proc.stderr.strip().splitlines()[-1][:200])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(proc.stdout.split()[-1]) >= 20
+
+
+class _FakeCupyArray:
+    """What the launcher reads of a CuPy array, over a NumPy one."""
+
+    def __init__(self, a):
+        self.a = a
+        self.flags, self.dtype, self.ndim, self.size = a.flags, a.dtype, a.ndim, a.size
+        self.itemsize, self.shape, self.strides = a.itemsize, a.shape, a.strides
+        self.data = pytypes.SimpleNamespace(ptr=a.ctypes.data)
+
+
+def _fake_cupy(launches):
+    class Module:
+        def load(self, ptx):
+            self.ptx = ptx
+
+        def get_function(self, name):
+            return pytypes.SimpleNamespace(ptr=0xF00, name=name)
+
+    def launch_kernel(f, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
+        words = (ctypes.c_void_p * 5).from_address(extra)
+        assert words[0] == 1 and words[2] == 2 and words[4] is None  # pointer, size, end
+        size = ctypes.c_size_t.from_address(words[3]).value
+        launches.append(dict(f=f, grid=(gx, gy, gz), block=(bx, by, bz), smem=smem,
+                             stream=stream, params=params,
+                             buffer=ctypes.string_at(words[1], size)))
+
+    cuda = pytypes.SimpleNamespace(
+        function=pytypes.SimpleNamespace(Module=Module),
+        driver=pytypes.SimpleNamespace(launchKernel=launch_kernel),
+        get_current_stream=lambda: pytypes.SimpleNamespace(ptr=0x5EAD),
+        Device=lambda: pytypes.SimpleNamespace(compute_capability="90"))
+    return pytypes.SimpleNamespace(cuda=cuda)
+
+
+class _FakeKernel:
+    """A cuda.jit dispatcher as the launcher sees it (hashable, like the real one)."""
+    targetoptions = {}
+
+    @staticmethod
+    def py_func(*args):
+        pass
+
+
+def _fake_ptx(nparams, name="_Zk"):
+    params = ",\n".join(f"\t.param .u64 {name}_param_{i}" for i in range(nparams))
+    return f".visible .entry {name}(\n{params}\n)\n{{\n\tret;\n}}\n"
+
+
+def test_direct_launcher_hands_the_driver_the_packed_buffer(monkeypatch):
+    from numba import cuda
+
+    launches, compiled = [], []
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(launches))
+
+    def compile_ptx(fn, sig, cc, **options):
+        compiled.append((fn, sig, cc))
+        key, vals = L.describe(args, _ptr)
+        return _fake_ptx(len(vals)), None
+
+    monkeypatch.setattr(cuda, "compile_ptx", compile_ptx, raising=False)
+    monkeypatch.setattr(L, "_loaded", {})
+    kernel = _FakeKernel()
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    y = np.zeros((4, 3), dtype=np.float64).T
+    args = (x, y, 7, (1, 2, 3, 4, 5, 6, 7, 8), -3)
+    launcher = L.DirectLauncher(kernel, (5, 6), 128)
+    fake = (_FakeCupyArray(x), _FakeCupyArray(y), *args[2:])
+    launcher(*fake)
+    launcher(*fake)  # the second call reuses the loaded kernel
+    assert len(compiled) == 1 and compiled[0][2] == (9, 0)
+    assert len(launches) == 2
+    got = launches[0]
+    assert (got["f"], got["grid"], got["block"], got["smem"], got["stream"], got["params"]) \
+        == (0xF00, (5, 6, 1), (128, 1, 1), 0, 0x5EAD, 0)
+    want = [0, 0, 24, 4, x.ctypes.data, 2, 3, 4, 48, 16, 4,
+            0, 0, 12, 8, y.ctypes.data, 3, 4, 8, 24, 7, 1, 2, 3, 4, 5, 6, 7, 8, -3]
+    assert list(struct.unpack("<" + "q" * len(want), got["buffer"])) == want
+
+
+def test_direct_launcher_refuses_a_kernel_whose_parameters_differ(monkeypatch):
+    from numba import cuda
+
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy([]))
+    monkeypatch.setattr(cuda, "compile_ptx", lambda fn, sig, cc, **o: (_fake_ptx(3), None),
+                        raising=False)
+    monkeypatch.setattr(L, "_loaded", {})
+    kernel = _FakeKernel()
+    with pytest.raises(RuntimeError, match="takes parameters of"):
+        L.DirectLauncher(kernel, 1, 32)(_FakeCupyArray(np.zeros(4, np.float32)), 1)
+
+
+def test_the_launch_switch(monkeypatch):
+    monkeypatch.setenv("TINYGRAD_K_CUDA_LAUNCH", "numba")
+    assert not L.use_direct_launch()
+    monkeypatch.setenv("TINYGRAD_K_CUDA_LAUNCH", "Direct")
+    assert L.use_direct_launch()
+    monkeypatch.setenv("TINYGRAD_K_CUDA_LAUNCH", "fast")
+    with pytest.raises(ValueError, match="TINYGRAD_K_CUDA_LAUNCH='fast'"):
+        L.use_direct_launch()
