@@ -61,36 +61,41 @@ def describe(args, pointer):
     ``pointer(array)`` -> the array's device address. The key names each argument's
     numba type: ``"i8"`` (int), ``"f8"`` (float), ``("tuple", n)`` (n ints) or
     ``(dtype.str, ndim, layout)`` for an array, layout "C", "F" or "A" as numba reads it
-    from the array's flags."""
+    from the array's flags. Runs on every launch: exact-type tests first (Python ints,
+    tuples, then arrays), the slower ``isinstance`` only for NumPy scalars."""
     key, vals = [], []
     for a in args:
-        if isinstance(a, (bool, np.bool_)):
-            raise TypeError("kernels.cuda launch: a bool kernel argument is not supported "
-                            "(pass an int)")
-        if isinstance(a, (int, np.integer)):
+        t = type(a)
+        if t is int:
             key.append("i8")
-            vals.append(int(a))
-        elif isinstance(a, (float, np.floating)):
-            key.append("f8")
-            vals.append(float(a))
-        elif isinstance(a, tuple):
-            if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                       for v in a):
-                raise TypeError(f"kernels.cuda launch: tuple argument {a!r}: only tuples "
-                                "of ints are supported")
+            vals.append(a)
+        elif t is tuple:
+            for v in a:
+                if type(v) is not int and not (isinstance(v, np.integer)
+                                               and not isinstance(v, np.bool_)):
+                    raise TypeError(f"kernels.cuda launch: tuple argument {a!r}: only "
+                                    "tuples of ints are supported")
             key.append(("tuple", len(a)))
-            vals.extend(int(v) for v in a)
-        elif hasattr(a, "strides") and hasattr(a, "dtype"):
+            vals += a
+        elif hasattr(a, "strides") and not isinstance(a, np.generic):  # NumPy scalars have strides
             flags = a.flags
             layout = "C" if flags.c_contiguous else "F" if flags.f_contiguous else "A"
             key.append((a.dtype.str, a.ndim, layout))
             vals += (0, 0, a.size, a.itemsize, pointer(a))
             vals += a.shape
             vals += a.strides
+        elif isinstance(a, (bool, np.bool_)):
+            raise TypeError("kernels.cuda launch: a bool kernel argument is not supported "
+                            "(pass an int)")
+        elif isinstance(a, (int, np.integer)):
+            key.append("i8")
+            vals.append(int(a))
+        elif isinstance(a, (float, np.floating)):
+            key.append("f8")
+            vals.append(float(a))
         else:
             raise TypeError(f"kernels.cuda launch: unsupported kernel argument of type "
-                            f"{type(a).__name__} (expected an array, int, float or tuple "
-                            "of ints)")
+                            f"{t.__name__} (expected an array, int, float or tuple of ints)")
     return tuple(key), vals
 
 

@@ -61,8 +61,8 @@ from numba import int64, uint32, uint64
 
 from . import _cuda_runtime as _runtime
 from . import _cuda_launch
-from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy,
-                      check_float, check_matmul, check_maxpool_backward, gemm_slices)
+from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy, check_float,
+                      check_matmul, check_maxpool_backward, dtype_name, gemm_slices)
 
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
@@ -423,7 +423,7 @@ def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, co
         return  # C has no element to write (and CUDA refuses a grid with no blocks)
     bm, bn, bk, tm, tn = _tile
     kernel, nthreads = _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c,
-                                    np.dtype(dtype).name, conv)
+                                    dtype_name(dtype), conv)
     gx, gy = math.ceil(N / bn), math.ceil(M / bm)
     if gy > _GRID_YZ_MAX or batch > _GRID_YZ_MAX:  # matmul slices before it gets here
         raise ValueError(f"kernels.cuda: a GEMM of {M} rows x {N} columns in {batch} batches "
@@ -434,7 +434,7 @@ def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, co
         # the partial products go to a plain workspace, written by the plain-output kernel
         # (the NCHW-output kernels compile without the split arithmetic)
         kernel, nthreads = _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, _OUT_PLAIN,
-                                        np.dtype(dtype).name, conv)
+                                        dtype_name(dtype), conv)
     grid = (gx, gy, batch * split)
     launch = kernel[grid, nthreads] if _simulating() else _launch_config(kernel, grid, nthreads)
     if split == 1:
@@ -599,7 +599,8 @@ def _conv_dx_checked(dy, w, x_shape, stride, padding, dilation, groups):
 def _conv_dx_direct(dy, w, x_shape, geo):
     xp = _xp(dy)
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
-    _launch(_conv_dx_kernel(*geo.stride, *geo.padding, *geo.dilation, dy.dtype.name), dx.size)(
+    _launch(_conv_dx_kernel(*geo.stride, *geo.padding, *geo.dilation, dtype_name(dy.dtype)),
+            dx.size)(
         xp.ascontiguousarray(dy), xp.ascontiguousarray(w), dx)
     return dx
 
@@ -776,7 +777,7 @@ def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=F
     y = xp.empty(out, dtype=x.dtype)
     arg = xp.empty(out, dtype=np.int64)
     _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation,
-                          x.dtype.name)[0], y.size)(xp.ascontiguousarray(x), y, arg)
+                          dtype_name(x.dtype))[0], y.size)(xp.ascontiguousarray(x), y, arg)
     return y, arg
 
 
@@ -798,7 +799,7 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0,
 def _maxpool_bwd_gather(dy, argmax, x_shape, geo, xp):
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
     _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation,
-                          dy.dtype.name)[1], dx.size)(xp.ascontiguousarray(dy),
+                          dtype_name(dy.dtype))[1], dx.size)(xp.ascontiguousarray(dy),
                                                       xp.ascontiguousarray(argmax), dx)
     return dx
 
@@ -859,8 +860,9 @@ def avgpool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=False,
     out = geo.output_shape(x.shape, "avgpool2d_forward")
     xp = _xp(x)
     y = xp.empty(out, dtype=x.dtype)
-    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, 1, 1, x.dtype.name)[2],
-            y.size)(
+    kern = _pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, 1, 1,
+                         dtype_name(x.dtype))[2]
+    _launch(kern, y.size)(
         xp.ascontiguousarray(x), y, _avg_inverse_divisor(geo, x.shape[2:], xp))
     return y
 
@@ -876,8 +878,9 @@ def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=Fa
     check_dy("avgpool2d_backward", dy, out)
     xp = _xp(dy)
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
-    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, 1, 1, dy.dtype.name)[3],
-            dx.size)(
+    kern = _pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, 1, 1,
+                         dtype_name(dy.dtype))[3]
+    _launch(kern, dx.size)(
         xp.ascontiguousarray(dy), dx, _avg_inverse_divisor(geo, x_shape[2:], xp))
     return dx
 

@@ -20,6 +20,8 @@ import functools
 
 import numpy as np
 
+from ._common import dtype_name
+
 try:
     import cupy as cp
     AVAILABLE = True
@@ -123,7 +125,7 @@ def softmax_xent_forward(logits, target):
     loss = cp.empty(n, dtype=z.dtype)
     probs = cp.empty_like(z)
     threads = 128
-    _xent_fwd(z.dtype.name)(((n + threads - 1) // threads,), (threads,),
+    _xent_fwd(dtype_name(z.dtype))(((n + threads - 1) // threads,), (threads,),
                             (z, cp.ascontiguousarray(target, dtype=cp.int64), loss, probs,
                              np.int64(n), np.int64(c)))
     return loss, probs

@@ -43,16 +43,18 @@ def test_describe_matches_numba_typeof_and_the_array_data_model(shape, data):
     elif view == "T":
         a = np.ascontiguousarray(a).T
     n, t = data.draw(st.integers(-2 ** 40, 2 ** 40)), (3, 1, 4, 1, 5, 9, 2, 6)
-    key, vals = L.describe((a, n, t, 2.5), _ptr)
-    want = (numba.typeof(a), numba.int64, numba.types.UniTuple(numba.int64, 8), numba.float64)
+    key, vals = L.describe((a, n, t, 2.5, np.int32(-4), np.float32(0.5)), _ptr)
+    want = (numba.typeof(a), numba.int64, numba.types.UniTuple(numba.int64, 8), numba.float64,
+            numba.int64, numba.float64)
     assert L.numba_signature(key) == want
-    assert vals == [0, 0, a.size, a.itemsize, a.ctypes.data, *a.shape, *a.strides, n, *t, 2.5]
+    assert vals == [0, 0, a.size, a.itemsize, a.ctypes.data, *a.shape, *a.strides, n, *t, 2.5,
+                    -4, 0.5]
     assert struct.unpack(L.param_format(key), struct.pack(L.param_format(key), *vals)) == \
         tuple(vals)
 
 
 def test_describe_refuses_what_it_cannot_pack():
-    for bad in (True, "x", (1.5, 2), None):
+    for bad in (True, np.bool_(False), "x", (1.5, 2), (True, 2), None):
         with pytest.raises(TypeError, match="kernels.cuda launch"):
             L.describe((bad,), _ptr)
 
