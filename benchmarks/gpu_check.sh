@@ -102,7 +102,7 @@ part train 75 "$PY" -m benchmarks.gpu_parts train --out "$out" --deadline @DEADL
 part launch 25 "$PY" -m benchmarks.gpu_parts launch --out "$out"
 part sweep 55 "$PY" -m benchmarks.gpu_parts sweep --out "$out" --deadline @DEADLINE@
 part profile 45 "$PY" -m benchmarks --profile lenet5 --batch 256 --device cuda --out "$out"
-part kernels 35 "$PY" -m benchmarks --device cuda --suite kernels --pairs 1 --repeats 5 --out "$out/kernels"
+part kernels 60 "$PY" -m benchmarks --device cuda --suite kernels --pairs 1 --repeats 5 --out "$out/kernels"
 wait_resources
 pack
 echo "== $((SECONDS - start)) s; results in $out${archive:+ (packed in $archive)}; failed parts: ${failed[*]:-none}"
