@@ -748,8 +748,9 @@ def _blocks(total, threads=128):
 def _launch_config(kernel, blocks, threads):
     """The launcher of ``kernel`` on a GPU: through the driver (kernels._cuda_launch, a
     few us of host time), or numba-cuda's own ``kernel[blocks, threads]`` (about 90 us
-    with three CuPy arrays) where TINYGRAD_K_CUDA_LAUNCH=numba."""
-    if _cuda_launch.use_direct_launch():
+    with three CuPy arrays) where TINYGRAD_K_CUDA_LAUNCH=numba or there is no driver
+    (Numba's simulator)."""
+    if _cuda_launch.use_direct_launch() and not _runtime.simulating():
         return _cuda_launch.DirectLauncher(kernel, blocks, threads)
     return kernel[blocks, threads]
 

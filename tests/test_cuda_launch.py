@@ -211,3 +211,17 @@ def test_the_launch_switch(monkeypatch):
     monkeypatch.setenv("TINYGRAD_K_CUDA_LAUNCH", "fast")
     with pytest.raises(ValueError, match="TINYGRAD_K_CUDA_LAUNCH='fast'"):
         L.use_direct_launch()
+
+
+def test_kernels_cuda_launches_through_the_driver_only_where_there_is_one(monkeypatch):
+    import kernels.cuda as K
+
+    kern = K._scatter_kernel()
+    make = K._launch_config.__wrapped__  # the launcher cache stays out of it
+    assert not isinstance(make(kern, 4, 64), L.DirectLauncher)  # the simulator: no driver
+    monkeypatch.setattr(K._runtime, "simulating", lambda: False)
+    launcher = make(kern, 4, 64)
+    assert isinstance(launcher, L.DirectLauncher)
+    assert (launcher.kernel, launcher.grid, launcher.block) == (kern, (4, 1, 1), (64, 1, 1))
+    monkeypatch.setenv("TINYGRAD_K_CUDA_LAUNCH", "numba")
+    assert not isinstance(make(kern, 4, 64), L.DirectLauncher)
