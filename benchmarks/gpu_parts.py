@@ -371,9 +371,20 @@ def part_launch(out, n=64):
     def empty():
         pass
 
+    from kernels._common import check_float, check_matmul
+
+    a2, b2 = a[0], b[0]
+    P, O = K._PLAIN, K._OUT_PLAIN
     cases = {
         "empty numba kernel, no arguments": lambda: empty[1, 32](),
-        "kernels.cuda.matmul (checks, output allocation, launch)": lambda: K.matmul(a[0], b[0]),
+        "kernels.cuda.matmul (checks, output allocation, launch)": lambda: K.matmul(a2, b2),
+        # where matmul's time goes beyond the bare launch
+        "- its checks (check_matmul, check_float)": lambda: (
+            check_matmul(a2, b2, False, False), check_float("matmul", a2, b2)),
+        "- its output allocation (cupy.empty)": lambda: cupy.empty((1, n, n), np.float32),
+        "- a 2-D operand as a batch of one (a2[None], twice a call)": lambda: a2[None],
+        "- its _launch_gemm (split-K choice, launcher lookup, launch)": lambda: K._launch_gemm(
+            P, P, O, a, b, c, n, n, n, 1, (0,) * 8, a.dtype),
         "GEMM kernel, driver launch (kernels._cuda_launch, the default)": lambda: direct(
             a, b, c, n, n, n, *args),
         "GEMM kernel, numba launch, CuPy arrays (TINYGRAD_K_CUDA_LAUNCH=numba)": lambda: launch(
@@ -383,17 +394,17 @@ def part_launch(out, n=64):
         "GEMM kernel, numba device arrays made per call": lambda: launch(
             *(cuda.as_cuda_array(v, sync=False) for v in (a, b, c)), n, n, n, *args),
         "GEMM kernel, numba device arrays made once": lambda: launch(da, db, dc, n, n, n, *args),
-        "cuBLAS through CuPy (a @ b)": lambda: a[0] @ b[0],
+        "cuBLAS through CuPy (a @ b)": lambda: a2 @ b2,
     }
     try:
         import torch
 
-        ta, tb = torch.as_tensor(a[0], device="cuda"), torch.as_tensor(b[0], device="cuda")
+        ta, tb = torch.as_tensor(a2, device="cuda"), torch.as_tensor(b2, device="cuda")
         cases["torch.mm (same process, for scale)"] = lambda: torch.mm(ta, tb)
     except Exception:  # noqa: BLE001 - torch is only the scale
         pass
     rows = launch_rows(cases, cupy.cuda.runtime.deviceSynchronize)
-    err = float(cupy.abs(K.matmul(a[0], b[0]) - a[0] @ b[0]).max())
+    err = float(cupy.abs(K.matmul(a2, b2) - a2 @ b2).max())
     lines = [f"## Host cost of one launch, GEMM {n}^3 float32 (calls back to back, one sync)",
              "", "| case | us per call |", "|---|---:|"]
     lines += [f"| {r['case']} | " + (f"{r['us_per_call']:.1f}" if "error" not in r
