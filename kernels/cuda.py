@@ -34,14 +34,14 @@ simulator also run small configurations (8x8 tiles, 2x2 per thread) so that ever
 bounds check is exercised on problems that are not multiples of the tile.
 
 Version notes (instr/FMA: SASS instructions per FFMA over one K-tile, from ptxas and
-nvdisasm for sm_90 -- benchmarks/resources.py; no GPU timing exists yet, the
-measurements with benchmarks/gpu_check.sh are owed):
+nvdisasm for sm_90 -- benchmarks/resources.py; GPU timings: benchmarks/results/, the
+first from an H200 on 2026-11-26):
   v1  correctness-first, validated under NUMBA_ENABLE_CUDASIM on hypothesis-drawn shapes.
       instr/FMA 8.9 (matmul), 11.3 (conv forward), 15.0 (conv weight gradient), 124
       registers: Numba's signed subscripts (a negative-index fix-up each), signed 64-bit
       divisions by run-time window sizes, a K-step loop LLVM would not unroll, and bare
       0.0 literals that made loads (and the pooling / conv input-gradient sums) float64.
-  v2  (this) unsigned subscripts, 32-bit unsigned divisions, the window baked into the
+  v2  unsigned subscripts, 32-bit unsigned divisions, the window baked into the
       im2col loader, a fully unrolled K-step reading 128-bit LDS, accumulators and zeros
       in the array's dtype, the im2col column split hoisted out of the K loop, divisions
       by the run-time output sizes as a multiply and a shift: instr/FMA 1.8 / 2.3 / 2.8,
@@ -49,6 +49,13 @@ measurements with benchmarks/gpu_check.sh are owed):
       The input gradient moved from the direct kernel (~50 instructions per FMA: two
       global loads and their index arithmetic per tap and channel) to the GEMM (2.3 at
       stride 1; 2.9 at stride 2, where 3 of 4 products are with zeros).
+      Measured on an H200 (2026-11-26): matmul 4096^3 in 7.86 ms, 0.35x cuBLAS FP32; the
+      ResNet-18 convolutions 0.12x-0.46x cuDNN; split-K takes the stem's weight gradient
+      from 10.36 to 0.30 ms.
+  v3  (this) the shared A tile's k-rows padded by 4 floats (_A_PAD): its transposing
+      stores were an 8-way bank conflict at BK = 8 (every kk * 64 + r in bank r mod 32),
+      now none; registers and instr/FMA unchanged. Not yet timed: the GPU sweep runs
+      the default tile padded and unpadded side by side.
 """
 from __future__ import annotations
 
@@ -292,11 +299,17 @@ def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv=No
     modes) convolution window ``conv`` = (KH, KW, SH, SW, PH, PW, DH, DW), compiled once.
     (lru_cache keys a call by how its arguments were passed: every call goes through here
     so that ``conv`` left out and ``conv=None`` find the same kernel, the one launched.)"""
-    return _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv)
+    return _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv,
+                            _A_PAD)
+
+
+# floats of padding per k-row of the shared A tile (see _gemm_kernel_for); a module global
+# so that the GPU sweep can time the unpadded layout beside it
+_A_PAD = 4
 
 
 @functools.lru_cache(maxsize=None)
-def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv):
+def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv, a_pad):
     acc_t = _float_type(dtype_name)
     nthreads = (bm // tm) * (bn // tn)
     threads_n = bn // tn
@@ -306,6 +319,13 @@ def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, con
     size_a, size_b = bm * bk, bk * bn
     la, lb = -(-size_a // nthreads), -(-size_b // nthreads)
     exact_a, exact_b = size_a % nthreads == 0, size_b % nthreads == 0
+    # the A tile is stored transposed, row kk at kk * stride_a. The 32 staging threads of
+    # a warp write BK k-rows of 32/BK tile rows r: at a stride of BM (64 or 128) every
+    # kk * BM + r falls in bank r mod 32, a BK-way conflict on every store (8-way at
+    # BK = 8). 4 floats of padding put k-row kk 4*kk banks further: conflict-free at
+    # BK = 8, 2-way at 16; the TM reads stay 16-byte aligned
+    stride_a = bm + a_pad
+    shared_a = bk * stride_a  # (a constant: cuda.shared.array takes no expression)
     load_a, store_c = _LOAD_A[mode_a], _STORE_C[mode_c]
     splittable = mode_c == _OUT_PLAIN  # split-K sums partial products of plain outputs
     col_b, load_b = ((_col_plain, _LOAD_B[mode_b]) if conv is None
@@ -322,9 +342,10 @@ def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, con
             g = z // _u32(split)
             kbeg = (z - g * split) * kchunk
             kend = min(K, kbeg + kchunk)
-        # both tiles k-major and flat: As[kk*BM + m] (A stored transposed), Bs[kk*BN + n];
-        # a thread's TM (TN) consecutive values then sit side by side, one 128-bit LDS
-        As = cuda.shared.array(size_a, dtype=acc_t)
+        # both tiles k-major and flat: As[kk*stride_a + m] (A stored transposed),
+        # Bs[kk*BN + n]; a thread's TM (TN) consecutive values then sit side by side, one
+        # 128-bit LDS
+        As = cuda.shared.array(shared_a, dtype=acc_t)
         Bs = cuda.shared.array(size_b, dtype=acc_t)
         acc = cuda.local.array((tm, tn), dtype=acc_t)
         ra = cuda.local.array(tm, dtype=acc_t)
@@ -354,7 +375,7 @@ def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, con
                     v = acc_t(0.0)  # (a bare 0.0 is a float64: every load would convert)
                     if r < M and kk < K:
                         v = load_a(A, g, r, kk, geo)
-                    As[_U((s % bk) * bm + s // bk)] = v
+                    As[_U((s % bk) * stride_a + s // bk)] = v
             for i in range(lb):
                 s = tid + i * nthreads
                 if exact_b or s < size_b:
@@ -369,7 +390,7 @@ def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, con
             kk = 0
             while kk < bk:
                 for a in range(tm):
-                    ra[a] = As[_U(kk * bm + a0 + a)]
+                    ra[a] = As[_U(kk * stride_a + a0 + a)]
                 for b in range(tn):
                     rb[b] = Bs[_U(kk * bn + b0 + b)]
                 for a in range(tm):

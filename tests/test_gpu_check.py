@@ -203,10 +203,12 @@ def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, mon
     monkeypatch.setattr(K, "TILE_CANDIDATES", ((8, 8, 4, 2, 2), (4, 8, 2, 1, 2)))
     assert gpu_parts.part_sweep(str(tmp_path), n=9) == 0
     rows = json.loads((tmp_path / "sweep.json").read_text())
-    assert rows[0]["impl"] == "cuBLAS FP32 (CuPy)" and [r["tile"] for r in rows[1:]] == [
-        [8, 8, 4, 2, 2], [4, 8, 2, 1, 2]]
+    assert rows[0]["impl"] == "cuBLAS FP32 (CuPy)"
+    assert [(r["tile"], r["a_pad"]) for r in rows[1:]] == [
+        ([8, 8, 4, 2, 2], K._A_PAD), ([8, 8, 4, 2, 2], 0), ([4, 8, 2, 1, 2], K._A_PAD)]
     assert all(r["rel_err"] < 1e-5 and r["conv_rel_err"] < 1e-5 for r in rows[1:]), rows
-    assert tuple(K._tile) == K.DEFAULT_TILE
+    assert "| 8,8,4,2,2 (0) |" in (tmp_path / "sweep.md").read_text()
+    assert tuple(K._tile) == K.DEFAULT_TILE and K._A_PAD == 4
 
 
 def test_without_split_k_switches_it_off_and_back():

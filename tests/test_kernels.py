@@ -628,3 +628,24 @@ def test_framework_dispatches_to_the_cuda_kernels(monkeypatch):
             "matmul"} <= set(calls)
     model.cpu()
     assert model[0].weight.device == "cpu"
+
+
+def test_the_shared_a_tile_stores_spread_over_the_banks():
+    """The production GEMM stages A transposed: thread s of a K-step writes element
+    (row s // BK, k s % BK) to As[k * stride + row]. At a stride of BM (64 or 128) a
+    warp's 32 stores land in 32 / BK banks; kernels.cuda pads the stride (_A_PAD) so that
+    at every candidate tile no bank takes more than 2 of them (1 at BK = 8). A model of the
+    addresses, for GPU-free review; the timing is the GPU sweep's."""
+    import kernels.cuda as K
+
+    for bm, bn, bk, tm, tn in K.TILE_CANDIDATES:
+        nthreads = (bm // tm) * (bn // tn)
+        stride = bm + K._A_PAD
+        worst = 0
+        for i in range(-(-bm * bk // nthreads)):
+            for w0 in range(0, nthreads, 32):
+                banks = [((s % bk) * stride + s // bk) % 32
+                         for s in range(w0 + i * nthreads, w0 + i * nthreads + 32)]
+                worst = max(worst, max(banks.count(b) for b in set(banks)))
+        assert worst <= (1 if bk == 8 else 2), ((bm, bn, bk, tm, tn), worst)
+        assert stride % 4 == 0  # the TM reads of a thread stay 16-byte aligned
