@@ -420,7 +420,8 @@ SWEEP_CONVS = ("resnet18 64@32", "resnet18 512@4")
 def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s, on_row=None):
     """Time kernels.cuda's GEMM at each tile: rows of {tile, a_pad, matmul_s, rel_err,
     registers, '<conv> forward_s', '<conv> weight grad_s', conv_rel_err} or {tile, error}.
-    A tile of six numbers also sets the shared A tile's padding (kernels.cuda._A_PAD).
+    A sixth number sets the shared A tile's padding (kernels.cuda._A_PAD), a seventh
+    double buffering (kernels.cuda._DOUBLE_BUFFER); without them, the module's settings.
     ``timer(fn)`` -> seconds;
     ``convs`` maps a name to (x shape, w shape, stride, padding); ``on_row(rows)`` is called
     after every tile. The tile in force before is restored. Runs under the simulator as
@@ -434,19 +435,22 @@ def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s, on_row=None):
         x = xp.asarray(rng.standard_normal(xs, dtype=np.float32))
         w = xp.asarray(rng.standard_normal(ws, dtype=np.float32))
         data[name] = (x, w, s, p, K.conv2d_forward(x, w, s, p))
-    saved, saved_pad = tuple(K._tile), K._A_PAD
+    saved, saved_pad, saved_db = tuple(K._tile), K._A_PAD, K._DOUBLE_BUFFER
     rows, start = [], time.perf_counter()
     try:
-        for tile in tiles:
-            tile, pad = (tuple(tile[:5]), tile[5]) if len(tile) == 6 else (tuple(tile), saved_pad)
+        for entry in tiles:
+            tile = tuple(entry[:5])
+            pad = entry[5] if len(entry) > 5 else saved_pad
+            dbuf = bool(entry[6]) if len(entry) > 6 else saved_db
+            head = {"tile": list(tile), "a_pad": pad, "double_buffer": dbuf}
             if time.perf_counter() - start > deadline_s:
-                rows.append({"tile": list(tile), "a_pad": pad, "error": "skipped: part deadline"})
+                rows.append({**head, "error": "skipped: part deadline"})
                 continue
             try:
                 K.set_tile(*tile)
-                K._A_PAD = pad
+                K._A_PAD, K._DOUBLE_BUFFER = pad, dbuf
                 c = K.matmul(a, b)
-                row = {"tile": list(tile), "a_pad": pad, "matmul_s": timer(lambda: K.matmul(a, b)),
+                row = {**head, "matmul_s": timer(lambda: K.matmul(a, b)),
                        "rel_err": float(xp.linalg.norm(c - ref) / xp.linalg.norm(ref))}
                 kern = K._gemm_kernel(*tile, K._PLAIN, K._PLAIN, K._OUT_PLAIN, "float32")[0]
                 if not K._simulating():  # {signature: registers} over what was compiled
@@ -464,12 +468,12 @@ def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s, on_row=None):
                 row["conv_rel_err"] = max(errs)
                 rows.append(row)
             except Exception as e:  # noqa: BLE001 - report and go on
-                rows.append({"tile": list(tile), "a_pad": pad, "error": repr(e)[:300]})
+                rows.append({**head, "error": repr(e)[:300]})
             if on_row is not None:
                 on_row(rows)
     finally:
         K.set_tile(*saved)
-        K._A_PAD = saved_pad
+        K._A_PAD, K._DOUBLE_BUFFER = saved_pad, saved_db
     return rows
 
 
@@ -479,12 +483,14 @@ def sweep_markdown(rows, n, t_blas, convs):
     heads = [f"{c} {p}" for c in convs for p in ("forward", "weight grad")]
     lines = [f"## Production GEMM tiles (kernels.cuda.TILE_CANDIDATES), float32; cuBLAS FP32 "
              f"{n}^3: {t_blas * 1e3:.2f} ms", "",
-             "| tile BM,BN,BK,TM,TN (A pad) | registers | matmul ms | TFLOP/s | % cuBLAS | "
-             "rel. err (matmul; conv vs default tile) | "
+             "| tile BM,BN,BK,TM,TN (A pad, buffering) | registers | matmul ms | TFLOP/s | "
+             "% cuBLAS | rel. err (matmul; conv vs default tile) | "
              + " | ".join(f"{h} ms" for h in heads) + " |",
              "|---|---:|---:|---:|---:|---:|" + "---:|" * len(heads)]
     for r in rows:
-        tile = ",".join(map(str, r["tile"])) + (f" ({r['a_pad']})" if "a_pad" in r else "")
+        tile = ",".join(map(str, r["tile"]))
+        if "a_pad" in r:
+            tile += f" ({r['a_pad']}, {'double' if r.get('double_buffer') else 'single'})"
         if "error" in r:
             lines.append(f"| {tile} | failed: {r['error']} |" + " |" * (4 + len(heads)))
             continue
@@ -510,9 +516,10 @@ def part_sweep(out, n=4096, deadline_s=50.0):
     def save(rows, echo=False):
         _write(out, "sweep", head + rows, sweep_markdown(rows, n, t_blas, convs), echo=echo)
 
-    # the first tile (the default) twice: as it runs, then with the shared A tile unpadded
+    # the first tile (the default) three times: as it runs, with the shared A tile
+    # unpadded, and double-buffered
     first, *rest = K.TILE_CANDIDATES
-    tiles = [first, (*first, 0), *rest]
+    tiles = [first, (*first, 0), (*first, K._A_PAD, True), *rest]
     rows = sweep_rows(K, cupy, lambda fn: _events_time(fn, repeats=5, warmup=1), n,
                       tiles, convs, deadline_s, on_row=save)
     save(rows, echo=True)

@@ -54,8 +54,11 @@ first from an H200 on 2026-11-26):
       from 10.36 to 0.30 ms.
   v3  (this) the shared A tile's k-rows padded by 4 floats (_A_PAD): its transposing
       stores were an 8-way bank conflict at BK = 8 (every kk * 64 + r in bank r mod 32),
-      now none; registers and instr/FMA unchanged. Not yet timed: the GPU sweep runs
-      the default tile padded and unpadded side by side.
+      now none; registers and instr/FMA unchanged. A double-buffered variant
+      (_DOUBLE_BUFFER, off): two shared stages, the next K-tile fetched into registers
+      during the current one's FMAs, two K-tiles per trip so that every shared offset is
+      a constant; same instr/FMA, 72 registers, twice the shared memory. Neither is timed
+      yet: the GPU sweep runs the default tile as it is, unpadded and double-buffered.
 """
 from __future__ import annotations
 
@@ -300,16 +303,20 @@ def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv=No
     (lru_cache keys a call by how its arguments were passed: every call goes through here
     so that ``conv`` left out and ``conv=None`` find the same kernel, the one launched.)"""
     return _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv,
-                            _A_PAD)
+                            _A_PAD, _DOUBLE_BUFFER)
 
 
-# floats of padding per k-row of the shared A tile (see _gemm_kernel_for); a module global
-# so that the GPU sweep can time the unpadded layout beside it
+# module globals so that the GPU sweep can time each layout beside the default:
+# floats of padding per k-row of the shared A tile (see _gemm_kernel_for), and two shared
+# stages with the next K-tile fetched into registers during the current one's FMAs (off
+# until a GPU run says it pays: it costs registers and twice the shared memory)
 _A_PAD = 4
+_DOUBLE_BUFFER = False
 
 
 @functools.lru_cache(maxsize=None)
-def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv, a_pad):
+def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv, a_pad,
+                     double_buffer):
     acc_t = _float_type(dtype_name)
     nthreads = (bm // tm) * (bn // tn)
     threads_n = bn // tn
@@ -331,6 +338,59 @@ def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, con
     col_b, load_b = ((_col_plain, _LOAD_B[mode_b]) if conv is None
                      else _im2col_loader(mode_b, dtype_name, *conv))
 
+    stages = 2 if double_buffer else 1
+    shared_a_all, shared_b_all = stages * shared_a, stages * size_b  # (constants, as above)
+
+    @cuda.jit(device=True, inline=True)
+    def fetch(A, B, g, k0, row0, col0, tid, M, N, K, cols, geo, pa, pb):
+        # this thread's elements of the K-tile at k0 into registers, out-of-range ones as
+        # 0, so that edge tiles need no special case
+        for i in range(la):
+            s = tid + i * nthreads
+            if exact_a or s < size_a:
+                r = row0 + s // bk
+                kk = k0 + s % bk
+                v = acc_t(0.0)  # (a bare 0.0 is a float64: every load would convert)
+                if r < M and kk < K:
+                    v = load_a(A, g, r, kk, geo)
+                pa[i] = v
+        for i in range(lb):
+            s = tid + i * nthreads
+            if exact_b or s < size_b:
+                kk = k0 + s // bn
+                c = col0 + s % bn
+                v = acc_t(0.0)
+                if kk < K and c < N:
+                    v = load_b(B, g, kk, cols[i, 0], cols[i, 1], cols[i, 2], geo)
+                pb[i] = v
+
+    @cuda.jit(device=True, inline=True)
+    def stage(As, Bs, st, tid, pa, pb):
+        # the fetched elements into shared stage st (A transposed)
+        for i in range(la):
+            s = tid + i * nthreads
+            if exact_a or s < size_a:
+                As[_U(st * shared_a + (s % bk) * stride_a + s // bk)] = pa[i]
+        for i in range(lb):
+            s = tid + i * nthreads
+            if exact_b or s < size_b:
+                Bs[_U(st * size_b + s)] = pb[i]
+
+    @cuda.jit(device=True, inline=True)
+    def multiply(As, Bs, st, a0, b0, ra, rb, acc):
+        # BK rank-1 updates of the register tile from shared stage st; a while loop (not
+        # range) lets LLVM unroll the K-step fully
+        kk = 0
+        while kk < bk:
+            for a in range(tm):
+                ra[a] = As[_U(st * shared_a + kk * stride_a + a0 + a)]
+            for b in range(tn):
+                rb[b] = Bs[_U(st * size_b + kk * bn + b0 + b)]
+            for a in range(tm):
+                for b in range(tn):
+                    acc[a, b] += ra[a] * rb[b]
+            kk += 1
+
     @cuda.jit
     def kernel(A, B, C, M, N, K, geo, split, kchunk):
         # grid z = batch (or group) x split: block z sums K in [s*kchunk, (s+1)*kchunk) of
@@ -344,12 +404,14 @@ def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, con
             kend = min(K, kbeg + kchunk)
         # both tiles k-major and flat: As[kk*stride_a + m] (A stored transposed),
         # Bs[kk*BN + n]; a thread's TM (TN) consecutive values then sit side by side, one
-        # 128-bit LDS
-        As = cuda.shared.array(shared_a, dtype=acc_t)
-        Bs = cuda.shared.array(size_b, dtype=acc_t)
+        # 128-bit LDS. Double-buffered: two such stages, As[stage * shared_a + ...]
+        As = cuda.shared.array(shared_a_all, dtype=acc_t)
+        Bs = cuda.shared.array(shared_b_all, dtype=acc_t)
         acc = cuda.local.array((tm, tn), dtype=acc_t)
         ra = cuda.local.array(tm, dtype=acc_t)
         rb = cuda.local.array(tn, dtype=acc_t)
+        pa = cuda.local.array(la, dtype=acc_t)  # double-buffered: this thread's share of
+        pb = cuda.local.array(lb, dtype=acc_t)  # the next K-tile
         tid = cuda.threadIdx.x
         a0 = (tid // threads_n) * tm
         b0 = (tid % threads_n) * tn
@@ -365,39 +427,72 @@ def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, con
             cols[i, 0] = c0
             cols[i, 1] = c1
             cols[i, 2] = c2
-        for k0 in range(kbeg, kend, bk):
-            # cooperative loads, out-of-range elements as 0 so edge tiles need no special case
-            for i in range(la):
-                s = tid + i * nthreads
-                if exact_a or s < size_a:
-                    r = row0 + s // bk
-                    kk = k0 + s % bk
-                    v = acc_t(0.0)  # (a bare 0.0 is a float64: every load would convert)
-                    if r < M and kk < K:
-                        v = load_a(A, g, r, kk, geo)
-                    As[_U((s % bk) * stride_a + s // bk)] = v
-            for i in range(lb):
-                s = tid + i * nthreads
-                if exact_b or s < size_b:
-                    kk = k0 + s // bn
-                    c = col0 + s % bn
-                    v = acc_t(0.0)
-                    if kk < K and c < N:
-                        v = load_b(B, g, kk, cols[i, 0], cols[i, 1], cols[i, 2], geo)
-                    Bs[_U(s)] = v
+        if double_buffer:  # (a constant)
+            fetch(A, B, g, kbeg, row0, col0, tid, M, N, K, cols, geo, pa, pb)
+            stage(As, Bs, 0, tid, pa, pb)
             cuda.syncthreads()
-            # a while loop (not range) lets LLVM unroll the K-step fully
-            kk = 0
-            while kk < bk:
-                for a in range(tm):
-                    ra[a] = As[_U(kk * stride_a + a0 + a)]
-                for b in range(tn):
-                    rb[b] = Bs[_U(kk * bn + b0 + b)]
-                for a in range(tm):
+            # two K-tiles per trip, stage 0 then stage 1, so that every shared offset is a
+            # constant (a stage index in a variable cost 0.3 instructions per FMA). Each
+            # step fetches the next K-tile into registers first: its loads' latency hides
+            # behind this tile's FMAs, and it goes to the other stage after them (last read
+            # before the previous step's barrier)
+            k0 = kbeg
+            while True:
+                more = k0 + bk < kend
+                if more:
+                    fetch(A, B, g, k0 + bk, row0, col0, tid, M, N, K, cols, geo, pa, pb)
+                multiply(As, Bs, 0, a0, b0, ra, rb, acc)
+                if more:
+                    stage(As, Bs, 1, tid, pa, pb)
+                cuda.syncthreads()
+                if not more:
+                    break
+                k0 += bk
+                more = k0 + bk < kend
+                if more:
+                    fetch(A, B, g, k0 + bk, row0, col0, tid, M, N, K, cols, geo, pa, pb)
+                multiply(As, Bs, 1, a0, b0, ra, rb, acc)
+                if more:
+                    stage(As, Bs, 0, tid, pa, pb)
+                cuda.syncthreads()
+                if not more:
+                    break
+                k0 += bk
+        else:
+            # one stage, the loads written straight through (the same code as before the
+            # double-buffered variant existed: routed through fetch/stage it compiled to
+            # 96 registers instead of 80 for the convolutions)
+            for k0 in range(kbeg, kend, bk):
+                for i in range(la):
+                    s = tid + i * nthreads
+                    if exact_a or s < size_a:
+                        r = row0 + s // bk
+                        kk = k0 + s % bk
+                        v = acc_t(0.0)
+                        if r < M and kk < K:
+                            v = load_a(A, g, r, kk, geo)
+                        As[_U((s % bk) * stride_a + s // bk)] = v
+                for i in range(lb):
+                    s = tid + i * nthreads
+                    if exact_b or s < size_b:
+                        kk = k0 + s // bn
+                        c = col0 + s % bn
+                        v = acc_t(0.0)
+                        if kk < K and c < N:
+                            v = load_b(B, g, kk, cols[i, 0], cols[i, 1], cols[i, 2], geo)
+                        Bs[_U(s)] = v
+                cuda.syncthreads()
+                kk = 0
+                while kk < bk:
+                    for a in range(tm):
+                        ra[a] = As[_U(kk * stride_a + a0 + a)]
                     for b in range(tn):
-                        acc[a, b] += ra[a] * rb[b]
-                kk += 1
-            cuda.syncthreads()
+                        rb[b] = Bs[_U(kk * bn + b0 + b)]
+                    for a in range(tm):
+                        for b in range(tn):
+                            acc[a, b] += ra[a] * rb[b]
+                    kk += 1
+                cuda.syncthreads()
         for a in range(tm):
             r = row0 + a0 + a
             if r < M:
@@ -936,10 +1031,16 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
              "gemm conv forward, split-K partials (3x3)": (_PLAIN, _IM2COL, _OUT_PLAIN, a3, a4, r3),
              "gemm conv input gradient, split-K partials (3x3)": (_PLAIN, _DY_TAPS, _OUT_PLAIN,
                                                                   a3, a4, r3)}
+    sig = (a3, a3, a3, int64, int64, int64, geo, int64, int64)
     for name, (ma, mb, mc, A, B, conv) in gemms.items():
         kern, nthreads = _gemm_kernel(*tile, ma, mb, mc, dtype_name, conv)
-        out.append((name, kern.py_func, (A, B, a3, int64, int64, int64, geo, int64, int64),
-                    nthreads))
+        out.append((name, kern.py_func, (A, B) + sig[2:], nthreads))
+    # the double-buffered variant the GPU sweep times against the default (_DOUBLE_BUFFER)
+    for name in ("gemm matmul (regblock2d)", "gemm conv forward (implicit im2col, 3x3)"):
+        ma, mb, mc, A, B, conv = gemms[name]
+        kern, nthreads = _gemm_kernel_for(*tile, ma, mb, mc, dtype_name, conv, _A_PAD, True)
+        out.append((name.replace("gemm ", "gemm double-buffered ", 1), kern.py_func,
+                    (A, B) + sig[2:], nthreads))
     # the window-specialised kernels at the geometries of the seed models: the direct
     # input gradient (a version by name) at ResNet's strided 3x3, LeNet's 2x2 pools
     out.append(("conv input gradient (direct; 3x3, stride 2, pad 1)",

@@ -267,5 +267,5 @@ def test_tile_sweep_runs_every_candidate_and_restores_the_tile():
         assert r["conv_rel_err"] < 1e-5, r
     assert "set_tile" in rows[2]["error"]  # an invalid tile is reported, not fatal
     table = gpu_parts.sweep_markdown(rows, 9, 1e-3, {"c": None})
-    assert len(table) == 4 + len(rows) and "| 8,8,4,2,2 (4) | ? |" in table[4]
+    assert len(table) == 4 + len(rows) and "| 8,8,4,2,2 (4, single) | ? |" in table[4]
     assert all(line.count("|") == table[2].count("|") for line in table[4:]), table

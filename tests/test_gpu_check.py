@@ -204,11 +204,13 @@ def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, mon
     assert gpu_parts.part_sweep(str(tmp_path), n=9) == 0
     rows = json.loads((tmp_path / "sweep.json").read_text())
     assert rows[0]["impl"] == "cuBLAS FP32 (CuPy)"
-    assert [(r["tile"], r["a_pad"]) for r in rows[1:]] == [
-        ([8, 8, 4, 2, 2], K._A_PAD), ([8, 8, 4, 2, 2], 0), ([4, 8, 2, 1, 2], K._A_PAD)]
+    assert [(r["tile"], r["a_pad"], r["double_buffer"]) for r in rows[1:]] == [
+        ([8, 8, 4, 2, 2], 4, False), ([8, 8, 4, 2, 2], 0, False), ([8, 8, 4, 2, 2], 4, True),
+        ([4, 8, 2, 1, 2], 4, False)]
     assert all(r["rel_err"] < 1e-5 and r["conv_rel_err"] < 1e-5 for r in rows[1:]), rows
-    assert "| 8,8,4,2,2 (0) |" in (tmp_path / "sweep.md").read_text()
-    assert tuple(K._tile) == K.DEFAULT_TILE and K._A_PAD == 4
+    table = (tmp_path / "sweep.md").read_text()
+    assert "| 8,8,4,2,2 (0, single) |" in table and "| 8,8,4,2,2 (4, double) |" in table
+    assert tuple(K._tile) == K.DEFAULT_TILE and (K._A_PAD, K._DOUBLE_BUFFER) == (4, False)
 
 
 def test_without_split_k_switches_it_off_and_back():

@@ -303,13 +303,32 @@ def test_split_k_on_resnets_first_weight_gradient():
     assert split == 30 and kchunk == 2192
 
 
-@pytest.mark.parametrize("which", ["matmul", "conv2d_forward", "conv2d_backward_input",
-                                   "conv2d_backward_weight"])
+GEMMS = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight"]
+
+
+@pytest.mark.parametrize("which", GEMMS)
 def test_cuda_split_k_matches_the_reference(which, monkeypatch):
     """Every toy GEMM with K >= 2 splits (chunks of one K-step and up): the partial
     products go to a poisoned workspace, are summed after and, for the NCHW outputs of
     the forward pass and the input gradient, copied into place."""
     monkeypatch.setattr(cuda_mod, "_SPLIT_MIN_K", 1)
+    _gemm_matches_the_reference(which)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["whole-K", "split-K"])
+@pytest.mark.parametrize("which", GEMMS)
+def test_cuda_double_buffered_gemm_matches_the_reference(which, split, monkeypatch):
+    """The double-buffered GEMM (kernels.cuda._DOUBLE_BUFFER, off by default until a GPU
+    sweep times it): two shared stages, the next K-tile fetched during the current one's
+    FMAs, two K-tiles per trip -- odd and even K-tile counts, edge tiles, and split-K's
+    chunks, which start and end inside K."""
+    monkeypatch.setattr(cuda_mod, "_DOUBLE_BUFFER", True)
+    if split:
+        monkeypatch.setattr(cuda_mod, "_SPLIT_MIN_K", 1)
+    _gemm_matches_the_reference(which)
+
+
+def _gemm_matches_the_reference(which):
     if which != "matmul":
         run("cuda", st.data(), _conv_check("cuda", "default", which))
         return
