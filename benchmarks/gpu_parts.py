@@ -102,6 +102,8 @@ def part_ladder(out, n=4096, deadline_s=150.0):
         cupy.cuda.cublas.setMathMode(cupy.cuda.device.get_cublas_handle(), mode)
     start = time.perf_counter()
     impls = dict(K.LADDER)
+    # what the framework runs: rung 3, or rung 5 at WIDE_TILE for a product this large
+    impls["production (kernels.cuda.matmul)"] = K.matmul
     impls["tf32 mma.sync (ours)"] = T.matmul
     for name, fn in impls.items():
         if time.perf_counter() - start > deadline_s:
@@ -422,7 +424,10 @@ def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s, on_row=None):
     registers, '<conv> forward_s', '<conv> weight grad_s', conv_rel_err} or {tile, error}.
     A sixth number sets the shared A tile's padding (kernels.cuda._A_PAD), a seventh
     double buffering (kernels.cuda._DOUBLE_BUFFER); without them, the module's settings.
-    ``timer(fn)`` -> seconds;
+    These rows time the 64x64-family kernel (the wide kernel off). An entry that is a dict
+    is a configuration of the wide kernel (keys of kernels.cuda.WIDE_TILE, the rest as
+    WIDE_TILE): its row {wide, matmul_s, rel_err, registers} times the matmul only (the
+    convolutions do not use it). ``timer(fn)`` -> seconds;
     ``convs`` maps a name to (x shape, w shape, stride, padding); ``on_row(rows)`` is called
     after every tile. The tile in force before is restored. Runs under the simulator as
     well (tests, tiny sizes)."""
@@ -436,9 +441,19 @@ def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s, on_row=None):
         w = xp.asarray(rng.standard_normal(ws, dtype=np.float32))
         data[name] = (x, w, s, p, K.conv2d_forward(x, w, s, p))
     saved, saved_pad, saved_db = tuple(K._tile), K._A_PAD, K._DOUBLE_BUFFER
+    saved_wide, saved_wide_min = dict(K._wide_tile), K._WIDE_BLOCKS_PER_SM
     rows, start = [], time.perf_counter()
     try:
         for entry in tiles:
+            if isinstance(entry, dict):
+                rows.append(_wide_row(K, xp, timer, a, b, ref, entry, saved_wide, start,
+                                      deadline_s))
+                K._wide_tile.clear()
+                K._wide_tile.update(saved_wide)
+                if on_row is not None:
+                    on_row(rows)
+                continue
+            K._WIDE_BLOCKS_PER_SM = None
             tile = tuple(entry[:5])
             pad = entry[5] if len(entry) > 5 else saved_pad
             dbuf = bool(entry[6]) if len(entry) > 6 else saved_db
@@ -474,7 +489,30 @@ def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s, on_row=None):
     finally:
         K.set_tile(*saved)
         K._A_PAD, K._DOUBLE_BUFFER = saved_pad, saved_db
+        K._wide_tile.clear()
+        K._wide_tile.update(saved_wide)
+        K._WIDE_BLOCKS_PER_SM = saved_wide_min
     return rows
+
+
+def _wide_row(K, xp, timer, a, b, ref, params, base, start, deadline_s):
+    """One sweep row for the wide kernel at configuration base + params (sweep_rows)."""
+    head = {"wide": {**base, **params}}
+    if time.perf_counter() - start > deadline_s:
+        return {**head, "error": "skipped: part deadline"}
+    try:
+        K.set_wide_tile(**params)
+        K._WIDE_BLOCKS_PER_SM = 0  # every product on the wide kernel
+        c = K.matmul(a, b)
+        row = {**head, "matmul_s": timer(lambda: K.matmul(a, b)),
+               "rel_err": float(xp.linalg.norm(c - ref) / xp.linalg.norm(ref))}
+        if not K._simulating():
+            regs = K._ladder.dbuf_kernel_for(K._wide_tile, False, False,
+                                             "float32").get_regs_per_thread()
+            row["registers"] = max(regs.values()) if isinstance(regs, dict) else regs
+        return row
+    except Exception as e:  # noqa: BLE001 - report and go on
+        return {**head, "error": repr(e)[:300]}
 
 
 def sweep_markdown(rows, n, t_blas, convs):
@@ -488,6 +526,18 @@ def sweep_markdown(rows, n, t_blas, convs):
              + " | ".join(f"{h} ms" for h in heads) + " |",
              "|---|---:|---:|---:|---:|---:|" + "---:|" * len(heads)]
     for r in rows:
+        if "wide" in r:
+            w = r["wide"]
+            tile = (f"wide {w['bm']},{w['bn']},{w['bk']},{w['tm']},{w['tn']} (unroll "
+                    f"{w['unroll']}, group {w['group']})")
+            if "error" in r:
+                lines.append(f"| {tile} | failed: {r['error']} |" + " |" * (4 + len(heads)))
+                continue
+            t = r["matmul_s"]
+            lines.append(f"| {tile} | {r.get('registers', '?')} | {t * 1e3:.2f} | "
+                         f"{flops / t / 1e12:.2f} | {100 * t_blas / t:.0f}% | "
+                         f"{r['rel_err']:.1e}; - | " + " | ".join("-" for h in heads) + " |")
+            continue
         tile = ",".join(map(str, r["tile"]))
         if "a_pad" in r:
             tile += f" ({r['a_pad']}, {'double' if r.get('double_buffer') else 'single'})"
@@ -517,9 +567,10 @@ def part_sweep(out, n=4096, deadline_s=50.0):
         _write(out, "sweep", head + rows, sweep_markdown(rows, n, t_blas, convs), echo=echo)
 
     # the first tile (the default) three times: as it runs, with the shared A tile
-    # unpadded, and double-buffered
+    # unpadded, and double-buffered; then the wide kernel's candidates, then the other
+    # tiles (timed on the first GPU run: the part's deadline may skip them)
     first, *rest = K.TILE_CANDIDATES
-    tiles = [first, (*first, 0), (*first, K._A_PAD, True), *rest]
+    tiles = [first, (*first, 0), (*first, K._A_PAD, True), *K.WIDE_CANDIDATES, *rest]
     rows = sweep_rows(K, cupy, lambda fn: _events_time(fn, repeats=5, warmup=1), n,
                       tiles, convs, deadline_s, on_row=save)
     save(rows, echo=True)

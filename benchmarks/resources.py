@@ -171,6 +171,9 @@ def fma_per_tile(name):
         if rung == "smem_tiled":
             return c["tile"]
         return c["tm"] * c["tn"] * c["bk"]
+    if name.startswith("gemm wide"):
+        c = K.WIDE_TILE
+        return c["tm"] * c["tn"] * c["bk"]
     bm, bn, bk, tm, tn = K.DEFAULT_TILE
     return tm * tn * bk
 

@@ -31,7 +31,9 @@ through the recorded argmax, which a window scan finds per input element).
 
 Production tiles: BM = BN = 64, BK = 8, TM = TN = 4 (256 threads). Tests under the
 simulator also run small configurations (8x8 tiles, 2x2 per thread) so that every
-bounds check is exercised on problems that are not multiples of the tile.
+bounds check is exercised on problems that are not multiples of the tile. Large matmuls
+(a grid of 128x128 blocks that still fills the GPU) run on the GEMM ladder's rung 5
+instead, the "wide kernel" (WIDE_TILE, kernels/cuda_gemm.py).
 
 Version notes (instr/FMA: SASS instructions per FFMA over one K-tile, from ptxas and
 nvdisasm for sm_90 -- benchmarks/resources.py; GPU timings: benchmarks/results/, the
@@ -52,13 +54,18 @@ first from an H200 on 2026-11-26):
       Measured on an H200 (2026-11-26): matmul 4096^3 in 7.86 ms, 0.35x cuBLAS FP32; the
       ResNet-18 convolutions 0.12x-0.46x cuDNN; split-K takes the stem's weight gradient
       from 10.36 to 0.30 ms.
-  v3  (this) the shared A tile's k-rows padded by 4 floats (_A_PAD): its transposing
+  v3  the shared A tile's k-rows padded by 4 floats (_A_PAD): its transposing
       stores were an 8-way bank conflict at BK = 8 (every kk * 64 + r in bank r mod 32),
       now none; registers and instr/FMA unchanged. A double-buffered variant
       (_DOUBLE_BUFFER, off): two shared stages, the next K-tile fetched into registers
       during the current one's FMAs, two K-tiles per trip so that every shared offset is
       a constant; same instr/FMA, 72 registers, twice the shared memory. Neither is timed
       yet: the GPU sweep runs the default tile as it is, unpadded and double-buffered.
+  v4  (this) large matmuls on the wide kernel: the ladder's rung 5 (128x128 block tile,
+      8x8 per thread, warp-tiled, double-buffered), which took 4096^3 in 4.04 ms where
+      the 64x64 kernel took 7.86 (0.67x vs 0.35x cuBLAS), now reading transposed operands
+      in place; used where its grid holds two blocks per multiprocessor (_use_wide). Its
+      unrolling and block order are swept on the next GPU run (WIDE_CANDIDATES).
 """
 from __future__ import annotations
 
@@ -71,12 +78,14 @@ from numba import int64, uint32, uint64
 
 from . import _cuda_runtime as _runtime
 from . import _cuda_launch
+from . import cuda_gemm as _ladder  # the GEMM ladder; its rung 5 is the wide kernel
 from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy, check_float,
                       check_matmul, check_maxpool_backward, dtype_name, gemm_slices)
 
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
-           "DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "VERSIONS"]
+           "DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "WIDE_TILE", "set_wide_tile",
+           "VERSIONS"]
 
 DEFAULT_TILE = (64, 64, 8, 4, 4)  # BM, BN, BK, TM, TN
 _tile = list(DEFAULT_TILE)
@@ -570,8 +579,55 @@ def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, co
 
 
 # -- matmul ----------------------------------------------------------------------------------
+# Large products run on the wide kernel: the GEMM ladder's rung 5 (kernels/cuda_gemm.py) at
+# a 128x128 block tile, 8x8 per thread, warp-tiled, double-buffered, transposes read in
+# place. On an H200 (2026-11-26) it took 4096^3 in 4.04 ms, the 64x64 kernel above in
+# 7.86 (cuBLAS 2.72). It has 4x fewer blocks than the 64x64 tile, so it is used only where
+# its grid still holds _WIDE_BLOCKS_PER_SM blocks per multiprocessor (2 fit at 126
+# registers); smaller products, and those split-K helps, stay on the 64x64 kernel.
+WIDE_TILE = {"bm": 128, "bn": 128, "bk": 8, "tm": 8, "tn": 8, "pad": 4, "warp": 32, "ln": 4,
+             "unroll": 1, "group": 1}
+_wide_tile = dict(WIDE_TILE)  # tests set small ones (set_wide_tile)
+# what the GPU sweep times beside WIDE_TILE (changes to it): unrolling the K-step 2 or 4
+# rank-1 updates per trip (instr/FMA 1.43 -> 1.40 / 1.37 on sm_90, 124 -> 127 registers),
+# grouped block order for L2 reuse of the operand panels (group 8: 8 block rows per column)
+WIDE_CANDIDATES = ({}, {"unroll": 2}, {"unroll": 4}, {"group": 8}, {"unroll": 4, "group": 8})
+_WIDE_BLOCKS_PER_SM = 2       # None: never the wide kernel (the GPU sweep compares)
+
+
+def set_wide_tile(**params):
+    """Change the wide kernel's configuration (keys of WIDE_TILE; tests use small ones),
+    validated here: BM*BK == BK*BN == 4 * threads, a warp layout that tiles the threads."""
+    unknown = set(params) - set(WIDE_TILE)
+    if unknown:
+        raise ValueError(f"set_wide_tile: no parameter(s) {sorted(unknown)}; expected some of "
+                         f"{sorted(WIDE_TILE)}")
+    _ladder.check_dbuf_config("set_wide_tile", {**_wide_tile, **params})
+    _wide_tile.update(params)
+
+
+def _use_wide(m, n, nb):
+    """Whether an (nb, m, n) product runs on the wide kernel (see WIDE_TILE)."""
+    if _WIDE_BLOCKS_PER_SM is None:
+        return False
+    gy = -(-m // _wide_tile["bm"])
+    blocks = -(-n // _wide_tile["bn"]) * gy * nb
+    return blocks >= _WIDE_BLOCKS_PER_SM * _sm_count() and gy <= _GRID_YZ_MAX and \
+        nb <= _GRID_YZ_MAX
+
+
 def matmul(a, b, trans_a=False, trans_b=False):
-    """op(a) @ op(b) for 2-D or equal-batch 3-D arrays; transposes are read in place."""
+    """op(a) @ op(b) for 2-D or equal-batch 3-D arrays; transposes are read in place.
+    Large products run on the wide kernel (WIDE_TILE), the others on the 64x64 one."""
+    return _matmul(a, b, trans_a, trans_b, wide=True)
+
+
+def matmul_regblock2d(a, b, trans_a=False, trans_b=False):
+    """matmul on the 64x64 register-blocked kernel at every size (the ladder's rung 3)."""
+    return _matmul(a, b, trans_a, trans_b, wide=False)
+
+
+def _matmul(a, b, trans_a, trans_b, wide):
     m, k, n = check_matmul(a, b, trans_a, trans_b)
     check_float("matmul", a, b)
     xp = _xp(a)
@@ -584,8 +640,12 @@ def matmul(a, b, trans_a=False, trans_b=False):
     A = a[None] if squeeze else a
     B = b[None] if squeeze else b
     C = xp.empty((A.shape[0], m, n), dtype=a.dtype)
-    modes = (_PLAIN_T if trans_a else _PLAIN, _PLAIN_T if trans_b else _PLAIN, _OUT_PLAIN)
     nb = A.shape[0]
+    if wide and _use_wide(m, n, nb):
+        _ladder.launch_dbuf("matmul", A, B, C, m, n, k, trans_a, trans_b, _wide_tile,
+                            None if _simulating() else _launch_config)
+        return C[0] if squeeze else C
+    modes = (_PLAIN_T if trans_a else _PLAIN, _PLAIN_T if trans_b else _PLAIN, _OUT_PLAIN)
     if m <= _GRID_YZ_MAX * _tile[0] and nb <= _GRID_YZ_MAX:
         _launch_gemm(*modes, A, B, C, m, n, k, nb, (0,) * 8, a.dtype)
         return C[0] if squeeze else C
@@ -1005,7 +1065,8 @@ def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=Fa
 # primitive -> version name -> function with the primitive's signature ("default" is what
 # the backend calls). The GEMM tile is a module setting (``set_tile``), not a version.
 VERSIONS = {name: {"default": globals()[name]} for name in __all__
-            if name not in ("DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "VERSIONS")}
+            if name not in ("DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "WIDE_TILE",
+                            "set_wide_tile", "VERSIONS")}
 VERSIONS["maxpool2d_backward"]["scatter"] = _maxpool_backward_scatter
 VERSIONS["conv2d_backward_input"]["direct"] = _conv2d_backward_input_direct
 
@@ -1041,6 +1102,13 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
         kern, nthreads = _gemm_kernel_for(*tile, ma, mb, mc, dtype_name, conv, _A_PAD, True)
         out.append((name.replace("gemm ", "gemm double-buffered ", 1), kern.py_func,
                     (A, B) + sig[2:], nthreads))
+    # the wide kernel (the ladder's rung 5 at WIDE_TILE) that runs large matmuls
+    c = WIDE_TILE
+    wide_threads = _ladder.check_dbuf_config("kernels_for_ptx", c)
+    for name, ta, tb in (("gemm wide matmul (rung 5, 128x128)", False, False),
+                         ("gemm wide matmul, transposed operands", True, True)):
+        kern = _ladder.dbuf_kernel_for(c, ta, tb, dtype_name)
+        out.append((name, kern.py_func, (a3, a3, a3, int64, int64, int64), wide_threads))
     # the window-specialised kernels at the geometries of the seed models: the direct
     # input gradient (a version by name) at ResNet's strided 3x3, LeNet's 2x2 pools
     out.append(("conv input gradient (direct; 3x3, stride 2, pad 1)",
@@ -1056,13 +1124,12 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
 
 
 # the GEMM ladder, in the order of the optimisation path: kernels/cuda_gemm.py's rungs
-# around this module's production kernel (rung 3); all of them are matmul versions
-from . import cuda_gemm as _ladder  # noqa: E402
-
+# around this module's 64x64 kernel (rung 3); all of them are matmul versions. The
+# production matmul (VERSIONS["matmul"]["default"]) is rung 3 or, on large products, rung 5
 LADDER = {
     "naive": _ladder.matmul_naive,
     "smem_tiled": _ladder.matmul_smem_tiled,
-    "regblock2d": matmul,
+    "regblock2d": matmul_regblock2d,
     "vec4_transposed_a": _ladder.matmul_vec4_transposed_a,
     "double_buffered_warp": _ladder.matmul_double_buffered_warp,
 }

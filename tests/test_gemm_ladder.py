@@ -70,6 +70,21 @@ def test_ladder_rung_matches_reference(ladder, rung, shape, batch, trans, dtype)
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.sqrt(k))
 
 
+@pytest.mark.parametrize("unroll,group", [(2, 1), (4, 2), (1, 3), (4, 5)])
+@pytest.mark.parametrize("trans", [(False, False), (True, False), (False, True)])
+def test_rung5_unrolled_and_grouped_orders_match_reference(ladder, unroll, group, trans):
+    """Rung 5's tuning knobs (the wide kernel's sweep candidates): 2 or 4 rank-1 updates
+    per trip of the K-step, and grouped block order -- on a 3 x 4 grid of blocks, so that
+    the last group of block rows is partial (group 2) or the only one (3 and 5)."""
+    ladder.configure("double_buffered_warp", unroll=unroll, group=group)
+    m, k, n = 37, 12, 50
+    rng = np.random.default_rng(unroll * 10 + group)
+    a = rng.standard_normal((k, m) if trans[0] else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans[1] else (k, n)).astype(np.float32)
+    got = ladder.matmul_double_buffered_warp(a, b, *trans)
+    np.testing.assert_allclose(got, R.matmul(a, b, *trans), rtol=1e-5, atol=1e-5 * np.sqrt(k))
+
+
 def test_ladder_is_registered_and_runnable_by_name():
     import kernels.cuda as K
     import kernels.cuda_gemm as G
@@ -249,23 +264,39 @@ def test_tile_sweep_runs_every_candidate_and_restores_the_tile():
 
     for tile in K.TILE_CANDIDATES:  # each a valid tile (raises otherwise)
         K.set_tile(*tile)
+    for params in K.WIDE_CANDIDATES:  # each a valid change of the wide tile
+        K._ladder.check_dbuf_config("test", {**K.WIDE_TILE, **params})
     tiles = [(8, 8, 4, 2, 2), (8, 4, 3, 2, 1)]
+    small = {"bm": 16, "bn": 16, "bk": 4, "tm": 4, "tn": 4, "pad": 1, "warp": 4, "ln": 2}
+    wide = [dict(small, unroll=4, group=2), dict(small, unroll=3)]
     K.set_tile(4, 8, 2, 1, 2)
+    wide_before = dict(K._wide_tile)
+    launched = []  # (kernel family) of every matmul launch
+    gemm, dbuf = K._launch_gemm, K._ladder.launch_dbuf
+    K._launch_gemm = lambda *a, **k: launched.append("64x64") or gemm(*a, **k)
+    K._ladder.launch_dbuf = lambda *a, **k: launched.append("wide") or dbuf(*a, **k)
     seen = []  # what a part stopped at its limit would have written: a row per tile so far
-    rows = gpu_parts.sweep_rows(K, np, timer, 9, tiles + [(8, 8, 4, 3, 2)],
-                                {"c": ((1, 2, 3, 3), (3, 2, 3, 3), 1, 1)}, 600,
-                                on_row=lambda rows: seen.append(len(rows)))
-    assert seen == [1, 2, 3]
     try:
-        assert K._tile == [4, 8, 2, 1, 2]
+        rows = gpu_parts.sweep_rows(K, np, timer, 9, tiles + [(8, 8, 4, 3, 2)] + wide,
+                                    {"c": ((1, 2, 3, 3), (3, 2, 3, 3), 1, 1)}, 600,
+                                    on_row=lambda rows: seen.append(len(rows)))
+        assert K._tile == [4, 8, 2, 1, 2] and K._wide_tile == wide_before
+        assert K._WIDE_BLOCKS_PER_SM == 2
     finally:
         K.set_tile(*K.DEFAULT_TILE)
-    assert [r["tile"] for r in rows] == [list(t) for t in tiles] + [[8, 8, 4, 3, 2]]
+        K._launch_gemm, K._ladder.launch_dbuf = gemm, dbuf
+    assert seen == [1, 2, 3, 4, 5]
+    assert [r.get("tile") for r in rows] == [list(t) for t in tiles] + [[8, 8, 4, 3, 2], None, None]
     for r in rows[:2]:
         assert r["rel_err"] < 1e-5 and r["matmul_s"] > 0, r
         assert r["c forward_s"] > 0 and r["c weight grad_s"] > 0, r
         assert r["conv_rel_err"] < 1e-5, r
     assert "set_tile" in rows[2]["error"]  # an invalid tile is reported, not fatal
+    # the tile rows ran the 64x64 kernel, the wide row (two matmuls) the wide kernel
+    assert "wide" not in launched[:launched.index("wide")] and launched.count("wide") == 2
+    assert rows[3]["wide"]["unroll"] == 4 and rows[3]["rel_err"] < 1e-5, rows[3]
+    assert "unroll must be 1, 2 or 4" in rows[4]["error"]
     table = gpu_parts.sweep_markdown(rows, 9, 1e-3, {"c": None})
     assert len(table) == 4 + len(rows) and "| 8,8,4,2,2 (4, single) | ? |" in table[4]
+    assert "| wide 16,16,4,4,4 (unroll 4, group 2) | ? |" in table[7]
     assert all(line.count("|") == table[2].count("|") for line in table[4:]), table

@@ -185,7 +185,7 @@ def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, mon
     gpu_parts.part_ladder(str(tmp_path), n=12)
     rows = {r["impl"]: r for r in json.loads((tmp_path / "ladder.json").read_text())}
     for rung in ("naive", "smem_tiled", "regblock2d", "vec4_transposed_a",
-                 "double_buffered_warp"):
+                 "double_buffered_warp", "production (kernels.cuda.matmul)"):
         assert rows[rung]["rel_err_vs_fp32"] < 1e-5 and rows[rung]["s"] > 0, rows[rung]
     assert "RawKernel" in rows["tf32 mma.sync (ours)"]["error"]
     assert "| regblock2d |" in (tmp_path / "ladder.md").read_text()
@@ -201,15 +201,23 @@ def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, mon
     monkeypatch.setattr(run, "CONV_SHAPES", {"toy": ((1, 2, 4, 4), (3, 2, 3, 3), 1, 1)})
     monkeypatch.setattr(gpu_parts, "SWEEP_CONVS", ("toy",))
     monkeypatch.setattr(K, "TILE_CANDIDATES", ((8, 8, 4, 2, 2), (4, 8, 2, 1, 2)))
+    monkeypatch.setattr(K, "_wide_tile", dict(K.WIDE_TILE, bm=16, bn=16, bk=4, tm=4, tn=4,
+                                              pad=1, warp=4, ln=2))
+    monkeypatch.setattr(K, "WIDE_CANDIDATES", ({}, {"unroll": 4, "group": 2}))
     assert gpu_parts.part_sweep(str(tmp_path), n=9) == 0
     rows = json.loads((tmp_path / "sweep.json").read_text())
     assert rows[0]["impl"] == "cuBLAS FP32 (CuPy)"
-    assert [(r["tile"], r["a_pad"], r["double_buffer"]) for r in rows[1:]] == [
+    tiles = [r for r in rows[1:] if "tile" in r]
+    assert [(r["tile"], r["a_pad"], r["double_buffer"]) for r in tiles] == [
         ([8, 8, 4, 2, 2], 4, False), ([8, 8, 4, 2, 2], 0, False), ([8, 8, 4, 2, 2], 4, True),
         ([4, 8, 2, 1, 2], 4, False)]
-    assert all(r["rel_err"] < 1e-5 and r["conv_rel_err"] < 1e-5 for r in rows[1:]), rows
+    assert all(r["rel_err"] < 1e-5 and r["conv_rel_err"] < 1e-5 for r in tiles), rows
+    wide = [r for r in rows[1:] if "wide" in r]
+    assert [(r["wide"]["unroll"], r["wide"]["group"]) for r in wide] == [(1, 1), (4, 2)]
+    assert all(r["rel_err"] < 1e-5 for r in wide), wide
     table = (tmp_path / "sweep.md").read_text()
     assert "| 8,8,4,2,2 (0, single) |" in table and "| 8,8,4,2,2 (4, double) |" in table
+    assert "| wide 16,16,4,4,4 (unroll 4, group 2) |" in table
     assert tuple(K._tile) == K.DEFAULT_TILE and (K._A_PAD, K._DOUBLE_BUFFER) == (4, False)
 
 

@@ -328,6 +328,64 @@ def test_cuda_double_buffered_gemm_matches_the_reference(which, split, monkeypat
     _gemm_matches_the_reference(which)
 
 
+WIDE_SMALL = {"bm": 16, "bn": 16, "bk": 4, "tm": 4, "tn": 4, "pad": 1, "warp": 4, "ln": 2}
+
+
+def test_cuda_matmul_runs_large_products_on_the_wide_kernel(monkeypatch):
+    """The production matmul hands products whose 128x128 grid fills the GPU to the wide
+    kernel (the ladder's rung 5, transposes read in place): with a tiny wide tile and the
+    threshold at 0 blocks, every product goes there -- edge tiles, K not a multiple of
+    BK, batches, all four transpose combinations -- and matches the reference."""
+    monkeypatch.setattr(cuda_mod, "_WIDE_BLOCKS_PER_SM", 0)
+    monkeypatch.setattr(cuda_mod, "_wide_tile", dict(cuda_mod.WIDE_TILE))
+    cuda_mod.set_wide_tile(**WIDE_SMALL)
+    calls = []
+    launch = cuda_mod._ladder.launch_dbuf
+    monkeypatch.setattr(cuda_mod._ladder, "launch_dbuf",
+                        lambda *a, **k: calls.append(a[7:9]) or launch(*a, **k))
+
+    def check(data):
+        m, k, n = data.draw(st.integers(1, 35)), data.draw(st.integers(0, 13)), data.draw(st.integers(1, 35))
+        batch, ta, tb = data.draw(st.sampled_from([None, 1, 2])), data.draw(st.booleans()), data.draw(st.booleans())
+        rng = np.random.default_rng(data.draw(SEEDS))
+        lead = () if batch is None else (batch,)
+        a = rng.standard_normal(lead + ((k, m) if ta else (m, k))).astype(np.float32)
+        b = rng.standard_normal(lead + ((n, k) if tb else (k, n))).astype(np.float32)
+        del calls[:]
+        out = cuda_mod.matmul(dev("cuda", a), dev("cuda", b), ta, tb)
+        assert calls == [(ta, tb)]
+        assert out.shape == lead + (m, n)
+        np.testing.assert_allclose(np.asarray(out, np.float64), reference.matmul(a, b, ta, tb),
+                                   rtol=1e-5, atol=1e-5)
+
+    settings(max_examples=12, deadline=None)(given(st.data())(check))()
+
+
+def test_cuda_matmul_picks_the_wide_kernel_only_for_grids_that_fill_the_gpu(monkeypatch):
+    # the simulator counts 132 multiprocessors (an H100's): 264 blocks of 128x128 needed
+    assert cuda_mod._sm_count() == 132 and cuda_mod._WIDE_BLOCKS_PER_SM == 2
+    assert cuda_mod._use_wide(4096, 4096, 1)            # 1024 blocks
+    assert cuda_mod._use_wide(2048, 2048, 2)            # 256 x 2
+    assert not cuda_mod._use_wide(2048, 2048, 1)        # 256: the 64x64 kernel's 1024
+    assert not cuda_mod._use_wide(256, 120, 1)          # LeNet's layers
+    monkeypatch.setattr(cuda_mod, "_GRID_YZ_MAX", 4)
+    assert not cuda_mod._use_wide(4096, 4096, 1)        # 32 row blocks > the grid's y
+    monkeypatch.setattr(cuda_mod, "_GRID_YZ_MAX", 65535)
+    monkeypatch.setattr(cuda_mod, "_WIDE_BLOCKS_PER_SM", None)
+    assert not cuda_mod._use_wide(4096, 4096, 1)
+
+
+def test_set_wide_tile_rejects_what_its_threads_cannot_load(monkeypatch):
+    monkeypatch.setattr(cuda_mod, "_wide_tile", dict(cuda_mod.WIDE_TILE))
+    with pytest.raises(ValueError, match=r"set_wide_tile: .*4-vector"):
+        cuda_mod.set_wide_tile(bk=16)
+    with pytest.raises(ValueError, match=r"set_wide_tile: the warp layout"):
+        cuda_mod.set_wide_tile(ln=3)
+    with pytest.raises(ValueError, match=r"set_wide_tile: no parameter\(s\) \['tile'\]"):
+        cuda_mod.set_wide_tile(tile=1)
+    assert cuda_mod._wide_tile == cuda_mod.WIDE_TILE  # nothing changed
+
+
 def _gemm_matches_the_reference(which):
     if which != "matmul":
         run("cuda", st.data(), _conv_check("cuda", "default", which))
