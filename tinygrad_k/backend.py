@@ -80,8 +80,14 @@ class Backend:
 
     name = "?"
     is_simulator = False
+    # a device that runs asynchronously to the host: checks of its results are kept until
+    # the host next reads from it (defer_check), not made by waiting for it at once
+    defers_checks = False
+    # pending checks past this many are made at once (each holds its arrays alive)
+    MAX_PENDING_CHECKS = 64
 
     def __init__(self, xp, kernels_module):
+        self._pending_checks = []
         self.xp = xp
         self.kernels = kernels_module
 
@@ -96,12 +102,36 @@ class Backend:
         return self.xp.asarray(data, dtype=dtype)
 
     def synchronize(self):
-        """Wait until the device's queued work is done (host devices have none)."""
+        """Wait until the device's queued work is done (host devices have none), then
+        make the checks deferred until then."""
+        self.run_deferred_checks()
 
     def to_numpy(self, arr) -> np.ndarray:
+        if self._pending_checks:
+            self.run_deferred_checks()
         if isinstance(arr, (np.ndarray, np.generic)):
             return np.asarray(arr)
         return arr.get()
+
+    def defer_check(self, failed, raise_error):
+        """Check later, without waiting for the device now: ``failed`` is a device 0-d bool
+        array, and ``raise_error()`` raises the error it stands for. The checks run at
+        the host's next read from this device (to_numpy: .item(), .numpy(), printing) or
+        synchronize(), the way PyTorch reports a device-side assert at the next
+        synchronisation."""
+        self._pending_checks.append((failed, raise_error))
+        if len(self._pending_checks) >= self.MAX_PENDING_CHECKS:
+            self.run_deferred_checks()
+
+    def run_deferred_checks(self):
+        """Make the pending checks (one transfer for all of them); raise the first failure."""
+        pending, self._pending_checks = self._pending_checks, []
+        if not pending:
+            return
+        failed = self.xp.stack([f for f, _ in pending]).tolist()
+        for bad, (_, raise_error) in zip(failed, pending):
+            if bad:
+                raise_error()
 
     def copy_from(self, arr, source):
         """A fresh array of this device holding the values of ``arr`` (an array of the
@@ -216,16 +246,23 @@ class Backend:
         integer targets (N,). Returns loss (N,) (0 where the target is ignore_index),
         probs = softmax(z), the targets with ignored rows set to class 0, a bool mask of
         the rows that count (None when all do), their number and the sum of the losses.
-        Raises IndexError for a counted target outside [0, C)."""
+        Raises IndexError for a counted target outside [0, C) (on a device that
+        defers_checks: later, see _cross_entropy_deferred)."""
         xp = self.xp
         c = logits.shape[1]
         valid = target != ignore_index
         bad = valid & ((target < 0) | (target >= c))
+
+        def out_of_range():
+            raise IndexError(f"cross_entropy: target {int(target[bad].ravel()[0])} is out of "
+                             f"range for {c} classes (expected 0 <= target < {c})")
+
+        if self.defers_checks:
+            return self._cross_entropy_deferred(logits, target, valid, bad, out_of_range)
         # one device -> host copy for both numbers (on a GPU each is a synchronisation)
         count, n_bad = xp.stack((valid.sum(), bad.sum())).tolist()
         if n_bad:
-            raise IndexError(f"cross_entropy: target {int(target[bad].ravel()[0])} is out of "
-                             f"range for {c} classes (expected 0 <= target < {c})")
+            out_of_range()
         if count == valid.shape[0]:
             loss, probs = self.softmax_xent_forward(logits, target)
             return loss, probs, target, None, count, loss.sum()
@@ -233,6 +270,21 @@ class Backend:
         loss, probs = self.softmax_xent_forward(logits, safe)
         loss = xp.where(valid, loss, loss.dtype.type(0))
         return loss, probs, safe, valid, count, loss.sum()
+
+    def _cross_entropy_deferred(self, logits, target, valid, bad, out_of_range):
+        """cross_entropy_forward on a device that runs apart from the host, without waiting
+        for it: the count of rows that count is a device 0-d array, the row mask a float
+        weight (1 counts, 0 ignored), and a target outside [0, C) makes its row's weight
+        and loss NaN -- so the loss and the gradients say so at once -- and raises
+        IndexError at the host's next read from the device (defer_check)."""
+        xp = self.xp
+        safe = xp.where(valid & ~bad, target, 0)
+        loss, probs = self.softmax_xent_forward(logits, safe)
+        nan = loss.dtype.type(float("nan"))
+        weight = xp.where(bad, nan, valid.astype(loss.dtype))
+        loss = xp.where(bad, nan, xp.where(valid, loss, loss.dtype.type(0)))
+        self.defer_check(bad.any(), out_of_range)
+        return loss, probs, safe, weight, valid.sum(), loss.sum()
 
     def softmax_xent_backward(self, probs, target, dloss):
         """dz = dloss[:, None] * (softmax(z) - onehot(t))."""
@@ -347,6 +399,7 @@ class CUDASimBackend(Backend):
 
     name = "cuda"
     is_simulator = True
+    defers_checks = True  # as the GPU does, so that the tests see its behaviour
 
     def __init__(self):
         super().__init__(np, importlib.import_module("kernels.cuda"))
@@ -357,6 +410,7 @@ class CUDABackend(Backend):
     CuPy kernels of ``kernels.cuda_fused``."""
 
     name = "cuda"
+    defers_checks = True  # no synchronisation in the middle of a training step
 
     def __init__(self, cupy):
         super().__init__(cupy, importlib.import_module("kernels.cuda"))
@@ -374,6 +428,7 @@ class CUDABackend(Backend):
 
     def synchronize(self):
         self.xp.cuda.Device().synchronize()
+        self.run_deferred_checks()
 
     def erf(self, x):
         return self._cupyx.scipy.special.erf(x)

@@ -238,6 +238,9 @@ class CrossEntropy(Function):
         dz_n   = dloss_n * (p_n - (1 - e) * onehot(t_n) - e / C)
     Rows with t_n == ignore_index contribute 0 and are left out of the mean.
     reduction: "mean" (over non-ignored rows), "sum" or "none".
+    On a GPU the count of rows and the target check stay on the device (no wait in the
+    middle of the step): a target outside [0, C) makes the loss NaN and raises IndexError
+    at the next read from the device, as PyTorch's device-side assert does.
     """
 
     node_name = "NllLossBackward0"
@@ -262,7 +265,11 @@ class CrossEntropy(Function):
         dt = z.dtype.type
         if reduction == "sum":
             return xp.asarray(total, dtype=z.dtype)
-        return xp.asarray(total / count if count else dt(float("nan")), dtype=z.dtype)
+        if isinstance(count, int):  # counted on the host
+            return xp.asarray(total / count if count else dt(float("nan")), dtype=z.dtype)
+        # a device 0-d array: a GPU backend counts without stopping the host
+        mean = xp.where(count > 0, total / xp.maximum(count, 1), float("nan"))
+        return mean.astype(z.dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -271,7 +278,9 @@ class CrossEntropy(Function):
         if ctx.reduction == "none":
             dloss = g if valid is None else g * valid
         else:  # one upstream value for every row: 1 / count of it each under "mean"
-            scale = g if ctx.reduction == "sum" else g / max(ctx.count, 1)
+            count = ctx.count
+            count = max(count, 1) if isinstance(count, int) else xp.maximum(count, 1)
+            scale = g if ctx.reduction == "sum" else g / count
             dloss = xp.empty(n, dtype=probs.dtype)
             dloss[...] = scale
             if valid is not None:
