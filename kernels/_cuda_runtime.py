@@ -12,14 +12,13 @@ nothing from kernels.cuda (no import circle).
 from __future__ import annotations
 
 import numpy as np
+from numba import config as _numba_config
 
 __all__ = ["simulating", "xp_of"]
 
 
 def simulating():
-    from numba import config
-
-    return bool(config.ENABLE_CUDASIM)
+    return bool(_numba_config.ENABLE_CUDASIM)  # (called on every launch: no import here)
 
 
 def _make_simulator_shared_arrays_atomic():

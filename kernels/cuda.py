@@ -65,7 +65,10 @@ first from an H200 on 2026-11-26):
       8x8 per thread, warp-tiled, double-buffered), which took 4096^3 in 4.04 ms where
       the 64x64 kernel took 7.86 (0.67x vs 0.35x cuBLAS), now reading transposed operands
       in place; used where its grid holds two blocks per multiprocessor (_use_wide). Its
-      unrolling and block order are swept on the next GPU run (WIDE_CANDIDATES).
+      unrolling and block order are swept on the next GPU run (WIDE_CANDIDATES). The
+      64x64 kernel can lay its threads out by warp (_WARP_LAYOUT, off until the sweep
+      times it): 2 shared-memory wavefronts per K-step and warp instead of 3, the same
+      registers and instr/FMA.
 """
 from __future__ import annotations
 
@@ -79,6 +82,7 @@ from numba import int64, uint32, uint64
 from . import _cuda_runtime as _runtime
 from . import _cuda_launch
 from . import cuda_gemm as _ladder  # the GEMM ladder; its rung 5 is the wide kernel
+from . import cuda_tf32  # (imports CuPy only when its kernel is first used)
 from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy, check_float,
                       check_matmul, check_maxpool_backward, dtype_name, gemm_slices)
 
@@ -312,7 +316,7 @@ def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv=No
     (lru_cache keys a call by how its arguments were passed: every call goes through here
     so that ``conv`` left out and ``conv=None`` find the same kernel, the one launched.)"""
     return _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv,
-                            _A_PAD, _DOUBLE_BUFFER)
+                            _A_PAD, _DOUBLE_BUFFER, _WARP_LAYOUT)
 
 
 # module globals so that the GPU sweep can time each layout beside the default:
@@ -321,14 +325,39 @@ def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv=No
 # until a GPU run says it pays: it costs registers and twice the shared memory)
 _A_PAD = 4
 _DOUBLE_BUFFER = False
+# how the threads of a block map onto its register tiles: None, row-major (thread t owns
+# row t // (BN/TN), column t % (BN/TN) of tiles; a warp spans 2 x 16 tiles at 64x64/4x4),
+# or (warp, ln), by warp as the ladder's rung 5 does (a warp spans (warp/ln) x ln tiles).
+# Per K-step a warp's shared reads then touch 8 A and 4 B 16-byte vectors (2 wavefronts)
+# instead of 2 and 16 (3): a third less shared-memory traffic, which at 4x4 per thread is
+# close to the FMAs' own rate. Off until the GPU sweep times it (tests use (4, 2))
+_WARP_LAYOUT = None
+WARP_CANDIDATE = (32, 4)  # the layout the sweep and the resource table try (8 x 4 lanes)
+
+
+def _warp_layout_fits(tile, warp_layout):
+    """Whether warps of warp_layout = (warp, ln) threads, ln along N, tile the
+    (BM/TM) x (BN/TN) threads of ``tile`` exactly."""
+    bm, bn, bk, tm, tn = tile
+    warp, ln = warp_layout
+    rows, cols = bm // tm, bn // tn
+    return (warp % ln == 0 and (rows * cols) % warp == 0 and cols % ln == 0
+            and rows % (warp // ln) == 0)
 
 
 @functools.lru_cache(maxsize=None)
 def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv, a_pad,
-                     double_buffer):
+                     double_buffer, warp_layout=None):
     acc_t = _float_type(dtype_name)
     nthreads = (bm // tm) * (bn // tn)
     threads_n = bn // tn
+    warped = warp_layout is not None  # (a bool: numba types a tuple's truth by a call)
+    warp, ln = warp_layout or (1, 1)
+    lm, warps_n = warp // ln, threads_n // ln
+    if warped and not _warp_layout_fits((bm, bn, bk, tm, tn), warp_layout):
+        raise ValueError(f"kernels.cuda: the warp layout {warp_layout} (warp, lanes along N) "
+                         f"does not tile the {bm // tm} x {threads_n} threads of tile "
+                         f"{(bm, bn, bk, tm, tn)}")
     # each thread stages la elements of the A tile and lb of the B tile per K-step; when
     # the tile is not a multiple of the thread count (small test tiles) the last round is
     # partial and guarded (exact_* is a constant, so the guard compiles away otherwise)
@@ -438,8 +467,13 @@ def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, con
         pa = cuda.local.array(la, dtype=acc_t)  # double-buffered: this thread's share of
         pb = cuda.local.array(lb, dtype=acc_t)  # the next K-tile
         tid = cuda.threadIdx.x
-        a0 = (tid // threads_n) * tm
-        b0 = (tid % threads_n) * tn
+        if warped:  # (a constant) warp (wm, wn), lane (lane // ln, lane % ln)
+            w, lane = tid // warp, tid % warp
+            a0 = ((w // warps_n) * lm + lane // ln) * tm
+            b0 = ((w % warps_n) * ln + lane % ln) * tn
+        else:
+            a0 = (tid // threads_n) * tm
+            b0 = (tid % threads_n) * tn
         row0 = cuda.blockIdx.y * bm
         col0 = cuda.blockIdx.x * bn
         for a in range(tm):
@@ -632,8 +666,6 @@ def _matmul(a, b, trans_a, trans_b, wide):
     check_float("matmul", a, b)
     xp = _xp(a)
     if a.dtype == np.float32 and b.dtype == np.float32 and not _simulating():
-        from . import cuda_tf32
-
         if cuda_tf32.tf32_allowed():  # the user opted in (backends.cuda.matmul.allow_tf32)
             return cuda_tf32.matmul(a, b, trans_a, trans_b)
     squeeze = a.ndim == 2
@@ -1101,6 +1133,15 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
         ma, mb, mc, A, B, conv = gemms[name]
         kern, nthreads = _gemm_kernel_for(*tile, ma, mb, mc, dtype_name, conv, _A_PAD, True)
         out.append((name.replace("gemm ", "gemm double-buffered ", 1), kern.py_func,
+                    (A, B) + sig[2:], nthreads))
+    # and the warp layout (_WARP_LAYOUT) the sweep tries, where it tiles the threads
+    fits = _warp_layout_fits(tile, WARP_CANDIDATE)
+    for name in ("gemm matmul (regblock2d)", "gemm conv forward (implicit im2col, 3x3)",
+                 "gemm conv weight gradient (3x3)") if fits else ():
+        ma, mb, mc, A, B, conv = gemms[name]
+        kern, nthreads = _gemm_kernel_for(*tile, ma, mb, mc, dtype_name, conv, _A_PAD,
+                                          _DOUBLE_BUFFER, WARP_CANDIDATE)
+        out.append((name.replace("gemm ", "gemm warp-layout ", 1), kern.py_func,
                     (A, B) + sig[2:], nthreads))
     # the wide kernel (the ladder's rung 5 at WIDE_TILE) that runs large matmuls
     c = WIDE_TILE

@@ -266,7 +266,7 @@ def test_tile_sweep_runs_every_candidate_and_restores_the_tile():
         K.set_tile(*tile)
     for params in K.WIDE_CANDIDATES:  # each a valid change of the wide tile
         K._ladder.check_dbuf_config("test", {**K.WIDE_TILE, **params})
-    tiles = [(8, 8, 4, 2, 2), (8, 4, 3, 2, 1)]
+    tiles = [(8, 8, 4, 2, 2), (8, 4, 3, 2, 1, 4, False, (4, 2))]  # the second by warp
     small = {"bm": 16, "bn": 16, "bk": 4, "tm": 4, "tn": 4, "pad": 1, "warp": 4, "ln": 2}
     wide = [dict(small, unroll=4, group=2), dict(small, unroll=3)]
     K.set_tile(4, 8, 2, 1, 2)
@@ -286,7 +286,9 @@ def test_tile_sweep_runs_every_candidate_and_restores_the_tile():
         K.set_tile(*K.DEFAULT_TILE)
         K._launch_gemm, K._ladder.launch_dbuf = gemm, dbuf
     assert seen == [1, 2, 3, 4, 5]
-    assert [r.get("tile") for r in rows] == [list(t) for t in tiles] + [[8, 8, 4, 3, 2], None, None]
+    assert [r.get("tile") for r in rows] == [list(t[:5]) for t in tiles] + [[8, 8, 4, 3, 2], None,
+                                                                            None]
+    assert [r.get("warp_layout") for r in rows[:2]] == [None, [4, 2]] and K._WARP_LAYOUT is None
     for r in rows[:2]:
         assert r["rel_err"] < 1e-5 and r["matmul_s"] > 0, r
         assert r["c forward_s"] > 0 and r["c weight grad_s"] > 0, r
@@ -298,5 +300,6 @@ def test_tile_sweep_runs_every_candidate_and_restores_the_tile():
     assert "unroll must be 1, 2 or 4" in rows[4]["error"]
     table = gpu_parts.sweep_markdown(rows, 9, 1e-3, {"c": None})
     assert len(table) == 4 + len(rows) and "| 8,8,4,2,2 (4, single) | ? |" in table[4]
+    assert "| 8,4,3,2,1 (4, single, warp 2x2) | ? |" in table[5]
     assert "| wide 16,16,4,4,4 (unroll 4, group 2) | ? |" in table[7]
     assert all(line.count("|") == table[2].count("|") for line in table[4:]), table

@@ -204,21 +204,25 @@ def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, mon
     monkeypatch.setattr(K, "_wide_tile", dict(K.WIDE_TILE, bm=16, bn=16, bk=4, tm=4, tn=4,
                                               pad=1, warp=4, ln=2))
     monkeypatch.setattr(K, "WIDE_CANDIDATES", ({}, {"unroll": 4, "group": 2}))
+    monkeypatch.setattr(K, "WARP_CANDIDATE", (4, 2))  # a warp layout for 16 threads
     assert gpu_parts.part_sweep(str(tmp_path), n=9) == 0
     rows = json.loads((tmp_path / "sweep.json").read_text())
     assert rows[0]["impl"] == "cuBLAS FP32 (CuPy)"
     tiles = [r for r in rows[1:] if "tile" in r]
     assert [(r["tile"], r["a_pad"], r["double_buffer"]) for r in tiles] == [
         ([8, 8, 4, 2, 2], 4, False), ([8, 8, 4, 2, 2], 0, False), ([8, 8, 4, 2, 2], 4, True),
-        ([4, 8, 2, 1, 2], 4, False)]
+        ([8, 8, 4, 2, 2], 4, False), ([4, 8, 2, 1, 2], 4, False)]
+    assert [r["warp_layout"] for r in tiles] == [None, None, None, [4, 2], None]
     assert all(r["rel_err"] < 1e-5 and r["conv_rel_err"] < 1e-5 for r in tiles), rows
     wide = [r for r in rows[1:] if "wide" in r]
     assert [(r["wide"]["unroll"], r["wide"]["group"]) for r in wide] == [(1, 1), (4, 2)]
     assert all(r["rel_err"] < 1e-5 for r in wide), wide
     table = (tmp_path / "sweep.md").read_text()
     assert "| 8,8,4,2,2 (0, single) |" in table and "| 8,8,4,2,2 (4, double) |" in table
+    assert "| 8,8,4,2,2 (4, single, warp 2x2) |" in table
     assert "| wide 16,16,4,4,4 (unroll 4, group 2) |" in table
     assert tuple(K._tile) == K.DEFAULT_TILE and (K._A_PAD, K._DOUBLE_BUFFER) == (4, False)
+    assert K._WARP_LAYOUT is None
 
 
 def test_without_split_k_switches_it_off_and_back():

@@ -328,6 +328,23 @@ def test_cuda_double_buffered_gemm_matches_the_reference(which, split, monkeypat
     _gemm_matches_the_reference(which)
 
 
+@pytest.mark.parametrize("which", GEMMS)
+def test_cuda_warp_layout_gemm_matches_the_reference(which, monkeypatch):
+    """The GEMM with its threads laid out by warp (kernels.cuda._WARP_LAYOUT, off by
+    default until a GPU sweep times it), at the tests' small tiles with a warp of 4
+    threads, 2 along N: every operand mode, edge tiles."""
+    monkeypatch.setattr(cuda_mod, "_WARP_LAYOUT", (4, 2))
+    _gemm_matches_the_reference(which)
+
+
+def test_cuda_warp_layout_that_does_not_tile_the_threads_says_so(monkeypatch):
+    monkeypatch.setattr(cuda_mod, "_WARP_LAYOUT", (4, 3))
+    cuda_mod.set_tile(8, 8, 4, 2, 2)
+    with pytest.raises(ValueError, match=r"warp layout \(4, 3\) .* 4 x 4 threads"):
+        cuda_mod.matmul(dev("cuda", np.ones((3, 3), np.float32)),
+                        dev("cuda", np.ones((3, 3), np.float32)))
+
+
 WIDE_SMALL = {"bm": 16, "bn": 16, "bk": 4, "tm": 4, "tn": 4, "pad": 1, "warp": 4, "ln": 2}
 
 
