@@ -15,7 +15,9 @@
 #   5. pool: max-pool forward/backward vs copy bandwidth of the same bytes
 #   6. train: LeNet-5 training step at batch 256 vs PyTorch eager (separate processes)
 #   7. launch: the host's cost of one GEMM launch, the arguments passed four ways
-#   8. sweep: the production GEMM at each tile of kernels.cuda.TILE_CANDIDATES
+#   8. sweep: the production GEMM at each tile of kernels.cuda.TILE_CANDIDATES and the
+#      layouts beside the default (padding, double buffering, warp layout), then the wide
+#      kernel at each of kernels.cuda.WIDE_CANDIDATES
 #   9. profile: where LeNet-5's batch-256 step goes on the host, ours and PyTorch's
 #  10. kernels: the kernel suite of python -m benchmarks --device cuda (one round)
 # Environment:
@@ -100,7 +102,7 @@ part conv 45 "$PY" -m benchmarks.gpu_parts conv --out "$out" --deadline @DEADLIN
 part pool 20 "$PY" -m benchmarks.gpu_parts pool --out "$out" --deadline @DEADLINE@
 part train 75 "$PY" -m benchmarks.gpu_parts train --out "$out" --deadline @DEADLINE@
 part launch 25 "$PY" -m benchmarks.gpu_parts launch --out "$out"
-part sweep 55 "$PY" -m benchmarks.gpu_parts sweep --out "$out" --deadline @DEADLINE@
+part sweep 70 "$PY" -m benchmarks.gpu_parts sweep --out "$out" --deadline @DEADLINE@
 part profile 45 "$PY" -m benchmarks --profile lenet5 --batch 256 --device cuda --out "$out"
 part kernels 60 "$PY" -m benchmarks --device cuda --suite kernels --pairs 1 --repeats 5 --out "$out/kernels"
 wait_resources
