@@ -424,7 +424,8 @@ def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s, on_row=None):
     registers, '<conv> forward_s', '<conv> weight grad_s', conv_rel_err} or {tile, error}.
     A sixth number sets the shared A tile's padding (kernels.cuda._A_PAD), a seventh
     double buffering (kernels.cuda._DOUBLE_BUFFER), an eighth the warp layout
-    (kernels.cuda._WARP_LAYOUT: None or (warp, ln)); without them, the module's settings.
+    (kernels.cuda._WARP_LAYOUT: None or (warp, ln)), a ninth the register cap
+    (kernels.cuda._MAX_REGISTERS); without them, the module's settings.
     These rows time the 64x64-family kernel (the wide kernel off). An entry that is a dict
     is a configuration of the wide kernel (keys of kernels.cuda.WIDE_TILE, the rest as
     WIDE_TILE): its row {wide, matmul_s, rel_err, registers} times the matmul only (the
@@ -442,7 +443,7 @@ def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s, on_row=None):
         w = xp.asarray(rng.standard_normal(ws, dtype=np.float32))
         data[name] = (x, w, s, p, K.conv2d_forward(x, w, s, p))
     saved, saved_pad, saved_db = tuple(K._tile), K._A_PAD, K._DOUBLE_BUFFER
-    saved_warp = K._WARP_LAYOUT
+    saved_warp, saved_cap = K._WARP_LAYOUT, K._MAX_REGISTERS
     saved_wide, saved_wide_min = dict(K._wide_tile), K._WIDE_BLOCKS_PER_SM
     rows, start = [], time.perf_counter()
     try:
@@ -460,14 +461,16 @@ def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s, on_row=None):
             pad = entry[5] if len(entry) > 5 else saved_pad
             dbuf = bool(entry[6]) if len(entry) > 6 else saved_db
             warp = entry[7] if len(entry) > 7 else saved_warp
+            cap = entry[8] if len(entry) > 8 else saved_cap
             head = {"tile": list(tile), "a_pad": pad, "double_buffer": dbuf,
-                    "warp_layout": list(warp) if warp else None}
+                    "warp_layout": list(warp) if warp else None, "max_registers": cap}
             if time.perf_counter() - start > deadline_s:
                 rows.append({**head, "error": "skipped: part deadline"})
                 continue
             try:
                 K.set_tile(*tile)
-                K._A_PAD, K._DOUBLE_BUFFER, K._WARP_LAYOUT = pad, dbuf, warp
+                K._A_PAD, K._DOUBLE_BUFFER = pad, dbuf
+                K._WARP_LAYOUT, K._MAX_REGISTERS = warp, cap
                 c = K.matmul(a, b)
                 row = {**head, "matmul_s": timer(lambda: K.matmul(a, b)),
                        "rel_err": float(xp.linalg.norm(c - ref) / xp.linalg.norm(ref))}
@@ -492,7 +495,8 @@ def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s, on_row=None):
                 on_row(rows)
     finally:
         K.set_tile(*saved)
-        K._A_PAD, K._DOUBLE_BUFFER, K._WARP_LAYOUT = saved_pad, saved_db, saved_warp
+        K._A_PAD, K._DOUBLE_BUFFER = saved_pad, saved_db
+        K._WARP_LAYOUT, K._MAX_REGISTERS = saved_warp, saved_cap
         K._wide_tile.clear()
         K._wide_tile.update(saved_wide)
         K._WIDE_BLOCKS_PER_SM = saved_wide_min
@@ -546,7 +550,9 @@ def sweep_markdown(rows, n, t_blas, convs):
         if "a_pad" in r:
             warp = r.get("warp_layout")
             tile += (f" ({r['a_pad']}, {'double' if r.get('double_buffer') else 'single'}"
-                     + (f", warp {warp[0] // warp[1]}x{warp[1]}" if warp else "") + ")")
+                     + (f", warp {warp[0] // warp[1]}x{warp[1]}" if warp else "")
+                     + (f", <= {r['max_registers']} regs" if r.get("max_registers") else "")
+                     + ")")
         if "error" in r:
             lines.append(f"| {tile} | failed: {r['error']} |" + " |" * (4 + len(heads)))
             continue
@@ -572,13 +578,15 @@ def part_sweep(out, n=4096, deadline_s=50.0):
     def save(rows, echo=False):
         _write(out, "sweep", head + rows, sweep_markdown(rows, n, t_blas, convs), echo=echo)
 
-    # the first tile (the default) four times: as it runs, with the shared A tile
-    # unpadded, double-buffered, and its threads laid out by warp (8 x 4 lanes per warp);
+    # the first tile (the default) five times: as it runs, with the shared A tile
+    # unpadded, double-buffered, its threads laid out by warp (8 x 4 lanes per warp), and
+    # with at most 64 registers (4 blocks per multiprocessor instead of 3);
     # then the wide kernel's candidates, then the other
     # tiles (timed on the first GPU run: the part's deadline may skip them)
     first, *rest = K.TILE_CANDIDATES
-    tiles = [first, (*first, 0), (*first, K._A_PAD, True),
-             (*first, K._A_PAD, K._DOUBLE_BUFFER, K.WARP_CANDIDATE), *K.WIDE_CANDIDATES, *rest]
+    default = (*first, K._A_PAD, K._DOUBLE_BUFFER)
+    tiles = [first, (*first, 0), (*first, K._A_PAD, True), (*default, K.WARP_CANDIDATE),
+             (*default, None, K.MAX_REGISTERS_CANDIDATE), *K.WIDE_CANDIDATES, *rest]
     rows = sweep_rows(K, cupy, lambda fn: _events_time(fn, repeats=5, warmup=1), n,
                       tiles, convs, deadline_s, on_row=save)
     save(rows, echo=True)

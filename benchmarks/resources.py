@@ -187,12 +187,16 @@ def numba_kernels():
 
     out = []
 
+    from kernels._cuda_launch import cap_registers
+
     def add(name, fn, sig, threads, production):
         ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0))
+        ptx = cap_registers(ptx, K.max_registers_of(fn))  # as the driver launch loads it
         out.append((name, ptx, threads, production))
 
+    production = {name for name, *_ in K.kernels_for_ptx(with_candidates=False)}
     for name, fn, sig, threads in K.kernels_for_ptx():
-        add(name, fn, sig, threads, True)
+        add(name, fn, sig, threads, name in production)
     for name, fn, sig, threads in G.kernels_for_ptx():
         add(name + " (ladder)", fn, sig, threads, False)
     return out

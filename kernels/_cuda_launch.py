@@ -40,8 +40,8 @@ import threading
 
 import numpy as np
 
-__all__ = ["DirectLauncher", "describe", "numba_signature", "param_format", "ptx_params",
-           "use_direct_launch"]
+__all__ = ["DirectLauncher", "cap_registers", "describe", "numba_signature", "param_format",
+           "ptx_params", "use_direct_launch"]
 
 # cuda.h: CU_LAUNCH_PARAM_END, CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_BUFFER_SIZE
 _PARAM_END, _PARAM_BUFFER_POINTER, _PARAM_BUFFER_SIZE = 0, 1, 2
@@ -146,6 +146,18 @@ def ptx_params(ptx):
     return name, [int(bits) for _, bits in _PARAM.findall(params)]
 
 
+def cap_registers(ptx, n):
+    """``ptx`` with a ``.maxnreg n`` directive on its kernel entry (ptxas then allocates at
+    most n registers per thread, as with -maxrregcount); unchanged for n None."""
+    if n is None:
+        return ptx
+    entry = _ENTRY.search(ptx)
+    if entry is None or ".maxnreg" in ptx:
+        raise ValueError("kernels.cuda launch: cannot cap the registers of this PTX "
+                         "(no .entry, or a .maxnreg already)")
+    return f"{ptx[:entry.end()]}\n.maxnreg {int(n)}\n{ptx[entry.end():]}"
+
+
 def _device_cc():
     import cupy
 
@@ -164,6 +176,9 @@ class _Loaded:
                    if k in dispatcher.targetoptions}
         ptx, _ = cuda.compile_ptx(dispatcher.py_func, numba_signature(key), cc=_device_cc(),
                                   **options)
+        # numba hands cuda.jit(max_registers=n) to its linker; here the JIT that loads the
+        # PTX reads it from the entry's .maxnreg directive
+        ptx = cap_registers(ptx, dispatcher.targetoptions.get("max_registers"))
         self.name, widths = ptx_params(ptx)
         self.struct = struct.Struct(param_format(key))
         if widths != [64] * (len(self.struct.format) - 1):

@@ -68,7 +68,8 @@ first from an H200 on 2026-11-26):
       unrolling and block order are swept on the next GPU run (WIDE_CANDIDATES). The
       64x64 kernel can lay its threads out by warp (_WARP_LAYOUT, off until the sweep
       times it): 2 shared-memory wavefronts per K-step and warp instead of 3, the same
-      registers and instr/FMA.
+      registers and instr/FMA; and cap its registers (_MAX_REGISTERS, off): at 64 the
+      matmul kernel is spill-free with 4 blocks per multiprocessor instead of 3.
 """
 from __future__ import annotations
 
@@ -316,7 +317,7 @@ def _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv=No
     (lru_cache keys a call by how its arguments were passed: every call goes through here
     so that ``conv`` left out and ``conv=None`` find the same kernel, the one launched.)"""
     return _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv,
-                            _A_PAD, _DOUBLE_BUFFER, _WARP_LAYOUT)
+                            _A_PAD, _DOUBLE_BUFFER, _WARP_LAYOUT, _MAX_REGISTERS)
 
 
 # module globals so that the GPU sweep can time each layout beside the default:
@@ -333,6 +334,20 @@ _DOUBLE_BUFFER = False
 # close to the FMAs' own rate. Off until the GPU sweep times it (tests use (4, 2))
 _WARP_LAYOUT = None
 WARP_CANDIDATE = (32, 4)  # the layout the sweep and the resource table try (8 x 4 lanes)
+# a register cap for the GEMM kernels (ptxas's maxrregcount; None: ptxas's choice). At 64
+# the 64x64 matmul kernels compile spill-free with the same instr/FMA and 4 blocks of 256
+# threads fit a multiprocessor instead of 3 (occupancy 38% -> 50%); the convolutions then
+# spill 8-64 bytes. (Launch bounds asking for 4 blocks did worse: NVVM recompiled the
+# convolution to 2.9 instructions per FMA.) Off until the GPU sweep times it
+_MAX_REGISTERS = None
+MAX_REGISTERS_CANDIDATE = 64
+_REGISTER_CAPS = {}  # py_func -> its cap, for compile_ptx callers (the resource table)
+
+
+def max_registers_of(py_func):
+    """The register cap of one of this module's kernels (by its Python function), or None:
+    a compile_ptx caller adds it with kernels._cuda_launch.cap_registers."""
+    return _REGISTER_CAPS.get(py_func)
 
 
 def _warp_layout_fits(tile, warp_layout):
@@ -347,7 +362,7 @@ def _warp_layout_fits(tile, warp_layout):
 
 @functools.lru_cache(maxsize=None)
 def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, conv, a_pad,
-                     double_buffer, warp_layout=None):
+                     double_buffer, warp_layout=None, max_registers=None):
     acc_t = _float_type(dtype_name)
     nthreads = (bm // tm) * (bn // tn)
     threads_n = bn // tn
@@ -445,7 +460,11 @@ def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, con
         cuda.syncthreads()
         return more
 
-    @cuda.jit
+    # (the simulator's cuda.jit takes no register cap; it changes no result)
+    options = ({} if max_registers is None or _simulating()
+               else {"max_registers": max_registers})
+
+    @cuda.jit(**options)
     def kernel(A, B, C, M, N, K, geo, split, kchunk):
         # grid z = batch (or group) x split: block z sums K in [s*kchunk, (s+1)*kchunk) of
         # batch g into C[z] (split-K, when the grid would be too small to fill the GPU;
@@ -544,6 +563,8 @@ def _gemm_kernel_for(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c, dtype_name, con
                     if c < N:
                         store_c(C, z, r, c, acc[a, b], geo)
 
+    if options:
+        _REGISTER_CAPS[kernel.py_func] = max_registers
     return kernel, nthreads
 
 
@@ -1102,10 +1123,12 @@ VERSIONS = {name: {"default": globals()[name]} for name in __all__
 VERSIONS["maxpool2d_backward"]["scatter"] = _maxpool_backward_scatter
 VERSIONS["conv2d_backward_input"]["direct"] = _conv2d_backward_input_direct
 
-def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
+def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE, with_candidates=True):
     """(name, python function, Numba signature, threads per block) of every production
     kernel of this module, for PTX compilation (tests/test_kernels_ptx.py) and the
-    resource table (benchmarks/resources.py): the one place that knows their signatures."""
+    resource table (benchmarks/resources.py): the one place that knows their signatures.
+    With candidates: also the GEMM variants the GPU sweep times (double-buffered, warp
+    layout, register cap), at the end."""
     from numba import float64, int64, types
 
     ft = getattr(types, dtype_name)
@@ -1128,21 +1151,6 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
     for name, (ma, mb, mc, A, B, conv) in gemms.items():
         kern, nthreads = _gemm_kernel(*tile, ma, mb, mc, dtype_name, conv)
         out.append((name, kern.py_func, (A, B) + sig[2:], nthreads))
-    # the double-buffered variant the GPU sweep times against the default (_DOUBLE_BUFFER)
-    for name in ("gemm matmul (regblock2d)", "gemm conv forward (implicit im2col, 3x3)"):
-        ma, mb, mc, A, B, conv = gemms[name]
-        kern, nthreads = _gemm_kernel_for(*tile, ma, mb, mc, dtype_name, conv, _A_PAD, True)
-        out.append((name.replace("gemm ", "gemm double-buffered ", 1), kern.py_func,
-                    (A, B) + sig[2:], nthreads))
-    # and the warp layout (_WARP_LAYOUT) the sweep tries, where it tiles the threads
-    fits = _warp_layout_fits(tile, WARP_CANDIDATE)
-    for name in ("gemm matmul (regblock2d)", "gemm conv forward (implicit im2col, 3x3)",
-                 "gemm conv weight gradient (3x3)") if fits else ():
-        ma, mb, mc, A, B, conv = gemms[name]
-        kern, nthreads = _gemm_kernel_for(*tile, ma, mb, mc, dtype_name, conv, _A_PAD,
-                                          _DOUBLE_BUFFER, WARP_CANDIDATE)
-        out.append((name.replace("gemm ", "gemm warp-layout ", 1), kern.py_func,
-                    (A, B) + sig[2:], nthreads))
     # the wide kernel (the ladder's rung 5 at WIDE_TILE) that runs large matmuls
     c = WIDE_TILE
     wide_threads = _ladder.check_dbuf_config("kernels_for_ptx", c)
@@ -1161,6 +1169,25 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE):
             ("avgpool backward (2x2, stride 2)", ab.py_func, (a4, a4, d2), 128),
             ("maxpool backward (scatter per plane)", _scatter_kernel().py_func, (a4, i4, a3),
              64)]
+    if with_candidates:
+        # the GEMM variants the GPU sweep times beside production's settings: (name prefix,
+        # kernels, _gemm_kernel_for's a_pad, double_buffer, warp_layout, max_registers)
+        matmul, fwd, dw = ("gemm matmul (regblock2d)", "gemm conv forward (implicit im2col, 3x3)",
+                           "gemm conv weight gradient (3x3)")
+        cap = MAX_REGISTERS_CANDIDATE
+        variants = [("gemm double-buffered ", (matmul, fwd), (_A_PAD, True, None, None)),
+                    (f"gemm {cap}-register ", (matmul, fwd, dw), (_A_PAD, False, None, cap))]
+        if _warp_layout_fits(tile, WARP_CANDIDATE):
+            variants.append(("gemm warp-layout ", (matmul, fwd, dw),
+                             (_A_PAD, False, WARP_CANDIDATE, None)))
+        candidates = []
+        for prefix, names, layout in variants:
+            for name in names:
+                ma, mb, mc, A, B, conv = gemms[name]
+                kern, nthreads = _gemm_kernel_for(*tile, ma, mb, mc, dtype_name, conv, *layout)
+                candidates.append((name.replace("gemm ", prefix, 1), kern.py_func,
+                                   (A, B) + sig[2:], nthreads))
+        out += candidates
     return out
 
 

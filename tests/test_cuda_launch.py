@@ -191,6 +191,32 @@ def test_direct_launcher_refuses_a_kernel_whose_parameters_differ(monkeypatch):
         L.DirectLauncher(kernel, 1, 32)(_FakeCupyArray(np.zeros(4, np.float32)), 1)
 
 
+def test_a_register_cap_reaches_the_loaded_ptx(monkeypatch):
+    """cuda.jit(max_registers=n) is a link option in numba; the driver launch loads PTX,
+    so the cap goes in as the entry's .maxnreg directive (kernels.cuda._MAX_REGISTERS)."""
+    from numba import cuda
+
+    loaded = []
+    fake = _fake_cupy([])
+    load = fake.cuda.function.Module.load
+    monkeypatch.setattr(fake.cuda.function.Module, "load",
+                        lambda self, ptx: loaded.append(ptx.decode()) or load(self, ptx))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(cuda, "compile_ptx", lambda fn, sig, cc, **o: (_fake_ptx(8), None),
+                        raising=False)
+    monkeypatch.setattr(L, "_loaded", {})
+
+    class Capped(_FakeKernel):
+        targetoptions = {"max_registers": 64}
+
+    L.DirectLauncher(Capped(), 1, 32)(_FakeCupyArray(np.zeros(4, np.float32)), 1)
+    L.DirectLauncher(_FakeKernel(), 1, 32)(_FakeCupyArray(np.zeros(4, np.float32)), 1)
+    assert ")\n.maxnreg 64\n" in loaded[0] and ".maxnreg" not in loaded[1]
+    assert L.cap_registers(_fake_ptx(2), None) == _fake_ptx(2)
+    with pytest.raises(ValueError, match="cannot cap"):
+        L.cap_registers(L.cap_registers(_fake_ptx(2), 64), 32)
+
+
 def test_the_launch_switch(monkeypatch):
     monkeypatch.setenv("TINYGRAD_K_CUDA_LAUNCH", "numba")
     assert not L.use_direct_launch()

@@ -211,8 +211,9 @@ def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, mon
     tiles = [r for r in rows[1:] if "tile" in r]
     assert [(r["tile"], r["a_pad"], r["double_buffer"]) for r in tiles] == [
         ([8, 8, 4, 2, 2], 4, False), ([8, 8, 4, 2, 2], 0, False), ([8, 8, 4, 2, 2], 4, True),
-        ([8, 8, 4, 2, 2], 4, False), ([4, 8, 2, 1, 2], 4, False)]
-    assert [r["warp_layout"] for r in tiles] == [None, None, None, [4, 2], None]
+        ([8, 8, 4, 2, 2], 4, False), ([8, 8, 4, 2, 2], 4, False), ([4, 8, 2, 1, 2], 4, False)]
+    assert [r["warp_layout"] for r in tiles] == [None, None, None, [4, 2], None, None]
+    assert [r["max_registers"] for r in tiles] == [None, None, None, None, 64, None]
     assert all(r["rel_err"] < 1e-5 and r["conv_rel_err"] < 1e-5 for r in tiles), rows
     wide = [r for r in rows[1:] if "wide" in r]
     assert [(r["wide"]["unroll"], r["wide"]["group"]) for r in wide] == [(1, 1), (4, 2)]
@@ -220,6 +221,8 @@ def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, mon
     table = (tmp_path / "sweep.md").read_text()
     assert "| 8,8,4,2,2 (0, single) |" in table and "| 8,8,4,2,2 (4, double) |" in table
     assert "| 8,8,4,2,2 (4, single, warp 2x2) |" in table
+    assert "| 8,8,4,2,2 (4, single, <= 64 regs) |" in table
+    assert K._MAX_REGISTERS is None
     assert "| wide 16,16,4,4,4 (unroll 4, group 2) |" in table
     assert tuple(K._tile) == K.DEFAULT_TILE and (K._A_PAD, K._DOUBLE_BUFFER) == (4, False)
     assert K._WARP_LAYOUT is None
