@@ -17,7 +17,8 @@ about 18 kernels, and its GPU step was 3x slower than PyTorch's, nearly all host
 
   - an array: meminfo (0), parent (0), nitems, itemsize, data pointer, shape[0..nd),
     strides[0..nd) in bytes -- the fields of numba's array data model, in order;
-  - an int: int64; a float: float64; a tuple of ints: its elements as int64s.
+  - an int: int64; a float: float64; a tuple of ints: its elements as int64s; a tuple
+    of arrays: each array's fields in turn, as its flat 1-D view (no view is made).
 
   Every field is 8 bytes wide, so the buffer has no padding. tests/test_cuda_launch.py
   checks against every production kernel's PTX that the entry's parameters are exactly
@@ -59,7 +60,8 @@ def describe(args, pointer):
     """(signature key, flat values) of kernel arguments, in numba's kernel ABI order.
 
     ``pointer(array)`` -> the array's device address. The key names each argument's
-    numba type: ``"i8"`` (int), ``"f8"`` (float), ``("tuple", n)`` (n ints) or
+    numba type: ``"i8"`` (int), ``"f8"`` (float), ``("tuple", n)`` (n ints),
+    ``("flat", n, dtype.str)`` (n C-contiguous arrays, each as its flat 1-D view) or
     ``(dtype.str, ndim, layout)`` for an array, layout "C", "F" or "A" as numba reads it
     from the array's flags. Runs on every launch: exact-type tests first (Python ints,
     tuples, then arrays), the slower ``isinstance`` only for NumPy scalars."""
@@ -69,6 +71,16 @@ def describe(args, pointer):
         if t is int:
             key.append("i8")
             vals.append(a)
+        elif t is tuple and a and hasattr(a[0], "strides") and not isinstance(a[0], np.generic):
+            # a tuple of C-contiguous arrays of one dtype, each passed as its flat 1-D view
+            # (numba's UniTuple(Array(dtype, 1, "C"), n)) without making the views
+            dt = a[0].dtype.str
+            for x in a:
+                if not (hasattr(x, "strides") and x.dtype.str == dt and x.flags.c_contiguous):
+                    raise TypeError("kernels.cuda launch: a tuple of arrays must hold "
+                                    f"C-contiguous arrays of one dtype ({dt}), got {x!r:.80}")
+                vals += (0, 0, x.size, x.itemsize, pointer(x), x.size, x.itemsize)
+            key.append(("flat", len(a), dt))
         elif t is tuple:
             for v in a:
                 if type(v) is not int and not (isinstance(v, np.integer)
@@ -111,6 +123,8 @@ def numba_signature(key):
             sig.append(float64)
         elif k[0] == "tuple":
             sig.append(types.UniTuple(int64, k[1]))
+        elif k[0] == "flat":
+            sig.append(types.UniTuple(types.Array(from_dtype(np.dtype(k[2])), 1, "C"), k[1]))
         else:
             dtype, ndim, layout = k
             sig.append(types.Array(from_dtype(np.dtype(dtype)), ndim, layout))
@@ -127,6 +141,8 @@ def param_format(key):
             parts.append("d")
         elif k[0] == "tuple":
             parts.append("q" * k[1])
+        elif k[0] == "flat":
+            parts.append("QQqqQqq" * k[1])
         else:  # meminfo, parent, nitems, itemsize, data; shape; strides
             parts.append("QQqqQ" + "q" * (2 * k[1]))
     return "".join(parts)

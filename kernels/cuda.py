@@ -90,7 +90,7 @@ from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy,
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
            "DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "WIDE_TILE", "set_wide_tile",
-           "VERSIONS"]
+           "sgd_update_multi", "VERSIONS"]
 
 DEFAULT_TILE = (64, 64, 8, 4, 4)  # BM, BN, BK, TM, TN
 _tile = list(DEFAULT_TILE)
@@ -1115,11 +1115,92 @@ def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=Fa
     return dx
 
 
+# -- the optimizer step: every parameter in one launch -----------------------------------------
+_MULTI_THREADS = 256
+_MULTI_CHUNK = 8 * _MULTI_THREADS  # elements of one tensor per block
+# tensors per launch: each passes three 7-word array descriptors (param, grad, buffer), so
+# 16 of them fill 2.9 of the 4 KB of kernel parameters
+_MULTI_MAX = 16
+
+
+@functools.lru_cache(maxsize=None)
+def _sgd_multi_kernel(dtype_name, with_momentum, nesterov):
+    """PyTorch's SGD step over a tuple of flat tensors, block b updating elements
+    [(b - starts[i]) * CHUNK, +CHUNK) of tensor i (starts[i] <= b < starts[i+1]):
+    d = g + wd p; with momentum buf = d (first step) or mom buf + (1 - dampening) d, and
+    d = d + mom buf (nesterov) or buf; p -= lr d -- kernels.cuda_fused's "sgd" body, the
+    scalars rounded once to the parameters' dtype."""
+    ft = _float_type(dtype_name)
+
+    @cuda.jit
+    def kernel(P, G, Bf, starts, lr, mom, omd, wd, first):
+        b = cuda.blockIdx.x
+        i = 0
+        while i + 1 < len(P) and starts[i + 1] <= b:  # (empty tensors own no block)
+            i += 1
+        p, g, buf = P[i], G[i], Bf[i]
+        lr_, mom_, omd_, wd_ = ft(lr), ft(mom), ft(omd), ft(wd)
+        e = (b - starts[i]) * _MULTI_CHUNK + cuda.threadIdx.x
+        end = min(e - cuda.threadIdx.x + _MULTI_CHUNK, p.shape[0])
+        while e < end:
+            d = g[e] + wd_ * p[e]
+            if with_momentum:
+                v = d if first else mom_ * buf[e] + omd_ * d
+                buf[e] = v
+                d = d + mom_ * v if nesterov else v
+            p[e] = p[e] - lr_ * d
+            e += _MULTI_THREADS
+
+    return kernel
+
+
+def sgd_update_multi(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov,
+                     first_step):
+    """PyTorch's SGD step on every tensor of ``params`` at once, in place on params (and
+    bufs): one launch per 16 tensors instead of one per tensor (PyTorch's foreach path).
+    params, grads, bufs: sequences of C-contiguous arrays of one float dtype, grads[i]
+    (and bufs[i]) of params[i]'s shape; bufs may be None when momentum is 0."""
+    n = len(params)
+    if len(grads) != n or (momentum and (bufs is None or len(bufs) != n)):
+        raise ValueError(f"sgd_update_multi: {n} params need {n} grads"
+                         + (f" and {n} momentum buffers" if momentum else "")
+                         + f", got {len(grads)}" + (f" and {len(bufs)}" if bufs else ""))
+    if not n:
+        return
+    dt = params[0].dtype
+    check_float("sgd_update_multi", params[0])
+    for i, (p, g) in enumerate(zip(params, grads)):
+        others = (g,) + ((bufs[i],) if momentum else ())
+        if any(x.shape != p.shape or x.dtype != dt or not x.flags.c_contiguous
+               for x in (p,) + others):
+            raise ValueError(f"sgd_update_multi: tensor {i}: param {p.shape} {p.dtype}, "
+                             f"grad {g.shape} {g.dtype}; expected C-contiguous arrays of "
+                             f"one shape and the dtype {dt}")
+    kernel = _sgd_multi_kernel(dtype_name(dt), bool(momentum), bool(nesterov))
+    scalars = (float(lr), float(momentum), float(1 - dampening), float(weight_decay),
+               int(bool(first_step)))
+    for c in range(0, n, _MULTI_MAX):
+        P, G = params[c:c + _MULTI_MAX], grads[c:c + _MULTI_MAX]
+        B = bufs[c:c + _MULTI_MAX] if momentum else P  # (unread without momentum)
+        starts = [0]
+        for p in P:
+            starts.append(starts[-1] + -(-p.size // _MULTI_CHUNK))
+        if starts[-1] == 0:
+            continue
+        if _simulating():  # numba's own launch: real 1-D views (the driver launch packs them)
+            flat = lambda arrs: tuple(a.reshape(-1) for a in arrs)  # noqa: E731
+            kernel[starts[-1], _MULTI_THREADS](flat(P), flat(G), flat(B), tuple(starts),
+                                               *scalars)
+        else:
+            _launch_config(kernel, starts[-1], _MULTI_THREADS)(
+                tuple(P), tuple(G), tuple(B), tuple(starts), *scalars)
+
+
 # primitive -> version name -> function with the primitive's signature ("default" is what
 # the backend calls). The GEMM tile is a module setting (``set_tile``), not a version.
 VERSIONS = {name: {"default": globals()[name]} for name in __all__
             if name not in ("DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "WIDE_TILE",
-                            "set_wide_tile", "VERSIONS")}
+                            "set_wide_tile", "VERSIONS", "sgd_update_multi")}
 VERSIONS["maxpool2d_backward"]["scatter"] = _maxpool_backward_scatter
 VERSIONS["conv2d_backward_input"]["direct"] = _conv2d_backward_input_direct
 
@@ -1162,6 +1243,12 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE, with_candidates=Tru
     # input gradient (a version by name) at ResNet's strided 3x3, LeNet's 2x2 pools
     out.append(("conv input gradient (direct; 3x3, stride 2, pad 1)",
                 _conv_dx_kernel(2, 2, 1, 1, 1, 1, dtype_name).py_func, (a4, a4, a4), 128))
+    # the optimizer step over 3 tensors (SGD with momentum)
+    flat3 = types.UniTuple(types.Array(ft, 1, "C"), 3)
+    out.append(("sgd step over 3 tensors (momentum)",
+                _sgd_multi_kernel(dtype_name, True, False).py_func,
+                (flat3, flat3, flat3, types.UniTuple(int64, 4), float64, float64, float64,
+                 float64, int64), _MULTI_THREADS))
     mf, mb, af, ab = _pool_kernels(2, 2, 2, 2, 0, 0, 1, 1, dtype_name)
     out += [("maxpool forward (2x2, stride 2)", mf.py_func, (a4, a4, i4), 128),
             ("maxpool backward (gather, 2x2, stride 2)", mb.py_func, (a4, i4, a4), 128),

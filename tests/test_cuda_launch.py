@@ -55,6 +55,22 @@ def test_describe_refuses_what_it_cannot_pack():
             L.describe((bad,), _ptr)
 
 
+def test_a_tuple_of_arrays_is_packed_as_flat_views():
+    """A tuple of C-contiguous arrays (the multi-tensor optimizer step) packs each as its
+    flat 1-D view, numba's UniTuple(Array(dtype, 1, "C"), n), without making the views."""
+    from numba import types
+
+    a, b = np.zeros((2, 3), np.float32), np.zeros(5, np.float32)
+    key, vals = L.describe(((a, b), (1, 2)), _ptr)
+    assert key == (("flat", 2, "<f4"), ("tuple", 2))
+    assert vals == [0, 0, 6, 4, _ptr(a), 6, 4, 0, 0, 5, 4, _ptr(b), 5, 4, 1, 2]
+    assert L.numba_signature(key)[0] == types.UniTuple(types.Array(types.float32, 1, "C"), 2)
+    assert len(L.param_format(key)) - 1 == len(vals)
+    for bad in ((a, a.T), (a, np.zeros(3, np.float64))):
+        with pytest.raises(TypeError, match="C-contiguous arrays of one dtype"):
+            L.describe((bad,), _ptr)
+
+
 def test_ptx_params_reads_the_entry():
     ptx = """.visible .entry _Z3k(\n\t.param .u64 _Z3k_param_0,\n\t.param .u64 _Z3k_param_1,
     \t.param .f64 _Z3k_param_2\n)\n{\n\tret;\n}"""
@@ -72,9 +88,9 @@ from numba import cuda, types
 def sample(t):
     if isinstance(t, types.Array):
         return np.zeros((2,) * t.ndim, dtype=np.dtype(str(t.dtype)))
-    if isinstance(t, types.UniTuple):
-        return (0,) * t.count
-    return 0
+    if isinstance(t, types.UniTuple):  # of ints, or of arrays (passed as flat views)
+        return tuple(sample(t.dtype) for _ in range(t.count))
+    return 0.0 if isinstance(t, types.Float) else 0
 
 checked = 0
 for dtype in ("float32", "float64"):

@@ -422,6 +422,61 @@ def _gemm_matches_the_reference(which):
     run("cuda", st.data(), check)
 
 
+def _sgd_reference(p, g, buf, lr, momentum, dampening, wd, nesterov, first):
+    """PyTorch's SGD step in the parameters' dtype, scalars rounded once (cuda_fused)."""
+    t = p.dtype.type
+    d = g + t(wd) * p
+    if momentum:
+        buf = d if first else t(momentum) * buf + t(1 - dampening) * d
+        d = d + t(momentum) * buf if nesterov else buf
+    return p - t(lr) * d, buf
+
+
+def test_cuda_sgd_step_over_many_tensors_in_one_launch(monkeypatch):
+    """kernels.cuda.sgd_update_multi against the step written out per tensor: any number
+    of tensors (past the per-launch limit, shrunk to 3), empty ones, tensors spanning
+    several blocks (shrunk to 16 elements), with and without momentum, nesterov, first
+    step or not, float32 and float64."""
+    monkeypatch.setattr(cuda_mod, "_MULTI_THREADS", 8)
+    monkeypatch.setattr(cuda_mod, "_MULTI_CHUNK", 16)
+    monkeypatch.setattr(cuda_mod, "_MULTI_MAX", 3)
+
+    def check(data):
+        n = data.draw(st.integers(1, 7))
+        dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+        shapes = [data.draw(st.sampled_from([(0,), (5,), (3, 7), (40,), (2, 1, 3)]))
+                  for _ in range(n)]
+        momentum = data.draw(st.sampled_from([0.9, 0.0]))
+        nesterov = bool(momentum) and data.draw(st.booleans())
+        dampening = 0.0 if nesterov else data.draw(st.sampled_from([0.25, 0.0]))
+        wd, first = data.draw(st.sampled_from([1e-2, 0.0])), data.draw(st.booleans())
+        rng = np.random.default_rng(data.draw(SEEDS))
+        ps = [rng.standard_normal(sh).astype(dtype) for sh in shapes]
+        gs = [rng.standard_normal(sh).astype(dtype) for sh in shapes]
+        bs = [rng.standard_normal(sh).astype(dtype) for sh in shapes] if momentum else None
+        want = [_sgd_reference(p, g, bs[i] if momentum else None, 0.1, momentum, dampening,
+                               wd, nesterov, first) for i, (p, g) in enumerate(zip(ps, gs))]
+        P, G = [dev("cuda", p) for p in ps], [dev("cuda", g) for g in gs]
+        B = [dev("cuda", b) for b in bs] if momentum else None
+        cuda_mod.sgd_update_multi(P, G, B, 0.1, momentum, dampening, wd, nesterov, first)
+        for i, (wp, wb) in enumerate(want):
+            np.testing.assert_allclose(np.asarray(P[i]), wp, rtol=1e-6, atol=1e-6)
+            if momentum:
+                np.testing.assert_allclose(np.asarray(B[i]), wb, rtol=1e-6, atol=1e-6)
+
+    settings(max_examples=20, deadline=None)(given(st.data())(check))()
+
+
+def test_cuda_sgd_multi_refuses_mismatched_tensors():
+    p = dev("cuda", np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"sgd_update_multi: 1 params need 1 grads and 1 "
+                                         r"momentum buffers, got 1"):
+        cuda_mod.sgd_update_multi([p], [p], None, 0.1, 0.9, 0, 0, False, True)
+    with pytest.raises(ValueError, match=r"sgd_update_multi: tensor 0: .*\(2, 3\) float32"):
+        cuda_mod.sgd_update_multi([p], [dev("cuda", np.zeros((2, 3), np.float32))], None,
+                                  0.1, 0, 0, 0, False, True)
+
+
 def test_cuda_conv_past_the_grid_limit_says_so():
     x = dev("cuda", np.ones((1, 4, 3, 3), np.float32))
     w = dev("cuda", np.ones((4, 2, 1, 1), np.float32))

@@ -143,6 +143,47 @@ def test_fused_sgd(nesterov, first):
     np.testing.assert_allclose(cp.asnumpy(cp_buf), nb, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("momentum,nesterov,first", [(0.9, False, True), (0.9, True, False),
+                                                      (0.0, False, False)])
+def test_sgd_over_many_tensors_in_one_launch(momentum, nesterov, first):
+    """kernels.cuda.sgd_update_multi through the driver launch (tuples of arrays packed as
+    flat views) against the fused per-tensor kernel: 20 tensors (two launches), one empty,
+    one spanning several blocks."""
+    shapes = [(6, 1, 5, 5), (6,), (0,), (5000,), (120, 400)] + [(7, 3)] * 15
+    ps = [rng.standard_normal(sh).astype(np.float32) for sh in shapes]
+    gs = [rng.standard_normal(sh).astype(np.float32) for sh in shapes]
+    bs = [rng.standard_normal(sh).astype(np.float32) for sh in shapes]
+    multi = [cp.asarray(a) for a in ps], [cp.asarray(a) for a in bs]
+    single = [cp.asarray(a) for a in ps], [cp.asarray(a) for a in bs]
+    K.sgd_update_multi(multi[0], [cp.asarray(g) for g in gs], multi[1] if momentum else None,
+                       0.1, momentum, 0.0, 0.01, nesterov, first)
+    for p, g, b in zip(single[0], gs, single[1]):
+        F.sgd_update_(p, cp.asarray(g), b, 0.1, momentum, 0.0, 0.01, nesterov, first)
+    for got, want in zip(multi[0] + multi[1], single[0] + single[1]):
+        np.testing.assert_allclose(cp.asnumpy(got), cp.asnumpy(want), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, True), (False, True)])
+def test_matmul_on_the_wide_kernel(ta, tb):
+    m, k, n = 2100, 515, 2050  # 17 x 17 blocks of 128x128: the wide kernel, edge tiles
+    assert K._use_wide(m, n, 1)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)
+    assert rel(K.matmul(cp.asarray(a), cp.asarray(b), ta, tb), want) < 1e-5
+
+
+def test_cross_entropy_bad_target_raises_at_the_next_read():
+    import tinygrad_k as tk
+    import tinygrad_k.nn.functional as TF
+
+    z = tk.randn(4, 3, device="cuda")
+    loss = TF.cross_entropy(z, tk.tensor([0, 3, 1, 2], device="cuda"))  # no wait here
+    with pytest.raises(IndexError, match="target 3 is out of range for 3 classes"):
+        loss.item()
+    assert np.isfinite(TF.cross_entropy(z, tk.tensor([0, 2, 1, 2], device="cuda")).item())
+
+
 @pytest.mark.parametrize("decoupled", [False, True])
 def test_fused_adam(decoupled):
     p, g = (rng.standard_normal(100).astype(np.float32) for _ in range(2))

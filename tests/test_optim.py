@@ -115,6 +115,47 @@ def test_param_groups_and_skipped_params():
     assert o.param_groups[1]["lr"] == 0.5 and o.param_groups[0]["lr"] == 0.1
 
 
+@pytest.mark.parametrize("momentum,nesterov", [(0.9, False), (0.9, True), (0.0, False)])
+def test_sgd_on_the_gpu_updates_each_group_in_one_launch(monkeypatch, momentum, nesterov):
+    """On the cuda device SGD hands each group's parameters (same first-step state) to one
+    backend call, which the GPU runs as one launch (kernels.cuda.sgd_update_multi; here
+    the real GPU backend's method over the simulator, a strided gradient falling back to
+    the per-tensor step): same steps as torch, groups and skipped parameters included."""
+    from tinygrad_k import backend as B
+
+    monkeypatch.setattr(B.CUDASimBackend, "sgd_update_many_", B.CUDABackend.sgd_update_many_)
+    calls = []
+    multi = B.get_backend("cuda").kernels.sgd_update_multi
+    monkeypatch.setattr(B.get_backend("cuda").kernels, "sgd_update_multi",
+                        lambda ps, *a: calls.append(len(ps)) or multi(ps, *a))
+    init = _params(3) + [np.arange(6, dtype=np.float32).reshape(2, 3)]
+    ours = [tk.tensor(a.copy(), requires_grad=True, device="cuda") for a in init]
+    theirs = [torch.tensor(a.copy(), requires_grad=True) for a in init]
+    kw = dict(lr=0.1, momentum=momentum, nesterov=nesterov, weight_decay=0.01)
+    o = optim.SGD([{"params": ours[:2] + ours[3:]}, {"params": ours[2:3], "lr": 0.5}], **kw)
+    t = torch.optim.SGD([{"params": theirs[:2] + theirs[3:]}, {"params": theirs[2:3],
+                                                              "lr": 0.5}], **kw)
+    for k, gs in enumerate(_grads(3, 4)):
+        gs = gs + [np.ones((3, 2), np.float32).T * (k + 1)]  # a strided gradient
+        for i, (p, q, g) in enumerate(zip(ours, theirs, gs)):
+            skip = i == 1 and k % 2 == 0
+            p.grad = None if skip else tk.tensor(np.ascontiguousarray(g), device="cuda")
+            if i == 3 and not skip:
+                p.grad._array = p.grad._array.T.copy().T  # same values, not C-contiguous
+            q.grad = None if skip else torch.tensor(np.ascontiguousarray(g))
+        o.step()
+        t.step()
+        for p, q in zip(ours, theirs):
+            assert _rel(p.numpy(), q.detach().numpy()) < 1e-5
+    # tensors per launch, step by step: group 0 holds params 0, 1 and 3 (3's gradient is
+    # strided: the per-tensor step), group 1 param 2; param 1, skipped at steps 0 and 2,
+    # takes its first momentum step at step 1, apart from the others
+    if momentum:
+        assert calls == [1, 1] + [1, 1, 1] + [1, 1] + [2, 1]
+    else:
+        assert calls == [1, 1] + [2, 1] + [1, 1] + [2, 1]
+
+
 @pytest.mark.parametrize("cls,kwargs", [(optim.SGD, dict(lr=0.05, momentum=0.9,
                                                           nesterov=True)),
                                         (optim.Adam, dict(lr=1e-2)),

@@ -310,6 +310,14 @@ class Backend:
             g = g + momentum * buf if nesterov else buf
         param -= lr * g
 
+    def sgd_update_many_(self, params, grads, bufs, lr, momentum, dampening, weight_decay,
+                         nesterov, first_step):
+        """sgd_update_ on every (params[i], grads[i], bufs[i]) with the same settings (bufs
+        None without momentum). Here one at a time; the GPU does them in one launch."""
+        for i, (p, g) in enumerate(zip(params, grads)):
+            self.sgd_update_(p, g, bufs[i] if bufs is not None else None, lr, momentum,
+                             dampening, weight_decay, nesterov, first_step)
+
     def adam_update_(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
                      decoupled, max_v=None):
         """PyTorch Adam (decoupled=False) / AdamW (decoupled=True), in place.
@@ -458,6 +466,24 @@ class CUDABackend(Backend):
 
     def sgd_update_(self, *args):
         self._fused.sgd_update_(*args)
+
+    def sgd_update_many_(self, params, grads, bufs, lr, momentum, dampening, weight_decay,
+                         nesterov, first_step):
+        # one launch for the C-contiguous float tensors of one dtype (kernels.cuda); any
+        # other (a strided gradient, a second dtype) one fused kernel at a time
+        args = (lr, momentum, dampening, weight_decay, nesterov, first_step)
+        dt = params[0].dtype if params else None
+        batch, rest = [], []
+        for i, (p, g) in enumerate(zip(params, grads)):
+            b = bufs[i] if bufs is not None else None
+            ok = (dt in _FLOATS and p.dtype == dt and g.dtype == dt and p.flags.c_contiguous
+                  and g.flags.c_contiguous and (b is None or b.flags.c_contiguous))
+            (batch if ok else rest).append((p, g, b))
+        if batch:
+            ps, gs, bs = zip(*batch)
+            self.kernels.sgd_update_multi(ps, gs, bs if bufs is not None else None, *args)
+        for p, g, b in rest:
+            self.sgd_update_(p, g, b, *args)
 
     def adam_update_(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
                      decoupled, max_v=None):

@@ -1,8 +1,8 @@
 """Optimizers with PyTorch's update rules, param groups and state_dict format.
 
 Each ``step()`` updates ``p.data`` in place through the device backend
-(``backend.sgd_update_`` / ``adam_update_``: NumPy on cpu, one fused CuPy kernel per
-tensor on the GPU).
+(``backend.sgd_update_many_`` / ``adam_update_``: fused Numba passes on cpu; on the GPU
+one launch for all of a group's SGD parameters, one fused CuPy kernel per tensor for Adam).
 """
 from __future__ import annotations
 
@@ -150,13 +150,22 @@ class SGD(Optimizer):
                                       weight_decay=weight_decay, nesterov=nesterov))
 
     def step(self):
+        # the parameters of one group, device and first-step state are updated together
+        # (backend.sgd_update_many_: one launch for all of them on a GPU, as PyTorch's
+        # foreach path does)
+        batches = {}
         for g, p, s in self._params_with_grad():
             first = "momentum_buffer" not in s
             if g["momentum"] and first:
                 s["momentum_buffer"] = p.backend.xp.zeros_like(p._array)
-            p.backend.sgd_update_(p._array, p.grad._array, s.get("momentum_buffer"), g["lr"],
-                                  g["momentum"], g["dampening"], g["weight_decay"],
-                                  g["nesterov"], first)
+            ps, gs, bs = batches.setdefault((id(g), p.backend, first), (g, [], [], []))[1:]
+            ps.append(p._array)
+            gs.append(p.grad._array)
+            bs.append(s.get("momentum_buffer"))
+        for (_, backend, first), (g, ps, gs, bs) in batches.items():
+            backend.sgd_update_many_(ps, gs, bs if g["momentum"] else None, g["lr"],
+                                     g["momentum"], g["dampening"], g["weight_decay"],
+                                     g["nesterov"], first)
 
 
 class Adam(Optimizer):
