@@ -534,33 +534,27 @@ def sweep_markdown(rows, n, t_blas, convs):
              + " | ".join(f"{h} ms" for h in heads) + " |",
              "|---|---:|---:|---:|---:|---:|" + "---:|" * len(heads)]
     for r in rows:
-        if "wide" in r:
+        if "wide" in r:  # the wide kernel: a matmul time only
             w = r["wide"]
             tile = (f"wide {w['bm']},{w['bn']},{w['bk']},{w['tm']},{w['tn']} (unroll "
                     f"{w['unroll']}, group {w['group']})")
-            if "error" in r:
-                lines.append(f"| {tile} | failed: {r['error']} |" + " |" * (4 + len(heads)))
-                continue
-            t = r["matmul_s"]
-            lines.append(f"| {tile} | {r.get('registers', '?')} | {t * 1e3:.2f} | "
-                         f"{flops / t / 1e12:.2f} | {100 * t_blas / t:.0f}% | "
-                         f"{r['rel_err']:.1e}; - | " + " | ".join("-" for h in heads) + " |")
-            continue
-        tile = ",".join(map(str, r["tile"]))
-        if "a_pad" in r:
-            warp = r.get("warp_layout")
-            tile += (f" ({r['a_pad']}, {'double' if r.get('double_buffer') else 'single'}"
-                     + (f", warp {warp[0] // warp[1]}x{warp[1]}" if warp else "")
-                     + (f", <= {r['max_registers']} regs" if r.get("max_registers") else "")
-                     + ")")
+        else:
+            tile = ",".join(map(str, r["tile"]))
+            if "a_pad" in r:
+                warp = r.get("warp_layout")
+                tile += (f" ({r['a_pad']}, {'double' if r.get('double_buffer') else 'single'}"
+                         + (f", warp {warp[0] // warp[1]}x{warp[1]}" if warp else "")
+                         + (f", <= {r['max_registers']} regs" if r.get("max_registers") else "")
+                         + ")")
         if "error" in r:
             lines.append(f"| {tile} | failed: {r['error']} |" + " |" * (4 + len(heads)))
             continue
         t = r["matmul_s"]
+        conv_err = f"{r['conv_rel_err']:.1e}" if "conv_rel_err" in r else "-"
+        cells = [f"{r[h + '_s'] * 1e3:.3f}" if h + "_s" in r else "-" for h in heads]
         lines.append(f"| {tile} | {r.get('registers', '?')} | {t * 1e3:.2f} | "
                      f"{flops / t / 1e12:.2f} | {100 * t_blas / t:.0f}% | {r['rel_err']:.1e}; "
-                     f"{r['conv_rel_err']:.1e} | "
-                     + " | ".join(f"{r[h + '_s'] * 1e3:.3f}" for h in heads) + " |")
+                     f"{conv_err} | " + " | ".join(cells) + " |")
     return lines
 
 

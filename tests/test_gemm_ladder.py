@@ -70,8 +70,8 @@ def test_ladder_rung_matches_reference(ladder, rung, shape, batch, trans, dtype)
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.sqrt(k))
 
 
-@pytest.mark.parametrize("unroll,group", [(2, 1), (4, 2), (1, 3), (4, 5)])
-@pytest.mark.parametrize("trans", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("unroll,group,trans", [(2, 1, (False, False)), (4, 2, (True, False)),
+                                                (1, 3, (False, True)), (4, 5, (True, True))])
 def test_rung5_unrolled_and_grouped_orders_match_reference(ladder, unroll, group, trans):
     """Rung 5's tuning knobs (the wide kernel's sweep candidates): 2 or 4 rank-1 updates
     per trip of the K-step, and grouped block order -- on a 3 x 4 grid of blocks, so that

@@ -345,6 +345,18 @@ def test_cuda_warp_layout_that_does_not_tile_the_threads_says_so(monkeypatch):
                         dev("cuda", np.ones((3, 3), np.float32)))
 
 
+def _draw_matmul(data, sides, inner, batches):
+    """(a, b, trans_a, trans_b, batch dims, m, n): float32 operands of a drawn product,
+    each stored as op() reads it (transposed when its flag is set)."""
+    m, k, n = data.draw(sides), data.draw(inner), data.draw(sides)
+    batch, ta, tb = data.draw(st.sampled_from(batches)), data.draw(st.booleans()), data.draw(st.booleans())
+    rng = np.random.default_rng(data.draw(SEEDS))
+    lead = () if batch is None else (batch,)
+    a = rng.standard_normal(lead + ((k, m) if ta else (m, k))).astype(np.float32)
+    b = rng.standard_normal(lead + ((n, k) if tb else (k, n))).astype(np.float32)
+    return a, b, ta, tb, lead, m, n
+
+
 WIDE_SMALL = {"bm": 16, "bn": 16, "bk": 4, "tm": 4, "tn": 4, "pad": 1, "warp": 4, "ln": 2}
 
 
@@ -362,12 +374,8 @@ def test_cuda_matmul_runs_large_products_on_the_wide_kernel(monkeypatch):
                         lambda *a, **k: calls.append(a[7:9]) or launch(*a, **k))
 
     def check(data):
-        m, k, n = data.draw(st.integers(1, 35)), data.draw(st.integers(0, 13)), data.draw(st.integers(1, 35))
-        batch, ta, tb = data.draw(st.sampled_from([None, 1, 2])), data.draw(st.booleans()), data.draw(st.booleans())
-        rng = np.random.default_rng(data.draw(SEEDS))
-        lead = () if batch is None else (batch,)
-        a = rng.standard_normal(lead + ((k, m) if ta else (m, k))).astype(np.float32)
-        b = rng.standard_normal(lead + ((n, k) if tb else (k, n))).astype(np.float32)
+        a, b, ta, tb, lead, m, n = _draw_matmul(data, st.integers(1, 35), st.integers(0, 13),
+                                                [None, 1, 2])
         del calls[:]
         out = cuda_mod.matmul(dev("cuda", a), dev("cuda", b), ta, tb)
         assert calls == [(ta, tb)]
@@ -410,12 +418,8 @@ def _gemm_matches_the_reference(which):
 
     def check(data):
         small_tile("cuda", data)
-        m, k, n = data.draw(st.integers(1, 9)), data.draw(st.integers(2, 40)), data.draw(st.integers(1, 9))
-        batch, ta, tb = data.draw(st.sampled_from([None, 1, 3])), data.draw(st.booleans()), data.draw(st.booleans())
-        rng = np.random.default_rng(data.draw(SEEDS))
-        lead = () if batch is None else (batch,)
-        a = rng.standard_normal(lead + ((k, m) if ta else (m, k))).astype(np.float32)
-        b = rng.standard_normal(lead + ((n, k) if tb else (k, n))).astype(np.float32)
+        a, b, ta, tb, lead, m, n = _draw_matmul(data, st.integers(1, 9), st.integers(2, 40),
+                                                [None, 1, 3])
         out = cuda_mod.matmul(dev("cuda", a), dev("cuda", b), ta, tb)
         assert rel(out, reference.matmul(a, b, ta, tb)) < 1e-5
 
