@@ -1259,13 +1259,13 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE, with_candidates=Tru
     if with_candidates:
         # the GEMM variants the GPU sweep times beside production's settings: (name prefix,
         # kernels, _gemm_kernel_for's a_pad, double_buffer, warp_layout, max_registers)
-        matmul, fwd, dw = ("gemm matmul (regblock2d)", "gemm conv forward (implicit im2col, 3x3)",
-                           "gemm conv weight gradient (3x3)")
+        mm, fwd, dw = ("gemm matmul (regblock2d)", "gemm conv forward (implicit im2col, 3x3)",
+                       "gemm conv weight gradient (3x3)")
         cap = MAX_REGISTERS_CANDIDATE
-        variants = [("gemm double-buffered ", (matmul, fwd), (_A_PAD, True, None, None)),
-                    (f"gemm {cap}-register ", (matmul, fwd, dw), (_A_PAD, False, None, cap))]
+        variants = [("gemm double-buffered ", (mm, fwd), (_A_PAD, True, None, None)),
+                    (f"gemm {cap}-register ", (mm, fwd, dw), (_A_PAD, False, None, cap))]
         if _warp_layout_fits(tile, WARP_CANDIDATE):
-            variants.append(("gemm warp-layout ", (matmul, fwd, dw),
+            variants.append(("gemm warp-layout ", (mm, fwd, dw),
                              (_A_PAD, False, WARP_CANDIDATE, None)))
         candidates = []
         for prefix, names, layout in variants:

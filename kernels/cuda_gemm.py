@@ -11,7 +11,7 @@ rung 5 reads them in place, as the production paths of kernels.cuda do.
 |---|---|---|---|
 | 1 | ``naive`` | one thread per C element, K loop from global memory | 2 |
 | 2 | ``smem_tiled`` | T x T tiles of A and B staged in shared memory | 2/T |
-| 3 | ``regblock2d`` | (today's production kernel) BM x BN block, each thread a TM x TN register tile: TM+TN shared loads per TM*TN FMAs | (1/BM + 1/BN) |
+| 3 | ``regblock2d`` | (the production 64x64 kernel; large matmuls run on rung 5) BM x BN block, each thread a TM x TN register tile: TM+TN shared loads per TM*TN FMAs | (1/BM + 1/BN) |
 | 4 | ``vec4_transposed_a`` | each thread fetches 4 consecutive floats per operand per K-step (the 128-bit access pattern), A stored transposed with a padding column so the transposing stores spread over the shared-memory banks; 8x8 register tile | as 3 |
 | 5 | ``double_buffered_warp`` | two shared stages: the next K-tile is fetched into registers while the current one is multiplied (one barrier per step); threads laid out by warp so that a warp covers a compact sub-tile and its shared reads broadcast; transposed operands read in place | as 3 |
 
