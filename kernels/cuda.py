@@ -90,7 +90,7 @@ from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy,
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
            "DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "WIDE_TILE", "set_wide_tile",
-           "sgd_update_multi", "VERSIONS"]
+           "sgd_update_multi", "adam_update_multi", "VERSIONS"]
 
 DEFAULT_TILE = (64, 64, 8, 4, 4)  # BM, BN, BK, TM, TN
 _tile = list(DEFAULT_TILE)
@@ -1115,29 +1115,37 @@ def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=Fa
     return dx
 
 
-# -- the optimizer step: every parameter in one launch -----------------------------------------
+# -- the optimizer steps: every parameter in one launch ----------------------------------------
+# Each kernel takes tuples of flat tensors (param, grad, state...), and block b of a launch
+# works on elements [(b - starts[i]) * CHUNK, +CHUNK) of tensor i, starts[i] <= b <
+# starts[i+1]. One launch per _MULTI_MAX tensors (fewer where the descriptors, 7 words per
+# array, would pass the 4 KB of kernel parameters) instead of one per tensor: PyTorch's
+# foreach path does the same.
 _MULTI_THREADS = 256
 _MULTI_CHUNK = 8 * _MULTI_THREADS  # elements of one tensor per block
-# tensors per launch: each passes three 7-word array descriptors (param, grad, buffer), so
-# 16 of them fill 2.9 of the 4 KB of kernel parameters
 _MULTI_MAX = 16
+
+
+@cuda.jit(device=True, inline=True)
+def _tensor_of_block(starts, n, b):
+    """The i with starts[i] <= b < starts[i + 1] (an empty tensor owns no block)."""
+    i = 0
+    while i + 1 < n and starts[i + 1] <= b:
+        i += 1
+    return i
 
 
 @functools.lru_cache(maxsize=None)
 def _sgd_multi_kernel(dtype_name, with_momentum, nesterov):
-    """PyTorch's SGD step over a tuple of flat tensors, block b updating elements
-    [(b - starts[i]) * CHUNK, +CHUNK) of tensor i (starts[i] <= b < starts[i+1]):
-    d = g + wd p; with momentum buf = d (first step) or mom buf + (1 - dampening) d, and
-    d = d + mom buf (nesterov) or buf; p -= lr d -- kernels.cuda_fused's "sgd" body, the
-    scalars rounded once to the parameters' dtype."""
+    """PyTorch's SGD step: d = g + wd p; with momentum buf = d (first step) or
+    mom buf + (1 - dampening) d, and d = d + mom buf (nesterov) or buf; p -= lr d --
+    kernels.cuda_fused's "sgd" body, the scalars rounded once to the parameters' dtype."""
     ft = _float_type(dtype_name)
 
     @cuda.jit
     def kernel(P, G, Bf, starts, lr, mom, omd, wd, first):
         b = cuda.blockIdx.x
-        i = 0
-        while i + 1 < len(P) and starts[i + 1] <= b:  # (empty tensors own no block)
-            i += 1
+        i = _tensor_of_block(starts, len(P), b)
         p, g, buf = P[i], G[i], Bf[i]
         lr_, mom_, omd_, wd_ = ft(lr), ft(mom), ft(omd), ft(wd)
         e = (b - starts[i]) * _MULTI_CHUNK + cuda.threadIdx.x
@@ -1154,53 +1162,118 @@ def _sgd_multi_kernel(dtype_name, with_momentum, nesterov):
     return kernel
 
 
-def sgd_update_multi(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov,
-                     first_step):
-    """PyTorch's SGD step on every tensor of ``params`` at once, in place on params (and
-    bufs): one launch per 16 tensors instead of one per tensor (PyTorch's foreach path).
-    params, grads, bufs: sequences of C-contiguous arrays of one float dtype, grads[i]
-    (and bufs[i]) of params[i]'s shape; bufs may be None when momentum is 0."""
+@functools.lru_cache(maxsize=None)
+def _adam_multi_kernel(dtype_name, decay):
+    """PyTorch's Adam / AdamW step -- kernels.cuda_fused's "adam" body: weight decay
+    (decay 1: g += wd p; 2, decoupled: p *= 1 - lr wd; 0: none), m = b1 m + (1 - b1) g,
+    v = b2 v + (1 - b2) g^2, p -= lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps),
+    the scalars formed on the host and rounded once to the parameters' dtype."""
+    ft = _float_type(dtype_name)
+
+    @cuda.jit
+    def kernel(P, G, M, V, starts, b1, omb1, b2, omb2, eps, wd, step_size, bc2, shrink):
+        b = cuda.blockIdx.x
+        i = _tensor_of_block(starts, len(P), b)
+        p, g, m, v = P[i], G[i], M[i], V[i]
+        b1_, omb1_, b2_, omb2_, eps_ = ft(b1), ft(omb1), ft(b2), ft(omb2), ft(eps)
+        wd_, step_, bc2_, shrink_ = ft(wd), ft(step_size), ft(bc2), ft(shrink)
+        e = (b - starts[i]) * _MULTI_CHUNK + cuda.threadIdx.x
+        end = min(e - cuda.threadIdx.x + _MULTI_CHUNK, p.shape[0])
+        while e < end:
+            gg = g[e]
+            if decay == 2:
+                p[e] = p[e] * shrink_
+            elif decay == 1:
+                gg = gg + wd_ * p[e]
+            mm = b1_ * m[e] + omb1_ * gg
+            vv = b2_ * v[e] + omb2_ * gg * gg
+            m[e] = mm
+            v[e] = vv
+            p[e] = p[e] - step_ * mm / (math.sqrt(vv / bc2_) + eps_)
+            e += _MULTI_THREADS
+
+    return kernel
+
+
+def _check_multi(op, params, others):
+    """params and each list of ``others`` (grads, states): equally long, C-contiguous
+    arrays of params[i]'s shape and one float dtype."""
     n = len(params)
-    if len(grads) != n or (momentum and (bufs is None or len(bufs) != n)):
-        raise ValueError(f"sgd_update_multi: {n} params need {n} grads"
-                         + (f" and {n} momentum buffers" if momentum else "")
-                         + f", got {len(grads)}" + (f" and {len(bufs)}" if bufs else ""))
+    if any(len(o) != n for o in others):
+        raise ValueError(f"{op}: {n} params need {len(others)} lists of {n} arrays (grads, "
+                         f"states), got {[len(o) for o in others]}")
     if not n:
         return
     dt = params[0].dtype
-    check_float("sgd_update_multi", params[0])
-    for i, (p, g) in enumerate(zip(params, grads)):
-        others = (g,) + ((bufs[i],) if momentum else ())
+    check_float(op, params[0])
+    for i, p in enumerate(params):
+        arrays = [p] + [o[i] for o in others]
         if any(x.shape != p.shape or x.dtype != dt or not x.flags.c_contiguous
-               for x in (p,) + others):
-            raise ValueError(f"sgd_update_multi: tensor {i}: param {p.shape} {p.dtype}, "
-                             f"grad {g.shape} {g.dtype}; expected C-contiguous arrays of "
-                             f"one shape and the dtype {dt}")
-    kernel = _sgd_multi_kernel(dtype_name(dt), bool(momentum), bool(nesterov))
-    scalars = (float(lr), float(momentum), float(1 - dampening), float(weight_decay),
-               int(bool(first_step)))
-    for c in range(0, n, _MULTI_MAX):
-        P, G = params[c:c + _MULTI_MAX], grads[c:c + _MULTI_MAX]
-        B = bufs[c:c + _MULTI_MAX] if momentum else P  # (unread without momentum)
+               for x in arrays):
+            raise ValueError(f"{op}: tensor {i}: arrays of shapes {[x.shape for x in arrays]} "
+                             f"and dtypes {[str(x.dtype) for x in arrays]}; expected "
+                             f"C-contiguous arrays of one shape and the dtype {dt}")
+
+
+def _multi_launch(kernel, tensors, scalars):
+    """kernel over tensors = [params, grads, states...] (lists of arrays), _MULTI_MAX
+    tensors (or fewer, see above) per launch: kernel(*tuples, starts, *scalars)."""
+    per_launch = min(_MULTI_MAX, 440 // (7 * len(tensors) + 1))
+    for c in range(0, len(tensors[0]), per_launch):
+        parts = [list(t[c:c + per_launch]) for t in tensors]
         starts = [0]
-        for p in P:
+        for p in parts[0]:
             starts.append(starts[-1] + -(-p.size // _MULTI_CHUNK))
         if starts[-1] == 0:
             continue
         if _simulating():  # numba's own launch: real 1-D views (the driver launch packs them)
-            flat = lambda arrs: tuple(a.reshape(-1) for a in arrs)  # noqa: E731
-            kernel[starts[-1], _MULTI_THREADS](flat(P), flat(G), flat(B), tuple(starts),
-                                               *scalars)
+            args = [tuple(a.reshape(-1) for a in part) for part in parts]
+            kernel[starts[-1], _MULTI_THREADS](*args, tuple(starts), *scalars)
         else:
             _launch_config(kernel, starts[-1], _MULTI_THREADS)(
-                tuple(P), tuple(G), tuple(B), tuple(starts), *scalars)
+                *(tuple(part) for part in parts), tuple(starts), *scalars)
+
+
+def sgd_update_multi(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov,
+                     first_step):
+    """PyTorch's SGD step on every tensor of ``params`` at once, in place on params (and
+    bufs): params, grads, bufs: sequences of C-contiguous arrays of one float dtype,
+    grads[i] (and bufs[i]) of params[i]'s shape; bufs may be None when momentum is 0."""
+    if momentum and bufs is None:
+        raise ValueError("sgd_update_multi: momentum needs the momentum buffers, got None")
+    tensors = [params, grads] + ([bufs] if momentum else [])
+    _check_multi("sgd_update_multi", params, tensors[1:])
+    if not len(params):
+        return
+    kernel = _sgd_multi_kernel(dtype_name(params[0].dtype), bool(momentum), bool(nesterov))
+    if not momentum:
+        tensors.append(params)  # (a stand-in: the kernel reads no buffer)
+    _multi_launch(kernel, tensors, (float(lr), float(momentum), float(1 - dampening),
+                                    float(weight_decay), int(bool(first_step))))
+
+
+def adam_update_multi(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay, step,
+                      decoupled):
+    """PyTorch's Adam (AdamW when decoupled) step t = ``step`` on every tensor at once, in
+    place on params, ms and vs (C-contiguous arrays of one float dtype, each of its
+    param's shape)."""
+    _check_multi("adam_update_multi", params, [grads, ms, vs])
+    if not len(params):
+        return
+    decay = 0 if not weight_decay else 2 if decoupled else 1
+    kernel = _adam_multi_kernel(dtype_name(params[0].dtype), decay)
+    _multi_launch(kernel, [params, grads, ms, vs],
+                  (float(beta1), float(1 - beta1), float(beta2), float(1 - beta2), float(eps),
+                   float(weight_decay), float(lr / (1 - beta1 ** step)),
+                   float(1 - beta2 ** step), float(1 - lr * weight_decay)))
 
 
 # primitive -> version name -> function with the primitive's signature ("default" is what
 # the backend calls). The GEMM tile is a module setting (``set_tile``), not a version.
 VERSIONS = {name: {"default": globals()[name]} for name in __all__
             if name not in ("DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "WIDE_TILE",
-                            "set_wide_tile", "VERSIONS", "sgd_update_multi")}
+                            "set_wide_tile", "VERSIONS", "sgd_update_multi",
+                            "adam_update_multi")}
 VERSIONS["maxpool2d_backward"]["scatter"] = _maxpool_backward_scatter
 VERSIONS["conv2d_backward_input"]["direct"] = _conv2d_backward_input_direct
 
@@ -1249,6 +1322,9 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE, with_candidates=Tru
                 _sgd_multi_kernel(dtype_name, True, False).py_func,
                 (flat3, flat3, flat3, types.UniTuple(int64, 4), float64, float64, float64,
                  float64, int64), _MULTI_THREADS))
+    out.append(("adam step over 3 tensors (decoupled weight decay)",
+                _adam_multi_kernel(dtype_name, 2).py_func,
+                (flat3,) * 4 + (types.UniTuple(int64, 4),) + (float64,) * 9, _MULTI_THREADS))
     mf, mb, af, ab = _pool_kernels(2, 2, 2, 2, 0, 0, 1, 1, dtype_name)
     out += [("maxpool forward (2x2, stride 2)", mf.py_func, (a4, a4, i4), 128),
             ("maxpool backward (gather, 2x2, stride 2)", mb.py_func, (a4, i4, a4), 128),

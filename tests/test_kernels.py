@@ -426,6 +426,22 @@ def _gemm_matches_the_reference(which):
     run("cuda", st.data(), check)
 
 
+def _small_multi_launches(monkeypatch):
+    """The multi-tensor optimizer kernels at toy sizes: 8 threads, 16 elements per block,
+    3 tensors per launch (so that tensors span blocks and lists span launches)."""
+    monkeypatch.setattr(cuda_mod, "_MULTI_THREADS", 8)
+    monkeypatch.setattr(cuda_mod, "_MULTI_CHUNK", 16)
+    monkeypatch.setattr(cuda_mod, "_MULTI_MAX", 3)
+
+
+def _draw_tensors(data):
+    """(dtype, shapes) of 1-7 parameter tensors, empty ones included."""
+    n = data.draw(st.integers(1, 7))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    return dtype, [data.draw(st.sampled_from([(0,), (5,), (3, 7), (40,), (2, 1, 3)]))
+                   for _ in range(n)]
+
+
 def _sgd_reference(p, g, buf, lr, momentum, dampening, wd, nesterov, first):
     """PyTorch's SGD step in the parameters' dtype, scalars rounded once (cuda_fused)."""
     t = p.dtype.type
@@ -441,15 +457,10 @@ def test_cuda_sgd_step_over_many_tensors_in_one_launch(monkeypatch):
     of tensors (past the per-launch limit, shrunk to 3), empty ones, tensors spanning
     several blocks (shrunk to 16 elements), with and without momentum, nesterov, first
     step or not, float32 and float64."""
-    monkeypatch.setattr(cuda_mod, "_MULTI_THREADS", 8)
-    monkeypatch.setattr(cuda_mod, "_MULTI_CHUNK", 16)
-    monkeypatch.setattr(cuda_mod, "_MULTI_MAX", 3)
+    _small_multi_launches(monkeypatch)
 
     def check(data):
-        n = data.draw(st.integers(1, 7))
-        dtype = data.draw(st.sampled_from([np.float32, np.float64]))
-        shapes = [data.draw(st.sampled_from([(0,), (5,), (3, 7), (40,), (2, 1, 3)]))
-                  for _ in range(n)]
+        dtype, shapes = _draw_tensors(data)
         momentum = data.draw(st.sampled_from([0.9, 0.0]))
         nesterov = bool(momentum) and data.draw(st.booleans())
         dampening = 0.0 if nesterov else data.draw(st.sampled_from([0.25, 0.0]))
@@ -471,14 +482,55 @@ def test_cuda_sgd_step_over_many_tensors_in_one_launch(monkeypatch):
     settings(max_examples=20, deadline=None)(given(st.data())(check))()
 
 
-def test_cuda_sgd_multi_refuses_mismatched_tensors():
+def _adam_reference(p, g, m, v, lr, b1, b2, eps, wd, step, decoupled):
+    """PyTorch's Adam / AdamW step in the parameters' dtype (cuda_fused's scalars)."""
+    t = p.dtype.type
+    if wd and decoupled:
+        p = p * t(1 - lr * wd)
+    elif wd:
+        g = g + t(wd) * p
+    m = t(b1) * m + t(1 - b1) * g
+    v = t(b2) * v + t(1 - b2) * g * g
+    return p - t(lr / (1 - b1 ** step)) * m / (np.sqrt(v / t(1 - b2 ** step)) + t(eps)), m, v
+
+
+def test_cuda_adam_step_over_many_tensors_in_one_launch(monkeypatch):
+    """kernels.cuda.adam_update_multi against the step written out per tensor: Adam and
+    AdamW, with and without weight decay, several launches and blocks per tensor."""
+    _small_multi_launches(monkeypatch)
+
+    def check(data):
+        dtype, shapes = _draw_tensors(data)
+        wd, decoupled = data.draw(st.sampled_from([0.1, 0.0])), data.draw(st.booleans())
+        step = data.draw(st.integers(1, 4))
+        rng = np.random.default_rng(data.draw(SEEDS))
+        ps, gs, ms = ([rng.standard_normal(sh).astype(dtype) for sh in shapes] for _ in "pgm")
+        vs = [rng.random(sh).astype(dtype) for sh in shapes]
+        want = [_adam_reference(*a, 1e-2, 0.9, 0.999, 1e-8, wd, step, decoupled)
+                for a in zip(ps, gs, ms, vs)]
+        P, G, M, V = ([dev("cuda", a) for a in arrs] for arrs in (ps, gs, ms, vs))
+        cuda_mod.adam_update_multi(P, G, M, V, 1e-2, 0.9, 0.999, 1e-8, wd, step, decoupled)
+        for i, w in enumerate(want):
+            for got, exp in zip((P[i], M[i], V[i]), w):
+                np.testing.assert_allclose(np.asarray(got), exp, rtol=1e-5, atol=1e-6)
+
+    settings(max_examples=12, deadline=None)(given(st.data())(check))()
+
+
+def test_cuda_multi_tensor_steps_refuse_mismatched_tensors():
     p = dev("cuda", np.zeros((3, 2), np.float32))
-    with pytest.raises(ValueError, match=r"sgd_update_multi: 1 params need 1 grads and 1 "
-                                         r"momentum buffers, got 1"):
+    with pytest.raises(ValueError, match=r"sgd_update_multi: momentum needs the momentum "
+                                         r"buffers, got None"):
         cuda_mod.sgd_update_multi([p], [p], None, 0.1, 0.9, 0, 0, False, True)
-    with pytest.raises(ValueError, match=r"sgd_update_multi: tensor 0: .*\(2, 3\) float32"):
+    with pytest.raises(ValueError, match=r"sgd_update_multi: tensor 0: .*\(3, 2\), \(2, 3\)"):
         cuda_mod.sgd_update_multi([p], [dev("cuda", np.zeros((2, 3), np.float32))], None,
                                   0.1, 0, 0, 0, False, True)
+    with pytest.raises(ValueError, match=r"adam_update_multi: 1 params need 3 lists of 1 "
+                                         r"arrays .* got \[1, 0, 1\]"):
+        cuda_mod.adam_update_multi([p], [p], [], [p], 1e-3, 0.9, 0.999, 1e-8, 0, 1, False)
+    with pytest.raises(ValueError, match=r"adam_update_multi: tensor 0: .*float64"):
+        cuda_mod.adam_update_multi([p], [p], [p], [dev("cuda", np.zeros((3, 2)))], 1e-3, 0.9,
+                                   0.999, 1e-8, 0, 1, False)
 
 
 def test_cuda_conv_past_the_grid_limit_says_so():

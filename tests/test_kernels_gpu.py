@@ -163,6 +163,24 @@ def test_sgd_over_many_tensors_in_one_launch(momentum, nesterov, first):
         np.testing.assert_allclose(cp.asnumpy(got), cp.asnumpy(want), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("wd,decoupled", [(0.0, False), (0.1, False), (0.1, True)])
+def test_adam_over_many_tensors_in_one_launch(wd, decoupled):
+    """kernels.cuda.adam_update_multi through the driver launch against the fused
+    per-tensor kernel: 20 tensors (two launches), one empty, one over several blocks."""
+    shapes = [(6, 1, 5, 5), (6,), (0,), (5000,), (120, 400)] + [(7, 3)] * 15
+    arrays = [[rng.standard_normal(sh).astype(np.float32) for sh in shapes] for _ in "pgm"]
+    arrays.append([rng.random(sh).astype(np.float32) for sh in shapes])
+    multi = [[cp.asarray(a) for a in arrs] for arrs in arrays]
+    single = [[cp.asarray(a) for a in arrs] for arrs in arrays]
+    K.adam_update_multi(*multi, 1e-3, 0.9, 0.999, 1e-8, wd, 3, decoupled)
+    for p, g, m, v in zip(*single):
+        F.adam_update_(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, wd, 3, decoupled)
+    for k in (0, 2, 3):  # params, m, v
+        for got, want in zip(multi[k], single[k]):
+            np.testing.assert_allclose(cp.asnumpy(got), cp.asnumpy(want), rtol=1e-5,
+                                       atol=1e-7)
+
+
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, True), (False, True)])
 def test_matmul_on_the_wide_kernel(ta, tb):
     m, k, n = 2100, 515, 2050  # 17 x 17 blocks of 128x128: the wide kernel, edge tiles

@@ -345,6 +345,14 @@ class Backend:
         denom = xp.sqrt(v / bc2) + eps
         param -= (lr / bc1) * m / denom
 
+    def adam_update_many_(self, params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay,
+                          step, decoupled, max_vs=None):
+        """adam_update_ on every tensor with the same settings and step (max_vs: AMSGrad's
+        running maxima, or None). Here one at a time; the GPU does them in one launch."""
+        for i, (p, g, m, v) in enumerate(zip(params, grads, ms, vs)):
+            self.adam_update_(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step,
+                              decoupled, None if max_vs is None else max_vs[i])
+
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -484,6 +492,21 @@ class CUDABackend(Backend):
             self.kernels.sgd_update_multi(ps, gs, bs if bufs is not None else None, *args)
         for p, g, b in rest:
             self.sgd_update_(p, g, b, *args)
+
+    def adam_update_many_(self, params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay,
+                          step, decoupled, max_vs=None):
+        # as sgd_update_many_; AMSGrad (no fused kernel) through the composition
+        args = (lr, beta1, beta2, eps, weight_decay, step, decoupled)
+        dt = params[0].dtype if params else None
+        batch, rest = [], []
+        for i, arrays in enumerate(zip(params, grads, ms, vs)):
+            ok = max_vs is None and dt in _FLOATS and all(
+                a.dtype == dt and a.flags.c_contiguous for a in arrays)
+            (batch if ok else rest).append((i, arrays))
+        if batch:
+            self.kernels.adam_update_multi(*map(list, zip(*(a for _, a in batch))), *args)
+        for i, (p, g, m, v) in rest:
+            self.adam_update_(p, g, m, v, *args, None if max_vs is None else max_vs[i])
 
     def adam_update_(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
                      decoupled, max_v=None):

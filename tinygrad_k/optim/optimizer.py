@@ -1,8 +1,8 @@
 """Optimizers with PyTorch's update rules, param groups and state_dict format.
 
 Each ``step()`` updates ``p.data`` in place through the device backend
-(``backend.sgd_update_many_`` / ``adam_update_``: fused Numba passes on cpu; on the GPU
-one launch for all of a group's SGD parameters, one fused CuPy kernel per tensor for Adam).
+(``backend.sgd_update_many_`` / ``adam_update_many_``: fused Numba passes on cpu; on the
+GPU one launch for all of a group's parameters, as PyTorch's foreach path).
 """
 from __future__ import annotations
 
@@ -185,6 +185,8 @@ class Adam(Optimizer):
                                       weight_decay=weight_decay, amsgrad=bool(amsgrad)))
 
     def step(self):
+        # one backend call per group, device and step count (one launch on a GPU)
+        batches = {}
         for g, p, s in self._params_with_grad():
             xp = p.backend.xp
             if not s:
@@ -194,10 +196,15 @@ class Adam(Optimizer):
                 if g["amsgrad"]:
                     s["max_exp_avg_sq"] = xp.zeros_like(p._array)
             s["step"] += 1
+            lists = batches.setdefault((id(g), p.backend, s["step"]), (g, [], [], [], [], []))
+            for out, a in zip(lists[1:], (p._array, p.grad._array, s["exp_avg"],
+                                          s["exp_avg_sq"], s.get("max_exp_avg_sq"))):
+                out.append(a)
+        for (_, backend, step), (g, ps, gs, ms, vs, maxes) in batches.items():
             b1, b2 = g["betas"]
-            p.backend.adam_update_(p._array, p.grad._array, s["exp_avg"], s["exp_avg_sq"],
-                                   g["lr"], b1, b2, g["eps"], g["weight_decay"], s["step"],
-                                   self._decoupled, s.get("max_exp_avg_sq"))
+            backend.adam_update_many_(ps, gs, ms, vs, g["lr"], b1, b2, g["eps"],
+                                      g["weight_decay"], step, self._decoupled,
+                                      maxes if g["amsgrad"] else None)
 
 
 class AdamW(Adam):
