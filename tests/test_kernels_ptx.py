@@ -25,8 +25,10 @@ import kernels.cuda_gemm as G
 f64_math = re.compile(r"\b(?:add|sub|mul|fma|div|neg|min|max|setp)(?:\.[a-z]+)*\.f64\b")
 for dtype in ("float32", "float64"):
     for tile in (K.DEFAULT_TILE, (8, 8, 4, 2, 2)):
-        kernels = K.kernels_for_ptx(dtype, tile)
-        if dtype == "float32" and tile == K.DEFAULT_TILE:
+        # the sweep's candidate variants (same code, other layouts) and the ladder once
+        first = dtype == "float32" and tile == K.DEFAULT_TILE
+        kernels = K.kernels_for_ptx(dtype, tile, with_candidates=first)
+        if first:
             kernels += G.kernels_for_ptx()
         for name, fn, sig, _ in kernels:
             if tile == K.DEFAULT_TILE or name.startswith("gemm"):  # the rest has no tile
