@@ -433,6 +433,8 @@ def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s, on_row=None):
     ``convs`` maps a name to (x shape, w shape, stride, padding); ``on_row(rows)`` is called
     after every tile. The tile in force before is restored. Runs under the simulator as
     well (tests, tiny sizes)."""
+    from kernels import _cuda_launch
+
     rng = np.random.default_rng(0)
     a = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
     b = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
@@ -476,8 +478,7 @@ def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s, on_row=None):
                        "rel_err": float(xp.linalg.norm(c - ref) / xp.linalg.norm(ref))}
                 kern = K._gemm_kernel(*tile, K._PLAIN, K._PLAIN, K._OUT_PLAIN, "float32")[0]
                 if not K._simulating():  # {signature: registers} over what was compiled
-                    regs = kern.get_regs_per_thread()
-                    row["registers"] = max(regs.values()) if isinstance(regs, dict) else regs
+                    row["registers"] = _registers(_cuda_launch, kern)
                 errs = [0.0]
                 for name, (x, w, s, p, y) in data.items():
                     # against the result at the tile in force before (kernels.cuda's
@@ -503,8 +504,19 @@ def sweep_rows(K, xp, timer, n, tiles, convs, deadline_s, on_row=None):
     return rows
 
 
+def _registers(launch_module, kernel):
+    """The register count of a sweep row, or the reason there is none (never a failed row:
+    its timings stand without it)."""
+    try:
+        return launch_module.registers(kernel)
+    except Exception as e:  # noqa: BLE001
+        return f"unknown: {repr(e)[:80]}"
+
+
 def _wide_row(K, xp, timer, a, b, ref, params, base, start, deadline_s):
     """One sweep row for the wide kernel at configuration base + params (sweep_rows)."""
+    from kernels import _cuda_launch
+
     head = {"wide": {**base, **params}}
     if time.perf_counter() - start > deadline_s:
         return {**head, "error": "skipped: part deadline"}
@@ -515,9 +527,8 @@ def _wide_row(K, xp, timer, a, b, ref, params, base, start, deadline_s):
         row = {**head, "matmul_s": timer(lambda: K.matmul(a, b)),
                "rel_err": float(xp.linalg.norm(c - ref) / xp.linalg.norm(ref))}
         if not K._simulating():
-            regs = K._ladder.dbuf_kernel_for(K._wide_tile, False, False,
-                                             "float32").get_regs_per_thread()
-            row["registers"] = max(regs.values()) if isinstance(regs, dict) else regs
+            row["registers"] = _registers(
+                _cuda_launch, K._ladder.dbuf_kernel_for(K._wide_tile, False, False, "float32"))
         return row
     except Exception as e:  # noqa: BLE001 - report and go on
         return {**head, "error": repr(e)[:300]}
@@ -537,7 +548,8 @@ def sweep_markdown(rows, n, t_blas, convs):
         if "wide" in r:  # the wide kernel: a matmul time only
             w = r["wide"]
             tile = (f"wide {w['bm']},{w['bn']},{w['bk']},{w['tm']},{w['tn']} (unroll "
-                    f"{w['unroll']}, group {w['group']})")
+                    f"{w['unroll']}, group {w['group']}, warp {w['warp'] // w['ln']}x{w['ln']}, "
+                    f"A pad {w['pad']})")
         else:
             tile = ",".join(map(str, r["tile"]))
             if "a_pad" in r:

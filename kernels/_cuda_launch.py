@@ -215,6 +215,14 @@ class _Loaded:
         # lets go of the GIL around that call: one launch at a time per buffer
         self.lock = threading.Lock()
 
+    def num_regs(self):
+        """Registers per thread of the loaded function (the driver's attribute)."""
+        import cupy
+
+        drv = cupy.cuda.driver
+        return drv.funcGetAttribute(getattr(drv, "CU_FUNC_ATTRIBUTE_NUM_REGS", 4),
+                                    self.function.ptr)
+
     def launch(self, grid, block, vals):
         with self.lock:
             self.struct.pack_into(self.buffer, 0, *vals)
@@ -234,6 +242,17 @@ def _dim3(d):
 
 def _pointer(a):
     return a.data.ptr
+
+
+def registers(dispatcher):
+    """The most registers per thread of ``dispatcher``'s kernels loaded so far, through this
+    module or through numba's own launch (its ``get_regs_per_thread``); None if neither
+    has loaded one yet."""
+    with _loaded_lock:
+        ours = [ld.num_regs() for (k, _), ld in _loaded.items() if k is dispatcher]
+    theirs = dispatcher.get_regs_per_thread()
+    theirs = list(theirs.values()) if isinstance(theirs, dict) else [theirs]
+    return max(ours + [r for r in theirs if r is not None], default=None)
 
 
 class DirectLauncher:

@@ -645,8 +645,13 @@ WIDE_TILE = {"bm": 128, "bn": 128, "bk": 8, "tm": 8, "tn": 8, "pad": 4, "warp": 
 _wide_tile = dict(WIDE_TILE)  # tests set small ones (set_wide_tile)
 # what the GPU sweep times beside WIDE_TILE (changes to it): unrolling the K-step 2 or 4
 # rank-1 updates per trip (instr/FMA 1.43 -> 1.40 / 1.37 on sm_90, 124 -> 127 registers),
-# grouped block order for L2 reuse of the operand panels (group 8: 8 block rows per column)
-WIDE_CANDIDATES = ({}, {"unroll": 2}, {"unroll": 4}, {"group": 8}, {"unroll": 4, "group": 8})
+# grouped block order for L2 reuse of the operand panels (group 8: 8 block rows per column),
+# other warp shapes (ln lanes along N: 4x8 and 16x2 instead of 8x4) and no A padding.
+# H100, 2026-11-26 (benchmarks/results/2026-11-26-NVIDIA-H100-session3/sweep.md): none
+# beat WIDE_TILE (3.94 ms at 4096^3, 68% of cuBLAS FP32; unrolling 4.07-4.28, group 8
+# 4.00, warp 4x8 4.63, 16x2 3.98, no pad 3.97)
+WIDE_CANDIDATES = ({}, {"unroll": 2}, {"unroll": 4}, {"group": 8}, {"unroll": 4, "group": 8},
+                   {"unroll": 2, "group": 8}, {"ln": 8}, {"ln": 2}, {"pad": 0})
 _WIDE_BLOCKS_PER_SM = 2       # None: never the wide kernel (the GPU sweep compares)
 
 

@@ -145,7 +145,9 @@ def _fake_cupy(launches):
 
     cuda = pytypes.SimpleNamespace(
         function=pytypes.SimpleNamespace(Module=Module),
-        driver=pytypes.SimpleNamespace(launchKernel=launch_kernel),
+        driver=pytypes.SimpleNamespace(  # every function of the fake has 77 registers
+            launchKernel=launch_kernel, CU_FUNC_ATTRIBUTE_NUM_REGS=4,
+            funcGetAttribute=lambda attr, f: 77 if (attr, f) == (4, 0xF00) else 0),
         get_current_stream=lambda: pytypes.SimpleNamespace(ptr=0x5EAD),
         Device=lambda: pytypes.SimpleNamespace(compute_capability="90"))
     return pytypes.SimpleNamespace(cuda=cuda)
@@ -232,6 +234,32 @@ def test_a_register_cap_reaches_the_loaded_ptx(monkeypatch):
     assert L.cap_registers(_fake_ptx(2), None) == _fake_ptx(2)
     with pytest.raises(ValueError, match="cannot cap"):
         L.cap_registers(L.cap_registers(_fake_ptx(2), 64), 32)
+
+
+def test_registers_reads_the_kernels_this_module_loaded(monkeypatch):
+    """The sweep's register column: a kernel launched through the driver is not among
+    numba's compiled overloads (its get_regs_per_thread is empty), so the count comes from
+    the loaded function (the driver's attribute); the most over its loaded signatures."""
+    from numba import cuda
+
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy([]))
+    monkeypatch.setattr(cuda, "compile_ptx", lambda fn, sig, cc, **o: (_fake_ptx(8), None),
+                        raising=False)
+    monkeypatch.setattr(L, "_loaded", {})
+
+    class Numbas(_FakeKernel):
+        def __init__(self, regs):
+            self.regs = regs
+
+        def get_regs_per_thread(self):
+            return self.regs
+
+    kernel, other = Numbas({}), Numbas({"sig": 40})
+    assert L.registers(kernel) is None and L.registers(other) == 40
+    L.DirectLauncher(kernel, 1, 32)(_FakeCupyArray(np.zeros(4, np.float32)), 1)
+    assert L.registers(kernel) == 77 and L.registers(other) == 40
+    L._loaded[(other, "another signature")] = pytypes.SimpleNamespace(num_regs=lambda: 96)
+    assert L.registers(other) == 96
 
 
 def test_the_launch_switch(monkeypatch):

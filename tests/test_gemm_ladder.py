@@ -304,5 +304,5 @@ def test_tile_sweep_runs_every_candidate_and_restores_the_tile():
     table = gpu_parts.sweep_markdown(rows, 9, 1e-3, {"c": None})
     assert len(table) == 4 + len(rows) and "| 8,8,4,2,2 (4, single) | ? |" in table[4]
     assert "| 8,4,3,2,1 (4, single, warp 2x2) | ? |" in table[5]
-    assert "| wide 16,16,4,4,4 (unroll 4, group 2) | ? |" in table[7]
+    assert "| wide 16,16,4,4,4 (unroll 4, group 2, warp 2x2, A pad 1) | ? |" in table[7]
     assert all(line.count("|") == table[2].count("|") for line in table[4:]), table

@@ -223,7 +223,7 @@ def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, mon
     assert "| 8,8,4,2,2 (4, single, warp 2x2) |" in table
     assert "| 8,8,4,2,2 (4, single, <= 64 regs) |" in table
     assert K._MAX_REGISTERS is None
-    assert "| wide 16,16,4,4,4 (unroll 4, group 2) |" in table
+    assert "| wide 16,16,4,4,4 (unroll 4, group 2, warp 2x2, A pad 1) |" in table
     assert tuple(K._tile) == K.DEFAULT_TILE and (K._A_PAD, K._DOUBLE_BUFFER) == (4, False)
     assert K._WARP_LAYOUT is None
 
