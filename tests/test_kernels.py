@@ -215,6 +215,25 @@ def test_avgpool2d_backward(impl, version):
     run(impl, st.data(), _pool_check(impl, version, "avgpool2d_backward"))
 
 
+def test_avgpool_divisors_are_made_once_per_window_size_and_device(monkeypatch):
+    """kernels.cuda keeps the average pool's 1/divisor array (an upload a call otherwise):
+    the same window and size reuse it, another divisor rule or size gets its own, and
+    only _INVERSE_DIVISORS_KEPT are kept."""
+    monkeypatch.setattr(cuda_mod, "_inverse_divisors", {})
+    monkeypatch.setattr(cuda_mod, "_INVERSE_DIVISORS_KEPT", 3)
+    geo = pool_geometry(3, 2, 1, op="avg_pool2d")
+    over = pool_geometry(3, 2, 1, op="avg_pool2d", divisor_override=5)
+    first = cuda_mod._avg_inverse_divisor(geo, (7, 6), xp)
+    assert cuda_mod._avg_inverse_divisor(geo, (7, 6), xp) is first
+    other = cuda_mod._avg_inverse_divisor(over, (7, 6), xp)
+    assert other is not first and np.all(np.asarray(other) == 0.2)
+    assert np.asarray(first)[0, 0] == 1 / 9  # count_include_pad: the padded window
+    cuda_mod._avg_inverse_divisor(geo, (5, 6), xp)
+    cuda_mod._avg_inverse_divisor(geo, (9, 6), xp)  # the fourth: the first one goes
+    assert len(cuda_mod._inverse_divisors) == 3
+    assert cuda_mod._avg_inverse_divisor(geo, (7, 6), xp) is not first
+
+
 # -- matmul -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("impl,version", versions("matmul"))
 def test_matmul(impl, version):
