@@ -6,6 +6,9 @@
 | `relu_backward(dy, y)` | (y > 0) mask, multiply: 2 passes -> 1 |
 | `softmax_xent_forward(logits, t)` | max, exp, sum, log, gather: 5 passes -> 1 (one thread per row) |
 | `softmax_xent_backward(p, t, dloss)` | copy, one-hot subtract, scale: 3 -> 1 |
+| `cross_entropy_forward(z, t, ignore_index)` | ignore/range masks, softmax, loss, row weights, sums: ~20 launches -> 2 |
+| `cross_entropy_mean(total, count)` | guard, divide, NaN for no rows, cast: 5 -> 1 |
+| `cross_entropy_backward(p, t, w, g, count)` | mean scale, row weights, one-hot subtract: ~8 -> 1 |
 | `sgd_update_(p, g, buf, ...)` | weight decay, momentum, nesterov, update: up to 5 -> 1 |
 | `adam_update_(p, g, m, v, ...)` | decay, two moments, bias corrections, update: ~9 -> 1 |
 
@@ -30,7 +33,8 @@ except ImportError:  # no CuPy: the framework never calls these then
     AVAILABLE = False
 
 __all__ = ["AVAILABLE", "bias_relu", "relu_backward", "softmax_xent_forward",
-           "softmax_xent_backward", "sgd_update_", "adam_update_"]
+           "softmax_xent_backward", "cross_entropy_forward", "cross_entropy_mean",
+           "cross_entropy_backward", "sgd_update_", "adam_update_"]
 
 
 def _need():
@@ -51,6 +55,20 @@ ELEMENTWISE = {
         "T p, raw int64 t, raw T dloss, int64 classes", "T dz",
         "long long row = i / classes; long long col = i % classes;"
         "dz = dloss[row] * (p - (col == t[row] ? (T)1 : (T)0))"),
+    # the mean of the counted rows' losses, NaN when none counts (PyTorch's 0/0); the
+    # division in double, as NumPy promotes a float32 sum over an int64 count
+    "xent_mean": (
+        "T total, int64 count", "T mean",
+        "mean = count > 0 ? (T)((double)total / (double)count) : (T)nan(\"\")"),
+    # the upstream gradient g of a "mean" (counted: / max(count, 1)) or "sum" loss, times
+    # the row weight (1 counted, 0 ignored, NaN out of range), times softmax - onehot
+    "xent_backward_scaled": (
+        "T p, raw int64 t, raw T g, raw int64 count, raw T w, int64 classes, bool counted, "
+        "bool weighted", "T dz",
+        "long long row = i / classes; long long col = i % classes;"
+        "T s = counted ? (T)((double)g[0] / (double)(count[0] > 1 ? count[0] : 1)) : g[0];"
+        "if (weighted) s = s * w[row];"
+        "dz = s * (p - (col == t[row] ? (T)1 : (T)0))"),
     # every scalar combination (1 - dampening, lr / (1 - beta1^t), ...) is formed on the
     # host in double and rounded once to T, as NumPy and PyTorch do: 1 - 0.999f in float
     # is 1.00004e-3, a 4e-5 relative error in Adam's second moment
@@ -96,6 +114,75 @@ extern "C" __global__ void tk_xent_fwd_{T}(const {T}* z, const long long* t, {T}
 """
 
 
+# PyTorch's cross-entropy rows with ignore_index, without a host round trip: target
+# ignore -> loss 0, weight 0; outside [0, C) -> loss and weight NaN (the host raises at its
+# next read, Backend.defer_check); else weight 1. safe: the target, 0 where it is not one.
+XENT_ROWS_SRC = r"""
+extern "C" __global__ void tk_xent_rows_{T}(const {T}* z, const long long* t, {T}* loss,
+                                           {T}* probs, long long* safe, {T}* weight,
+                                           long long N, long long C, long long ignore) {
+    long long n = blockDim.x * (long long)blockIdx.x + threadIdx.x;
+    if (n >= N) return;
+    long long tn = t[n];
+    bool valid = tn != ignore;
+    bool bad = valid && (tn < 0 || tn >= C);
+    long long st = (valid && !bad) ? tn : 0;
+    const {T}* row = z + n * C;
+    {T}* p = probs + n * C;
+    {T} m = row[0];
+    for (long long c = 1; c < C; ++c) m = row[c] > m ? row[c] : m;
+    {T} s = 0;
+    for (long long c = 0; c < C; ++c) { {T} e = exp(row[c] - m); p[c] = e; s += e; }
+    for (long long c = 0; c < C; ++c) p[c] /= s;
+    {T} qnan = ({T})nan("");
+    loss[n] = bad ? qnan : (valid ? m + log(s) - row[st] : ({T})0);
+    weight[n] = bad ? qnan : (valid ? ({T})1 : ({T})0);
+    safe[n] = st;
+}
+"""
+
+# One block (XENT_SUM_THREADS threads, a power of two): the sum of the losses (in double,
+# a fixed tree: the same bits every run, unlike atomics), the rows that count (weight
+# != 0) and whether any was out of range (a NaN weight)
+XENT_SUM_THREADS = 256
+XENT_SUM_SRC = r"""
+extern "C" __global__ void tk_xent_sum_{T}(const {T}* loss, const {T}* weight, long long N,
+                                          {T}* total, long long* count, bool* bad) {
+    __shared__ double s_sum[256];
+    __shared__ long long s_cnt[256];
+    __shared__ int s_bad[256];
+    unsigned int tid = threadIdx.x;
+    double acc = 0;
+    long long cnt = 0;
+    int b = 0;
+    for (long long n = tid; n < N; n += blockDim.x) {
+        acc += (double)loss[n];
+        {T} w = weight[n];
+        cnt += w != ({T})0;
+        b |= w != w;
+    }
+    s_sum[tid] = acc; s_cnt[tid] = cnt; s_bad[tid] = b;
+    __syncthreads();
+    for (unsigned int h = blockDim.x / 2; h > 0; h >>= 1) {
+        if (tid < h) {
+            s_sum[tid] += s_sum[tid + h]; s_cnt[tid] += s_cnt[tid + h];
+            s_bad[tid] |= s_bad[tid + h];
+        }
+        __syncthreads();
+    }
+    if (tid == 0) { *total = ({T})s_sum[0]; *count = s_cnt[0]; *bad = s_bad[0] != 0; }
+}
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _raw(src_name, dtype_name):
+    _need()
+    t = "float" if dtype_name == "float32" else "double"
+    src = {"rows": XENT_ROWS_SRC, "sum": XENT_SUM_SRC}[src_name]
+    return cp.RawKernel(src.replace("{T}", t), f"tk_xent_{src_name}_{t}")
+
+
 @functools.lru_cache(maxsize=None)
 def _xent_fwd(dtype_name):
     _need()
@@ -135,6 +222,47 @@ def softmax_xent_backward(probs, target, dloss):
     """dz = dloss[:, None] * (probs - onehot(t))."""
     return _k("xent_backward")(probs, cp.ascontiguousarray(target, dtype=cp.int64),
                                cp.ascontiguousarray(dloss, dtype=probs.dtype), probs.shape[1])
+
+
+def cross_entropy_forward(logits, target, ignore_index):
+    """Softmax cross-entropy rows with PyTorch's ignore_index, two launches, no wait:
+    logits (N, C) float32/64, integer target (N,). Returns loss (N,) (0 ignored, NaN out
+    of range), probs (N, C) = softmax(z), safe targets (N,) int64, the row weight (N,)
+    (1 counted, 0 ignored, NaN out of range), and device 0-d arrays: the count of rows
+    that are not ignored (int64), the sum of the losses (dtype of z) and whether a target
+    was out of range (bool) -- what Backend._cross_entropy_deferred makes from ~20."""
+    z = cp.ascontiguousarray(logits)
+    n, c = z.shape
+    t = cp.ascontiguousarray(target, dtype=cp.int64)
+    loss, probs = cp.empty(n, dtype=z.dtype), cp.empty_like(z)
+    safe, weight = cp.empty(n, dtype=cp.int64), cp.empty(n, dtype=z.dtype)
+    total, count, bad = (cp.empty((), dtype=z.dtype), cp.empty((), dtype=cp.int64),
+                         cp.empty((), dtype=cp.bool_))
+    name = dtype_name(z.dtype)
+    threads = 128
+    if n:
+        _raw("rows", name)(((n + threads - 1) // threads,), (threads,),
+                           (z, t, loss, probs, safe, weight, np.int64(n), np.int64(c),
+                            np.int64(ignore_index)))
+    _raw("sum", name)((1,), (XENT_SUM_THREADS,), (loss, weight, np.int64(n), total, count, bad))
+    return loss, probs, safe, weight, count, total, bad
+
+
+def cross_entropy_mean(total, count):
+    """total / count as total's dtype (the division in double), NaN where count == 0:
+    0-d device arrays in, one out."""
+    return _k("xent_mean")(total, count)
+
+
+def cross_entropy_backward(probs, target, weight, g, count):
+    """dz = s * w[:, None] * (probs - onehot(t)): s = g / max(count, 1) (a "mean" loss;
+    count a 0-d int64 device array) or g (a "sum" loss, count None); w the row weight
+    (None: 1). probs (N, C), target (N,) int64, g a 0-d array of probs' dtype."""
+    t = cp.ascontiguousarray(target, dtype=cp.int64)
+    counted, weighted = count is not None, weight is not None
+    return _k("xent_backward_scaled")(
+        probs, t, g, count if counted else t, weight if weighted else probs,
+        probs.shape[1], counted, weighted)
 
 
 def sgd_update_(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, first_step):

@@ -1,7 +1,7 @@
 """The fused CuPy kernels of kernels.cuda_fused, checked without a GPU.
 
 CuPy kernels cannot run in Numba's simulator, so CI would otherwise never touch them.
-Their CUDA C++ bodies are plain data (``ELEMENTWISE``, ``XENT_FORWARD_SRC``); here each
+Their CUDA C++ bodies are plain data (``ELEMENTWISE``, ``XENT_*_SRC``); here each
 one is wrapped the way CuPy wraps it -- non-raw inputs are the i-th element (const),
 outputs are references to the i-th element, raw arguments are whole arrays, ``i`` is the
 element index -- and
@@ -65,11 +65,19 @@ def source(ctype, device):
     parts = [f"typedef {ctype} T;"]
     if not device:
         # host shims for what the CUDA source takes from the runtime
-        parts += ["#include <cmath>", "using std::sqrt; using std::exp; using std::log;",
+        # one block's threads run as std::threads: __shared__ arrays are statics shared by
+        # them, __syncthreads() a barrier, threadIdx each thread's own
+        parts += ["#include <cmath>", "#include <barrier>", "#include <thread>",
+                  "#include <vector>",
+                  "using std::sqrt; using std::exp; using std::log; using std::nan;",
                   "struct tk_dim3 { unsigned int x; };",
-                  "static tk_dim3 blockIdx, threadIdx, blockDim;", "#define __global__"]
+                  "static tk_dim3 blockIdx, blockDim; static thread_local tk_dim3 threadIdx;",
+                  "#define __global__", "#define __shared__ static",
+                  "static std::barrier<>* tk_barrier;",
+                  "static void __syncthreads() { tk_barrier->arrive_and_wait(); }"]
     parts += [wrap(name, device) for name in F.ELEMENTWISE]
-    parts.append(F.XENT_FORWARD_SRC.replace("{T}", ctype))
+    parts += [src.replace("{T}", ctype) for src in (F.XENT_FORWARD_SRC, F.XENT_ROWS_SRC,
+                                                      F.XENT_SUM_SRC)]
     if not device:
         parts.append(
             f'extern "C" void launch_xent(long long grid, long long block, const {ctype}* z,'
@@ -77,6 +85,21 @@ def source(ctype, device):
             " { blockDim.x = block; for (long long b = 0; b < grid; ++b)"
             " for (long long th = 0; th < block; ++th) { blockIdx.x = b; threadIdx.x = th;"
             f" tk_xent_fwd_{ctype}(z, t, loss, probs, N, C); }} }}")
+        parts.append(
+            f'extern "C" void launch_xent_rows(long long grid, long long block, '
+            f"const {ctype}* z, const long long* t, {ctype}* loss, {ctype}* probs, "
+            f"long long* safe, {ctype}* weight, long long N, long long C, long long ignore)"
+            " { blockDim.x = block; for (long long b = 0; b < grid; ++b)"
+            " for (long long th = 0; th < block; ++th) { blockIdx.x = b; threadIdx.x = th;"
+            f" tk_xent_rows_{ctype}(z, t, loss, probs, safe, weight, N, C, ignore); }} }}")
+        parts.append(
+            f'extern "C" void launch_xent_sum(long long block, const {ctype}* loss, '
+            f"const {ctype}* weight, long long N, {ctype}* total, long long* count, "
+            "bool* bad) { std::barrier<> bar(block); tk_barrier = &bar; blockDim.x = block;"
+            " blockIdx.x = 0; std::vector<std::thread> ts;"
+            " for (long long th = 0; th < block; ++th) ts.emplace_back([=] {"
+            f" threadIdx.x = th; tk_xent_sum_{ctype}(loss, weight, N, total, count, bad); }});"
+            " for (auto& t : ts) t.join(); }")
     return "\n".join(parts)
 
 
@@ -107,7 +130,8 @@ def host_lib(ctype, tmpdir):
     lib = f"{tmpdir}/tk_fused_{ctype}.so"
     with open(src, "w") as f:
         f.write(source(ctype, False))
-    proc = subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-o", lib, src],
+    proc = subprocess.run([cxx, "-O1", "-std=c++20", "-pthread", "-shared", "-fPIC", "-o",
+                           lib, src],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return ctypes.CDLL(lib)
@@ -188,6 +212,80 @@ def test_softmax_cross_entropy_forward_and_backward(lib_dir, dtype, n, c, seed):
                                              dloss.astype(np.float64))) < TOL[dtype]
 
 
+def ptrs(*arrays):
+    return [ctypes.c_void_p(a.ctypes.data) for a in arrays]
+
+
+@settings(max_examples=20, deadline=None)
+@given(dtype=DT, n=st.integers(0, 700), c=st.integers(1, 12), ignore=st.sampled_from([-100, 2]),
+       p_ignore=st.sampled_from([0.0, 0.3, 1.0]), n_bad=st.integers(0, 2),
+       seed=st.integers(0, 2 ** 31))
+def test_cross_entropy_rows_sums_mean_and_backward(lib_dir, dtype, n, c, ignore, p_ignore,
+                                                   n_bad, seed):
+    """The GPU's deferred cross-entropy (CUDABackend.cross_entropy_forward / _mean /
+    _backward) against the NumPy composition it replaces (Backend._cross_entropy_deferred,
+    cross_entropy_mean, cross_entropy_backward): ignored rows, out-of-range targets (NaN
+    rows and the flag), no rows at all, more rows than the sum's 256 threads."""
+    lib = lib_for(dtype, lib_dir)
+    rng = np.random.default_rng(seed)
+    z = (rng.standard_normal((n, c)) * 30).astype(dtype)
+    t = rng.integers(0, c, n).astype(np.int64)
+    t[rng.random(n) < p_ignore] = ignore
+    bad_rows = rng.permutation(n)[:n_bad]
+    t[bad_rows] = rng.choice([-3, c, c + 5], size=len(bad_rows))
+    t[bad_rows[t[bad_rows] == ignore]] = c + 7  # out of range, not ignored
+    loss, weight = np.full(n, -1.0, dtype), np.full(n, -1.0, dtype)
+    probs, safe = np.full((n, c), -1.0, dtype), np.full(n, -9, np.int64)
+    lib.launch_xent_rows(ctypes.c_longlong((n + 127) // 128), ctypes.c_longlong(128),
+                         *ptrs(z, t, loss, probs, safe, weight), ctypes.c_longlong(n),
+                         ctypes.c_longlong(c), ctypes.c_longlong(ignore))
+    total, count, bad = np.zeros((), dtype), np.zeros((), np.int64), np.ones((), np.bool_)
+    lib.launch_xent_sum(ctypes.c_longlong(F.XENT_SUM_THREADS), *ptrs(loss, weight),
+                        ctypes.c_longlong(n), *ptrs(total, count, bad))
+    valid = t != ignore
+    is_bad = valid & ((t < 0) | (t >= c))
+    checks = []
+    ref = CPUBackend()
+    ref.defers_checks = True  # the NumPy composition of the deferred path
+    ref.defer_check = lambda failed, raise_error: checks.append(bool(failed))
+    want = ref._cross_entropy_deferred(z.astype(np.float64), t, valid, is_bad, ignore)
+    w_loss, w_probs, w_safe, w_weight, w_count, w_total = want
+    np.testing.assert_array_equal(safe, w_safe)
+    np.testing.assert_array_equal(weight, w_weight.astype(dtype))
+    np.testing.assert_allclose(loss, w_loss, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 100)
+    if n:
+        assert rel(probs, w_probs) < TOL[dtype]
+    assert int(count) == int(w_count) and bool(bad) == checks[0] == bool(len(bad_rows))
+    if len(bad_rows):
+        assert np.isnan(total)
+    else:
+        np.testing.assert_allclose(total, w_total, rtol=TOL[dtype] * 10,
+                                   atol=TOL[dtype] * 100)
+    mean = np.full((), -1.0, dtype)
+    call(lib, "xent_mean", 1, total, count, mean)
+    want_mean = ref.cross_entropy_mean(w_total, w_count, np.dtype(np.float64))
+    np.testing.assert_allclose(mean, want_mean, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 100)
+    if not n:
+        return
+    g = np.asarray(rng.standard_normal(), dtype)
+    for reduction, counted in (("mean", True), ("sum", False)):
+        dz = np.full((n, c), np.nan, dtype)
+        call(lib, "xent_backward_scaled", n * c, probs, safe, g, count, weight,
+             full(c, n * c, np.int64), full(counted, n * c, np.bool_),
+             full(True, n * c, np.bool_), dz)
+        want_dz = ref.cross_entropy_backward(probs.astype(np.float64), safe,
+                                             weight.astype(np.float64),
+                                             g.astype(np.float64), int(count), reduction)
+        np.testing.assert_allclose(dz, want_dz, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    dz = np.full((n, c), np.nan, dtype)  # unweighted (every row counts), a "sum" loss
+    call(lib, "xent_backward_scaled", n * c, probs, safe, g, count, probs,
+         full(c, n * c, np.int64), full(False, n * c, np.bool_), full(False, n * c, np.bool_),
+         dz)
+    want_dz = ref.softmax_xent_backward(probs.astype(np.float64), safe,
+                                        np.full(n, float(g)))
+    np.testing.assert_allclose(dz, want_dz, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+
+
 @settings(max_examples=25, deadline=None)
 @given(dtype=DT, momentum=st.sampled_from([0.0, 0.9]), dampening=st.sampled_from([0.0, 0.3]),
        weight_decay=st.sampled_from([0.0, 1e-2]), nesterov=st.booleans(),
@@ -236,4 +334,5 @@ def test_adam_update(lib_dir, dtype, weight_decay, decoupled, steps, seed):
 
 def test_every_fused_kernel_is_exercised_here():
     """A kernel added to ELEMENTWISE must get a test above."""
-    assert set(F.ELEMENTWISE) == {"bias_relu", "relu_backward", "xent_backward", "sgd", "adam"}
+    assert set(F.ELEMENTWISE) == {"bias_relu", "relu_backward", "xent_backward", "xent_mean",
+                                  "xent_backward_scaled", "sgd", "adam"}

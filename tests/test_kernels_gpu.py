@@ -2,6 +2,8 @@
 kernel against a NumPy formula. Skipped, visibly, without CuPy and a CUDA device."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.gpu
 
@@ -200,6 +202,35 @@ def test_cross_entropy_bad_target_raises_at_the_next_read():
     with pytest.raises(IndexError, match="target 3 is out of range for 3 classes"):
         loss.item()
     assert np.isfinite(TF.cross_entropy(z, tk.tensor([0, 2, 1, 2], device="cuda")).item())
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(dtype=st.sampled_from([np.float32, np.float64]), n=st.integers(0, 600),
+       c=st.integers(1, 12), p_ignore=st.sampled_from([0.0, 0.3, 1.0]),
+       reduction=st.sampled_from(["mean", "sum", "none"]),
+       smoothing=st.sampled_from([0.0, 0.1]), seed=st.integers(0, 2 ** 31))
+def test_cross_entropy_on_the_gpu_matches_the_cpu(dtype, n, c, p_ignore, reduction,
+                                                  smoothing, seed):
+    """F.cross_entropy on cuda (the fused rows + sums + mean + backward kernels of
+    kernels.cuda_fused, no host wait) against the cpu backend: loss and gradient, rows
+    ignored, none counted, more rows than the sum kernel's threads."""
+    import tinygrad_k as tk
+    import tinygrad_k.nn.functional as TF
+
+    r = np.random.default_rng(seed)
+    z = (r.standard_normal((n, c)) * 5).astype(dtype)
+    t = r.integers(0, c, n)
+    t[r.random(n) < p_ignore] = -100
+    out = {}
+    for device in ("cpu", "cuda"):
+        zt = tk.tensor(z, device=device, requires_grad=True)
+        loss = TF.cross_entropy(zt, tk.tensor(t, device=device), reduction=reduction,
+                                label_smoothing=smoothing)
+        (loss.sum() if reduction == "none" else loss).backward()
+        out[device] = (loss.numpy().astype(np.float64), zt.grad.numpy().astype(np.float64))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for got, want in zip(out["cuda"], out["cpu"]):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("decoupled", [False, True])

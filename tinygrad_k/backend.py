@@ -252,17 +252,12 @@ class Backend:
         c = logits.shape[1]
         valid = target != ignore_index
         bad = valid & ((target < 0) | (target >= c))
-
-        def out_of_range():
-            raise IndexError(f"cross_entropy: target {int(target[bad].ravel()[0])} is out of "
-                             f"range for {c} classes (expected 0 <= target < {c})")
-
         if self.defers_checks:
-            return self._cross_entropy_deferred(logits, target, valid, bad, out_of_range)
+            return self._cross_entropy_deferred(logits, target, valid, bad, ignore_index)
         # one device -> host copy for both numbers (on a GPU each is a synchronisation)
         count, n_bad = xp.stack((valid.sum(), bad.sum())).tolist()
         if n_bad:
-            out_of_range()
+            self._target_out_of_range(target, c, ignore_index)
         if count == valid.shape[0]:
             loss, probs = self.softmax_xent_forward(logits, target)
             return loss, probs, target, None, count, loss.sum()
@@ -271,7 +266,14 @@ class Backend:
         loss = xp.where(valid, loss, loss.dtype.type(0))
         return loss, probs, safe, valid, count, loss.sum()
 
-    def _cross_entropy_deferred(self, logits, target, valid, bad, out_of_range):
+    @staticmethod
+    def _target_out_of_range(target, c, ignore_index):
+        """Raise cross_entropy's IndexError for the first counted target outside [0, C)."""
+        bad = (target != ignore_index) & ((target < 0) | (target >= c))
+        raise IndexError(f"cross_entropy: target {int(target[bad].ravel()[0])} is out of "
+                         f"range for {c} classes (expected 0 <= target < {c})")
+
+    def _cross_entropy_deferred(self, logits, target, valid, bad, ignore_index):
         """cross_entropy_forward on a device that runs apart from the host, without waiting
         for it: the count of rows that count is a device 0-d array, the row mask a float
         weight (1 counts, 0 ignored), and a target outside [0, C) makes its row's weight
@@ -283,8 +285,44 @@ class Backend:
         nan = loss.dtype.type(float("nan"))
         weight = xp.where(bad, nan, valid.astype(loss.dtype))
         loss = xp.where(bad, nan, xp.where(valid, loss, loss.dtype.type(0)))
-        self.defer_check(bad.any(), out_of_range)
+        self._defer_target_check(bad.any(), target, logits.shape[1], ignore_index)
         return loss, probs, safe, weight, valid.sum(), loss.sum()
+
+    def _defer_target_check(self, failed, target, c, ignore_index):
+        self.defer_check(failed, lambda: self._target_out_of_range(target, c, ignore_index))
+
+    def cross_entropy_mean(self, total, count, dtype):
+        """The "mean" reduction of cross_entropy_forward's sum over its count of rows, as
+        a 0-d array of ``dtype``; NaN when no row counts (PyTorch's 0 / 0). ``count`` is
+        a host int or (defers_checks) a device 0-d array."""
+        xp = self.xp
+        if isinstance(count, int):  # counted on the host
+            return xp.asarray(total / count if count else float("nan"), dtype=dtype)
+        # a device 0-d array: a GPU backend counts without stopping the host
+        return xp.where(count > 0, total / xp.maximum(count, 1), float("nan")).astype(dtype)
+
+    def cross_entropy_dloss(self, n, dtype, valid, g, count, reduction):
+        """The upstream gradient of each of the n rows of a cross-entropy loss (dtype):
+        g itself ("none", g (N,)), or one value g (a 0-d array) / count ("mean") or g
+        ("sum"); times the row mask or weight ``valid`` (None: every row counts)."""
+        xp = self.xp
+        if reduction == "none":
+            dloss = g if valid is None else g * valid
+        else:
+            count = max(count, 1) if isinstance(count, int) else xp.maximum(count, 1)
+            scale = g if reduction == "sum" else g / count
+            dloss = xp.empty(n, dtype=dtype)
+            dloss[...] = scale
+            if valid is not None:
+                dloss *= valid
+        return dloss.astype(dtype, copy=False)
+
+    def cross_entropy_backward(self, probs, target, valid, g, count, reduction):
+        """dz of cross_entropy_forward without label smoothing: dloss[:, None] * (softmax(z)
+        - onehot(t)), dloss from cross_entropy_dloss."""
+        dloss = self.cross_entropy_dloss(probs.shape[0], probs.dtype, valid, g, count,
+                                         reduction)
+        return self.softmax_xent_backward(probs, target, dloss)
 
     def softmax_xent_backward(self, probs, target, dloss):
         """dz = dloss[:, None] * (softmax(z) - onehot(t))."""
@@ -468,6 +506,29 @@ class CUDABackend(Backend):
 
     def softmax_xent_forward(self, logits, target):
         return self._fused.softmax_xent_forward(logits, target)
+
+    def cross_entropy_forward(self, logits, target, ignore_index):
+        if logits.dtype not in _FLOATS or logits.shape[1] == 0:
+            return super().cross_entropy_forward(logits, target, ignore_index)
+        loss, probs, safe, weight, count, total, bad = self._fused.cross_entropy_forward(
+            logits, target, ignore_index)
+        self._defer_target_check(bad, target, logits.shape[1], ignore_index)
+        return loss, probs, safe, weight, count, total
+
+    def cross_entropy_mean(self, total, count, dtype):
+        if (isinstance(count, int) or total.dtype != dtype or dtype not in _FLOATS
+                or count.dtype != self.xp.int64):
+            return super().cross_entropy_mean(total, count, dtype)
+        return self._fused.cross_entropy_mean(total, count)
+
+    def cross_entropy_backward(self, probs, target, valid, g, count, reduction):
+        xp = self.xp
+        if (reduction == "none" or probs.dtype not in _FLOATS or isinstance(count, int)
+                or not isinstance(g, xp.ndarray) or g.shape != () or g.dtype != probs.dtype
+                or (valid is not None and valid.dtype != probs.dtype)):
+            return super().cross_entropy_backward(probs, target, valid, g, count, reduction)
+        return self._fused.cross_entropy_backward(
+            probs, target, valid, g, count if reduction == "mean" else None)
 
     def softmax_xent_backward(self, probs, target, dloss):
         return self._fused.softmax_xent_backward(probs, target, dloss)

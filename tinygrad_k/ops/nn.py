@@ -262,33 +262,19 @@ class CrossEntropy(Function):
         ctx.reduction, ctx.e, ctx.count = reduction, e, count
         if reduction == "none":
             return loss
-        dt = z.dtype.type
         if reduction == "sum":
             return xp.asarray(total, dtype=z.dtype)
-        if isinstance(count, int):  # counted on the host
-            return xp.asarray(total / count if count else dt(float("nan")), dtype=z.dtype)
-        # a device 0-d array: a GPU backend counts without stopping the host
-        mean = xp.where(count > 0, total / xp.maximum(count, 1), float("nan"))
-        return mean.astype(z.dtype)
+        return ctx.backend.cross_entropy_mean(total, count, z.dtype)
 
     @staticmethod
     def backward(ctx, g):
         probs, t, valid = ctx.saved_tensors
-        xp, n = ctx.xp, probs.shape[0]
-        if ctx.reduction == "none":
-            dloss = g if valid is None else g * valid
-        else:  # one upstream value for every row: 1 / count of it each under "mean"
-            count = ctx.count
-            count = max(count, 1) if isinstance(count, int) else xp.maximum(count, 1)
-            scale = g if ctx.reduction == "sum" else g / count
-            dloss = xp.empty(n, dtype=probs.dtype)
-            dloss[...] = scale
-            if valid is not None:
-                dloss *= valid
-        dloss = dloss.astype(probs.dtype, copy=False)
         e = ctx.e
         if not e:
-            return ctx.backend.softmax_xent_backward(probs, t, dloss), None
+            return ctx.backend.cross_entropy_backward(probs, t, valid, g, ctx.count,
+                                                      ctx.reduction), None
+        dloss = ctx.backend.cross_entropy_dloss(probs.shape[0], probs.dtype, valid, g,
+                                                ctx.count, ctx.reduction)
         dz = ctx.backend.softmax_xent_backward(probs, t, (1 - e) * dloss)
         dz += e * dloss[:, None] * (probs - 1.0 / probs.shape[1])
         return dz, None
