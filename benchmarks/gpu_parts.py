@@ -12,7 +12,8 @@ A part starts no new case (rung, layer, round, tile) after ``--deadline`` second
 rewrites its table after every case, so one stopped at gpu_check.sh's limit keeps what
 it measured.
 
-* ladder: every rung of kernels.cuda.LADDER at n^3 float32 and our TF32 kernel, as a
+* ladder: every rung of kernels.cuda.LADDER at n^3 float32, rung 6 (CUDA C, the
+  candidate for the wide products) and our TF32 kernel, as a
   percentage of cuBLAS (CuPy) FP32 and TF32 at the same size, each checked against
   cuBLAS FP32 (relative Frobenius error; TF32: should be < 1e-3).
 * conv: ResNet-18 CIFAR conv layers (batch 64) forward, input and weight gradient,
@@ -79,6 +80,7 @@ def part_ladder(out, n=4096, deadline_s=150.0):
     import cupy
 
     import kernels.cuda as K
+    import kernels.cuda_sgemm as S
     import kernels.cuda_tf32 as T
 
     rng = np.random.default_rng(0)
@@ -104,6 +106,8 @@ def part_ladder(out, n=4096, deadline_s=150.0):
     impls = dict(K.LADDER)
     # what the framework runs: rung 3, or rung 5 at WIDE_TILE for a product this large
     impls["production (kernels.cuda.matmul)"] = K.matmul
+    # rung 6 (CUDA C), the candidate for the wide products (kernels.cuda.WIDE_KERNELS)
+    impls["vec4_cuda_c (rung 6, CUDA C)"] = S.matmul
     impls["tf32 mma.sync (ours)"] = T.matmul
     for name, fn in impls.items():
         if time.perf_counter() - start > deadline_s:

@@ -171,6 +171,10 @@ def fma_per_tile(name):
         if rung == "smem_tiled":
             return c["tile"]
         return c["tm"] * c["tn"] * c["bk"]
+    if "rung 6" in name:
+        from kernels import cuda_sgemm as S
+
+        return 64 * S.BK  # 8 x 8 per thread
     if name.startswith("gemm wide"):
         c = K.WIDE_TILE
         return c["tm"] * c["tn"] * c["bk"]
@@ -222,6 +226,7 @@ def nvrtc_ptx(source, name="k.cu"):
 
 def table():
     """Rows (dicts) for every kernel; raises where a compiler is missing."""
+    import kernels.cuda_sgemm as S
     import kernels.cuda_tf32 as T
 
     ptxas = ptxas_path()
@@ -230,6 +235,8 @@ def table():
     items = numba_kernels()
     items.append(("gemm TF32 mma.sync m16n8k8 (CuPy RawKernel)", nvrtc_ptx(T.SOURCE), T.THREADS,
                   True))
+    items.append(("gemm wide matmul in CUDA C (rung 6, CuPy RawModule)",
+                  nvrtc_ptx(S.SOURCE), S.THREADS, False))
     rows = []
     for name, ptx, threads, production in items:
         info = ptxas_info(ptx, ptxas, fma_per_tile(name))

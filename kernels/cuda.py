@@ -83,6 +83,7 @@ from numba import int64, uint32, uint64
 from . import _cuda_runtime as _runtime
 from . import _cuda_launch
 from . import cuda_gemm as _ladder  # the GEMM ladder; its rung 5 is the wide kernel
+from . import cuda_sgemm  # rung 6: rung 5 in CUDA C (CuPy; imports CuPy at first use)
 from . import cuda_tf32  # (imports CuPy only when its kernel is first used)
 from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy, check_float,
                       check_matmul, check_maxpool_backward, dtype_name, gemm_slices)
@@ -90,6 +91,7 @@ from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy,
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
            "DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "WIDE_TILE", "set_wide_tile",
+           "WIDE_KERNELS", "set_wide_kernel",
            "sgd_update_multi", "adam_update_multi", "VERSIONS"]
 
 DEFAULT_TILE = (64, 64, 8, 4, 4)  # BM, BN, BK, TM, TN
@@ -653,6 +655,13 @@ _wide_tile = dict(WIDE_TILE)  # tests set small ones (set_wide_tile)
 WIDE_CANDIDATES = ({}, {"unroll": 2}, {"unroll": 4}, {"group": 8}, {"unroll": 4, "group": 8},
                    {"unroll": 2, "group": 8}, {"ln": 8}, {"ln": 2}, {"pad": 0})
 _WIDE_BLOCKS_PER_SM = 2       # None: never the wide kernel (the GPU sweep compares)
+# which kernel runs the wide products in float32: rung 5 (Numba, measured above) or rung 6
+# (kernels/cuda_sgemm.py: the same schedule in CUDA C with 128-bit global loads and 32-bit
+# tile indices; 1.26 instead of 1.43 SASS instructions per FMA in the K-loop on sm_90, both
+# at <= 128 registers). Rung 6 has not run on a GPU yet: benchmarks/gpu_check.sh times both
+# in its ladder part, and the faster one belongs here. float64 always takes rung 5.
+WIDE_KERNELS = ("double_buffered_warp", "vec4_cuda_c")
+_wide_kernel = ["double_buffered_warp"]
 
 
 def set_wide_tile(**params):
@@ -664,6 +673,14 @@ def set_wide_tile(**params):
                          f"{sorted(WIDE_TILE)}")
     _ladder.check_dbuf_config("set_wide_tile", {**_wide_tile, **params})
     _wide_tile.update(params)
+
+
+def set_wide_kernel(name):
+    """Choose the kernel of the wide float32 products: one of WIDE_KERNELS."""
+    if name not in WIDE_KERNELS:
+        raise ValueError(f"set_wide_kernel: unknown kernel {name!r}; expected one of "
+                         f"{list(WIDE_KERNELS)}")
+    _wide_kernel[0] = name
 
 
 def _use_wide(m, n, nb):
@@ -700,6 +717,9 @@ def _matmul(a, b, trans_a, trans_b, wide):
     C = xp.empty((A.shape[0], m, n), dtype=a.dtype)
     nb = A.shape[0]
     if wide and _use_wide(m, n, nb):
+        if (_wide_kernel[0] == "vec4_cuda_c" and a.dtype == np.float32 and b.dtype == np.float32
+                and not _simulating()):  # (CuPy kernels do not run in the simulator)
+            return cuda_sgemm.matmul(a, b, trans_a, trans_b)
         _ladder.launch_dbuf("matmul", A, B, C, m, n, k, trans_a, trans_b, _wide_tile,
                             None if _simulating() else _launch_config)
         return C[0] if squeeze else C
@@ -1291,8 +1311,8 @@ def adam_update_multi(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay
 # the backend calls). The GEMM tile is a module setting (``set_tile``), not a version.
 VERSIONS = {name: {"default": globals()[name]} for name in __all__
             if name not in ("DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "WIDE_TILE",
-                            "set_wide_tile", "VERSIONS", "sgd_update_multi",
-                            "adam_update_multi")}
+                            "set_wide_tile", "WIDE_KERNELS", "set_wide_kernel", "VERSIONS",
+                            "sgd_update_multi", "adam_update_multi")}
 VERSIONS["maxpool2d_backward"]["scatter"] = _maxpool_backward_scatter
 VERSIONS["conv2d_backward_input"]["direct"] = _conv2d_backward_input_direct
 

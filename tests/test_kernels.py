@@ -419,6 +419,30 @@ def test_cuda_matmul_picks_the_wide_kernel_only_for_grids_that_fill_the_gpu(monk
     assert not cuda_mod._use_wide(4096, 4096, 1)
 
 
+def test_set_wide_kernel_routes_float32_wide_products_to_the_cuda_c_rung(monkeypatch):
+    """With set_wide_kernel("vec4_cuda_c") a wide float32 product goes to rung 6
+    (kernels/cuda_sgemm.py, CuPy) on a GPU; float64, and anything under the simulator
+    (where CuPy kernels cannot run), stays on rung 5."""
+    with pytest.raises(ValueError, match=r"set_wide_kernel: unknown kernel 'cutlass'"):
+        cuda_mod.set_wide_kernel("cutlass")
+    monkeypatch.setattr(cuda_mod, "_wide_kernel", ["double_buffered_warp"])
+    cuda_mod.set_wide_kernel("vec4_cuda_c")
+    monkeypatch.setattr(cuda_mod, "_WIDE_BLOCKS_PER_SM", 0)
+    calls = []
+    monkeypatch.setattr(cuda_mod.cuda_sgemm, "matmul",
+                        lambda a, b, ta, tb: calls.append(("rung 6", a.dtype, ta, tb)) or "C")
+    monkeypatch.setattr(cuda_mod._ladder, "launch_dbuf",
+                        lambda name, A, B, C, *rest, **k: calls.append(("rung 5", C.dtype)))
+    a = np.ones((3, 5), np.float32)
+    b = np.ones((4, 5), np.float32)
+    cuda_mod.matmul(a, b, False, True)          # the simulator: rung 5
+    monkeypatch.setattr(cuda_mod, "_simulating", lambda: False)
+    assert cuda_mod.matmul(a, b, False, True) == "C"
+    cuda_mod.matmul(a.astype(np.float64), b.astype(np.float64), False, True)
+    assert calls == [("rung 5", np.float32), ("rung 6", np.float32, False, True),
+                     ("rung 5", np.float64)]
+
+
 def test_set_wide_tile_rejects_what_its_threads_cannot_load(monkeypatch):
     monkeypatch.setattr(cuda_mod, "_wide_tile", dict(cuda_mod.WIDE_TILE))
     with pytest.raises(ValueError, match=r"set_wide_tile: .*4-vector"):

@@ -193,6 +193,43 @@ def test_matmul_on_the_wide_kernel(ta, tb):
     assert rel(K.matmul(cp.asarray(a), cp.asarray(b), ta, tb), want) < 1e-5
 
 
+@settings(max_examples=30, deadline=None)
+@given(batch=st.integers(1, 3), m=st.integers(1, 700), n=st.integers(1, 700),
+       k=st.integers(0, 300), ta=st.booleans(), tb=st.booleans(), offset=st.integers(0, 1),
+       seed=st.integers(0, 2 ** 31))
+def test_rung6_cuda_c_matches_float64(batch, m, n, k, ta, tb, offset, seed):
+    from kernels import cuda_sgemm as S
+
+    r = np.random.default_rng(seed)
+    a = r.standard_normal((batch,) + ((k, m) if ta else (m, k))).astype(np.float32)
+    b = r.standard_normal((batch,) + ((n, k) if tb else (k, n))).astype(np.float32)
+    want = (a.swapaxes(1, 2) if ta else a).astype(np.float64) @ (b.swapaxes(1, 2) if tb else b)
+    # offset 1: operands 4 bytes past an aligned base, the kernel's scalar load path
+    da = cp.empty(a.size + 1, np.float32)[offset:offset + a.size].reshape(a.shape)
+    db = cp.empty(b.size + 1, np.float32)[offset:offset + b.size].reshape(b.shape)
+    da[...] = cp.asarray(a)
+    db[...] = cp.asarray(b)
+    for got, ref in ((S.matmul(da, db, ta, tb), want), (S.matmul(da[0], db[0], ta, tb), want[0])):
+        assert got.shape == ref.shape
+        if k == 0:  # no K-tile: zeros
+            assert not cp.asnumpy(got).any()
+        else:
+            assert rel(got, ref) < 1e-5
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, True), (False, True), (True, False)])
+def test_matmul_on_the_wide_kernel_in_cuda_c(ta, tb):
+    m, k, n = 2100, 515, 2050
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)
+    try:
+        K.set_wide_kernel("vec4_cuda_c")
+        assert rel(K.matmul(cp.asarray(a), cp.asarray(b), ta, tb), want) < 1e-5
+    finally:
+        K.set_wide_kernel("double_buffered_warp")
+
+
 def test_cross_entropy_bad_target_raises_at_the_next_read():
     import tinygrad_k as tk
     import tinygrad_k.nn.functional as TF

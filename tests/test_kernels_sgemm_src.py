@@ -1,0 +1,201 @@
+"""Rung 6 of the GEMM ladder (kernels/cuda_sgemm.py, CUDA C) checked without a GPU.
+
+CuPy kernels cannot run in Numba's simulator, so here the kernel's source is
+
+* compiled by NVRTC for sm_90 (what CuPy does on a GPU) and its registers and spills read
+  from ptxas: the schedule needs <= 128 registers for two blocks per SM and no spills;
+* compiled as host C++ with g++ -- a block's 256 threads are std::threads, __shared__
+  arrays statics shared by them, __syncthreads() a std::barrier -- and run on NumPy
+  arrays, block by block, against a float64 product, by hypothesis: edge tiles in M, N
+  and K, every transpose pair, batches, and operands whose rows are not 4-vector aligned
+  (the scalar load path).
+
+On a GPU, tests/test_kernels_gpu.py runs the kernel itself through CuPy.
+"""
+import ctypes
+import functools
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kernels.cuda_sgemm as S
+
+HOST_SHIMS = r"""
+#include <barrier>
+#include <cmath>
+#include <cstddef>
+#include <thread>
+#include <vector>
+struct alignas(16) float4 { float x, y, z, w; };
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+struct tk_dim3 { unsigned int x, y, z; };
+static tk_dim3 blockIdx, blockDim, gridDim;
+static thread_local tk_dim3 threadIdx;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(threads, blocks)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+static std::barrier<>* tk_barrier;
+static void __syncthreads() { tk_barrier->arrive_and_wait(); }
+"""
+
+HOST_LAUNCH = r"""
+typedef void (*tk_entry)(const float*, const float*, float*, int, int, int, int, int, int);
+static const tk_entry tk_entries[4] = {tk_sgemm_nn, tk_sgemm_nt, tk_sgemm_tn, tk_sgemm_tt};
+extern "C" void tk_launch(int which, unsigned gx, unsigned gy, unsigned gz, const float* A,
+                          const float* B, float* C, int M, int N, int K, int va, int vb,
+                          int vc) {
+    blockDim = {256, 1, 1};
+    gridDim = {gx, gy, gz};
+    for (unsigned z = 0; z < gz; ++z)
+        for (unsigned y = 0; y < gy; ++y)
+            for (unsigned x = 0; x < gx; ++x) {
+                blockIdx = {x, y, z};
+                std::barrier<> bar(256);
+                tk_barrier = &bar;
+                std::vector<std::thread> ts;
+                for (unsigned th = 0; th < 256; ++th)
+                    ts.emplace_back([=] {
+                        threadIdx = {th, 0, 0};
+                        tk_entries[which](A, B, C, M, N, K, va, vb, vc);
+                    });
+                for (auto& t : ts) t.join();
+            }
+}
+"""
+
+ORDER = [(False, False), (False, True), (True, False), (True, True)]
+
+
+def test_the_entry_points_are_the_ones_the_host_calls():
+    assert [S.KERNELS[k] for k in ORDER] == ["tk_sgemm_nn", "tk_sgemm_nt", "tk_sgemm_tn",
+                                             "tk_sgemm_tt"]
+    assert S.BM == S.BN == 128 and S.BK == 8 and S.THREADS == 256
+    for name in S.KERNELS.values():
+        assert f"TK_SGEMM_ENTRY({name}," in S.SOURCE
+
+
+# -- NVRTC + ptxas: the source compiles for sm_90 within its register budget -----------------
+def test_compiles_for_sm90_without_spills_in_128_registers():
+    try:
+        from benchmarks.resources import nvrtc_ptx, ptxas_path
+        ptx = nvrtc_ptx(S.SOURCE, "tk_sgemm.cu")
+    except ImportError as e:
+        pytest.skip(f"NVRTC not available here: {e}"[:200])
+    for name in S.KERNELS.values():
+        assert f".entry {name}(" in ptx
+    ptxas = ptxas_path()
+    if ptxas is None:
+        pytest.skip("no ptxas here (nvidia-cuda-nvcc wheel)")
+    proc = subprocess.run([ptxas, "-arch=sm_90", "-v", "-o", "/dev/null", "-"], input=ptx,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    regs = [int(r) for r in __import__("re").findall(r"Used (\d+) registers", proc.stderr)]
+    assert len(regs) == 4 and max(regs) <= 128, proc.stderr
+    assert "0 bytes spill stores, 0 bytes spill loads" in proc.stderr
+    assert proc.stderr.count(" 0 bytes spill stores") == 4, proc.stderr
+
+
+# -- host C++: the kernel computes the product ------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def host_lib(tmpdir):
+    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if cxx is None:
+        return None
+    src, lib = f"{tmpdir}/tk_sgemm.cpp", f"{tmpdir}/tk_sgemm.so"
+    with open(src, "w") as f:
+        f.write(HOST_SHIMS + S.SOURCE + HOST_LAUNCH)
+    # (float4 reads of float arrays: the CUDA idiom, outside C++'s aliasing rules)
+    proc = subprocess.run([cxx, "-O1", "-fno-strict-aliasing", "-std=c++20", "-pthread",
+                           "-shared", "-fPIC", "-o", lib, src], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return ctypes.CDLL(lib)
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    lib = host_lib(str(tmp_path_factory.mktemp("sgemm")))
+    if lib is None:
+        pytest.skip("no C++ compiler to run the CUDA kernel on the CPU")
+    return lib
+
+
+def stored(rng, shape, misalign):
+    """A float32 C-contiguous array of this shape; with misalign its base is 4 bytes past
+    a 16-byte boundary (the kernel must then take its scalar loads)."""
+    size = int(np.prod(shape))
+    buf = np.empty(size + 8, np.float32)
+    start = (-buf.ctypes.data % 16) // 4 + (1 if misalign else 0)
+    out = buf[start:start + size].reshape(shape)
+    out[...] = rng.standard_normal(shape)
+    return out
+
+
+def run_host(lib, A, B, m, n, k, trans_a, trans_b):
+    """C = op(A[g]) @ op(B[g]) through the host-compiled kernel, as kernels.cuda_sgemm
+    launches it on a GPU (grid, vec flags); C starts as NaN so unwritten cells show."""
+    batch = A.shape[0]
+    C = np.full((batch, m, n), np.nan, np.float32)
+    grid = (-(-n // S.BN), -(-m // S.BM), batch)
+    va = S.vec_ok(m if trans_a else k, A.ctypes.data)
+    vb = S.vec_ok(k if trans_b else n, B.ctypes.data)
+    vc = S.vec_ok(n, C.ctypes.data)
+    ptr = ctypes.c_void_p
+    lib.tk_launch(ORDER.index((trans_a, trans_b)), *grid, ptr(A.ctypes.data),
+                  ptr(B.ctypes.data), ptr(C.ctypes.data), m, n, k, va, vb, vc)
+    return C, (va, vb, vc)
+
+
+def reference(A, B, trans_a, trans_b):
+    a = np.asarray(A, np.float64)
+    b = np.asarray(B, np.float64)
+    return (a.swapaxes(1, 2) if trans_a else a) @ (b.swapaxes(1, 2) if trans_b else b)
+
+
+def check(lib, rng, batch, m, n, k, trans_a, trans_b, misalign=False):
+    A = stored(rng, (batch, k, m) if trans_a else (batch, m, k), misalign)
+    B = stored(rng, (batch, n, k) if trans_b else (batch, k, n), misalign)
+    C, flags = run_host(lib, A, B, m, n, k, trans_a, trans_b)
+    ref = reference(A, B, trans_a, trans_b)
+    assert not np.isnan(C).any()
+    err = np.linalg.norm(C - ref) / max(np.linalg.norm(ref), 1e-30)
+    assert err < 1e-6, (batch, m, n, k, trans_a, trans_b, flags, err)
+    return flags
+
+
+SIDE = st.integers(1, 280)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", ORDER)
+@settings(max_examples=10, deadline=None)
+@given(batch=st.integers(1, 2), m=SIDE, n=SIDE, k=st.integers(1, 40), misalign=st.booleans(),
+       seed=st.integers(0, 2 ** 31))
+def test_host_kernel_matches_the_float64_product(lib, trans_a, trans_b, batch, m, n, k,
+                                                 misalign, seed):
+    check(lib, np.random.default_rng(seed), batch, m, n, k, trans_a, trans_b, misalign)
+
+
+def test_host_kernel_takes_both_load_paths_and_long_k(lib):
+    rng = np.random.default_rng(0)
+    # every size a multiple of 4 and aligned bases: all-128-bit loads and stores, several
+    # K-tiles through both shared stages, a partial tile in every direction
+    assert check(lib, rng, 1, 132, 136, 100, False, False) == (1, 1, 1)
+    assert check(lib, rng, 1, 132, 136, 100, True, True) == (1, 1, 1)
+    # the same sizes at a misaligned base: the scalar path (C stays aligned)
+    assert check(lib, rng, 1, 132, 136, 100, False, True, misalign=True) == (0, 0, 1)
+    # K = 0: no K-tile at all, C is zeros
+    A, B = np.zeros((1, 5, 0), np.float32), np.zeros((1, 0, 7), np.float32)
+    C, _ = run_host(lib, A, B, 5, 7, 0, False, False)
+    np.testing.assert_array_equal(C, np.zeros((1, 5, 7), np.float32))
+
+
+def test_vec_ok_needs_whole_aligned_rows():
+    assert S.vec_ok(8, 256) == 1
+    assert S.vec_ok(6, 256) == 0  # rows of 6 floats: the second row starts misaligned
+    assert S.vec_ok(8, 260) == 0  # base 4 bytes past a 16-byte boundary
