@@ -28,14 +28,23 @@ settings.register_profile("ci", deadline=None, max_examples=25, derandomize=True
                           suppress_health_check=[HealthCheck.too_slow], print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def nvvm_parts(tmp_path_factory):
+    """The NVVM checks (PTX, launch parameters, resource table), compiled in one process
+    with the simulator off: tests/nvvm_session.py."""
+    from nvvm_session import run_parts
+
+    return run_parts(tmp_path_factory.mktemp("nvvm"))
+
 
 # -- Function coverage: which ops the gradcheck and PyTorch-parity suites differentiate ----
 # Tests marked `gradcheck` (float64 finite differences) or `parity` (forward and gradients
 # against PyTorch) record every Function class that builds a graph node while they run;
 # tests/test_function_coverage.py, moved to the end of the session, fails for any Function
 # subclass in the package that neither kind of test exercised.
-import pytest  # noqa: E402
-
 COVERAGE_KINDS = ("gradcheck", "parity")
 _COVERAGE = pytest.StashKey[dict]()
 

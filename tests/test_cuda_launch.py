@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels import _cuda_launch as L
-from test_kernels_ptx import run_without_simulator
 
 
 def _ptr(a):
@@ -113,8 +112,11 @@ print("checked", checked)
 '''
 
 
-def test_every_production_kernels_ptx_takes_exactly_the_packed_parameters():
-    assert int(run_without_simulator(SCRIPT).split()[-1]) >= 20
+def test_every_production_kernels_ptx_takes_exactly_the_packed_parameters(nvvm_parts):
+    # (run with the other NVVM checks, each kernel compiled once: tests/nvvm_session.py)
+    from nvvm_session import part_output
+
+    assert int(part_output(nvvm_parts, "launch").split()[-1]) >= 20
 
 
 class _FakeCupyArray:

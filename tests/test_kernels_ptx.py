@@ -1,17 +1,11 @@
 """Compile every Numba CUDA kernel for a real GPU (PTX for sm_90, the H100) without one.
 
 The simulator runs kernels as Python, so it never type-checks them the way the CUDA
-compiler does; this test does, in a subprocess with the simulator off. It needs NVVM and
+compiler does; this test does, in a subprocess with the simulator off that the other NVVM
+checks share (tests/nvvm_session.py: each kernel compiled once). It needs NVVM and
 NVRTC (the test extra installs nvidia-cuda-nvcc-cu12 / nvidia-cuda-nvrtc-cu12) and is
 skipped, visibly, where they are missing."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = r'''
 import re
@@ -41,22 +35,11 @@ print("compiled")
 '''
 
 
-def run_without_simulator(script):
-    """stdout of ``python -c script`` with the simulator off (the real CUDA compiler), from
-    the source tree; skips, visibly, where NVVM/NVRTC are missing, fails on any error."""
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    missing = ("DynamicLibNotFound", "NvvmSupportError", "libnvvm", "NVVM")
-    if proc.returncode and any(m in proc.stderr for m in missing):
-        pytest.skip("no NVVM/NVRTC to compile CUDA kernels here: "
-                    + proc.stderr.strip().splitlines()[-1][:200])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+def test_every_cuda_kernel_compiles_to_ptx_and_float32_ones_compute_in_float32(nvvm_parts):
+    # (run with the other NVVM checks, each kernel compiled once: tests/nvvm_session.py)
+    from nvvm_session import part_output
 
-
-def test_every_cuda_kernel_compiles_to_ptx_and_float32_ones_compute_in_float32():
-    assert "compiled" in run_without_simulator(SCRIPT)
+    assert "compiled" in part_output(nvvm_parts, "ptx")
 
 
 def test_conv_and_pool_kernels_launch_with_arrays_only():
