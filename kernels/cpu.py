@@ -48,6 +48,7 @@ All kernels are compiled with ``cache=True`` so the JIT cost is paid once per ma
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
 
@@ -638,7 +639,7 @@ def _workspace(shape, dtype):
     (to at most about _COLS_BUDGET_BYTES). Fresh np.empty buffers this large come from
     mmap and are page-faulted in on every call: that cost ResNet 64@32's forward a
     third of its time (60 vs 42 ms, 2 cores). Valid until the next _workspace call."""
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    size = math.prod(shape) * np.dtype(dtype).itemsize
     buf = getattr(_WORKSPACE, "buf", None)
     if buf is None or buf.size < size:
         buf = _WORKSPACE.buf = np.empty(size, dtype=np.uint8)
@@ -674,7 +675,7 @@ def _conv2d_forward(x, w, stride, padding, dilation, groups, version):
     if _use_direct(version, geo, w.shape):
         return _direct_forward(x, w, geo, np.empty((n, o, oh, ow), dtype=x.dtype))
     if _use_blocked(version, n):
-        kg = int(np.prod(w.shape[1:]))
+        kg = math.prod(w.shape[1:])
         nb, cols, tmp = _blocked_plan(n, kg * geo.groups, o, oh * ow, x.dtype)
         y = np.empty((n, o, oh * ow), dtype=x.dtype)
         with _cpu_blas.one_thread():
@@ -717,7 +718,7 @@ def _conv2d_backward_input(dy, w, x_shape, stride, padding, dilation, groups, ve
         return _direct_backward_input(dy, w, geo, np.empty(tuple(x_shape), dtype=dy.dtype))
     n, o, oh, ow = out
     if _use_blocked(version, n):
-        kg = int(np.prod(w.shape[1:]))
+        kg = math.prod(w.shape[1:])
         nb, cols, tmp = _blocked_plan(n, kg * geo.groups, o, oh * ow, dy.dtype)
         dx = np.empty(tuple(x_shape), dtype=dy.dtype)
         with _cpu_blas.one_thread():
@@ -855,14 +856,20 @@ def _direct_conv_dw(xf, dyw, offs, og, cgs, m, part):
 
 
 def _direct_ok(geo, w_shape):
-    return (geo.stride == (1, 1) and int(np.prod(w_shape[1:])) <= _DIRECT_MAX_TAPS
+    return (geo.stride == (1, 1) and math.prod(w_shape[1:]) <= _DIRECT_MAX_TAPS
             and w_shape[0] // geo.groups <= _DIRECT_MAX_OUT)
 
 
+@functools.lru_cache(maxsize=256)
 def _tap_offsets(cg, kh, kw, hp, wp, dh, dw):
-    """off[(c*kh + p)*kw + q] = c*hp*wp + p*dh*wp + q*dw (int64, the weights' order)."""
-    c, p, q = np.meshgrid(np.arange(cg), np.arange(kh), np.arange(kw), indexing="ij")
-    return (c * (hp * wp) + p * (dh * wp) + q * dw).reshape(-1).astype(np.int64)
+    """off[(c*kh + p)*kw + q] = c*hp*wp + p*dh*wp + q*dw (int64, the weights' order).
+    Cached, so shared: callers only read it (left writeable so that the Numba kernels
+    keep one signature). The same few geometries come back every step, and building one
+    cost about as much as a batch-1 LeNet convolution."""
+    off = (np.arange(cg, dtype=np.int64)[:, None, None] * (hp * wp)
+           + np.arange(kh, dtype=np.int64)[None, :, None] * (dh * wp)
+           + np.arange(kw, dtype=np.int64)[None, None, :] * dw).reshape(-1)
+    return off
 
 
 def _pad_flat(x, top, bottom, left, right):
@@ -957,7 +964,7 @@ def _conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, l
     lowering = "auto" if lowering == "direct" else lowering
     n, o, oh, ow = out
     if _use_blocked(lowering, n):
-        kg = int(np.prod(w_shape[1:]))
+        kg = math.prod(w_shape[1:])
         nb, cols, tmp = _blocked_plan(n, kg * geo.groups, o, oh * ow, x.dtype)
         part = np.zeros((cols.shape[0], o, kg), dtype=x.dtype)
         with _cpu_blas.one_thread():

@@ -21,6 +21,8 @@ dtype, except the in-place ``add_channel_bias_``.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -312,7 +314,7 @@ def _ncl(a):
     a = np.ascontiguousarray(a)
     if a.ndim < 2:
         return a.reshape(1, -1, 1)
-    return a.reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:], dtype=np.int64)))
+    return a.reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
 
 
 def relu(x):
