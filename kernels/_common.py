@@ -12,6 +12,7 @@ the primitive, the shapes and what was expected.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,30 @@ def _out_size(size, pad_total, eff_kernel, stride, ceil_mode=False, pad_low=0):
             out -= 1
         return out
     return span // stride + 1 if span >= 0 else 0
+
+
+_SHAPES_KEPT = 64  # input shapes remembered per geometry
+
+
+def _remembered_shape(geo, args, compute):
+    """compute(*args), remembered on ``geo`` for arguments that are tuples of plain ints:
+    a training step checks the same shapes at every layer boundary (the functional API,
+    the op, the kernel), about 4 us of Python each. A bad shape raises every time (an
+    exception is never remembered)."""
+    try:
+        key = tuple(None if a is None else a if type(a) is str else tuple(a) for a in args)
+        memo = geo.__dict__.get("_shape_memo")
+        out = memo.get(key) if memo is not None else None
+    except TypeError:  # an argument that is not a sequence: let compute() say what is wrong
+        return compute(*args)
+    if out is None:
+        out = compute(*args)
+        if all(type(v) is int for a in key if type(a) is tuple for v in a):
+            if memo is None or len(memo) >= _SHAPES_KEPT:
+                memo = {}
+                object.__setattr__(geo, "_shape_memo", memo)  # (a frozen dataclass)
+            memo[key] = out
+    return out
 
 
 @dataclass(frozen=True)
@@ -117,7 +142,11 @@ class ConvGeometry:
 
     def output_shape(self, x_shape, w_shape, op=None):
         """Check x (N, C, *spatial) against w (O, C/groups, *kernel_size) and return the
-        output shape (N, O, *out). N may be 0 (an empty batch); the spatial output may not."""
+        output shape (N, O, *out). N may be 0 (an empty batch); the spatial output may not.
+        Remembered per geometry (_remembered_shape)."""
+        return _remembered_shape(self, (x_shape, w_shape, op), self._output_shape)
+
+    def _output_shape(self, x_shape, w_shape, op=None):
         op = op or self.op
         nd = self.ndim
         x_shape, w_shape = tuple(x_shape), tuple(w_shape)
@@ -158,6 +187,45 @@ class ConvGeometry:
                             (0,) + self.output_padding)
 
 
+_GEOMETRIES_KEPT = 256
+
+
+def _plain(v):
+    """An exact-type key of an argument (1, True, 1.0 and [1] all differ: each is checked
+    as itself); TypeError for anything else (numpy ints, ...: not remembered)."""
+    t = type(v)
+    if t is tuple or t is list:
+        return t, tuple(_plain(x) for x in v)
+    if v is None or t is int or t is str or t is bool or t is float:
+        return t, v
+    raise TypeError
+
+
+def _remembered_geometry(build):
+    """``build`` (conv_geometry / pool_geometry), its results remembered by their
+    arguments: the functional API (F.max_pool2d(x, 2), F.conv2d(x, w, padding=1)) builds
+    a geometry on every call, about 12 us of validation; a frozen geometry can be shared.
+    Invalid arguments raise every time (an exception is never remembered)."""
+    memo = {}
+
+    @functools.wraps(build)
+    def remembered(*args, **kwargs):
+        try:
+            key = (_plain(args), _plain(sorted(kwargs.items())))
+        except TypeError:
+            return build(*args, **kwargs)
+        geo = memo.get(key)
+        if geo is None:
+            geo = build(*args, **kwargs)
+            if len(memo) >= _GEOMETRIES_KEPT:
+                memo.clear()
+            memo[key] = geo
+        return geo
+
+    return remembered
+
+
+@_remembered_geometry
 def conv_geometry(kernel_size, stride=1, padding=0, dilation=1, groups=1, *, ndim=2,
                   op="conv2d", output_padding=None):
     """Validate PyTorch's convolution arguments once -> ConvGeometry.
@@ -230,7 +298,11 @@ class PoolGeometry:
                      zip(size, self.padding, self.effective_kernel, self.stride))
 
     def output_shape(self, x_shape, op=None):
-        """Check x (N, C, *spatial) and return (N, C, *out); N may be 0."""
+        """Check x (N, C, *spatial) and return (N, C, *out); N may be 0. Remembered per
+        geometry (_remembered_shape)."""
+        return _remembered_shape(self, (x_shape, op), self._output_shape)
+
+    def _output_shape(self, x_shape, op=None):
         op = op or self.op
         x_shape = tuple(x_shape)
         if len(x_shape) != self.ndim + 2:
@@ -266,6 +338,7 @@ class PoolGeometry:
                             self.count_include_pad, self.divisor_override)
 
 
+@_remembered_geometry
 def pool_geometry(kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
                   ndim=2, op="max_pool2d", count_include_pad=True, divisor_override=None):
     """Validate PyTorch's pooling arguments once -> PoolGeometry.

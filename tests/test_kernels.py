@@ -697,6 +697,31 @@ def test_kernels_accept_the_geometry_record(impl):
     assert rel(y, reference.maxpool2d_forward(x, 3, 2, 1, 2, True)[0]) == 0
 
 
+def test_remembered_geometries_and_shapes_check_every_call():
+    """conv_geometry / pool_geometry remember their results, and a geometry the output
+    shapes it computed: a remembered call must give what a fresh one gives, and bad
+    arguments or shapes must raise on every call, not only the first."""
+    assert pool_geometry(2) is pool_geometry(2)
+    assert pool_geometry((2, 2)) == pool_geometry(2) and pool_geometry([2, 2]) == pool_geometry(2)
+    assert conv_geometry((3, 3), 1, 1) is conv_geometry((3, 3), 1, 1)
+    pool_geometry((2, 1))
+    for _ in range(2):  # True == 1 and hash(True) == hash(1): the key must tell them apart
+        with pytest.raises(TypeError, match=r"max_pool2d: kernel_size must be an int or a "
+                                            r"tuple of 2 ints, got \(2, True\)"):
+            pool_geometry((2, True))
+        with pytest.raises(ValueError, match=r"conv2d: stride must be >= 1, got 0"):
+            conv_geometry(3, 0)
+    assert pool_geometry(np.int64(2)) == pool_geometry(2)  # numpy ints: checked, not kept
+    geo = conv_geometry((3, 3), 1, 1)
+    assert geo.output_shape((2, 4, 8, 8), (5, 4, 3, 3)) == (2, 5, 8, 8)
+    assert geo.output_shape([2, 4, 8, 8], (5, 4, 3, 3)) == (2, 5, 8, 8)
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"conv2d: input \(2, 3, 8, 8\) has 3 channels"):
+            geo.output_shape((2, 3, 8, 8), (5, 4, 3, 3))
+        with pytest.raises(ValueError, match=r"max_pool2d: input \(1, 1, 1, 1\) is smaller"):
+            pool_geometry(2).output_shape((1, 1, 1, 1))
+
+
 @pytest.mark.parametrize("impl", ALL)
 def test_bad_arguments_name_the_primitive_argument_and_value(impl):
     mod = kernels.get(impl)
