@@ -17,8 +17,9 @@ it measured.
   percentage of cuBLAS (CuPy) FP32 and TF32 at the same size, each checked against
   cuBLAS FP32 (relative Frobenius error; TF32: should be < 1e-3).
 * conv: ResNet-18 CIFAR conv layers (batch 64) forward, input and weight gradient,
-  ours vs cuDNN through PyTorch (TF32 off, benchmark mode); the input gradient also
-  by the direct kernel, to choose between the two, and each pass with split-K off.
+  ours vs cuDNN through PyTorch (TF32 off, benchmark mode); the forward pass and input
+  gradient also by the CUDA C kernel (kernels/cuda_sgemm.py, the candidate of
+  kernels.cuda.CONV_KERNELS), and each 64x64 pass with split-K off.
 * pool: max-pool forward/backward in GB/s vs a device-to-device copy of the same bytes.
 * train: LeNet-5 training step at batch 256, ours vs PyTorch eager, each in its own
   process (benchmarks.run's children).
@@ -151,6 +152,7 @@ def part_conv(out, deadline_s=float("inf")):
     import torch.nn.functional as tf
 
     import kernels.cuda as K
+    import kernels.cuda_sgemm as S
     from benchmarks.run import CONV_SHAPES
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -193,8 +195,11 @@ def part_conv(out, deadline_s=float("inf")):
                 "forward": (lambda: K.conv2d_forward(x, w, s, p), lambda: tf.conv2d(tx, tw, None, s, p)),
                 "input grad": (lambda: K.conv2d_backward_input(dy, w, xs, s, p),
                                lambda: torch.nn.grad.conv2d_input(xs, tw, tdy, s, p)),
-                "input grad (direct kernel)": (
-                    lambda: K.VERSIONS["conv2d_backward_input"]["direct"](dy, w, xs, s, p),
+                # the CUDA C implicit GEMM (kernels.cuda.CONV_KERNELS), the candidate
+                "forward (CUDA C 128x128)": (lambda: S.conv2d_forward(x, w, s, p),
+                                             lambda: tf.conv2d(tx, tw, None, s, p)),
+                "input grad (CUDA C 128x128)": (
+                    lambda: S.conv2d_backward_input(dy, w, xs, s, p),
                     lambda: torch.nn.grad.conv2d_input(xs, tw, tdy, s, p)),
                 "weight grad": (lambda: K.conv2d_backward_weight(dy, x, ws, s, p),
                                 lambda: torch.nn.grad.conv2d_weight(tx, ws, tdy, s, p)),
@@ -578,6 +583,7 @@ def part_sweep(out, n=4096, deadline_s=50.0):
     import cupy
 
     import kernels.cuda as K
+    import kernels.cuda_sgemm as S
     from benchmarks.run import CONV_SHAPES
 
     convs = {name: CONV_SHAPES[name] for name in SWEEP_CONVS}

@@ -237,6 +237,10 @@ def table():
                   True))
     items.append(("gemm wide matmul in CUDA C (rung 6, CuPy RawModule)",
                   nvrtc_ptx(S.SOURCE), S.THREADS, False))
+    for dgrad, what in ((False, "forward"), (True, "input gradient")):
+        _, entry = S.conv_entry((3, 3, 1, 1, 1, 1, 1, 1), dgrad)
+        items.append((f"gemm conv {what} in CUDA C (3x3; rung 6 schedule)",
+                      nvrtc_ptx(S.CORE_SOURCE + S.CONV_SOURCE + entry), S.THREADS, False))
     rows = []
     for name, ptx, threads, production in items:
         info = ptxas_info(ptx, ptxas, fma_per_tile(name))

@@ -91,7 +91,7 @@ from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy,
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
            "DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "WIDE_TILE", "set_wide_tile",
-           "WIDE_KERNELS", "set_wide_kernel",
+           "WIDE_KERNELS", "set_wide_kernel", "CONV_KERNELS", "set_conv_kernel",
            "sgd_update_multi", "adam_update_multi", "VERSIONS"]
 
 DEFAULT_TILE = (64, 64, 8, 4, 4)  # BM, BN, BK, TM, TN
@@ -752,11 +752,40 @@ def _conv_args(op, geo, n, c, oh, ow, kg, og):
             geo.kernel_size + geo.stride + geo.padding + geo.dilation)
 
 
+# Which kernels run the convolutions' forward pass and input gradient: the 64x64 implicit
+# GEMM above (Numba; measured: 0.29-0.52x cuDNN forward on an H100) or kernels/cuda_sgemm.py's
+# CUDA C implicit GEMM on the 128x128 schedule of GEMM rung 6 (float32 only; 1.39-1.47
+# instead of 2.30 SASS instructions per FMA in the K-loop on sm_90, 127 registers, no
+# spills). The CUDA C one has not run on a GPU yet: gpu_check's conv part times both, and
+# the faster one belongs here. The weight gradient stays on the 64x64 kernel (its grids
+# need split-K).
+CONV_KERNELS = ("implicit_gemm_64", "cuda_c_128")
+_conv_kernel = ["implicit_gemm_64"]
+
+
+def set_conv_kernel(name):
+    """Choose the kernel of the float32 convolution forward pass and input gradient: one of
+    CONV_KERNELS."""
+    if name not in CONV_KERNELS:
+        raise ValueError(f"set_conv_kernel: unknown kernel {name!r}; expected one of "
+                         f"{list(CONV_KERNELS)}")
+    _conv_kernel[0] = name
+
+
+def _conv_c(op, arrays, x_shape, y_shape, geo):
+    """Whether this convolution goes to the CUDA C kernel (set_conv_kernel)."""
+    return (_conv_kernel[0] == "cuda_c_128" and not _simulating()
+            and all(a.dtype == np.float32 for a in arrays)
+            and cuda_sgemm.conv_fits(op, x_shape, y_shape, geo) is None)
+
+
 def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
     """Implicit GEMM per group g: y[n, g*OG + o, l] = sum_k W2[g, o, k] * im2col(x)[g*KG + k, n*L + l]."""
     check_float("conv2d_forward", x, w)
     geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_forward")
     n, o, oh, ow = geo.output_shape(x.shape, w.shape, "conv2d_forward")
+    if _conv_c("conv2d_forward", (x, w), x.shape, (n, o, oh, ow), geo):
+        return cuda_sgemm.conv2d_forward(x, w, geo)
     xp = _xp(x)
     g = geo.groups
     kg, L = w.shape[1] * w.shape[2] * w.shape[3], oh * ow
@@ -874,6 +903,8 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, group
     kernel (``VERSIONS["conv2d_backward_input"]["direct"]``: one thread per dx element,
     only the taps on the stride grid) is the alternative to time against it."""
     geo = _conv_dx_checked(dy, w, x_shape, stride, padding, dilation, groups)
+    if _conv_c("conv2d_backward_input", (dy, w), tuple(x_shape), dy.shape, geo):
+        return cuda_sgemm.conv2d_backward_input(dy, w, x_shape, geo)
     xp = _xp(dy)
     n, c, h, wd = x_shape
     o, cg, kh, kw = w.shape
@@ -1311,7 +1342,8 @@ def adam_update_multi(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay
 # the backend calls). The GEMM tile is a module setting (``set_tile``), not a version.
 VERSIONS = {name: {"default": globals()[name]} for name in __all__
             if name not in ("DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "WIDE_TILE",
-                            "set_wide_tile", "WIDE_KERNELS", "set_wide_kernel", "VERSIONS",
+                            "set_wide_tile", "WIDE_KERNELS", "set_wide_kernel",
+                            "CONV_KERNELS", "set_conv_kernel", "VERSIONS",
                             "sgd_update_multi", "adam_update_multi")}
 VERSIONS["maxpool2d_backward"]["scatter"] = _maxpool_backward_scatter
 VERSIONS["conv2d_backward_input"]["direct"] = _conv2d_backward_input_direct

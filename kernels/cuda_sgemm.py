@@ -1,4 +1,5 @@
-"""Rung 6 of the GEMM ladder: rung 5's schedule written in CUDA C (a CuPy RawModule).
+"""The CUDA C GEMMs (CuPy RawModules): rung 6 of the GEMM ladder -- rung 5's schedule
+written in CUDA C -- and the implicit-GEMM convolutions on the same schedule.
 
 Why a sixth rung. Rung 5 (kernels/cuda_gemm.py, the production ``matmul`` on large
 products) ran at 0.70x cuBLAS FP32 on an H100 at 4096^3 (3.96 vs 2.75 ms;
@@ -29,7 +30,12 @@ Schedule (C[g] = op(A[g]) @ op(B[g]), float32, FP32 FMA accumulation):
 Operands are C-contiguous as stored: A (batch, M, K), or (batch, K, M) when trans_a;
 B (batch, K, N), or (batch, N, K) when trans_b; transposes are read in place.
 
-Without a GPU the tests compile ``SOURCE`` for sm_90 with NVRTC (and read its registers
+The schedule is one template, ``tk_gemm_core``, over an operand policy: ``TkMatmul`` (the
+matmul) and ``TkConv`` (the forward pass and input gradient of a convolution: B gathered
+from the image, C written in NCHW order; see CONV_SOURCE). kernels.cuda uses them where
+``set_wide_kernel`` / ``set_conv_kernel`` ask; neither has run on a GPU yet.
+
+Without a GPU the tests compile the sources for sm_90 with NVRTC (and read their registers
 and spills with ptxas) and run the same source as host C++ -- a block's 256 threads as
 std::threads with a barrier -- against NumPy (tests/test_kernels_sgemm_src.py).
 """
@@ -40,13 +46,15 @@ import math
 
 import numpy as np
 
-__all__ = ["SOURCE", "KERNELS", "BM", "BN", "BK", "THREADS", "LD", "matmul", "vec_ok"]
+__all__ = ["SOURCE", "CORE_SOURCE", "MATMUL_SOURCE", "CONV_SOURCE", "KERNELS", "BM", "BN", "BK",
+           "THREADS", "LD", "matmul", "vec_ok", "conv_entry", "conv_plan", "conv_weights",
+           "conv_args", "conv_fits", "conv2d_forward", "conv2d_backward_input"]
 
 BM, BN, BK = 128, 128, 8
 THREADS = 256
 LD = BM + 4  # a padded k-row of a shared tile, in floats (16-byte aligned: 528 bytes)
 
-SOURCE = r"""
+CORE_SOURCE = r"""
 #define TK_BM 128
 #define TK_BN 128
 #define TK_BK 8
@@ -71,31 +79,27 @@ __device__ __forceinline__ float4 tk_load4(const float* __restrict__ p, bool row
     return v;
 }
 
-// TA: A stored (K, M); TB: B stored (N, K). grid (ceil(N/128), ceil(M/128), batch).
-template <bool TA, bool TB>
-__device__ __forceinline__ void tk_sgemm(const float* __restrict__ A,
-                                         const float* __restrict__ B,
-                                         float* __restrict__ C, int M, int N, int K,
-                                         int vec_a, int vec_b, int vec_c) {
+// A thread's 4-vector of a 128 x 8 operand tile (128 rows of M or N, 8 of K): along K, it
+// is tile row tid/2, k (tid%2)*4; along M or N, k-row tid/32, column (tid%32)*4.
+template <bool ALONG_K> __device__ __forceinline__ int tk_tile_p(int tid) {
+    return ALONG_K ? (tid >> 1) : (tid >> 5);
+}
+template <bool ALONG_K> __device__ __forceinline__ int tk_tile_q(int tid) {
+    return ALONG_K ? (tid & 1) * 4 : (tid & 31) * 4;
+}
+
+// The schedule, for one 128 x 128 tile of C and an operand policy Op, which provides
+//   Op::A_ALONG_K, Op::B_ALONG_K  the axis of the thread's 4-vectors (see tk_tile_p/q)
+//   float4 load_a(k0), load_b(k0) this thread's 4-vectors of the K-tile at k0 (zeros
+//                                 outside), called for k0 = 0, 8, 16, ... in order
+//   void store(r, c, float4 v)    C[r][c..c+3] of the tile (row r, 4 columns from c)
+template <class Op>
+__device__ __forceinline__ void tk_gemm_core(Op& op, const int K) {
     __shared__ __align__(16) float As[2][TK_BK][TK_LD];
     __shared__ __align__(16) float Bs[2][TK_BK][TK_LD];
     const int tid = threadIdx.x;
-    const size_t g = blockIdx.z;
-    A += g * (size_t)M * (size_t)K;
-    B += g * (size_t)K * (size_t)N;
-    C += g * (size_t)M * (size_t)N;
-    const int row0 = blockIdx.y * TK_BM, col0 = blockIdx.x * TK_BN;
-
-    // this thread's 4-vector of each tile as stored: along K (tile row tid/2, k (tid%2)*4)
-    // or along M / N (k-row tid/32, column (tid%32)*4). Its address moves by a fixed step
-    // per K-tile; one of its two indices is fixed, so is that index's range check
-    const int a_p = TA ? (tid >> 5) : (tid >> 1), a_q = TA ? (tid & 31) * 4 : (tid & 1) * 4;
-    const int b_p = TB ? (tid >> 1) : (tid >> 5), b_q = TB ? (tid & 1) * 4 : (tid & 31) * 4;
-    const float* pa = TA ? A + (size_t)a_p * M + row0 + a_q : A + (size_t)(row0 + a_p) * K + a_q;
-    const float* pb = TB ? B + (size_t)(col0 + b_p) * K + b_q : B + (size_t)b_p * N + col0 + b_q;
-    const size_t step_a = TA ? (size_t)TK_BK * M : TK_BK;
-    const size_t step_b = TB ? TK_BK : (size_t)TK_BK * N;
-    const bool a_row_ok = row0 + a_p < M, b_row_ok = col0 + b_p < N;  // (K along the row)
+    const int a_p = tk_tile_p<Op::A_ALONG_K>(tid), a_q = tk_tile_q<Op::A_ALONG_K>(tid);
+    const int b_p = tk_tile_p<Op::B_ALONG_K>(tid), b_q = tk_tile_q<Op::B_ALONG_K>(tid);
 
     // warp (wm, wn) = (w / 2, w % 2), lane (lm, ln) = (lane / 8, lane % 8)
     const int w = tid >> 5, lane = tid & 31;
@@ -116,13 +120,8 @@ __device__ __forceinline__ void tk_sgemm(const float* __restrict__ A,
         const int cur = t & 1;
         const bool more = t + 1 < ntiles;
         if (more) {
-            const int k0 = (t + 1) * TK_BK;
-            va = TA ? tk_load4(pa, k0 + a_p < K, row0 + a_q, M, vec_a)
-                    : tk_load4(pa, a_row_ok, k0 + a_q, K, vec_a);
-            vb = TB ? tk_load4(pb, b_row_ok, k0 + b_q, K, vec_b)
-                    : tk_load4(pb, k0 + b_p < K, col0 + b_q, N, vec_b);
-            pa += step_a;
-            pb += step_b;
+            va = op.load_a((t + 1) * TK_BK);
+            vb = op.load_b((t + 1) * TK_BK);
         }
         if (t >= 0) {
 #pragma unroll
@@ -142,13 +141,13 @@ __device__ __forceinline__ void tk_sgemm(const float* __restrict__ A,
         if (more) {
             // the other stage was last read in step t - 1, before that step's barrier
             const int nxt = cur ^ 1;
-            if (TA) {
-                *reinterpret_cast<float4*>(&As[nxt][a_p][a_q]) = va;
-            } else {
+            if (Op::A_ALONG_K) {  // four k-rows (transposing stores; the padding spreads them)
                 As[nxt][a_q][a_p] = va.x; As[nxt][a_q + 1][a_p] = va.y;
                 As[nxt][a_q + 2][a_p] = va.z; As[nxt][a_q + 3][a_p] = va.w;
+            } else {
+                *reinterpret_cast<float4*>(&As[nxt][a_p][a_q]) = va;
             }
-            if (TB) {
+            if (Op::B_ALONG_K) {
                 Bs[nxt][b_q][b_p] = vb.x; Bs[nxt][b_q + 1][b_p] = vb.y;
                 Bs[nxt][b_q + 2][b_p] = vb.z; Bs[nxt][b_q + 3][b_p] = vb.w;
             } else {
@@ -159,39 +158,231 @@ __device__ __forceinline__ void tk_sgemm(const float* __restrict__ A,
     }
 
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-        const int r = row0 + tr + (i & 3) + (i >> 2) * 16;
-        if (r >= M) continue;
-        float* crow = C + (size_t)r * (size_t)N;
+    for (int i = 0; i < 8; ++i)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int c = col0 + tc + h * 32;
-            const float4 v = make_float4(acc[i][4 * h], acc[i][4 * h + 1], acc[i][4 * h + 2],
-                                         acc[i][4 * h + 3]);
-            if (c >= N) continue;
-            if (vec_c) {
-                *reinterpret_cast<float4*>(crow + c) = v;
-            } else {
-                crow[c] = v.x;
-                if (c + 1 < N) crow[c + 1] = v.y;
-                if (c + 2 < N) crow[c + 2] = v.z;
-                if (c + 3 < N) crow[c + 3] = v.w;
-            }
+        for (int h = 0; h < 2; ++h)
+            op.store(tr + (i & 3) + (i >> 2) * 16, tc + h * 32,
+                     make_float4(acc[i][4 * h], acc[i][4 * h + 1], acc[i][4 * h + 2],
+                                 acc[i][4 * h + 3]));
+}
+
+"""
+
+MATMUL_SOURCE = r"""
+// C[g] = op(A[g]) @ op(B[g]); TA: A stored (K, M), TB: B stored (N, K); C (M, N).
+// grid (ceil(N/128), ceil(M/128), batch)
+template <bool TA, bool TB>
+struct TkMatmul {
+    static constexpr bool A_ALONG_K = !TA, B_ALONG_K = TB;
+    const float* pa;
+    const float* pb;
+    float* C;
+    size_t step_a, step_b;
+    int M, N, K, row0, col0, a_p, a_q, b_p, b_q, vec_a, vec_b, vec_c;
+    bool a_row_ok, b_row_ok;  // the fixed index of this thread's A / B vector in range
+
+    __device__ __forceinline__ TkMatmul(const float* A, const float* B, float* C_, int M_,
+                                        int N_, int K_, int va, int vb, int vc)
+        : M(M_), N(N_), K(K_), vec_a(va), vec_b(vb), vec_c(vc) {
+        const int tid = threadIdx.x;
+        const size_t g = blockIdx.z;
+        A += g * (size_t)M * (size_t)K;
+        B += g * (size_t)K * (size_t)N;
+        C = C_ + g * (size_t)M * (size_t)N;
+        row0 = blockIdx.y * TK_BM;
+        col0 = blockIdx.x * TK_BN;
+        a_p = tk_tile_p<A_ALONG_K>(tid); a_q = tk_tile_q<A_ALONG_K>(tid);
+        b_p = tk_tile_p<B_ALONG_K>(tid); b_q = tk_tile_q<B_ALONG_K>(tid);
+        // each 4-vector's address moves by a fixed step per K-tile
+        pa = TA ? A + (size_t)a_p * M + row0 + a_q : A + (size_t)(row0 + a_p) * K + a_q;
+        pb = TB ? B + (size_t)(col0 + b_p) * K + b_q : B + (size_t)b_p * N + col0 + b_q;
+        step_a = TA ? (size_t)TK_BK * M : TK_BK;
+        step_b = TB ? TK_BK : (size_t)TK_BK * N;
+        a_row_ok = row0 + a_p < M;
+        b_row_ok = col0 + b_p < N;
+    }
+    __device__ __forceinline__ float4 load_a(int k0) {
+        const float4 v = TA ? tk_load4(pa, k0 + a_p < K, row0 + a_q, M, vec_a)
+                            : tk_load4(pa, a_row_ok, k0 + a_q, K, vec_a);
+        pa += step_a;
+        return v;
+    }
+    __device__ __forceinline__ float4 load_b(int k0) {
+        const float4 v = TB ? tk_load4(pb, b_row_ok, k0 + b_q, K, vec_b)
+                            : tk_load4(pb, k0 + b_p < K, col0 + b_q, N, vec_b);
+        pb += step_b;
+        return v;
+    }
+    __device__ __forceinline__ void store(int r, int c, float4 v) {
+        r += row0;
+        c += col0;
+        if (r >= M || c >= N) return;
+        float* p = C + (size_t)r * (size_t)N + c;
+        if (vec_c) {
+            *reinterpret_cast<float4*>(p) = v;
+        } else {
+            p[0] = v.x;
+            if (c + 1 < N) p[1] = v.y;
+            if (c + 2 < N) p[2] = v.z;
+            if (c + 3 < N) p[3] = v.w;
         }
     }
-}
+};
 
 #define TK_SGEMM_ENTRY(name, ta, tb)                                                     \
 extern "C" __global__ void __launch_bounds__(256, 2)                                     \
 name(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,    \
      int M, int N, int K, int vec_a, int vec_b, int vec_c) {                             \
-    tk_sgemm<ta, tb>(A, B, C, M, N, K, vec_a, vec_b, vec_c);                             \
+    TkMatmul<ta, tb> op(A, B, C, M, N, K, vec_a, vec_b, vec_c);                          \
+    tk_gemm_core(op, K);                                                                 \
 }
 TK_SGEMM_ENTRY(tk_sgemm_nn, false, false)
 TK_SGEMM_ENTRY(tk_sgemm_nt, false, true)
 TK_SGEMM_ENTRY(tk_sgemm_tn, true, false)
 TK_SGEMM_ENTRY(tk_sgemm_tt, true, true)
 """
+
+SOURCE = CORE_SOURCE + MATMUL_SOURCE  # the matmul module (rung 6)
+
+# -- implicit-GEMM convolutions on the same schedule --------------------------------------
+# Per group g (grid z), as kernels.cuda's Numba convolutions:
+#   forward:        y[n, g*OG + o, (i, j)]  = sum_(c,p,q) W[g, o, (c,p,q)] * x-gather
+#   input gradient: dx[n, g*CG + c, (h, w)] = sum_(o,p,q) Wt[g, c, (o,p,q)] * dy-gather
+# A (the weights, (G, M, K) contiguous) is read like matmul's A; B gathers from the source
+# S (x, or dy) for the output pixel of each column: forward S[n, g*CG + c, i*SH - PH + p*DH,
+# j*SW - PW + q*DW]; input gradient S[n, g*OG + o, (h + PH - p*DH) / SH, (w + PW - q*DW) / SW]
+# where the divisions are exact; zero outside S. A thread's B vector is 4 columns (output
+# pixels) at one k-row (tap): each column's image offset and first row/column are worked
+# out once per block, before the K-loop, into shared memory (row and column packed in 16
+# bits each); per K-tile the tap (c, p, q) is split by compile-time constants. C is written
+# straight into the NCHW output, 4 pixels a float4 store where rows of L pixels allow.
+CONV_SOURCE = r"""
+template <int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, bool DGRAD>
+struct TkConv {
+    static constexpr bool A_ALONG_K = true, B_ALONG_K = false;
+    const float* pa;   // the weights, this thread's row, moving along K
+    const float* S;    // the source, at this group's first channel
+    float* Y;          // the output (NB, OC, L), at this group's first channel
+    const int* cols;   // [2][128] in shared memory: each column's image offset in S and
+                       // first (row << 16 | column & 0xffff) of S it reads
+    int M, N, K, row0, col0, a_q, b_p, b_q, vec_a, vec_c, SA, SB, SAB, L, OCL;
+    bool a_row_ok;
+
+    __device__ __forceinline__ TkConv(const float* A, const float* S_, float* Y_, int M_,
+                                      int N_, int K_, int va, int vc, int SC, int SA_,
+                                      int SB_, int GA, int GB, int OC)
+        : M(M_), N(N_), K(K_), vec_a(va), vec_c(vc), SA(SA_), SB(SB_) {
+        // the 128 columns of the tile are the same at every k-row: split once per block,
+        // into shared memory (held in registers they pushed the kernel past 128 and spilled)
+        __shared__ __align__(16) int col_info[2][TK_BN];
+        const int tid = threadIdx.x;
+        const int g = blockIdx.z;
+        SAB = SA * SB;
+        L = GA * GB;
+        OCL = OC * L;
+        S = S_ + (size_t)g * (K / (KH * KW)) * SAB;  // K = source channels a group x taps
+        Y = Y_ + (size_t)g * M * L;
+        row0 = blockIdx.y * TK_BM;
+        col0 = blockIdx.x * TK_BN;
+        const int a_p = tk_tile_p<true>(tid);
+        a_q = tk_tile_q<true>(tid);
+        b_p = tk_tile_p<false>(tid);
+        b_q = tk_tile_q<false>(tid);
+        pa = A + (size_t)g * M * K + (size_t)(row0 + a_p) * K + a_q;
+        a_row_ok = row0 + a_p < M;
+        if (tid < TK_BN) {
+            const int col = col0 + tid;
+            int b0 = 0, r0 = -20000, c0 = 0;  // a column past N: every tap reads zero
+            if (col < N) {
+                const int n = col / L, rem = col - n * L;
+                const int a = rem / GB, b = rem - a * GB;
+                b0 = n * SC * SAB;
+                r0 = DGRAD ? a + PH : a * SH - PH;
+                c0 = DGRAD ? b + PW : b * SW - PW;
+            }
+            col_info[0][tid] = b0;
+            col_info[1][tid] = (int)(((unsigned)r0 << 16) | ((unsigned)c0 & 0xffffu));
+        }
+        cols = &col_info[0][0];
+        __syncthreads();
+    }
+    __device__ __forceinline__ float4 load_a(int k0) {
+        const float4 v = tk_load4(pa, a_row_ok, k0 + a_q, K, vec_a);
+        pa += TK_BK;
+        return v;
+    }
+    __device__ __forceinline__ float4 load_b(int k0) {
+        float v[4] = {0.f, 0.f, 0.f, 0.f};
+        const int k = k0 + b_p;
+        if (k < K) {
+            const int ch = k / (KH * KW), t = k - ch * (KH * KW);
+            const int p = t / KW, q = t - p * KW;
+            const float* src = S + (size_t)ch * SAB;
+            const int4 bs = *reinterpret_cast<const int4*>(cols + b_q);
+            const int4 rc = *reinterpret_cast<const int4*>(cols + TK_BN + b_q);
+            const int base[4] = {bs.x, bs.y, bs.z, bs.w}, ab[4] = {rc.x, rc.y, rc.z, rc.w};
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int r0 = ab[j] >> 16, c0 = (int)(short)(ab[j] & 0xffff);
+                int sa, sb;
+                bool ok;
+                if (DGRAD) {  // dx pixel (h, w) <- dy pixel ((h + PH - p*DH) / SH, ...)
+                    const int ta = r0 - p * DH, tb = c0 - q * DW;
+                    sa = ta / SH;
+                    sb = tb / SW;
+                    ok = ta >= 0 && tb >= 0 && sa * SH == ta && sb * SW == tb && sa < SA &&
+                         sb < SB;
+                } else {
+                    sa = r0 + p * DH;
+                    sb = c0 + q * DW;
+                    ok = (unsigned)sa < (unsigned)SA && (unsigned)sb < (unsigned)SB;
+                }
+                if (ok) v[j] = src[base[j] + sa * SB + sb];
+            }
+        }
+        return make_float4(v[0], v[1], v[2], v[3]);
+    }
+    __device__ __forceinline__ void store(int r, int c, float4 v) {
+        r += row0;
+        c += col0;
+        if (r >= M || c >= N) return;
+        if (vec_c) {  // L % 4 == 0: the 4 pixels are one image's, 16-byte aligned
+            const int n = c / L;
+            *reinterpret_cast<float4*>(Y + (size_t)n * OCL + (size_t)r * L + (c - n * L)) = v;
+            return;
+        }
+        const float e[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            if (c + j < N) {
+                const int n = (c + j) / L;
+                Y[(size_t)n * OCL + (size_t)r * L + (c + j - n * L)] = e[j];
+            }
+        }
+    }
+};
+"""
+
+CONV_ENTRY = r"""
+extern "C" __global__ void __launch_bounds__(256, 2)
+{name}(const float* __restrict__ A, const float* __restrict__ S, float* __restrict__ Y,
+       int M, int N, int K, int vec_a, int vec_c, int SC, int SA, int SB, int GA, int GB,
+       int OC) {{
+    TkConv<{kh}, {kw}, {sh}, {sw}, {ph}, {pw}, {dh}, {dw}, {dgrad}> op(
+        A, S, Y, M, N, K, vec_a, vec_c, SC, SA, SB, GA, GB, OC);
+    tk_gemm_core(op, K);
+}}
+"""
+
+
+def conv_entry(window, dgrad):
+    """(name, CUDA source) of the entry point for one window (KH, KW, SH, SW, PH, PW, DH,
+    DW) of the forward pass (dgrad False) or the input gradient."""
+    name = ("tk_conv_dgrad_" if dgrad else "tk_conv_fwd_") + "_".join(str(v) for v in window)
+    kh, kw, sh, sw, ph, pw, dh, dw = window
+    return name, CONV_ENTRY.format(name=name, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw, dh=dh,
+                                   dw=dw, dgrad="true" if dgrad else "false")
+
 
 # (trans_a, trans_b) -> the entry point in SOURCE
 KERNELS = {(False, False): "tk_sgemm_nn", (False, True): "tk_sgemm_nt",
@@ -246,3 +437,129 @@ def matmul(a, b, trans_a=False, trans_b=False):
         fn(grid, (THREADS,), (A, B, C, np.int32(m), np.int32(n), np.int32(k),
                               np.int32(vec_a), np.int32(vec_b), np.int32(vec_c)))
     return C[0] if a.ndim == 2 else C
+
+
+# -- the convolutions -----------------------------------------------------------------------
+_CONV_SPAN_MAX = 16384  # packed 16-bit rows / columns of a column's first tap
+
+
+@functools.lru_cache(maxsize=None)
+def _conv_function(window, dgrad):
+    import cupy
+
+    name, entry = conv_entry(window, dgrad)
+    code = CORE_SOURCE + CONV_SOURCE + entry
+    return cupy.RawModule(code=code, options=("--std=c++14",)).get_function(name)
+
+
+def conv_fits(op, x_shape, y_shape, geo):
+    """None if the CUDA C convolution can take these sizes, else why not (its 32-bit
+    offsets and the 16-bit packing of a column's first row and column)."""
+    kh, kw = geo.kernel_size
+    spans = (max(x_shape[2], y_shape[2]) * max(geo.stride) + max(geo.padding),
+             max(x_shape[3], y_shape[3]) * max(geo.stride) + max(geo.padding),
+             (kh - 1) * geo.dilation[0] + 1, (kw - 1) * geo.dilation[1] + 1)
+    if max(spans) >= _CONV_SPAN_MAX:
+        return f"{op}: the CUDA C convolution needs image sides and windows under {_CONV_SPAN_MAX}"
+    if max(math.prod(x_shape), math.prod(y_shape)) >= 2 ** 31:
+        return f"{op}: the CUDA C convolution needs fewer than 2**31 elements per tensor"
+    return None
+
+
+def conv_plan(dgrad, x_shape, w_shape, geo):
+    """The implicit GEMM of a convolution, per group: (M, N, K, SC, SA, SB, GA, GB, OC) =
+    rows (output channels of the result), columns (N x its pixels), depth (source
+    channels of a group x taps), the source's channels and sides, the result's sides and
+    channels. The source is x (forward) or dy (input gradient, dgrad)."""
+    n, c, h, wd = x_shape
+    o, cg, kh, kw = w_shape
+    g = geo.groups
+    oh, ow = geo.out_size((h, wd))
+    if dgrad:
+        return cg, n * h * wd, (o // g) * kh * kw, o, oh, ow, h, wd, c
+    return o // g, n * oh * ow, cg * kh * kw, c, h, wd, oh, ow, o
+
+
+def conv_weights(w, geo, dgrad, xp):
+    """A of the implicit GEMM, (G, M, K) contiguous: the weights per group, forward as
+    stored (o, (c, p, q)); for the input gradient Wt[g, c, (o, p, q)] = w[g*OG + o, c, p, q]."""
+    o, cg, kh, kw = w.shape
+    g = geo.groups
+    if dgrad:
+        wt = w.reshape(g, o // g, cg, kh * kw).transpose(0, 2, 1, 3)
+        return xp.ascontiguousarray(wt).reshape(g, cg, (o // g) * kh * kw)
+    return xp.ascontiguousarray(w).reshape(g, o // g, cg * kh * kw)
+
+
+def conv_args(plan, groups, a_ptr, y_ptr):
+    """(grid, int arguments after A, S, Y) of a convolution launch."""
+    M, N, K, SC, SA, SB, GA, GB, OC = plan
+    vec_a = vec_ok(K, a_ptr)
+    vec_c = int((GA * GB) % 4 == 0 and y_ptr % 16 == 0)
+    grid = (math.ceil(N / BN), math.ceil(M / BM), groups)
+    return grid, (M, N, K, vec_a, vec_c, SC, SA, SB, GA, GB, OC)
+
+
+def _conv_run(geo, dgrad, w, S, Y, x_shape):
+    import cupy
+
+    A = conv_weights(w, geo, dgrad, cupy)
+    grid, ints = conv_args(conv_plan(dgrad, x_shape, w.shape, geo), geo.groups, A.data.ptr,
+                           Y.data.ptr)
+    if all(grid):
+        _conv_function(_window(geo), dgrad)(
+            grid, (THREADS,), (A, cupy.ascontiguousarray(S), Y) + tuple(np.int32(v) for v in ints))
+
+
+def _check_float32(op, *arrays):
+    if any(a.dtype != np.float32 for a in arrays):
+        raise TypeError(f"{op}: float32 arrays expected, got "
+                        f"{', '.join(str(a.dtype) for a in arrays)}")
+
+
+def _window(geo):
+    return geo.kernel_size + geo.stride + geo.padding + geo.dilation
+
+
+def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
+    """y = conv2d(x, w) (NCHW, OIHW, float32 CuPy arrays) as an implicit GEMM per group on
+    the 128 x 128 schedule: y[n, g*OG + o, l] = sum_k W2[g, o, k] im2col(x)[g*KG + k, n*L + l]."""
+    import cupy
+
+    from ._common import as_conv_geometry, check_float
+
+    op = "conv2d_forward_cuda_c"
+    check_float(op, x, w)
+    _check_float32(op, x, w)
+    geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, op)
+    n, o, oh, ow = geo.output_shape(x.shape, w.shape, op)
+    why = conv_fits(op, x.shape, (n, o, oh, ow), geo)
+    if why:
+        raise ValueError(why)
+    y = cupy.empty((n, o, oh * ow), dtype=np.float32)
+    if n:
+        _conv_run(geo, False, w, x, y, x.shape)
+    return y.reshape(n, o, oh, ow)
+
+
+def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
+    """dx of conv2d (float32 CuPy arrays) as an implicit GEMM per group on the 128 x 128
+    schedule: dx[n, g*CG + c, (h, w)] = sum_(o,p,q) Wt[g, c, (o,p,q)] dy-gather (above)."""
+    import cupy
+
+    from ._common import as_conv_geometry, check_dy, check_float
+
+    op = "conv2d_backward_input_cuda_c"
+    check_float(op, dy, w)
+    _check_float32(op, dy, w)
+    geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, op)
+    x_shape = tuple(int(v) for v in x_shape)
+    check_dy(op, dy, geo.output_shape(x_shape, w.shape, op))
+    why = conv_fits(op, x_shape, dy.shape, geo)
+    if why:
+        raise ValueError(why)
+    n, c, h, wd = x_shape
+    dx = cupy.empty((n, c, h * wd), dtype=np.float32)
+    if n:
+        _conv_run(geo, True, w, dy, dx, x_shape)
+    return dx.reshape(x_shape)

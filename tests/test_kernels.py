@@ -443,6 +443,34 @@ def test_set_wide_kernel_routes_float32_wide_products_to_the_cuda_c_rung(monkeyp
                      ("rung 5", np.float64)]
 
 
+def test_set_conv_kernel_routes_float32_convolutions_to_the_cuda_c_kernel(monkeypatch):
+    """With set_conv_kernel("cuda_c_128") a float32 forward pass and input gradient go to
+    kernels/cuda_sgemm.py on a GPU (the geometry validated once, passed on); float64, and
+    anything under the simulator, stays on the 64x64 implicit GEMM."""
+    with pytest.raises(ValueError, match=r"set_conv_kernel: unknown kernel 'winograd'"):
+        cuda_mod.set_conv_kernel("winograd")
+    monkeypatch.setattr(cuda_mod, "_conv_kernel", ["implicit_gemm_64"])
+    cuda_mod.set_conv_kernel("cuda_c_128")
+    calls = []
+    monkeypatch.setattr(cuda_mod.cuda_sgemm, "conv2d_forward",
+                        lambda x, w, geo: calls.append(("fwd", geo.stride)) or "y")
+    monkeypatch.setattr(cuda_mod.cuda_sgemm, "conv2d_backward_input",
+                        lambda dy, w, xs, geo: calls.append(("dgrad", tuple(xs))) or "dx")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((1, 3, 3, 3)).astype(np.float32)
+    y = cuda_mod.conv2d_forward(x, w, 1, 0)  # the simulator: the Numba kernel
+    assert rel(y, reference.conv2d_forward(x, w, 1, 0)) < 1e-5 and calls == []
+    monkeypatch.setattr(cuda_mod, "_simulating", lambda: False)
+    assert cuda_mod.conv2d_forward(x, w, 1, 0) == "y"
+    assert cuda_mod.conv2d_backward_input(dy, w, x.shape, 1, 0) == "dx"
+    assert calls == [("fwd", (1, 1)), ("dgrad", (1, 2, 5, 5))]
+    monkeypatch.setattr(cuda_mod, "_launch_gemm", lambda *a: calls.append("numba"))
+    cuda_mod.conv2d_forward(x.astype(np.float64), w.astype(np.float64), 1, 0)
+    assert calls[-1] == "numba"
+
+
 def test_set_wide_tile_rejects_what_its_threads_cannot_load(monkeypatch):
     monkeypatch.setattr(cuda_mod, "_wide_tile", dict(cuda_mod.WIDE_TILE))
     with pytest.raises(ValueError, match=r"set_wide_tile: .*4-vector"):

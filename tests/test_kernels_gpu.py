@@ -58,6 +58,45 @@ def test_conv_large(xs, ws, s, p):
         assert rel(version(cp.asarray(dy), cp.asarray(w), xs, s, p), want_dx) < 1e-5
     assert rel(K.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), ws, s, p),
                R.conv2d_backward_weight(dy.astype(np.float64), x64, ws, s, p)) < 1e-5
+    # the CUDA C candidate (kernels/cuda_sgemm.py), directly and through set_conv_kernel
+    from kernels import cuda_sgemm as S
+
+    assert rel(S.conv2d_forward(cp.asarray(x), cp.asarray(w), s, p), R.conv2d_forward(
+        x64, w64, s, p)) < 1e-5
+    assert rel(S.conv2d_backward_input(cp.asarray(dy), cp.asarray(w), xs, s, p), want_dx) < 1e-5
+    try:
+        K.set_conv_kernel("cuda_c_128")
+        assert rel(K.conv2d_forward(cp.asarray(x), cp.asarray(w), s, p),
+                   R.conv2d_forward(x64, w64, s, p)) < 1e-5
+        assert rel(K.conv2d_backward_input(cp.asarray(dy), cp.asarray(w), xs, s, p),
+                   want_dx) < 1e-5
+    finally:
+        K.set_conv_kernel("implicit_gemm_64")
+
+
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 3), cg=st.integers(1, 40), og=st.integers(1, 150), groups=st.integers(1, 2),
+       h=st.integers(1, 20), wd=st.integers(1, 20),
+       # (kernel, stride, padding, dilation): few windows, each one NVRTC compile per pass
+       window=st.sampled_from([(3, 1, 1, 1), (3, 2, 1, 1), (5, 1, 0, 1), (3, 1, 2, 2)]),
+       seed=st.integers(0, 2 ** 31))
+def test_cuda_c_convolutions_match_the_reference(n, cg, og, groups, h, wd, window, seed):
+    from hypothesis import assume
+
+    from kernels import cuda_sgemm as S
+
+    k, stride, pad, dil = window
+    assume(h + 2 * pad - dil * (k - 1) - 1 >= 0 and wd + 2 * pad - dil * (k - 1) - 1 >= 0)
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((n, cg * groups, h, wd)).astype(np.float32)
+    w = r.standard_normal((og * groups, cg, k, k)).astype(np.float32)
+    args = (stride, pad, dil, groups)
+    want = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), *args)
+    assert rel(S.conv2d_forward(cp.asarray(x), cp.asarray(w), *args), want) < 1e-5
+    dy = r.standard_normal(want.shape).astype(np.float32)
+    want_dx = R.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), x.shape, *args)
+    assert rel(S.conv2d_backward_input(cp.asarray(dy), cp.asarray(w), x.shape, *args),
+               want_dx) < 1e-5
 
 
 @pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])

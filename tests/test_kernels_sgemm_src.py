@@ -1,4 +1,5 @@
-"""Rung 6 of the GEMM ladder (kernels/cuda_sgemm.py, CUDA C) checked without a GPU.
+"""The CUDA C GEMMs of kernels/cuda_sgemm.py (rung 6 of the GEMM ladder and the implicit-GEMM
+convolutions on its schedule) checked without a GPU.
 
 CuPy kernels cannot run in Numba's simulator, so here the kernel's source is
 
@@ -8,7 +9,8 @@ CuPy kernels cannot run in Numba's simulator, so here the kernel's source is
   arrays statics shared by them, __syncthreads() a std::barrier -- and run on NumPy
   arrays, block by block, against a float64 product, by hypothesis: edge tiles in M, N
   and K, every transpose pair, batches, and operands whose rows are not 4-vector aligned
-  (the scalar load path).
+  (the scalar load path); the convolutions against kernels.reference, forward and input
+  gradient, over windows with strides, padding, dilation and groups.
 
 On a GPU, tests/test_kernels_gpu.py runs the kernel itself through CuPy.
 """
@@ -31,6 +33,7 @@ HOST_SHIMS = r"""
 #include <thread>
 #include <vector>
 struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) int4 { int x, y, z, w; };
 static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 struct tk_dim3 { unsigned int x, y, z; };
 static tk_dim3 blockIdx, blockDim, gridDim;
@@ -199,3 +202,151 @@ def test_vec_ok_needs_whole_aligned_rows():
     assert S.vec_ok(8, 256) == 1
     assert S.vec_ok(6, 256) == 0  # rows of 6 floats: the second row starts misaligned
     assert S.vec_ok(8, 260) == 0  # base 4 bytes past a 16-byte boundary
+
+
+# -- the convolutions ---------------------------------------------------------------------------
+# windows (KH, KW, SH, SW, PH, PW, DH, DW) compiled into the host library
+WINDOWS = [(3, 3, 1, 1, 1, 1, 1, 1), (3, 3, 2, 2, 1, 1, 1, 1), (5, 5, 1, 1, 2, 2, 1, 1),
+           (1, 1, 2, 2, 0, 0, 1, 1), (3, 2, 2, 1, 1, 0, 2, 1)]
+
+CONV_LAUNCH = r"""
+typedef void (*tk_conv_entry)(const float*, const float*, float*, int, int, int, int, int,
+                              int, int, int, int, int, int);
+extern "C" void tk_conv_launch(int which, unsigned gx, unsigned gy, unsigned gz,
+                               const float* A, const float* S, float* Y, const int* a) {
+    blockDim = {256, 1, 1};
+    gridDim = {gx, gy, gz};
+    for (unsigned z = 0; z < gz; ++z)
+        for (unsigned y = 0; y < gy; ++y)
+            for (unsigned x = 0; x < gx; ++x) {
+                blockIdx = {x, y, z};
+                std::barrier<> bar(256);
+                tk_barrier = &bar;
+                std::vector<std::thread> ts;
+                for (unsigned th = 0; th < 256; ++th)
+                    ts.emplace_back([=] {
+                        threadIdx = {th, 0, 0};
+                        tk_conv_entries[which](A, S, Y, a[0], a[1], a[2], a[3], a[4], a[5],
+                                               a[6], a[7], a[8], a[9], a[10]);
+                    });
+                for (auto& t : ts) t.join();
+            }
+}
+"""
+
+
+def conv_entries():
+    """[(window, dgrad)] in the order of tk_conv_entries, and the entries' source."""
+    order, src = [], []
+    for window in WINDOWS:
+        for dgrad in (False, True):
+            name, entry = S.conv_entry(window, dgrad)
+            order.append((window, dgrad))
+            src.append((name, entry))
+    table = ("static const tk_conv_entry tk_conv_entries[] = {"
+             + ", ".join(name for name, _ in src) + "};")
+    return order, "".join(e for _, e in src), table
+
+
+@pytest.fixture(scope="module")
+def conv_lib(tmp_path_factory):
+    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler to run the CUDA kernel on the CPU")
+    d = tmp_path_factory.mktemp("conv")
+    _, entries, table = conv_entries()
+    src = d / "tk_conv.cpp"
+    src.write_text(HOST_SHIMS + S.CORE_SOURCE + S.CONV_SOURCE + entries + CONV_LAUNCH.replace(
+        "extern \"C\" void tk_conv_launch", table + "\nextern \"C\" void tk_conv_launch", 1))
+    proc = subprocess.run([cxx, "-O1", "-fno-strict-aliasing", "-std=c++20", "-pthread",
+                           "-shared", "-fPIC", "-o", str(d / "tk_conv.so"), str(src)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return ctypes.CDLL(str(d / "tk_conv.so"))
+
+
+def test_conv_entries_compile_for_sm90_without_spills():
+    try:
+        from benchmarks.resources import nvrtc_ptx, ptxas_path
+        _, entries, _ = conv_entries()
+        ptx = nvrtc_ptx(S.CORE_SOURCE + S.CONV_SOURCE + entries, "tk_conv.cu")
+    except ImportError as e:
+        pytest.skip(f"NVRTC not available here: {e}"[:200])
+    ptxas = ptxas_path()
+    if ptxas is None:
+        pytest.skip("no ptxas here (nvidia-cuda-nvcc wheel)")
+    proc = subprocess.run([ptxas, "-arch=sm_90", "-v", "-o", "/dev/null", "-"], input=ptx,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    regs = [int(r) for r in __import__("re").findall(r"Used (\d+) registers", proc.stderr)]
+    assert len(regs) == 2 * len(WINDOWS) and max(regs) <= 128, proc.stderr
+    assert proc.stderr.count(" 0 bytes spill stores, 0 bytes spill loads") == len(regs)
+
+
+def run_conv(lib, dgrad, x_shape, w, S_arr, geo):
+    """The host-compiled kernel's result, launched as kernels.cuda_sgemm launches it."""
+    from kernels._common import as_conv_geometry  # noqa: F401 (geo is one already)
+
+    order, _, _ = conv_entries()
+    window = geo.kernel_size + geo.stride + geo.padding + geo.dilation
+    A = S.conv_weights(w, geo, dgrad, np)
+    plan = S.conv_plan(dgrad, x_shape, w.shape, geo)
+    M, N, K, SC, SA, SB, GA, GB, OC = plan
+    Y = np.full((x_shape[0], OC, GA * GB), np.nan, np.float32)
+    grid, ints = S.conv_args(plan, geo.groups, A.ctypes.data, Y.ctypes.data)
+    args = np.array(ints, np.int32)
+    ptr = ctypes.c_void_p
+    S_arr = np.ascontiguousarray(S_arr)
+    lib.tk_conv_launch(order.index((window, dgrad)), *grid, ptr(A.ctypes.data),
+                       ptr(S_arr.ctypes.data), ptr(Y.ctypes.data), ptr(args.ctypes.data))
+    return Y.reshape(x_shape[0], OC, GA, GB)
+
+
+@pytest.mark.parametrize("window", WINDOWS, ids=lambda w: "x".join(map(str, w)))
+@settings(max_examples=4, deadline=None)
+@given(n=st.integers(1, 2), cg=st.integers(1, 5), og=st.integers(1, 9), groups=st.integers(1, 2),
+       h=st.integers(1, 12), wd=st.integers(1, 12), seed=st.integers(0, 2 ** 31))
+def test_host_conv_matches_the_reference(conv_lib, window, n, cg, og, groups, h, wd, seed):
+    from hypothesis import assume
+
+    from kernels import reference as R
+    from kernels._common import conv_geometry
+
+    kh, kw, sh, sw, ph, pw, dh, dw = window
+    assume((h + 2 * ph - (kh - 1) * dh - 1) >= 0 and (wd + 2 * pw - (kw - 1) * dw - 1) >= 0)
+    geo = conv_geometry((kh, kw), (sh, sw), (ph, pw), (dh, dw), groups)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, cg * groups, h, wd)).astype(np.float32)
+    w = rng.standard_normal((og * groups, cg, kh, kw)).astype(np.float32)
+    args = ((sh, sw), (ph, pw), (dh, dw), groups)
+    y_ref = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), *args)
+    y = run_conv(conv_lib, False, x.shape, w, x, geo)
+    assert y.shape == y_ref.shape and not np.isnan(y).any()
+    assert np.linalg.norm(y - y_ref) <= 1e-5 * max(np.linalg.norm(y_ref), 1e-30)
+    dy = rng.standard_normal(y_ref.shape).astype(np.float32)
+    dx_ref = R.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), x.shape,
+                                     *args)
+    dx = run_conv(conv_lib, True, x.shape, w, dy, geo)
+    assert dx.shape == x.shape and not np.isnan(dx).any()
+    assert np.linalg.norm(dx - dx_ref) <= 1e-5 * max(np.linalg.norm(dx_ref), 1e-30)
+
+
+def test_host_conv_spans_several_tiles(conv_lib):
+    """More than 128 output channels and pixels (two tiles each way), K over several
+    K-tiles, L a multiple of 4 (the float4 stores) and not (the scalar ones)."""
+    from kernels import reference as R
+    from kernels._common import conv_geometry
+
+    rng = np.random.default_rng(1)
+    for h, wd in ((12, 12), (9, 15)):
+        geo = conv_geometry((3, 3), (1, 1), (1, 1), (1, 1), 1)
+        x = rng.standard_normal((2, 6, h, wd)).astype(np.float32)
+        w = rng.standard_normal((130, 6, 3, 3)).astype(np.float32)
+        y = run_conv(conv_lib, False, x.shape, w, x, geo)
+        y_ref = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), 1, 1)
+        assert np.linalg.norm(y - y_ref) <= 1e-5 * np.linalg.norm(y_ref)
+        dy = rng.standard_normal(y_ref.shape).astype(np.float32)
+        dx = run_conv(conv_lib, True, x.shape, w, dy, geo)
+        dx_ref = R.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), x.shape,
+                                         1, 1)
+        assert np.linalg.norm(dx - dx_ref) <= 1e-5 * np.linalg.norm(dx_ref)
