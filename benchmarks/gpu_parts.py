@@ -17,9 +17,9 @@ it measured.
   percentage of cuBLAS (CuPy) FP32 and TF32 at the same size, each checked against
   cuBLAS FP32 (relative Frobenius error; TF32: should be < 1e-3).
 * conv: ResNet-18 CIFAR conv layers (batch 64) forward, input and weight gradient,
-  ours vs cuDNN through PyTorch (TF32 off, benchmark mode); the forward pass and input
-  gradient also by the CUDA C kernel (kernels/cuda_sgemm.py, the candidate of
-  kernels.cuda.CONV_KERNELS), and each 64x64 pass with split-K off.
+  ours vs cuDNN through PyTorch (TF32 off, benchmark mode); each pass also by the CUDA C
+  kernels (kernels/cuda_sgemm.py, the candidate of kernels.cuda.CONV_KERNELS; the weight
+  gradient with kernels.cuda's split-K), and each 64x64 pass with split-K off.
 * pool: max-pool forward/backward in GB/s vs a device-to-device copy of the same bytes.
 * train: LeNet-5 training step at batch 256, ours vs PyTorch eager, each in its own
   process (benchmarks.run's children).
@@ -201,6 +201,10 @@ def part_conv(out, deadline_s=float("inf")):
                 "input grad (CUDA C 128x128)": (
                     lambda: S.conv2d_backward_input(dy, w, xs, s, p),
                     lambda: torch.nn.grad.conv2d_input(xs, tw, tdy, s, p)),
+                "weight grad (CUDA C 128x128)": (
+                    lambda: _with_conv_kernel(K, "cuda_c_128", lambda: K.conv2d_backward_weight(
+                        dy, x, ws, s, p)),
+                    lambda: torch.nn.grad.conv2d_weight(tx, ws, tdy, s, p)),
                 "weight grad": (lambda: K.conv2d_backward_weight(dy, x, ws, s, p),
                                 lambda: torch.nn.grad.conv2d_weight(tx, ws, tdy, s, p)),
             }
@@ -219,6 +223,16 @@ def part_conv(out, deadline_s=float("inf")):
             lines.append(f"| {name} | failed: {repr(e)[:200]} | | | |")
         _write(out, "conv", rows, lines, echo=False)
     _write(out, "conv", rows, lines)
+
+
+def _with_conv_kernel(K, name, fn):
+    """fn() with kernels.cuda's convolutions on kernel ``name`` (CONV_KERNELS)."""
+    before = K._conv_kernel[0]
+    K.set_conv_kernel(name)
+    try:
+        return fn()
+    finally:
+        K.set_conv_kernel(before)
 
 
 def _without_split_k(K, fn):

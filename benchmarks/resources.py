@@ -241,6 +241,9 @@ def table():
         _, entry = S.conv_entry((3, 3, 1, 1, 1, 1, 1, 1), dgrad)
         items.append((f"gemm conv {what} in CUDA C (3x3; rung 6 schedule)",
                       nvrtc_ptx(S.CORE_SOURCE + S.CONV_SOURCE + entry), S.THREADS, False))
+    _, entry = S.conv_wgrad_entry((3, 3, 1, 1, 1, 1, 1, 1))
+    items.append(("gemm conv weight gradient in CUDA C (3x3; rung 6 schedule)",
+                  nvrtc_ptx(S.CORE_SOURCE + S.CONV_WGRAD_SOURCE + entry), S.THREADS, False))
     rows = []
     for name, ptx, threads, production in items:
         info = ptxas_info(ptx, ptxas, fma_per_tile(name))

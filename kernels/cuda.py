@@ -752,20 +752,20 @@ def _conv_args(op, geo, n, c, oh, ow, kg, og):
             geo.kernel_size + geo.stride + geo.padding + geo.dilation)
 
 
-# Which kernels run the convolutions' forward pass and input gradient: the 64x64 implicit
-# GEMM above (Numba; measured: 0.29-0.52x cuDNN forward on an H100) or kernels/cuda_sgemm.py's
-# CUDA C implicit GEMM on the 128x128 schedule of GEMM rung 6 (float32 only; 1.39-1.47
-# instead of 2.30 SASS instructions per FMA in the K-loop on sm_90, 127 registers, no
+# Which kernels run the float32 convolutions (forward, input and weight gradients): the
+# 64x64 implicit GEMM above (Numba; measured: 0.29-0.52x cuDNN forward on an H100) or
+# kernels/cuda_sgemm.py's CUDA C implicit GEMM on the 128x128 schedule of GEMM rung 6
+# (1.39-1.47 instead of 2.30 SASS instructions per FMA in the K-loop on sm_90, the weight
+# gradient 1.60 instead of 2.85 and split-K as the 64x64 kernel's; 127-128 registers, no
 # spills). The CUDA C one has not run on a GPU yet: gpu_check's conv part times both, and
-# the faster one belongs here. The weight gradient stays on the 64x64 kernel (its grids
-# need split-K).
+# the faster one belongs here.
 CONV_KERNELS = ("implicit_gemm_64", "cuda_c_128")
 _conv_kernel = ["implicit_gemm_64"]
 
 
 def set_conv_kernel(name):
-    """Choose the kernel of the float32 convolution forward pass and input gradient: one of
-    CONV_KERNELS."""
+    """Choose the kernel of the float32 convolutions (forward pass, input and weight
+    gradients): one of CONV_KERNELS."""
     if name not in CONV_KERNELS:
         raise ValueError(f"set_conv_kernel: unknown kernel {name!r}; expected one of "
                          f"{list(CONV_KERNELS)}")
@@ -777,6 +777,16 @@ def _conv_c(op, arrays, x_shape, y_shape, geo):
     return (_conv_kernel[0] == "cuda_c_128" and not _simulating()
             and all(a.dtype == np.float32 for a in arrays)
             and cuda_sgemm.conv_fits(op, x_shape, y_shape, geo) is None)
+
+
+def _conv_c_weight(dy, x, w_shape, geo, out):
+    """The weight gradient on the CUDA C kernel, K (the pixels) split as _split_k decides
+    for its grid of 128x128 blocks."""
+    g = geo.groups
+    m, n_ = out[1] // g, w_shape[1] * w_shape[2] * w_shape[3]
+    blocks = -(-m // cuda_sgemm.BM) * -(-n_ // cuda_sgemm.BN)
+    split, kchunk = _split_k(blocks, out[0] * out[2] * out[3], g, cuda_sgemm.BK, _sm_count())
+    return cuda_sgemm.conv2d_backward_weight(dy, x, w_shape, geo, split=split, kchunk=kchunk)
 
 
 def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
@@ -805,6 +815,8 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     geo = as_conv_geometry(stride, padding, dilation, groups, w_shape, "conv2d_backward_weight")
     out = geo.output_shape(x.shape, w_shape, "conv2d_backward_weight")
     check_dy("conv2d_backward_weight", dy, out)
+    if _conv_c("conv2d_backward_weight", (dy, x), x.shape, out, geo):
+        return _conv_c_weight(dy, x, w_shape, geo, out)
     xp = _xp(x)
     n, o, oh, ow = out
     g = geo.groups

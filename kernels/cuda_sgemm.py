@@ -48,7 +48,8 @@ import numpy as np
 
 __all__ = ["SOURCE", "CORE_SOURCE", "MATMUL_SOURCE", "CONV_SOURCE", "KERNELS", "BM", "BN", "BK",
            "THREADS", "LD", "matmul", "vec_ok", "conv_entry", "conv_plan", "conv_weights",
-           "conv_args", "conv_fits", "conv2d_forward", "conv2d_backward_input"]
+           "conv_args", "conv_fits", "conv2d_forward", "conv2d_backward_input",
+           "CONV_WGRAD_SOURCE", "conv_wgrad_entry", "wgrad_plan", "conv2d_backward_weight"]
 
 BM, BN, BK = 128, 128, 8
 THREADS = 256
@@ -363,6 +364,133 @@ struct TkConv {
 };
 """
 
+# The weight gradient, per group g and K-chunk s (grid z = g * split + s):
+#   dW[g, o, (c,p,q)] = sum over pixels k = (n, i, j) of dy[n, g*OG + o, (i, j)]
+#                       * x[n, g*CG + c, i*SH - PH + p*DH, j*SW - PW + q*DW]
+# M = OG, N = CG*KH*KW (taps), K = NB*OH*OW (pixels), both operands read along K: A is
+# dy's rows (4 pixels a float4 where rows of L pixels allow), B gathers x for a fixed tap
+# per thread. Each thread walks its pixels in steps of 8 and keeps their (n, i, j) as it
+# goes (no division in the K-loop). Small grids split K: block z sums its chunk of
+# pixels into P[z] (M x N), and the host adds the chunks.
+CONV_WGRAD_SOURCE = r"""
+template <int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW>
+struct TkConvW {
+    static constexpr bool A_ALONG_K = true, B_ALONG_K = true;
+    const float* dy;   // dy at this group's first channel: (NB, OC, L) image stride OCL
+    const float* x;    // x at this group's first channel: (NB, SC, SA, SB)
+    float* P;          // this block's (M, N) result
+    int M, N, K, kbeg, row0, col0, L, OCL, SA, SB, SCAB, OW, OH, vec_a, vec_c;
+    int a_row, a_n, a_l;          // A: this thread's dy row; its first pixel (n, l)
+    int b_ok, b_chan, b_poff, b_qoff, b_n, b_i, b_j;  // B: its tap; its first pixel
+
+    __device__ __forceinline__ TkConvW(const float* dy_, const float* x_, float* P_, int M_,
+                                       int N_, int Ktot, int kchunk, int split, int va,
+                                       int vc, int OC, int OH_, int OW_, int SC, int SA_,
+                                       int SB_)
+        : M(M_), N(N_), OW(OW_), OH(OH_), SA(SA_), SB(SB_), vec_a(va), vec_c(vc) {
+        const int tid = threadIdx.x;
+        const int z = blockIdx.z, g = z / split, s = z - g * split;
+        kbeg = s * kchunk;
+        K = Ktot - kbeg < kchunk ? Ktot - kbeg : kchunk;  // this block's pixels
+        L = OH * OW;
+        OCL = OC * L;
+        SCAB = SC * SA * SB;
+        dy = dy_ + (size_t)g * M * L;
+        x = x_ + (size_t)g * (N / (KH * KW)) * SA * SB;
+        P = P_ + (size_t)z * M * N;
+        row0 = blockIdx.y * TK_BM;
+        col0 = blockIdx.x * TK_BN;
+        a_row = row0 + tk_tile_p<true>(tid);
+        const int ka = kbeg + tk_tile_q<true>(tid);
+        a_n = ka / L;
+        a_l = ka - a_n * L;
+        const int col = col0 + tk_tile_p<true>(tid);
+        b_ok = col < N;
+        const int c = col / (KH * KW), t = col - c * (KH * KW), p = t / KW, q = t - p * KW;
+        b_chan = c * SA * SB;
+        b_poff = p * DH - PH;
+        b_qoff = q * DW - PW;
+        const int kb = kbeg + tk_tile_q<true>(tid);
+        b_n = kb / L;
+        const int rem = kb - b_n * L;
+        b_i = rem / OW;
+        b_j = rem - b_i * OW;
+    }
+    __device__ __forceinline__ float4 load_a(int k0) {
+        float v[4] = {0.f, 0.f, 0.f, 0.f};
+        const int k = k0 + tk_tile_q<true>(threadIdx.x);  // (within this block's pixels)
+        if (a_row < M && k < K) {
+            const float* row = dy + (size_t)a_row * L;
+            if (vec_a) {  // L % 4 == 0: the 4 pixels are one image's, 16-byte aligned
+                const float4 f = *reinterpret_cast<const float4*>(row + (size_t)a_n * OCL + a_l);
+                v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
+            } else {
+                int n = a_n, l = a_l;
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    if (k + e < K) v[e] = row[(size_t)n * OCL + l];
+                    if (++l == L) { l = 0; ++n; }
+                }
+            }
+        }
+        a_l += TK_BK;  // the next K-tile: 8 pixels on
+        while (a_l >= L) { a_l -= L; ++a_n; }
+        return make_float4(v[0], v[1], v[2], v[3]);
+    }
+    __device__ __forceinline__ float4 load_b(int k0) {
+        float v[4] = {0.f, 0.f, 0.f, 0.f};
+        const int k = k0 + tk_tile_q<true>(threadIdx.x);
+        if (b_ok && k < K) {
+            int n = b_n, i = b_i, j = b_j;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int h = i * SH + b_poff, w = j * SW + b_qoff;
+                if (k + e < K && (unsigned)h < (unsigned)SA && (unsigned)w < (unsigned)SB)
+                    v[e] = x[(size_t)n * SCAB + b_chan + h * SB + w];
+                if (++j == OW) { j = 0; if (++i == OH) { i = 0; ++n; } }
+            }
+        }
+        b_j += TK_BK;
+        while (b_j >= OW) { b_j -= OW; if (++b_i == OH) { b_i = 0; ++b_n; } }
+        return make_float4(v[0], v[1], v[2], v[3]);
+    }
+    __device__ __forceinline__ void store(int r, int c, float4 v) {
+        r += row0;
+        c += col0;
+        if (r >= M || c >= N) return;
+        float* p = P + (size_t)r * N + c;
+        if (vec_c) {
+            *reinterpret_cast<float4*>(p) = v;
+        } else {
+            p[0] = v.x;
+            if (c + 1 < N) p[1] = v.y;
+            if (c + 2 < N) p[2] = v.z;
+            if (c + 3 < N) p[3] = v.w;
+        }
+    }
+};
+"""
+
+CONV_WGRAD_ENTRY = r"""
+extern "C" __global__ void __launch_bounds__(256, 2)
+{name}(const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ P,
+       int M, int N, int K, int kchunk, int split, int vec_a, int vec_c, int OC, int OH,
+       int OW, int SC, int SA, int SB) {{
+    TkConvW<{kh}, {kw}, {sh}, {sw}, {ph}, {pw}, {dh}, {dw}> op(
+        dy, x, P, M, N, K, kchunk, split, vec_a, vec_c, OC, OH, OW, SC, SA, SB);
+    tk_gemm_core(op, op.K);
+}}
+"""
+
+
+def conv_wgrad_entry(window):
+    """(name, CUDA source) of the weight-gradient entry point for one window."""
+    name = "tk_conv_wgrad_" + "_".join(str(v) for v in window)
+    kh, kw, sh, sw, ph, pw, dh, dw = window
+    return name, CONV_WGRAD_ENTRY.format(name=name, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw,
+                                         dh=dh, dw=dw)
+
+
 CONV_ENTRY = r"""
 extern "C" __global__ void __launch_bounds__(256, 2)
 {name}(const float* __restrict__ A, const float* __restrict__ S, float* __restrict__ Y,
@@ -563,3 +691,63 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, group
     if n:
         _conv_run(geo, True, w, dy, dx, x_shape)
     return dx.reshape(x_shape)
+
+
+@functools.lru_cache(maxsize=None)
+def _wgrad_function(window):
+    import cupy
+
+    name, entry = conv_wgrad_entry(window)
+    code = CORE_SOURCE + CONV_WGRAD_SOURCE + entry
+    return cupy.RawModule(code=code, options=("--std=c++14",)).get_function(name)
+
+
+def wgrad_plan(x_shape, dy_shape, w_shape, geo, split=1, kchunk=None):
+    """(grid, int arguments after dy, x, P, P's shape) of a weight-gradient launch: M = OG
+    rows, N = CG*KH*KW taps, K = NB*OH*OW pixels in ``split`` chunks of ``kchunk`` (a
+    multiple of 8; None: all of K in one)."""
+    n, c, h, wd = x_shape
+    _, o, oh, ow = dy_shape
+    g = geo.groups
+    M, N, K = o // g, w_shape[1] * w_shape[2] * w_shape[3], n * oh * ow
+    if kchunk is None:
+        split, kchunk = 1, max(BK, -(-K // BK) * BK)
+    if split < 1 or kchunk % BK or (split - 1) * kchunk >= max(K, 1):
+        raise ValueError(f"conv2d_backward_weight_cuda_c: split {split} x kchunk {kchunk} "
+                         f"does not cut K = {K} into non-empty chunks of a multiple of {BK}")
+    grid = (math.ceil(N / BN), math.ceil(M / BM), g * split)
+    return grid, (M, N, K, kchunk, split, int((oh * ow) % 4 == 0), int(N % 4 == 0), o, oh, ow,
+                  c, h, wd), (g * split, M, N)
+
+
+def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
+                           split=1, kchunk=None):
+    """dW of conv2d (float32 CuPy arrays) as an implicit GEMM per group on the 128 x 128
+    schedule, K (the pixels) cut into ``split`` chunks of ``kchunk`` summed afterwards."""
+    import cupy
+
+    from ._common import as_conv_geometry, check_dy, check_float
+
+    op = "conv2d_backward_weight_cuda_c"
+    check_float(op, dy, x)
+    _check_float32(op, dy, x)
+    w_shape = tuple(int(v) for v in w_shape)
+    geo = as_conv_geometry(stride, padding, dilation, groups, w_shape, op)
+    out = geo.output_shape(x.shape, w_shape, op)
+    check_dy(op, dy, out)
+    why = conv_fits(op, x.shape, out, geo)
+    if why:
+        raise ValueError(why)
+    grid, ints, p_shape = wgrad_plan(x.shape, out, w_shape, geo, split, kchunk)
+    dy, x = cupy.ascontiguousarray(dy), cupy.ascontiguousarray(x)
+    g = geo.groups
+    if not all(grid) or out[0] == 0:  # no pixel: dW is zero
+        return cupy.zeros(w_shape, dtype=np.float32)
+    P = cupy.empty(p_shape, dtype=np.float32)
+    # vec flags (ints 5, 6) hold only for 16-byte aligned bases
+    ints = ints[:5] + (int(ints[5] and dy.data.ptr % 16 == 0),
+                       int(ints[6] and P.data.ptr % 16 == 0)) + ints[7:]
+    _wgrad_function(_window(geo))(grid, (THREADS,), (dy, x, P) + tuple(np.int32(v) for v in ints))
+    if p_shape[0] != g:
+        P = P.reshape(g, p_shape[0] // g, p_shape[1], p_shape[2]).sum(axis=1)
+    return P.reshape(w_shape)

@@ -444,9 +444,9 @@ def test_set_wide_kernel_routes_float32_wide_products_to_the_cuda_c_rung(monkeyp
 
 
 def test_set_conv_kernel_routes_float32_convolutions_to_the_cuda_c_kernel(monkeypatch):
-    """With set_conv_kernel("cuda_c_128") a float32 forward pass and input gradient go to
-    kernels/cuda_sgemm.py on a GPU (the geometry validated once, passed on); float64, and
-    anything under the simulator, stays on the 64x64 implicit GEMM."""
+    """With set_conv_kernel("cuda_c_128") a float32 forward pass, input and weight gradient
+    go to kernels/cuda_sgemm.py on a GPU (the geometry validated once, passed on); float64,
+    and anything under the simulator, stays on the 64x64 implicit GEMM."""
     with pytest.raises(ValueError, match=r"set_conv_kernel: unknown kernel 'winograd'"):
         cuda_mod.set_conv_kernel("winograd")
     monkeypatch.setattr(cuda_mod, "_conv_kernel", ["implicit_gemm_64"])
@@ -466,6 +466,16 @@ def test_set_conv_kernel_routes_float32_convolutions_to_the_cuda_c_kernel(monkey
     assert cuda_mod.conv2d_forward(x, w, 1, 0) == "y"
     assert cuda_mod.conv2d_backward_input(dy, w, x.shape, 1, 0) == "dx"
     assert calls == [("fwd", (1, 1)), ("dgrad", (1, 2, 5, 5))]
+    # the weight gradient: K (N x 3 x 3 pixels) split by kernels.cuda's split-K rule
+    monkeypatch.setattr(cuda_mod.cuda_sgemm, "conv2d_backward_weight",
+                        lambda dy, x, ws, geo, split, kchunk: calls.append(
+                            ("wgrad", ws, split, kchunk)) or "dw")
+    assert cuda_mod.conv2d_backward_weight(dy, x, w.shape, 1, 0) == "dw"
+    assert calls[-1] == ("wgrad", (3, 2, 3, 3), 1, 16)  # 9 pixels: too few to split
+    big_dy = np.zeros((64, 3, 32, 32), np.float32)
+    cuda_mod.conv2d_backward_weight(big_dy, np.zeros((64, 2, 34, 34), np.float32), w.shape, 1, 0)
+    _, _, split, kchunk = calls[-1]
+    assert split > 1 and kchunk % 8 == 0 and (split - 1) * kchunk < 64 * 32 * 32 <= split * kchunk
     monkeypatch.setattr(cuda_mod, "_launch_gemm", lambda *a: calls.append("numba"))
     cuda_mod.conv2d_forward(x.astype(np.float64), w.astype(np.float64), 1, 0)
     assert calls[-1] == "numba"

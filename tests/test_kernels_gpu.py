@@ -64,12 +64,16 @@ def test_conv_large(xs, ws, s, p):
     assert rel(S.conv2d_forward(cp.asarray(x), cp.asarray(w), s, p), R.conv2d_forward(
         x64, w64, s, p)) < 1e-5
     assert rel(S.conv2d_backward_input(cp.asarray(dy), cp.asarray(w), xs, s, p), want_dx) < 1e-5
+    want_dw = R.conv2d_backward_weight(dy.astype(np.float64), x64, ws, s, p)
+    assert rel(S.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), ws, s, p), want_dw) < 1e-5
     try:
         K.set_conv_kernel("cuda_c_128")
         assert rel(K.conv2d_forward(cp.asarray(x), cp.asarray(w), s, p),
                    R.conv2d_forward(x64, w64, s, p)) < 1e-5
         assert rel(K.conv2d_backward_input(cp.asarray(dy), cp.asarray(w), xs, s, p),
                    want_dx) < 1e-5
+        assert rel(K.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), ws, s, p),
+                   want_dw) < 1e-5  # (split-K on the first two: small grids, long K)
     finally:
         K.set_conv_kernel("implicit_gemm_64")
 
@@ -97,6 +101,14 @@ def test_cuda_c_convolutions_match_the_reference(n, cg, og, groups, h, wd, windo
     want_dx = R.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), x.shape, *args)
     assert rel(S.conv2d_backward_input(cp.asarray(dy), cp.asarray(w), x.shape, *args),
                want_dx) < 1e-5
+    want_dw = R.conv2d_backward_weight(dy.astype(np.float64), x.astype(np.float64), w.shape,
+                                       *args)
+    K_ = want.shape[0] * want.shape[2] * want.shape[3]
+    for split in (1, 3):  # whole K, and three chunks (or as many as K allows)
+        kchunk = max(8, -(-(-(-K_ // split)) // 8) * 8)
+        got = S.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), w.shape, *args,
+                                       split=-(-K_ // kchunk), kchunk=kchunk)
+        assert rel(got, want_dw) < 1e-5
 
 
 @pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])

@@ -350,3 +350,133 @@ def test_host_conv_spans_several_tiles(conv_lib):
         dx_ref = R.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), x.shape,
                                          1, 1)
         assert np.linalg.norm(dx - dx_ref) <= 1e-5 * np.linalg.norm(dx_ref)
+
+
+# -- the weight gradient ------------------------------------------------------------------------
+WGRAD_LAUNCH = r"""
+typedef void (*tk_wgrad_entry)(const float*, const float*, float*, int, int, int, int, int,
+                               int, int, int, int, int, int, int, int);
+extern "C" void tk_wgrad_launch(int which, unsigned gx, unsigned gy, unsigned gz,
+                                const float* dy, const float* x, float* P, const int* a) {
+    blockDim = {256, 1, 1};
+    gridDim = {gx, gy, gz};
+    for (unsigned z = 0; z < gz; ++z)
+        for (unsigned y = 0; y < gy; ++y)
+            for (unsigned xb = 0; xb < gx; ++xb) {
+                blockIdx = {xb, y, z};
+                std::barrier<> bar(256);
+                tk_barrier = &bar;
+                std::vector<std::thread> ts;
+                for (unsigned th = 0; th < 256; ++th)
+                    ts.emplace_back([=] {
+                        threadIdx = {th, 0, 0};
+                        tk_wgrad_entries[which](dy, x, P, a[0], a[1], a[2], a[3], a[4], a[5],
+                                                a[6], a[7], a[8], a[9], a[10], a[11], a[12]);
+                    });
+                for (auto& t : ts) t.join();
+            }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def wgrad_lib(tmp_path_factory):
+    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler to run the CUDA kernel on the CPU")
+    d = tmp_path_factory.mktemp("wgrad")
+    entries = [S.conv_wgrad_entry(w) for w in WINDOWS]
+    table = ("static const tk_wgrad_entry tk_wgrad_entries[] = {"
+             + ", ".join(name for name, _ in entries) + "};\n")
+    src = d / "tk_wgrad.cpp"
+    launch = WGRAD_LAUNCH.replace('extern "C" void tk_wgrad_launch',
+                                  table + 'extern "C" void tk_wgrad_launch', 1)
+    src.write_text(HOST_SHIMS + S.CORE_SOURCE + S.CONV_WGRAD_SOURCE
+                   + "".join(e for _, e in entries) + launch)
+    proc = subprocess.run([cxx, "-O1", "-fno-strict-aliasing", "-std=c++20", "-pthread",
+                           "-shared", "-fPIC", "-o", str(d / "tk_wgrad.so"), str(src)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return ctypes.CDLL(str(d / "tk_wgrad.so"))
+
+
+def run_wgrad(lib, x, dy, w_shape, geo, split=1, kchunk=None):
+    window = geo.kernel_size + geo.stride + geo.padding + geo.dilation
+    x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
+    grid, ints, p_shape = S.wgrad_plan(x.shape, dy.shape, w_shape, geo, split, kchunk)
+    P = np.full(p_shape, np.nan, np.float32)
+    ints = ints[:5] + (int(ints[5] and dy.ctypes.data % 16 == 0),
+                       int(ints[6] and P.ctypes.data % 16 == 0)) + ints[7:]
+    args = np.array(ints, np.int32)
+    ptr = ctypes.c_void_p
+    lib.tk_wgrad_launch(WINDOWS.index(window), *grid, ptr(dy.ctypes.data), ptr(x.ctypes.data),
+                        ptr(P.ctypes.data), ptr(args.ctypes.data))
+    g = geo.groups
+    return P.reshape(g, -1, p_shape[1], p_shape[2]).sum(axis=1).reshape(w_shape), ints
+
+
+def test_wgrad_entries_compile_for_sm90_without_spills():
+    try:
+        from benchmarks.resources import nvrtc_ptx, ptxas_path
+        ptx = nvrtc_ptx(S.CORE_SOURCE + S.CONV_WGRAD_SOURCE
+                        + "".join(S.conv_wgrad_entry(w)[1] for w in WINDOWS), "tk_wgrad.cu")
+    except ImportError as e:
+        pytest.skip(f"NVRTC not available here: {e}"[:200])
+    ptxas = ptxas_path()
+    if ptxas is None:
+        pytest.skip("no ptxas here (nvidia-cuda-nvcc wheel)")
+    proc = subprocess.run([ptxas, "-arch=sm_90", "-v", "-o", "/dev/null", "-"], input=ptx,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    regs = [int(r) for r in __import__("re").findall(r"Used (\d+) registers", proc.stderr)]
+    assert len(regs) == len(WINDOWS) and max(regs) <= 128, proc.stderr
+    assert proc.stderr.count(" 0 bytes spill stores, 0 bytes spill loads") == len(regs)
+
+
+@pytest.mark.parametrize("window", WINDOWS, ids=lambda w: "x".join(map(str, w)))
+@settings(max_examples=4, deadline=None)
+@given(n=st.integers(1, 3), cg=st.integers(1, 5), og=st.integers(1, 9), groups=st.integers(1, 2),
+       h=st.integers(1, 12), wd=st.integers(1, 12), split=st.integers(1, 3),
+       seed=st.integers(0, 2 ** 31))
+def test_host_wgrad_matches_the_reference(wgrad_lib, window, n, cg, og, groups, h, wd, split,
+                                          seed):
+    from hypothesis import assume
+
+    from kernels import reference as R
+    from kernels._common import conv_geometry
+
+    kh, kw, sh, sw, ph, pw, dh, dw = window
+    assume((h + 2 * ph - (kh - 1) * dh - 1) >= 0 and (wd + 2 * pw - (kw - 1) * dw - 1) >= 0)
+    geo = conv_geometry((kh, kw), (sh, sw), (ph, pw), (dh, dw), groups)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, cg * groups, h, wd)).astype(np.float32)
+    w_shape = (og * groups, cg, kh, kw)
+    out = geo.output_shape(x.shape, w_shape)
+    dy = rng.standard_normal(out).astype(np.float32)
+    K = out[0] * out[2] * out[3]
+    kchunk = max(8, -(-(-(-K // split)) // 8) * 8)  # chunks of a multiple of 8 pixels
+    split = -(-K // kchunk)
+    dw_, _ = run_wgrad(wgrad_lib, x, dy, w_shape, geo, split, kchunk)
+    ref = R.conv2d_backward_weight(dy.astype(np.float64), x.astype(np.float64), w_shape,
+                                   (sh, sw), (ph, pw), (dh, dw), groups)
+    assert not np.isnan(dw_).any()
+    assert np.linalg.norm(dw_ - ref) <= 1e-5 * max(np.linalg.norm(ref), 1e-30)
+
+
+def test_host_wgrad_vector_loads_and_many_tiles(wgrad_lib):
+    """L a multiple of 4 (float4 rows of dy) and N a multiple of 4 (float4 stores), over
+    two tiles of taps and several K-tiles per chunk; and the same with L odd."""
+    from kernels import reference as R
+    from kernels._common import conv_geometry
+
+    rng = np.random.default_rng(2)
+    geo = conv_geometry((3, 3), (1, 1), (1, 1), (1, 1), 1)
+    for h, wd, split, kchunk in ((8, 8, 2, 64), (7, 9, 1, None)):
+        x = rng.standard_normal((2, 16, h, wd)).astype(np.float32)  # N = 144 taps
+        w_shape = (20, 16, 3, 3)
+        dy = rng.standard_normal((2, 20, h, wd)).astype(np.float32)
+        dw_, ints = run_wgrad(wgrad_lib, x, dy, w_shape, geo, split, kchunk)
+        assert ints[5:7] == ((1, 1) if h == 8 else (0, 1))
+        ref = R.conv2d_backward_weight(dy.astype(np.float64), x.astype(np.float64), w_shape,
+                                       1, 1)
+        assert np.linalg.norm(dw_ - ref) <= 1e-5 * np.linalg.norm(ref)
