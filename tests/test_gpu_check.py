@@ -195,6 +195,8 @@ def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, mon
     rows = json.loads((tmp_path / "pool.json").read_text())
     assert [(r["case"], r["pass"]) for r in rows] == [("toy", "forward"), ("toy", "backward")]
     assert all(r["s"] > 0 and r["bytes"] == 4 * (50 + 3 * 18) for r in rows), rows
+    assert all(r["back_to_back_s"] > 0 and r["copy_back_to_back_s"] > 0 for r in rows), rows
+    assert "20 back to back" in (tmp_path / "pool.md").read_text()
 
     import kernels.cuda as K
 
