@@ -174,7 +174,7 @@ def fma_per_tile(name):
     if "rung 6" in name:
         from kernels import cuda_sgemm as S
 
-        return 64 * S.BK  # 8 x 8 per thread
+        return (32 if "64x128" in name else 64) * S.BK  # 4 x 8 or 8 x 8 per thread
     if name.startswith("gemm wide"):
         c = K.WIDE_TILE
         return c["tm"] * c["tn"] * c["bk"]
@@ -237,13 +237,14 @@ def table():
                   True))
     items.append(("gemm wide matmul in CUDA C (rung 6, CuPy RawModule)",
                   nvrtc_ptx(S.SOURCE), S.THREADS, False))
-    for dgrad, what in ((False, "forward"), (True, "input gradient")):
-        _, entry = S.conv_entry((3, 3, 1, 1, 1, 1, 1, 1), dgrad)
-        items.append((f"gemm conv {what} in CUDA C (3x3; rung 6 schedule)",
-                      nvrtc_ptx(S.CORE_SOURCE + S.CONV_SOURCE + entry), S.THREADS, False))
-    _, entry = S.conv_wgrad_entry((3, 3, 1, 1, 1, 1, 1, 1))
-    items.append(("gemm conv weight gradient in CUDA C (3x3; rung 6 schedule)",
-                  nvrtc_ptx(S.CORE_SOURCE + S.CONV_WGRAD_SOURCE + entry), S.THREADS, False))
+    for bm in (128, 64):
+        for dgrad, what in ((False, "forward"), (True, "input gradient")):
+            _, entry = S.conv_entry((3, 3, 1, 1, 1, 1, 1, 1), dgrad, bm)
+            items.append((f"gemm conv {what} in CUDA C (3x3; {bm}x128, rung 6 schedule)",
+                          nvrtc_ptx(S.CORE_SOURCE + S.CONV_SOURCE + entry), S.THREADS, False))
+        _, entry = S.conv_wgrad_entry((3, 3, 1, 1, 1, 1, 1, 1), bm)
+        items.append((f"gemm conv weight gradient in CUDA C (3x3; {bm}x128, rung 6 schedule)",
+                      nvrtc_ptx(S.CORE_SOURCE + S.CONV_WGRAD_SOURCE + entry), S.THREADS, False))
     rows = []
     for name, ptx, threads, production in items:
         info = ptxas_info(ptx, ptxas, fma_per_tile(name))

@@ -756,9 +756,9 @@ def _conv_args(op, geo, n, c, oh, ow, kg, og):
 # 64x64 implicit GEMM above (Numba; measured: 0.29-0.52x cuDNN forward on an H100) or
 # kernels/cuda_sgemm.py's CUDA C implicit GEMM on the 128x128 schedule of GEMM rung 6
 # (1.39-1.47 instead of 2.30 SASS instructions per FMA in the K-loop on sm_90, the weight
-# gradient 1.60 instead of 2.85 and split-K as the 64x64 kernel's; 127-128 registers, no
-# spills). The CUDA C one has not run on a GPU yet: gpu_check's conv part times both, and
-# the faster one belongs here.
+# gradient 1.60 instead of 2.85 and split-K as the 64x64 kernel's; 125-128 registers, no
+# spills; a 64x128 tile for GEMMs of at most 64 rows). The CUDA C one has not run on a GPU
+# yet: gpu_check's conv part times both, and the faster one belongs here.
 CONV_KERNELS = ("implicit_gemm_64", "cuda_c_128")
 _conv_kernel = ["implicit_gemm_64"]
 

@@ -31,8 +31,10 @@ Operands are C-contiguous as stored: A (batch, M, K), or (batch, K, M) when tran
 B (batch, K, N), or (batch, N, K) when trans_b; transposes are read in place.
 
 The schedule is one template, ``tk_gemm_core``, over an operand policy: ``TkMatmul`` (the
-matmul) and ``TkConv`` (the forward pass and input gradient of a convolution: B gathered
-from the image, C written in NCHW order; see CONV_SOURCE). kernels.cuda uses them where
+matmul), ``TkConv`` (the forward pass and input gradient of a convolution: B gathered from
+the image, C written in NCHW order; see CONV_SOURCE) and ``TkConvW`` (its weight gradient,
+split over the pixels where the grid is small). A convolution GEMM of at most 64 rows runs
+on a 64 x 128 tile (4 x 8 results a thread), the rest on 128 x 128. kernels.cuda uses them where
 ``set_wide_kernel`` / ``set_conv_kernel`` ask; neither has run on a GPU yet.
 
 Without a GPU the tests compile the sources for sm_90 with NVRTC (and read their registers
@@ -47,7 +49,7 @@ import math
 import numpy as np
 
 __all__ = ["SOURCE", "CORE_SOURCE", "MATMUL_SOURCE", "CONV_SOURCE", "KERNELS", "BM", "BN", "BK",
-           "THREADS", "LD", "matmul", "vec_ok", "conv_entry", "conv_plan", "conv_weights",
+           "THREADS", "LD", "matmul", "vec_ok", "conv_entry", "conv_bm", "conv_plan", "conv_weights",
            "conv_args", "conv_fits", "conv2d_forward", "conv2d_backward_input",
            "CONV_WGRAD_SOURCE", "conv_wgrad_entry", "wgrad_plan", "conv2d_backward_weight"]
 
@@ -80,16 +82,19 @@ __device__ __forceinline__ float4 tk_load4(const float* __restrict__ p, bool row
     return v;
 }
 
-// A thread's 4-vector of a 128 x 8 operand tile (128 rows of M or N, 8 of K): along K, it
-// is tile row tid/2, k (tid%2)*4; along M or N, k-row tid/32, column (tid%32)*4.
-template <bool ALONG_K> __device__ __forceinline__ int tk_tile_p(int tid) {
-    return ALONG_K ? (tid >> 1) : (tid >> 5);
+// A thread's 4-vector of a W x 8 operand tile (W = 128 or 64 rows of M or N, 8 of K): along
+// K, it is tile row tid/2, k (tid%2)*4; along M or N, k-row tid/(W/4), column
+// (tid%(W/4))*4. Threads from 2*W on have none (W = 64: half the block loads A).
+template <bool ALONG_K, int W = 128> __device__ __forceinline__ int tk_tile_p(int tid) {
+    return ALONG_K ? (tid >> 1) : tid / (W / 4);
 }
-template <bool ALONG_K> __device__ __forceinline__ int tk_tile_q(int tid) {
-    return ALONG_K ? (tid & 1) * 4 : (tid & 31) * 4;
+template <bool ALONG_K, int W = 128> __device__ __forceinline__ int tk_tile_q(int tid) {
+    return ALONG_K ? (tid & 1) * 4 : (tid % (W / 4)) * 4;
 }
 
-// The schedule, for one 128 x 128 tile of C and an operand policy Op, which provides
+// The schedule, for one BM x 128 tile of C and an operand policy Op, which provides
+//   Op::BM                        128 (8 x 8 results a thread) or 64 (4 x 8: layers of 64
+//                                 channels fill the tile)
 //   Op::A_ALONG_K, Op::B_ALONG_K  the axis of the thread's 4-vectors (see tk_tile_p/q)
 //   float4 load_a(k0), load_b(k0) this thread's 4-vectors of the K-tile at k0 (zeros
 //                                 outside), called for k0 = 0, 8, 16, ... in order
@@ -98,18 +103,21 @@ template <class Op>
 __device__ __forceinline__ void tk_gemm_core(Op& op, const int K) {
     __shared__ __align__(16) float As[2][TK_BK][TK_LD];
     __shared__ __align__(16) float Bs[2][TK_BK][TK_LD];
+    constexpr int BM = Op::BM, TM = BM / 16;  // rows of the tile, and a thread's
     const int tid = threadIdx.x;
-    const int a_p = tk_tile_p<Op::A_ALONG_K>(tid), a_q = tk_tile_q<Op::A_ALONG_K>(tid);
+    const int a_p = tk_tile_p<Op::A_ALONG_K, BM>(tid), a_q = tk_tile_q<Op::A_ALONG_K, BM>(tid);
     const int b_p = tk_tile_p<Op::B_ALONG_K>(tid), b_q = tk_tile_q<Op::B_ALONG_K>(tid);
+    const bool a_active = tid < 2 * BM;
 
-    // warp (wm, wn) = (w / 2, w % 2), lane (lm, ln) = (lane / 8, lane % 8)
+    // warp (wm, wn) = (w / 2, w % 2) owns BM/4 x 64, lane (lm, ln) = (lane / 8, lane % 8)
+    // rows tr + {0..3} (and tr + {16..19} at BM = 128), columns tc + {0..3, 32..35}
     const int w = tid >> 5, lane = tid & 31;
-    const int tr = (w >> 1) * 32 + (lane >> 3) * 4;
+    const int tr = (w >> 1) * (BM / 4) + (lane >> 3) * 4;
     const int tc = (w & 1) * 64 + (lane & 7) * 4;
 
-    float acc[8][8];
+    float acc[TM][8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[i][j] = 0.f;
 
@@ -121,20 +129,21 @@ __device__ __forceinline__ void tk_gemm_core(Op& op, const int K) {
         const int cur = t & 1;
         const bool more = t + 1 < ntiles;
         if (more) {
-            va = op.load_a((t + 1) * TK_BK);
+            if (a_active) va = op.load_a((t + 1) * TK_BK);
             vb = op.load_b((t + 1) * TK_BK);
         }
         if (t >= 0) {
 #pragma unroll
             for (int kk = 0; kk < TK_BK; ++kk) {
                 const float4 a0 = *reinterpret_cast<const float4*>(&As[cur][kk][tr]);
-                const float4 a1 = *reinterpret_cast<const float4*>(&As[cur][kk][tr + 16]);
+                const float4 a1 = TM == 8
+                    ? *reinterpret_cast<const float4*>(&As[cur][kk][tr + 16]) : a0;
                 const float4 b0 = *reinterpret_cast<const float4*>(&Bs[cur][kk][tc]);
                 const float4 b1 = *reinterpret_cast<const float4*>(&Bs[cur][kk][tc + 32]);
                 const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
                 const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
 #pragma unroll
-                for (int i = 0; i < 8; ++i)
+                for (int i = 0; i < TM; ++i)
 #pragma unroll
                     for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
             }
@@ -142,7 +151,8 @@ __device__ __forceinline__ void tk_gemm_core(Op& op, const int K) {
         if (more) {
             // the other stage was last read in step t - 1, before that step's barrier
             const int nxt = cur ^ 1;
-            if (Op::A_ALONG_K) {  // four k-rows (transposing stores; the padding spreads them)
+            if (!a_active) {
+            } else if (Op::A_ALONG_K) {  // four k-rows (transposing stores, spread by the padding)
                 As[nxt][a_q][a_p] = va.x; As[nxt][a_q + 1][a_p] = va.y;
                 As[nxt][a_q + 2][a_p] = va.z; As[nxt][a_q + 3][a_p] = va.w;
             } else {
@@ -159,7 +169,7 @@ __device__ __forceinline__ void tk_gemm_core(Op& op, const int K) {
     }
 
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
             op.store(tr + (i & 3) + (i >> 2) * 16, tc + h * 32,
@@ -174,6 +184,7 @@ MATMUL_SOURCE = r"""
 // grid (ceil(N/128), ceil(M/128), batch)
 template <bool TA, bool TB>
 struct TkMatmul {
+    static constexpr int BM = TK_BM;
     static constexpr bool A_ALONG_K = !TA, B_ALONG_K = TB;
     const float* pa;
     const float* pb;
@@ -258,8 +269,9 @@ SOURCE = CORE_SOURCE + MATMUL_SOURCE  # the matmul module (rung 6)
 # bits each); per K-tile the tap (c, p, q) is split by compile-time constants. C is written
 # straight into the NCHW output, 4 pixels a float4 store where rows of L pixels allow.
 CONV_SOURCE = r"""
-template <int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, bool DGRAD>
+template <int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, bool DGRAD, int BM_>
 struct TkConv {
+    static constexpr int BM = BM_;
     static constexpr bool A_ALONG_K = true, B_ALONG_K = false;
     const float* pa;   // the weights, this thread's row, moving along K
     const float* S;    // the source, at this group's first channel
@@ -283,10 +295,10 @@ struct TkConv {
         OCL = OC * L;
         S = S_ + (size_t)g * (K / (KH * KW)) * SAB;  // K = source channels a group x taps
         Y = Y_ + (size_t)g * M * L;
-        row0 = blockIdx.y * TK_BM;
+        row0 = blockIdx.y * BM;
         col0 = blockIdx.x * TK_BN;
-        const int a_p = tk_tile_p<true>(tid);
-        a_q = tk_tile_q<true>(tid);
+        const int a_p = tk_tile_p<true, BM>(tid);
+        a_q = tk_tile_q<true, BM>(tid);
         b_p = tk_tile_p<false>(tid);
         b_q = tk_tile_q<false>(tid);
         pa = A + (size_t)g * M * K + (size_t)(row0 + a_p) * K + a_q;
@@ -373,8 +385,9 @@ struct TkConv {
 # goes (no division in the K-loop). Small grids split K: block z sums its chunk of
 # pixels into P[z] (M x N), and the host adds the chunks.
 CONV_WGRAD_SOURCE = r"""
-template <int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW>
+template <int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int BM_>
 struct TkConvW {
+    static constexpr int BM = BM_;
     static constexpr bool A_ALONG_K = true, B_ALONG_K = true;
     const float* dy;   // dy at this group's first channel: (NB, OC, L) image stride OCL
     const float* x;    // x at this group's first channel: (NB, SC, SA, SB)
@@ -398,10 +411,10 @@ struct TkConvW {
         dy = dy_ + (size_t)g * M * L;
         x = x_ + (size_t)g * (N / (KH * KW)) * SA * SB;
         P = P_ + (size_t)z * M * N;
-        row0 = blockIdx.y * TK_BM;
+        row0 = blockIdx.y * BM;
         col0 = blockIdx.x * TK_BN;
-        a_row = row0 + tk_tile_p<true>(tid);
-        const int ka = kbeg + tk_tile_q<true>(tid);
+        a_row = row0 + tk_tile_p<true, BM>(tid);
+        const int ka = kbeg + tk_tile_q<true, BM>(tid);
         a_n = ka / L;
         a_l = ka - a_n * L;
         const int col = col0 + tk_tile_p<true>(tid);
@@ -472,44 +485,58 @@ struct TkConvW {
 """
 
 CONV_WGRAD_ENTRY = r"""
-extern "C" __global__ void __launch_bounds__(256, 2)
+extern "C" __global__ void __launch_bounds__(256, {min_blocks})
 {name}(const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ P,
        int M, int N, int K, int kchunk, int split, int vec_a, int vec_c, int OC, int OH,
        int OW, int SC, int SA, int SB) {{
-    TkConvW<{kh}, {kw}, {sh}, {sw}, {ph}, {pw}, {dh}, {dw}> op(
+    TkConvW<{kh}, {kw}, {sh}, {sw}, {ph}, {pw}, {dh}, {dw}, {bm}> op(
         dy, x, P, M, N, K, kchunk, split, vec_a, vec_c, OC, OH, OW, SC, SA, SB);
     tk_gemm_core(op, op.K);
 }}
 """
 
 
-def conv_wgrad_entry(window):
-    """(name, CUDA source) of the weight-gradient entry point for one window."""
-    name = "tk_conv_wgrad_" + "_".join(str(v) for v in window)
+def conv_wgrad_entry(window, bm=128):
+    """(name, CUDA source) of the weight-gradient entry point for one window, at tile rows bm."""
+    name = "tk_conv_wgrad_" + "_".join(str(v) for v in window) + f"_bm{bm}"
     kh, kw, sh, sw, ph, pw, dh, dw = window
     return name, CONV_WGRAD_ENTRY.format(name=name, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw,
-                                         dh=dh, dw=dw)
+                                         dh=dh, dw=dw, bm=bm, min_blocks=_MIN_BLOCKS[bm])
 
 
 CONV_ENTRY = r"""
-extern "C" __global__ void __launch_bounds__(256, 2)
+extern "C" __global__ void __launch_bounds__(256, {min_blocks})
 {name}(const float* __restrict__ A, const float* __restrict__ S, float* __restrict__ Y,
        int M, int N, int K, int vec_a, int vec_c, int SC, int SA, int SB, int GA, int GB,
        int OC) {{
-    TkConv<{kh}, {kw}, {sh}, {sw}, {ph}, {pw}, {dh}, {dw}, {dgrad}> op(
+    TkConv<{kh}, {kw}, {sh}, {sw}, {ph}, {pw}, {dh}, {dw}, {dgrad}, {bm}> op(
         A, S, Y, M, N, K, vec_a, vec_c, SC, SA, SB, GA, GB, OC);
     tk_gemm_core(op, K);
 }}
 """
 
 
-def conv_entry(window, dgrad):
+# blocks per SM each tile height is compiled for (__launch_bounds__): 2 (<= 128 registers).
+# 3 at 64 rows (<= 85 registers, 24 warps an SM) spilled 12-20 bytes in ptxas (sm_90): the
+# 64-row kernels stay at 2 (95-103 registers, no spill)
+_MIN_BLOCKS = {128: 2, 64: 2}
+
+
+def conv_entry(window, dgrad, bm=128):
     """(name, CUDA source) of the entry point for one window (KH, KW, SH, SW, PH, PW, DH,
-    DW) of the forward pass (dgrad False) or the input gradient."""
-    name = ("tk_conv_dgrad_" if dgrad else "tk_conv_fwd_") + "_".join(str(v) for v in window)
+    DW) of the forward pass (dgrad False) or the input gradient, at tile rows bm."""
+    name = (("tk_conv_dgrad_" if dgrad else "tk_conv_fwd_") + "_".join(str(v) for v in window)
+            + f"_bm{bm}")
     kh, kw, sh, sw, ph, pw, dh, dw = window
     return name, CONV_ENTRY.format(name=name, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw, dh=dh,
-                                   dw=dw, dgrad="true" if dgrad else "false")
+                                   dw=dw, dgrad="true" if dgrad else "false", bm=bm,
+                                   min_blocks=_MIN_BLOCKS[bm])
+
+
+def conv_bm(m):
+    """The tile rows for a convolution GEMM of m rows: 64 where m <= 64 (ResNet's first
+    stage: a 128-row tile would compute on zeros for half its rows), else 128."""
+    return 64 if m <= 64 else 128
 
 
 # (trans_a, trans_b) -> the entry point in SOURCE
@@ -572,10 +599,10 @@ _CONV_SPAN_MAX = 16384  # packed 16-bit rows / columns of a column's first tap
 
 
 @functools.lru_cache(maxsize=None)
-def _conv_function(window, dgrad):
+def _conv_function(window, dgrad, bm):
     import cupy
 
-    name, entry = conv_entry(window, dgrad)
+    name, entry = conv_entry(window, dgrad, bm)
     code = CORE_SOURCE + CONV_SOURCE + entry
     return cupy.RawModule(code=code, options=("--std=c++14",)).get_function(name)
 
@@ -619,23 +646,25 @@ def conv_weights(w, geo, dgrad, xp):
     return xp.ascontiguousarray(w).reshape(g, o // g, cg * kh * kw)
 
 
-def conv_args(plan, groups, a_ptr, y_ptr):
-    """(grid, int arguments after A, S, Y) of a convolution launch."""
+def conv_args(plan, groups, a_ptr, y_ptr, bm=None):
+    """(grid, int arguments after A, S, Y, tile rows) of a convolution launch; bm None:
+    conv_bm's choice."""
     M, N, K, SC, SA, SB, GA, GB, OC = plan
+    bm = conv_bm(M) if bm is None else bm
     vec_a = vec_ok(K, a_ptr)
     vec_c = int((GA * GB) % 4 == 0 and y_ptr % 16 == 0)
-    grid = (math.ceil(N / BN), math.ceil(M / BM), groups)
-    return grid, (M, N, K, vec_a, vec_c, SC, SA, SB, GA, GB, OC)
+    grid = (math.ceil(N / BN), math.ceil(M / bm), groups)
+    return grid, (M, N, K, vec_a, vec_c, SC, SA, SB, GA, GB, OC), bm
 
 
 def _conv_run(geo, dgrad, w, S, Y, x_shape):
     import cupy
 
     A = conv_weights(w, geo, dgrad, cupy)
-    grid, ints = conv_args(conv_plan(dgrad, x_shape, w.shape, geo), geo.groups, A.data.ptr,
-                           Y.data.ptr)
+    grid, ints, bm = conv_args(conv_plan(dgrad, x_shape, w.shape, geo), geo.groups,
+                               A.data.ptr, Y.data.ptr)
     if all(grid):
-        _conv_function(_window(geo), dgrad)(
+        _conv_function(_window(geo), dgrad, bm)(
             grid, (THREADS,), (A, cupy.ascontiguousarray(S), Y) + tuple(np.int32(v) for v in ints))
 
 
@@ -694,18 +723,18 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, group
 
 
 @functools.lru_cache(maxsize=None)
-def _wgrad_function(window):
+def _wgrad_function(window, bm):
     import cupy
 
-    name, entry = conv_wgrad_entry(window)
+    name, entry = conv_wgrad_entry(window, bm)
     code = CORE_SOURCE + CONV_WGRAD_SOURCE + entry
     return cupy.RawModule(code=code, options=("--std=c++14",)).get_function(name)
 
 
-def wgrad_plan(x_shape, dy_shape, w_shape, geo, split=1, kchunk=None):
-    """(grid, int arguments after dy, x, P, P's shape) of a weight-gradient launch: M = OG
-    rows, N = CG*KH*KW taps, K = NB*OH*OW pixels in ``split`` chunks of ``kchunk`` (a
-    multiple of 8; None: all of K in one)."""
+def wgrad_plan(x_shape, dy_shape, w_shape, geo, split=1, kchunk=None, bm=None):
+    """(grid, int arguments after dy, x, P, P's shape, tile rows) of a weight-gradient
+    launch: M = OG rows, N = CG*KH*KW taps, K = NB*OH*OW pixels in ``split`` chunks of
+    ``kchunk`` (a multiple of 8; None: all of K in one); bm None: conv_bm's choice."""
     n, c, h, wd = x_shape
     _, o, oh, ow = dy_shape
     g = geo.groups
@@ -715,9 +744,10 @@ def wgrad_plan(x_shape, dy_shape, w_shape, geo, split=1, kchunk=None):
     if split < 1 or kchunk % BK or (split - 1) * kchunk >= max(K, 1):
         raise ValueError(f"conv2d_backward_weight_cuda_c: split {split} x kchunk {kchunk} "
                          f"does not cut K = {K} into non-empty chunks of a multiple of {BK}")
-    grid = (math.ceil(N / BN), math.ceil(M / BM), g * split)
+    bm = conv_bm(M) if bm is None else bm
+    grid = (math.ceil(N / BN), math.ceil(M / bm), g * split)
     return grid, (M, N, K, kchunk, split, int((oh * ow) % 4 == 0), int(N % 4 == 0), o, oh, ow,
-                  c, h, wd), (g * split, M, N)
+                  c, h, wd), (g * split, M, N), bm
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
@@ -738,7 +768,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     why = conv_fits(op, x.shape, out, geo)
     if why:
         raise ValueError(why)
-    grid, ints, p_shape = wgrad_plan(x.shape, out, w_shape, geo, split, kchunk)
+    grid, ints, p_shape, bm = wgrad_plan(x.shape, out, w_shape, geo, split, kchunk)
     dy, x = cupy.ascontiguousarray(dy), cupy.ascontiguousarray(x)
     g = geo.groups
     if not all(grid) or out[0] == 0:  # no pixel: dW is zero
@@ -747,7 +777,8 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     # vec flags (ints 5, 6) hold only for 16-byte aligned bases
     ints = ints[:5] + (int(ints[5] and dy.data.ptr % 16 == 0),
                        int(ints[6] and P.data.ptr % 16 == 0)) + ints[7:]
-    _wgrad_function(_window(geo))(grid, (THREADS,), (dy, x, P) + tuple(np.int32(v) for v in ints))
+    _wgrad_function(_window(geo), bm)(grid, (THREADS,),
+                                      (dy, x, P) + tuple(np.int32(v) for v in ints))
     if p_shape[0] != g:
         P = P.reshape(g, p_shape[0] // g, p_shape[1], p_shape[2]).sum(axis=1)
     return P.reshape(w_shape)

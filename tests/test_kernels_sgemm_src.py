@@ -236,13 +236,14 @@ extern "C" void tk_conv_launch(int which, unsigned gx, unsigned gy, unsigned gz,
 
 
 def conv_entries():
-    """[(window, dgrad)] in the order of tk_conv_entries, and the entries' source."""
+    """[(window, dgrad, bm)] in the order of tk_conv_entries, and the entries' source."""
     order, src = [], []
     for window in WINDOWS:
         for dgrad in (False, True):
-            name, entry = S.conv_entry(window, dgrad)
-            order.append((window, dgrad))
-            src.append((name, entry))
+            for bm in (64, 128):
+                name, entry = S.conv_entry(window, dgrad, bm)
+                order.append((window, dgrad, bm))
+                src.append((name, entry))
     table = ("static const tk_conv_entry tk_conv_entries[] = {"
              + ", ".join(name for name, _ in src) + "};")
     return order, "".join(e for _, e in src), table
@@ -279,12 +280,13 @@ def test_conv_entries_compile_for_sm90_without_spills():
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     regs = [int(r) for r in __import__("re").findall(r"Used (\d+) registers", proc.stderr)]
-    assert len(regs) == 2 * len(WINDOWS) and max(regs) <= 128, proc.stderr
+    assert len(regs) == 4 * len(WINDOWS) and max(regs) <= 128, proc.stderr
     assert proc.stderr.count(" 0 bytes spill stores, 0 bytes spill loads") == len(regs)
 
 
-def run_conv(lib, dgrad, x_shape, w, S_arr, geo):
-    """The host-compiled kernel's result, launched as kernels.cuda_sgemm launches it."""
+def run_conv(lib, dgrad, x_shape, w, S_arr, geo, bm=None):
+    """The host-compiled kernel's result, launched as kernels.cuda_sgemm launches it (bm
+    None: its choice of tile rows)."""
     from kernels._common import as_conv_geometry  # noqa: F401 (geo is one already)
 
     order, _, _ = conv_entries()
@@ -293,11 +295,11 @@ def run_conv(lib, dgrad, x_shape, w, S_arr, geo):
     plan = S.conv_plan(dgrad, x_shape, w.shape, geo)
     M, N, K, SC, SA, SB, GA, GB, OC = plan
     Y = np.full((x_shape[0], OC, GA * GB), np.nan, np.float32)
-    grid, ints = S.conv_args(plan, geo.groups, A.ctypes.data, Y.ctypes.data)
+    grid, ints, bm = S.conv_args(plan, geo.groups, A.ctypes.data, Y.ctypes.data, bm)
     args = np.array(ints, np.int32)
     ptr = ctypes.c_void_p
     S_arr = np.ascontiguousarray(S_arr)
-    lib.tk_conv_launch(order.index((window, dgrad)), *grid, ptr(A.ctypes.data),
+    lib.tk_conv_launch(order.index((window, dgrad, bm)), *grid, ptr(A.ctypes.data),
                        ptr(S_arr.ctypes.data), ptr(Y.ctypes.data), ptr(args.ctypes.data))
     return Y.reshape(x_shape[0], OC, GA, GB)
 
@@ -305,8 +307,9 @@ def run_conv(lib, dgrad, x_shape, w, S_arr, geo):
 @pytest.mark.parametrize("window", WINDOWS, ids=lambda w: "x".join(map(str, w)))
 @settings(max_examples=4, deadline=None)
 @given(n=st.integers(1, 2), cg=st.integers(1, 5), og=st.integers(1, 9), groups=st.integers(1, 2),
-       h=st.integers(1, 12), wd=st.integers(1, 12), seed=st.integers(0, 2 ** 31))
-def test_host_conv_matches_the_reference(conv_lib, window, n, cg, og, groups, h, wd, seed):
+       h=st.integers(1, 12), wd=st.integers(1, 12), bm=st.sampled_from([64, 128]),
+       seed=st.integers(0, 2 ** 31))
+def test_host_conv_matches_the_reference(conv_lib, window, n, cg, og, groups, h, wd, bm, seed):
     from hypothesis import assume
 
     from kernels import reference as R
@@ -320,33 +323,34 @@ def test_host_conv_matches_the_reference(conv_lib, window, n, cg, og, groups, h,
     w = rng.standard_normal((og * groups, cg, kh, kw)).astype(np.float32)
     args = ((sh, sw), (ph, pw), (dh, dw), groups)
     y_ref = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), *args)
-    y = run_conv(conv_lib, False, x.shape, w, x, geo)
+    y = run_conv(conv_lib, False, x.shape, w, x, geo, bm)
     assert y.shape == y_ref.shape and not np.isnan(y).any()
     assert np.linalg.norm(y - y_ref) <= 1e-5 * max(np.linalg.norm(y_ref), 1e-30)
     dy = rng.standard_normal(y_ref.shape).astype(np.float32)
     dx_ref = R.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), x.shape,
                                      *args)
-    dx = run_conv(conv_lib, True, x.shape, w, dy, geo)
+    dx = run_conv(conv_lib, True, x.shape, w, dy, geo, bm)
     assert dx.shape == x.shape and not np.isnan(dx).any()
     assert np.linalg.norm(dx - dx_ref) <= 1e-5 * max(np.linalg.norm(dx_ref), 1e-30)
 
 
 def test_host_conv_spans_several_tiles(conv_lib):
-    """More than 128 output channels and pixels (two tiles each way), K over several
-    K-tiles, L a multiple of 4 (the float4 stores) and not (the scalar ones)."""
+    """More than 128 output channels and pixels (two tiles each way, three at 64 rows),
+    K over several K-tiles, L a multiple of 4 (the float4 stores) and not (the scalar
+    ones), at both tile heights."""
     from kernels import reference as R
     from kernels._common import conv_geometry
 
     rng = np.random.default_rng(1)
-    for h, wd in ((12, 12), (9, 15)):
+    for (h, wd), bm in (((12, 12), 128), ((9, 15), 128), ((12, 12), 64), ((9, 15), 64)):
         geo = conv_geometry((3, 3), (1, 1), (1, 1), (1, 1), 1)
-        x = rng.standard_normal((2, 6, h, wd)).astype(np.float32)
-        w = rng.standard_normal((130, 6, 3, 3)).astype(np.float32)
-        y = run_conv(conv_lib, False, x.shape, w, x, geo)
+        x = rng.standard_normal((2, 70, h, wd)).astype(np.float32)
+        w = rng.standard_normal((130, 70, 3, 3)).astype(np.float32)  # dx: 70 rows
+        y = run_conv(conv_lib, False, x.shape, w, x, geo, bm)
         y_ref = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), 1, 1)
         assert np.linalg.norm(y - y_ref) <= 1e-5 * np.linalg.norm(y_ref)
         dy = rng.standard_normal(y_ref.shape).astype(np.float32)
-        dx = run_conv(conv_lib, True, x.shape, w, dy, geo)
+        dx = run_conv(conv_lib, True, x.shape, w, dy, geo, bm)
         dx_ref = R.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), x.shape,
                                          1, 1)
         assert np.linalg.norm(dx - dx_ref) <= 1e-5 * np.linalg.norm(dx_ref)
@@ -385,7 +389,7 @@ def wgrad_lib(tmp_path_factory):
     if cxx is None:
         pytest.skip("no C++ compiler to run the CUDA kernel on the CPU")
     d = tmp_path_factory.mktemp("wgrad")
-    entries = [S.conv_wgrad_entry(w) for w in WINDOWS]
+    entries = [S.conv_wgrad_entry(w, bm) for w in WINDOWS for bm in (64, 128)]
     table = ("static const tk_wgrad_entry tk_wgrad_entries[] = {"
              + ", ".join(name for name, _ in entries) + "};\n")
     src = d / "tk_wgrad.cpp"
@@ -400,16 +404,17 @@ def wgrad_lib(tmp_path_factory):
     return ctypes.CDLL(str(d / "tk_wgrad.so"))
 
 
-def run_wgrad(lib, x, dy, w_shape, geo, split=1, kchunk=None):
+def run_wgrad(lib, x, dy, w_shape, geo, split=1, kchunk=None, bm=None):
     window = geo.kernel_size + geo.stride + geo.padding + geo.dilation
     x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
-    grid, ints, p_shape = S.wgrad_plan(x.shape, dy.shape, w_shape, geo, split, kchunk)
+    grid, ints, p_shape, bm = S.wgrad_plan(x.shape, dy.shape, w_shape, geo, split, kchunk, bm)
     P = np.full(p_shape, np.nan, np.float32)
     ints = ints[:5] + (int(ints[5] and dy.ctypes.data % 16 == 0),
                        int(ints[6] and P.ctypes.data % 16 == 0)) + ints[7:]
     args = np.array(ints, np.int32)
     ptr = ctypes.c_void_p
-    lib.tk_wgrad_launch(WINDOWS.index(window), *grid, ptr(dy.ctypes.data), ptr(x.ctypes.data),
+    lib.tk_wgrad_launch(2 * WINDOWS.index(window) + (bm == 128), *grid, ptr(dy.ctypes.data),
+                        ptr(x.ctypes.data),
                         ptr(P.ctypes.data), ptr(args.ctypes.data))
     g = geo.groups
     return P.reshape(g, -1, p_shape[1], p_shape[2]).sum(axis=1).reshape(w_shape), ints
@@ -419,7 +424,8 @@ def test_wgrad_entries_compile_for_sm90_without_spills():
     try:
         from benchmarks.resources import nvrtc_ptx, ptxas_path
         ptx = nvrtc_ptx(S.CORE_SOURCE + S.CONV_WGRAD_SOURCE
-                        + "".join(S.conv_wgrad_entry(w)[1] for w in WINDOWS), "tk_wgrad.cu")
+                        + "".join(S.conv_wgrad_entry(w, bm)[1] for w in WINDOWS
+                                  for bm in (64, 128)), "tk_wgrad.cu")
     except ImportError as e:
         pytest.skip(f"NVRTC not available here: {e}"[:200])
     ptxas = ptxas_path()
@@ -429,7 +435,7 @@ def test_wgrad_entries_compile_for_sm90_without_spills():
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     regs = [int(r) for r in __import__("re").findall(r"Used (\d+) registers", proc.stderr)]
-    assert len(regs) == len(WINDOWS) and max(regs) <= 128, proc.stderr
+    assert len(regs) == 2 * len(WINDOWS) and max(regs) <= 128, proc.stderr
     assert proc.stderr.count(" 0 bytes spill stores, 0 bytes spill loads") == len(regs)
 
 
@@ -437,9 +443,9 @@ def test_wgrad_entries_compile_for_sm90_without_spills():
 @settings(max_examples=4, deadline=None)
 @given(n=st.integers(1, 3), cg=st.integers(1, 5), og=st.integers(1, 9), groups=st.integers(1, 2),
        h=st.integers(1, 12), wd=st.integers(1, 12), split=st.integers(1, 3),
-       seed=st.integers(0, 2 ** 31))
+       bm=st.sampled_from([64, 128]), seed=st.integers(0, 2 ** 31))
 def test_host_wgrad_matches_the_reference(wgrad_lib, window, n, cg, og, groups, h, wd, split,
-                                          seed):
+                                          bm, seed):
     from hypothesis import assume
 
     from kernels import reference as R
@@ -456,7 +462,7 @@ def test_host_wgrad_matches_the_reference(wgrad_lib, window, n, cg, og, groups, 
     K = out[0] * out[2] * out[3]
     kchunk = max(8, -(-(-(-K // split)) // 8) * 8)  # chunks of a multiple of 8 pixels
     split = -(-K // kchunk)
-    dw_, _ = run_wgrad(wgrad_lib, x, dy, w_shape, geo, split, kchunk)
+    dw_, _ = run_wgrad(wgrad_lib, x, dy, w_shape, geo, split, kchunk, bm)
     ref = R.conv2d_backward_weight(dy.astype(np.float64), x.astype(np.float64), w_shape,
                                    (sh, sw), (ph, pw), (dh, dw), groups)
     assert not np.isnan(dw_).any()
@@ -471,11 +477,12 @@ def test_host_wgrad_vector_loads_and_many_tiles(wgrad_lib):
 
     rng = np.random.default_rng(2)
     geo = conv_geometry((3, 3), (1, 1), (1, 1), (1, 1), 1)
-    for h, wd, split, kchunk in ((8, 8, 2, 64), (7, 9, 1, None)):
+    for h, wd, split, kchunk, bm in ((8, 8, 2, 64, None), (7, 9, 1, None, None),
+                                     (8, 8, 3, 48, 128), (7, 9, 2, 64, 64)):
         x = rng.standard_normal((2, 16, h, wd)).astype(np.float32)  # N = 144 taps
-        w_shape = (20, 16, 3, 3)
-        dy = rng.standard_normal((2, 20, h, wd)).astype(np.float32)
-        dw_, ints = run_wgrad(wgrad_lib, x, dy, w_shape, geo, split, kchunk)
+        w_shape = (70, 16, 3, 3)  # M = 70: two row tiles at 64, one at 128
+        dy = rng.standard_normal((2, 70, h, wd)).astype(np.float32)
+        dw_, ints = run_wgrad(wgrad_lib, x, dy, w_shape, geo, split, kchunk, bm)
         assert ints[5:7] == ((1, 1) if h == 8 else (0, 1))
         ref = R.conv2d_backward_weight(dy.astype(np.float64), x.astype(np.float64), w_shape,
                                        1, 1)
