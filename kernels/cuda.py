@@ -755,8 +755,8 @@ def _conv_args(op, geo, n, c, oh, ow, kg, og):
 # Which kernels run the float32 convolutions (forward, input and weight gradients): the
 # 64x64 implicit GEMM above (Numba; measured: 0.29-0.52x cuDNN forward on an H100) or
 # kernels/cuda_sgemm.py's CUDA C implicit GEMM on the 128x128 schedule of GEMM rung 6
-# (1.39-1.47 instead of 2.30 SASS instructions per FMA in the K-loop on sm_90, the weight
-# gradient 1.60 instead of 2.85 and split-K as the 64x64 kernel's; 125-128 registers, no
+# (1.39-1.40 instead of 2.30 SASS instructions per FMA in the K-loop on sm_90, the weight
+# gradient 1.62 instead of 2.85 and split-K as the 64x64 kernel's; 125-128 registers, no
 # spills; a 64x128 tile for GEMMs of at most 64 rows). The CUDA C one has not run on a GPU
 # yet: gpu_check's conv part times both, and the faster one belongs here.
 CONV_KERNELS = ("implicit_gemm_64", "cuda_c_128")
@@ -781,10 +781,10 @@ def _conv_c(op, arrays, x_shape, y_shape, geo):
 
 def _conv_c_weight(dy, x, w_shape, geo, out):
     """The weight gradient on the CUDA C kernel, K (the pixels) split as _split_k decides
-    for its grid of 128x128 blocks."""
+    for its grid of blocks (64 or 128 rows: cuda_sgemm.conv_bm)."""
     g = geo.groups
     m, n_ = out[1] // g, w_shape[1] * w_shape[2] * w_shape[3]
-    blocks = -(-m // cuda_sgemm.BM) * -(-n_ // cuda_sgemm.BN)
+    blocks = -(-m // cuda_sgemm.conv_bm(m)) * -(-n_ // cuda_sgemm.BN)
     split, kchunk = _split_k(blocks, out[0] * out[2] * out[3], g, cuda_sgemm.BK, _sm_count())
     return cuda_sgemm.conv2d_backward_weight(dy, x, w_shape, geo, split=split, kchunk=kchunk)
 

@@ -33,9 +33,9 @@ B (batch, K, N), or (batch, N, K) when trans_b; transposes are read in place.
 The schedule is one template, ``tk_gemm_core``, over an operand policy: ``TkMatmul`` (the
 matmul), ``TkConv`` (the forward pass and input gradient of a convolution: B gathered from
 the image, C written in NCHW order; see CONV_SOURCE) and ``TkConvW`` (its weight gradient,
-split over the pixels where the grid is small). A convolution GEMM of at most 64 rows runs
-on a 64 x 128 tile (4 x 8 results a thread), the rest on 128 x 128. kernels.cuda uses them where
-``set_wide_kernel`` / ``set_conv_kernel`` ask; neither has run on a GPU yet.
+split over the pixels where the grid is small). A convolution GEMM of at most 64 rows
+runs on a 64 x 128 tile (4 x 8 results a thread), the rest on 128 x 128. kernels.cuda
+uses them where ``set_wide_kernel`` / ``set_conv_kernel`` ask; none has run on a GPU yet.
 
 Without a GPU the tests compile the sources for sm_90 with NVRTC (and read their registers
 and spills with ptxas) and run the same source as host C++ -- a block's 256 threads as
@@ -48,10 +48,10 @@ import math
 
 import numpy as np
 
-__all__ = ["SOURCE", "CORE_SOURCE", "MATMUL_SOURCE", "CONV_SOURCE", "KERNELS", "BM", "BN", "BK",
-           "THREADS", "LD", "matmul", "vec_ok", "conv_entry", "conv_bm", "conv_plan", "conv_weights",
-           "conv_args", "conv_fits", "conv2d_forward", "conv2d_backward_input",
-           "CONV_WGRAD_SOURCE", "conv_wgrad_entry", "wgrad_plan", "conv2d_backward_weight"]
+__all__ = ["SOURCE", "CORE_SOURCE", "MATMUL_SOURCE", "CONV_SOURCE", "CONV_WGRAD_SOURCE",
+           "KERNELS", "BM", "BN", "BK", "THREADS", "LD", "matmul", "vec_ok", "conv_entry",
+           "conv_wgrad_entry", "conv_bm", "conv_plan", "conv_weights", "conv_args", "wgrad_plan",
+           "conv_fits", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight"]
 
 BM, BN, BK = 128, 128, 8
 THREADS = 256
