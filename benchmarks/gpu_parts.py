@@ -391,17 +391,22 @@ def part_launch(out, n=64):
     """The host's cost of one launch (launch_rows) of the production GEMM on n^3 float32:
     through kernels.cuda.matmul, through the driver launch (kernels._cuda_launch) and
     through numba-cuda's with the arrays passed four ways, next to an empty kernel, CuPy's
-    cuBLAS matmul and torch.mm."""
+    cuBLAS matmul, rung 6 (CUDA C, CuPy's launch; n must be <= 128 for its one-block row)
+    and torch.mm."""
     import cupy
     from numba import cuda
 
     import kernels.cuda as K
+    import kernels.cuda_sgemm as S
 
     rng = np.random.default_rng(0)
     a = cupy.asarray(rng.standard_normal((1, n, n), dtype=np.float32))
     b = cupy.asarray(rng.standard_normal((1, n, n), dtype=np.float32))
     c = cupy.empty_like(a)
     from kernels import _cuda_launch
+
+    i32 = np.int32
+    sgemm_fn = S._function(S.KERNELS[(False, False)])
 
     kern, nthreads = K._gemm_kernel(*K._tile, K._PLAIN, K._PLAIN, K._OUT_PLAIN, "float32")
     bm, bn = K._tile[0], K._tile[1]
@@ -439,6 +444,12 @@ def part_launch(out, n=64):
             *(cuda.as_cuda_array(v, sync=False) for v in (a, b, c)), n, n, n, *args),
         "GEMM kernel, numba device arrays made once": lambda: launch(da, db, dc, n, n, n, *args),
         "cuBLAS through CuPy (a @ b)": lambda: a2 @ b2,
+        # rung 6's CUDA C kernel through CuPy's RawModule launch: if it costs the host much
+        # less than kernels.cuda.matmul, small products (LeNet's) belong on it too
+        "rung 6 CUDA C matmul (kernels.cuda_sgemm.matmul, CuPy launch)": lambda: S.matmul(
+            a2, b2),
+        "- its kernel launch alone (CuPy RawModule function)": lambda: sgemm_fn(
+            (1, 1, 1), (S.THREADS,), (a, b, c, i32(n), i32(n), i32(n), i32(1), i32(1), i32(1))),
     }
     try:
         import torch
