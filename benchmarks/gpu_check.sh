@@ -95,10 +95,10 @@ part env 20 bash -c "nvidia-smi; $PY -c 'import cupy, numba, numpy, sys; print(s
 # a line per test as it ends (a run stopped at the limit still says what passed); with
 # pytest-xdist (in the GPU image) four workers share the kernel compiles
 xdist=(); "$PY" -c "import xdist" 2>/dev/null && xdist=(-n 4)
-part pytest-gpu 80 "$PY" -m pytest -m gpu -v --tb=short -p no:cacheprovider -rs --maxfail=5 --durations=8 "${xdist[@]}"
+part pytest-gpu 100 "$PY" -m pytest -m gpu -v --tb=short -p no:cacheprovider -rs --maxfail=5 --durations=8 "${xdist[@]}"
 wait_resources
 part ladder 50 "$PY" -m benchmarks.gpu_parts ladder --out "$out" --deadline @DEADLINE@
-part conv 45 "$PY" -m benchmarks.gpu_parts conv --out "$out" --deadline @DEADLINE@
+part conv 60 "$PY" -m benchmarks.gpu_parts conv --out "$out" --deadline @DEADLINE@
 part pool 20 "$PY" -m benchmarks.gpu_parts pool --out "$out" --deadline @DEADLINE@
 part train 75 "$PY" -m benchmarks.gpu_parts train --out "$out" --deadline @DEADLINE@
 part launch 25 "$PY" -m benchmarks.gpu_parts launch --out "$out"
