@@ -51,7 +51,8 @@ import numpy as np
 __all__ = ["SOURCE", "CORE_SOURCE", "MATMUL_SOURCE", "CONV_SOURCE", "CONV_WGRAD_SOURCE",
            "KERNELS", "BM", "BN", "BK", "THREADS", "LD", "matmul", "vec_ok", "conv_entry",
            "conv_wgrad_entry", "conv_bm", "conv_plan", "conv_weights", "conv_args", "wgrad_plan",
-           "conv_fits", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight"]
+           "wgrad_aligned", "conv_fits", "conv2d_forward", "conv2d_backward_input",
+           "conv2d_backward_weight"]
 
 BM, BN, BK = 128, 128, 8
 THREADS = 256
@@ -80,6 +81,20 @@ __device__ __forceinline__ float4 tk_load4(const float* __restrict__ p, bool row
         }
     }
     return v;
+}
+
+// p[0:4] = v, the 4-vector at column c of a row of Cn floats, the columns past Cn left
+// alone; vec as for tk_load4.
+__device__ __forceinline__ void tk_store4(float* __restrict__ p, int c, int Cn, int vec,
+                                          float4 v) {
+    if (vec) {
+        *reinterpret_cast<float4*>(p) = v;
+    } else {
+        p[0] = v.x;
+        if (c + 1 < Cn) p[1] = v.y;
+        if (c + 2 < Cn) p[2] = v.z;
+        if (c + 3 < Cn) p[3] = v.w;
+    }
 }
 
 // A thread's 4-vector of a W x 8 operand tile (W = 128 or 64 rows of M or N, 8 of K): along
@@ -228,16 +243,7 @@ struct TkMatmul {
     __device__ __forceinline__ void store(int r, int c, float4 v) {
         r += row0;
         c += col0;
-        if (r >= M || c >= N) return;
-        float* p = C + (size_t)r * (size_t)N + c;
-        if (vec_c) {
-            *reinterpret_cast<float4*>(p) = v;
-        } else {
-            p[0] = v.x;
-            if (c + 1 < N) p[1] = v.y;
-            if (c + 2 < N) p[2] = v.z;
-            if (c + 3 < N) p[3] = v.w;
-        }
+        if (r < M && c < N) tk_store4(C + (size_t)r * (size_t)N + c, c, N, vec_c, v);
     }
 };
 
@@ -470,16 +476,7 @@ struct TkConvW {
     __device__ __forceinline__ void store(int r, int c, float4 v) {
         r += row0;
         c += col0;
-        if (r >= M || c >= N) return;
-        float* p = P + (size_t)r * N + c;
-        if (vec_c) {
-            *reinterpret_cast<float4*>(p) = v;
-        } else {
-            p[0] = v.x;
-            if (c + 1 < N) p[1] = v.y;
-            if (c + 2 < N) p[2] = v.z;
-            if (c + 3 < N) p[3] = v.w;
-        }
+        if (r < M && c < N) tk_store4(P + (size_t)r * N + c, c, N, vec_c, v);
     }
 };
 """
@@ -750,6 +747,13 @@ def wgrad_plan(x_shape, dy_shape, w_shape, geo, split=1, kchunk=None, bm=None):
                   c, h, wd), (g * split, M, N), bm
 
 
+def wgrad_aligned(ints, dy_ptr, p_ptr):
+    """wgrad_plan's int arguments with its two vector flags (dy's rows, P's rows) kept only
+    where the base addresses are 16-byte aligned."""
+    return ints[:5] + (int(ints[5] and dy_ptr % 16 == 0), int(ints[6] and p_ptr % 16 == 0)) \
+        + ints[7:]
+
+
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
                            split=1, kchunk=None):
     """dW of conv2d (float32 CuPy arrays) as an implicit GEMM per group on the 128 x 128
@@ -774,9 +778,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     if not all(grid) or out[0] == 0:  # no pixel: dW is zero
         return cupy.zeros(w_shape, dtype=np.float32)
     P = cupy.empty(p_shape, dtype=np.float32)
-    # vec flags (ints 5, 6) hold only for 16-byte aligned bases
-    ints = ints[:5] + (int(ints[5] and dy.data.ptr % 16 == 0),
-                       int(ints[6] and P.data.ptr % 16 == 0)) + ints[7:]
+    ints = wgrad_aligned(ints, dy.data.ptr, P.data.ptr)
     _wgrad_function(_window(geo), bm)(grid, (THREADS,),
                                       (dy, x, P) + tuple(np.int32(v) for v in ints))
     if p_shape[0] != g:

@@ -15,7 +15,7 @@ CuPy kernels cannot run in Numba's simulator, so here the kernel's source is
 On a GPU, tests/test_kernels_gpu.py runs the kernel itself through CuPy.
 """
 import ctypes
-import functools
+import re
 import shutil
 import subprocess
 
@@ -48,12 +48,7 @@ static std::barrier<>* tk_barrier;
 static void __syncthreads() { tk_barrier->arrive_and_wait(); }
 """
 
-HOST_LAUNCH = r"""
-typedef void (*tk_entry)(const float*, const float*, float*, int, int, int, int, int, int);
-static const tk_entry tk_entries[4] = {tk_sgemm_nn, tk_sgemm_nt, tk_sgemm_tn, tk_sgemm_tt};
-extern "C" void tk_launch(int which, unsigned gx, unsigned gy, unsigned gz, const float* A,
-                          const float* B, float* C, int M, int N, int K, int va, int vb,
-                          int vc) {
+BLOCK_LOOP = r"""
     blockDim = {256, 1, 1};
     gridDim = {gx, gy, gz};
     for (unsigned z = 0; z < gz; ++z)
@@ -66,12 +61,68 @@ extern "C" void tk_launch(int which, unsigned gx, unsigned gy, unsigned gz, cons
                 for (unsigned th = 0; th < 256; ++th)
                     ts.emplace_back([=] {
                         threadIdx = {th, 0, 0};
-                        tk_entries[which](A, B, C, M, N, K, va, vb, vc);
+                        CALL;
                     });
                 for (auto& t : ts) t.join();
             }
-}
 """
+
+
+def launcher(fn, n_ints, entries):
+    """C++ ``fn(which, gx, gy, gz, A, B, C, ints)``: runs kernel entry ``entries[which]``
+    (each taking three float arrays and n_ints ints, as every entry point of
+    kernels/cuda_sgemm.py does) over the grid, block by block, a block's 256 threads as
+    std::threads."""
+    call = f"{fn}_entries[which](A, B, C, " + ", ".join(f"a[{i}]" for i in range(n_ints)) + ")"
+    return (f"typedef void (*{fn}_entry)(const float*, const float*, float*{', int' * n_ints});\n"
+            f"static const {fn}_entry {fn}_entries[] = {{{', '.join(entries)}}};\n"
+            f'extern "C" void {fn}(int which, unsigned gx, unsigned gy, unsigned gz, '
+            "const float* A, const float* B, float* C, const int* a) {"
+            + BLOCK_LOOP.replace("CALL", call) + "}\n")
+
+
+def run_launcher(lib_fn, which, grid, arrays, ints):
+    """Call a ``launcher`` with NumPy arrays (C-contiguous) and a sequence of ints."""
+    args = np.array(ints, np.int32)
+    ptr = ctypes.c_void_p
+    lib_fn(which, *grid, *(ptr(a.ctypes.data) for a in arrays), ptr(args.ctypes.data))
+
+
+def host_library(tmp_path_factory, name, source):
+    """``source`` after the host shims, compiled by g++ into a loaded library; skips
+    where there is no C++ compiler."""
+    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler to run the CUDA kernels on the CPU")
+    d = tmp_path_factory.mktemp(name)
+    (d / f"{name}.cpp").write_text(HOST_SHIMS + source)
+    # (float4 reads of float arrays: the CUDA idiom, outside C++'s aliasing rules)
+    proc = subprocess.run([cxx, "-O1", "-fno-strict-aliasing", "-std=c++20", "-pthread",
+                           "-shared", "-fPIC", "-o", str(d / f"{name}.so"),
+                           str(d / f"{name}.cpp")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return ctypes.CDLL(str(d / f"{name}.so"))
+
+
+def ptxas_registers(source, name):
+    """[registers of each entry] of ``source`` compiled by NVRTC and ptxas for sm_90,
+    after checking that none spills; skips where NVRTC or ptxas is missing."""
+    try:
+        from benchmarks.resources import nvrtc_ptx, ptxas_path
+        ptx = nvrtc_ptx(source, name)
+    except ImportError as e:
+        pytest.skip(f"NVRTC not available here: {e}"[:200])
+    ptxas = ptxas_path()
+    if ptxas is None:
+        pytest.skip("no ptxas here (nvidia-cuda-nvcc wheel)")
+    proc = subprocess.run([ptxas, "-arch=sm_90", "-v", "-o", "/dev/null", "-"], input=ptx,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    regs = [int(r) for r in re.findall(r"Used (\d+) registers", proc.stderr)]
+    assert proc.stderr.count(" 0 bytes spill stores, 0 bytes spill loads") == len(regs), \
+        proc.stderr
+    return regs
+
 
 ORDER = [(False, False), (False, True), (True, False), (True, True)]
 
@@ -86,47 +137,15 @@ def test_the_entry_points_are_the_ones_the_host_calls():
 
 # -- NVRTC + ptxas: the source compiles for sm_90 within its register budget -----------------
 def test_compiles_for_sm90_without_spills_in_128_registers():
-    try:
-        from benchmarks.resources import nvrtc_ptx, ptxas_path
-        ptx = nvrtc_ptx(S.SOURCE, "tk_sgemm.cu")
-    except ImportError as e:
-        pytest.skip(f"NVRTC not available here: {e}"[:200])
-    for name in S.KERNELS.values():
-        assert f".entry {name}(" in ptx
-    ptxas = ptxas_path()
-    if ptxas is None:
-        pytest.skip("no ptxas here (nvidia-cuda-nvcc wheel)")
-    proc = subprocess.run([ptxas, "-arch=sm_90", "-v", "-o", "/dev/null", "-"], input=ptx,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    regs = [int(r) for r in __import__("re").findall(r"Used (\d+) registers", proc.stderr)]
-    assert len(regs) == 4 and max(regs) <= 128, proc.stderr
-    assert "0 bytes spill stores, 0 bytes spill loads" in proc.stderr
-    assert proc.stderr.count(" 0 bytes spill stores") == 4, proc.stderr
+    regs = ptxas_registers(S.SOURCE, "tk_sgemm.cu")
+    assert len(regs) == 4 and max(regs) <= 128
 
 
 # -- host C++: the kernel computes the product ------------------------------------------------
-@functools.lru_cache(maxsize=None)
-def host_lib(tmpdir):
-    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-    if cxx is None:
-        return None
-    src, lib = f"{tmpdir}/tk_sgemm.cpp", f"{tmpdir}/tk_sgemm.so"
-    with open(src, "w") as f:
-        f.write(HOST_SHIMS + S.SOURCE + HOST_LAUNCH)
-    # (float4 reads of float arrays: the CUDA idiom, outside C++'s aliasing rules)
-    proc = subprocess.run([cxx, "-O1", "-fno-strict-aliasing", "-std=c++20", "-pthread",
-                           "-shared", "-fPIC", "-o", lib, src], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return ctypes.CDLL(lib)
-
-
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    lib = host_lib(str(tmp_path_factory.mktemp("sgemm")))
-    if lib is None:
-        pytest.skip("no C++ compiler to run the CUDA kernel on the CPU")
-    return lib
+    return host_library(tmp_path_factory, "tk_sgemm", S.SOURCE + launcher(
+        "tk_launch", 6, [S.KERNELS[k] for k in ORDER]))
 
 
 def stored(rng, shape, misalign):
@@ -149,9 +168,8 @@ def run_host(lib, A, B, m, n, k, trans_a, trans_b):
     va = S.vec_ok(m if trans_a else k, A.ctypes.data)
     vb = S.vec_ok(k if trans_b else n, B.ctypes.data)
     vc = S.vec_ok(n, C.ctypes.data)
-    ptr = ctypes.c_void_p
-    lib.tk_launch(ORDER.index((trans_a, trans_b)), *grid, ptr(A.ctypes.data),
-                  ptr(B.ctypes.data), ptr(C.ctypes.data), m, n, k, va, vb, vc)
+    run_launcher(lib.tk_launch, ORDER.index((trans_a, trans_b)), grid, (A, B, C),
+                 (m, n, k, va, vb, vc))
     return C, (va, vb, vc)
 
 
@@ -209,79 +227,30 @@ def test_vec_ok_needs_whole_aligned_rows():
 WINDOWS = [(3, 3, 1, 1, 1, 1, 1, 1), (3, 3, 2, 2, 1, 1, 1, 1), (5, 5, 1, 1, 2, 2, 1, 1),
            (1, 1, 2, 2, 0, 0, 1, 1), (3, 2, 2, 1, 1, 0, 2, 1)]
 
-CONV_LAUNCH = r"""
-typedef void (*tk_conv_entry)(const float*, const float*, float*, int, int, int, int, int,
-                              int, int, int, int, int, int);
-extern "C" void tk_conv_launch(int which, unsigned gx, unsigned gy, unsigned gz,
-                               const float* A, const float* S, float* Y, const int* a) {
-    blockDim = {256, 1, 1};
-    gridDim = {gx, gy, gz};
-    for (unsigned z = 0; z < gz; ++z)
-        for (unsigned y = 0; y < gy; ++y)
-            for (unsigned x = 0; x < gx; ++x) {
-                blockIdx = {x, y, z};
-                std::barrier<> bar(256);
-                tk_barrier = &bar;
-                std::vector<std::thread> ts;
-                for (unsigned th = 0; th < 256; ++th)
-                    ts.emplace_back([=] {
-                        threadIdx = {th, 0, 0};
-                        tk_conv_entries[which](A, S, Y, a[0], a[1], a[2], a[3], a[4], a[5],
-                                               a[6], a[7], a[8], a[9], a[10]);
-                    });
-                for (auto& t : ts) t.join();
-            }
-}
-"""
-
-
 def conv_entries():
-    """[(window, dgrad, bm)] in the order of tk_conv_entries, and the entries' source."""
-    order, src = [], []
+    """[(window, dgrad, bm)] in the order the conv launcher indexes, the entries' names
+    and their source."""
+    order, names, src = [], [], []
     for window in WINDOWS:
         for dgrad in (False, True):
             for bm in (64, 128):
                 name, entry = S.conv_entry(window, dgrad, bm)
                 order.append((window, dgrad, bm))
-                src.append((name, entry))
-    table = ("static const tk_conv_entry tk_conv_entries[] = {"
-             + ", ".join(name for name, _ in src) + "};")
-    return order, "".join(e for _, e in src), table
+                names.append(name)
+                src.append(entry)
+    return order, names, "".join(src)
 
 
 @pytest.fixture(scope="module")
 def conv_lib(tmp_path_factory):
-    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-    if cxx is None:
-        pytest.skip("no C++ compiler to run the CUDA kernel on the CPU")
-    d = tmp_path_factory.mktemp("conv")
-    _, entries, table = conv_entries()
-    src = d / "tk_conv.cpp"
-    src.write_text(HOST_SHIMS + S.CORE_SOURCE + S.CONV_SOURCE + entries + CONV_LAUNCH.replace(
-        "extern \"C\" void tk_conv_launch", table + "\nextern \"C\" void tk_conv_launch", 1))
-    proc = subprocess.run([cxx, "-O1", "-fno-strict-aliasing", "-std=c++20", "-pthread",
-                           "-shared", "-fPIC", "-o", str(d / "tk_conv.so"), str(src)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return ctypes.CDLL(str(d / "tk_conv.so"))
+    _, names, entries = conv_entries()
+    return host_library(tmp_path_factory, "tk_conv", S.CORE_SOURCE + S.CONV_SOURCE + entries
+                        + launcher("tk_conv_launch", 11, names))
 
 
 def test_conv_entries_compile_for_sm90_without_spills():
-    try:
-        from benchmarks.resources import nvrtc_ptx, ptxas_path
-        _, entries, _ = conv_entries()
-        ptx = nvrtc_ptx(S.CORE_SOURCE + S.CONV_SOURCE + entries, "tk_conv.cu")
-    except ImportError as e:
-        pytest.skip(f"NVRTC not available here: {e}"[:200])
-    ptxas = ptxas_path()
-    if ptxas is None:
-        pytest.skip("no ptxas here (nvidia-cuda-nvcc wheel)")
-    proc = subprocess.run([ptxas, "-arch=sm_90", "-v", "-o", "/dev/null", "-"], input=ptx,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    regs = [int(r) for r in __import__("re").findall(r"Used (\d+) registers", proc.stderr)]
-    assert len(regs) == 4 * len(WINDOWS) and max(regs) <= 128, proc.stderr
-    assert proc.stderr.count(" 0 bytes spill stores, 0 bytes spill loads") == len(regs)
+    regs = ptxas_registers(S.CORE_SOURCE + S.CONV_SOURCE + conv_entries()[2], "tk_conv.cu")
+    assert len(regs) == 4 * len(WINDOWS) and max(regs) <= 128
 
 
 def run_conv(lib, dgrad, x_shape, w, S_arr, geo, bm=None):
@@ -289,18 +258,15 @@ def run_conv(lib, dgrad, x_shape, w, S_arr, geo, bm=None):
     None: its choice of tile rows)."""
     from kernels._common import as_conv_geometry  # noqa: F401 (geo is one already)
 
-    order, _, _ = conv_entries()
+    order = conv_entries()[0]
     window = geo.kernel_size + geo.stride + geo.padding + geo.dilation
     A = S.conv_weights(w, geo, dgrad, np)
     plan = S.conv_plan(dgrad, x_shape, w.shape, geo)
     M, N, K, SC, SA, SB, GA, GB, OC = plan
     Y = np.full((x_shape[0], OC, GA * GB), np.nan, np.float32)
     grid, ints, bm = S.conv_args(plan, geo.groups, A.ctypes.data, Y.ctypes.data, bm)
-    args = np.array(ints, np.int32)
-    ptr = ctypes.c_void_p
-    S_arr = np.ascontiguousarray(S_arr)
-    lib.tk_conv_launch(order.index((window, dgrad, bm)), *grid, ptr(A.ctypes.data),
-                       ptr(S_arr.ctypes.data), ptr(Y.ctypes.data), ptr(args.ctypes.data))
+    run_launcher(lib.tk_conv_launch, order.index((window, dgrad, bm)), grid,
+                 (A, np.ascontiguousarray(S_arr), Y), ints)
     return Y.reshape(x_shape[0], OC, GA, GB)
 
 
@@ -357,51 +323,19 @@ def test_host_conv_spans_several_tiles(conv_lib):
 
 
 # -- the weight gradient ------------------------------------------------------------------------
-WGRAD_LAUNCH = r"""
-typedef void (*tk_wgrad_entry)(const float*, const float*, float*, int, int, int, int, int,
-                               int, int, int, int, int, int, int, int);
-extern "C" void tk_wgrad_launch(int which, unsigned gx, unsigned gy, unsigned gz,
-                                const float* dy, const float* x, float* P, const int* a) {
-    blockDim = {256, 1, 1};
-    gridDim = {gx, gy, gz};
-    for (unsigned z = 0; z < gz; ++z)
-        for (unsigned y = 0; y < gy; ++y)
-            for (unsigned xb = 0; xb < gx; ++xb) {
-                blockIdx = {xb, y, z};
-                std::barrier<> bar(256);
-                tk_barrier = &bar;
-                std::vector<std::thread> ts;
-                for (unsigned th = 0; th < 256; ++th)
-                    ts.emplace_back([=] {
-                        threadIdx = {th, 0, 0};
-                        tk_wgrad_entries[which](dy, x, P, a[0], a[1], a[2], a[3], a[4], a[5],
-                                                a[6], a[7], a[8], a[9], a[10], a[11], a[12]);
-                    });
-                for (auto& t : ts) t.join();
-            }
-}
-"""
+WGRAD_ORDER = [(w, bm) for w in WINDOWS for bm in (64, 128)]
+
+
+def wgrad_entries():
+    entries = [S.conv_wgrad_entry(w, bm) for w, bm in WGRAD_ORDER]
+    return [name for name, _ in entries], "".join(e for _, e in entries)
 
 
 @pytest.fixture(scope="module")
 def wgrad_lib(tmp_path_factory):
-    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-    if cxx is None:
-        pytest.skip("no C++ compiler to run the CUDA kernel on the CPU")
-    d = tmp_path_factory.mktemp("wgrad")
-    entries = [S.conv_wgrad_entry(w, bm) for w in WINDOWS for bm in (64, 128)]
-    table = ("static const tk_wgrad_entry tk_wgrad_entries[] = {"
-             + ", ".join(name for name, _ in entries) + "};\n")
-    src = d / "tk_wgrad.cpp"
-    launch = WGRAD_LAUNCH.replace('extern "C" void tk_wgrad_launch',
-                                  table + 'extern "C" void tk_wgrad_launch', 1)
-    src.write_text(HOST_SHIMS + S.CORE_SOURCE + S.CONV_WGRAD_SOURCE
-                   + "".join(e for _, e in entries) + launch)
-    proc = subprocess.run([cxx, "-O1", "-fno-strict-aliasing", "-std=c++20", "-pthread",
-                           "-shared", "-fPIC", "-o", str(d / "tk_wgrad.so"), str(src)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return ctypes.CDLL(str(d / "tk_wgrad.so"))
+    names, entries = wgrad_entries()
+    return host_library(tmp_path_factory, "tk_wgrad", S.CORE_SOURCE + S.CONV_WGRAD_SOURCE
+                        + entries + launcher("tk_wgrad_launch", 13, names))
 
 
 def run_wgrad(lib, x, dy, w_shape, geo, split=1, kchunk=None, bm=None):
@@ -409,34 +343,16 @@ def run_wgrad(lib, x, dy, w_shape, geo, split=1, kchunk=None, bm=None):
     x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
     grid, ints, p_shape, bm = S.wgrad_plan(x.shape, dy.shape, w_shape, geo, split, kchunk, bm)
     P = np.full(p_shape, np.nan, np.float32)
-    ints = ints[:5] + (int(ints[5] and dy.ctypes.data % 16 == 0),
-                       int(ints[6] and P.ctypes.data % 16 == 0)) + ints[7:]
-    args = np.array(ints, np.int32)
-    ptr = ctypes.c_void_p
-    lib.tk_wgrad_launch(2 * WINDOWS.index(window) + (bm == 128), *grid, ptr(dy.ctypes.data),
-                        ptr(x.ctypes.data),
-                        ptr(P.ctypes.data), ptr(args.ctypes.data))
+    ints = S.wgrad_aligned(ints, dy.ctypes.data, P.ctypes.data)
+    run_launcher(lib.tk_wgrad_launch, WGRAD_ORDER.index((window, bm)), grid, (dy, x, P), ints)
     g = geo.groups
     return P.reshape(g, -1, p_shape[1], p_shape[2]).sum(axis=1).reshape(w_shape), ints
 
 
 def test_wgrad_entries_compile_for_sm90_without_spills():
-    try:
-        from benchmarks.resources import nvrtc_ptx, ptxas_path
-        ptx = nvrtc_ptx(S.CORE_SOURCE + S.CONV_WGRAD_SOURCE
-                        + "".join(S.conv_wgrad_entry(w, bm)[1] for w in WINDOWS
-                                  for bm in (64, 128)), "tk_wgrad.cu")
-    except ImportError as e:
-        pytest.skip(f"NVRTC not available here: {e}"[:200])
-    ptxas = ptxas_path()
-    if ptxas is None:
-        pytest.skip("no ptxas here (nvidia-cuda-nvcc wheel)")
-    proc = subprocess.run([ptxas, "-arch=sm_90", "-v", "-o", "/dev/null", "-"], input=ptx,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    regs = [int(r) for r in __import__("re").findall(r"Used (\d+) registers", proc.stderr)]
-    assert len(regs) == 2 * len(WINDOWS) and max(regs) <= 128, proc.stderr
-    assert proc.stderr.count(" 0 bytes spill stores, 0 bytes spill loads") == len(regs)
+    regs = ptxas_registers(S.CORE_SOURCE + S.CONV_WGRAD_SOURCE + wgrad_entries()[1],
+                           "tk_wgrad.cu")
+    assert len(regs) == len(WGRAD_ORDER) and max(regs) <= 128
 
 
 @pytest.mark.parametrize("window", WINDOWS, ids=lambda w: "x".join(map(str, w)))
