@@ -963,14 +963,14 @@ def _pool_kernels(kh, kw, sh, sw, ph, pw, dh=1, dw=1, dtype_name="float32"):
                 ww = j * sw + q * dw - pw
                 if ww < 0 or ww >= w_:
                     continue
-                v = x[n, c, hh, ww]
+                v = x[_U(n), _U(c), _U(hh), _U(ww)]
                 if besti >= 0 and best != best:
                     continue  # a NaN already won
                 if v != v or v > best or besti < 0:
                     best = v
                     besti = hh * w_ + ww
-        y[n, c, i, j] = best
-        arg[n, c, i, j] = besti
+        y[_U(n), _U(c), _U(i), _U(j)] = best
+        arg[_U(n), _U(c), _U(i), _U(j)] = besti
 
     @cuda.jit
     def max_bwd(dy, arg, dx):
@@ -993,9 +993,9 @@ def _pool_kernels(kh, kw, sh, sw, ph, pw, dh=1, dw=1, dtype_name="float32"):
                 if u < 0 or u % sw != 0 or u // sw >= ow:
                     continue
                 j = u // sw
-                if arg[n, c, i, j] == me:
-                    acc += dy[n, c, i, j]
-        dx[n, c, xh, xw] = acc
+                if arg[_U(n), _U(c), _U(i), _U(j)] == me:
+                    acc += dy[_U(n), _U(c), _U(i), _U(j)]
+        dx[_U(n), _U(c), _U(xh), _U(xw)] = acc
 
     @cuda.jit
     def avg_fwd(x, y, inv):
