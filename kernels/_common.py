@@ -449,6 +449,18 @@ def gemm_slices(batch, m, rows_per_block, limit=GRID_YZ_MAX):
 _DTYPE_NAMES = {}
 
 
+def magic(d):
+    """(m, p) with x // d == (x * m) >> p for every 0 <= x < 2**31, for 1 <= d < 2**31.
+
+    p = 31 + ceil(log2 d), m = ceil(2**p / d) < 2**32 (2**31 for d = 1). x*m/2**p exceeds
+    x/d by x*(m*d - 2**p)/(d*2**p) < x/2**p <= 1/d, too little to reach the next integer,
+    and x * m < 2**63 fits the 64-bit product."""
+    if not 1 <= d < 2 ** 31:
+        raise ValueError(f"kernels: divisor {d} outside [1, 2**31)")
+    p = 31 + (d - 1).bit_length()
+    return -(-(1 << p) // d), p
+
+
 def dtype_name(dtype):
     """``np.dtype(dtype).name``, remembered: NumPy builds that string on every read
     (2.6 us on the dev VM; the Python side of a whole driver launch is about 4)."""

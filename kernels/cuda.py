@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import numpy as np
 from numba import cuda  # a module global: the simulator swaps it for its fake inside kernels
@@ -84,15 +85,18 @@ from . import _cuda_runtime as _runtime
 from . import _cuda_launch
 from . import cuda_gemm as _ladder  # the GEMM ladder; its rung 5 is the wide kernel
 from . import cuda_sgemm  # rung 6: rung 5 in CUDA C (CuPy; imports CuPy at first use)
+from . import cuda_pool  # max-pooling in CUDA C (CuPy at first use)
 from . import cuda_tf32  # (imports CuPy only when its kernel is first used)
 from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy, check_float,
                       check_matmul, check_maxpool_backward, dtype_name, gemm_slices)
+from ._common import magic as _magic  # (x // d as a multiply and a shift; shared with cuda_pool)
 
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
            "DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "WIDE_TILE", "set_wide_tile",
            "WIDE_KERNELS", "set_wide_kernel", "CONV_KERNELS", "set_conv_kernel",
-           "sgd_update_multi", "adam_update_multi", "VERSIONS"]
+           "POOL_KERNELS", "set_pool_kernel", "sgd_update_multi", "adam_update_multi",
+           "VERSIONS"]
 
 DEFAULT_TILE = (64, 64, 8, 4, 4)  # BM, BN, BK, TM, TN
 _tile = list(DEFAULT_TILE)
@@ -144,18 +148,6 @@ _xp = _runtime.xp_of
 # FastDivmod). _conv_args checks that the sizes fit in 31 bits.
 _U = uint64
 _u32 = uint32
-
-
-def _magic(d):
-    """(m, p) with x // d == (x * m) >> p for every 0 <= x < 2**31, for 1 <= d < 2**31.
-
-    p = 31 + ceil(log2 d), m = ceil(2**p / d) < 2**32 (2**31 for d = 1). x*m/2**p exceeds
-    x/d by x*(m*d - 2**p)/(d*2**p) < x/2**p <= 1/d, too little to reach the next integer,
-    and x * m < 2**63 fits the 64-bit product."""
-    if not 1 <= d < 2 ** 31:
-        raise ValueError(f"kernels.cuda: divisor {d} outside [1, 2**31)")
-    p = 31 + (d - 1).bit_length()
-    return -(-(1 << p) // d), p
 
 
 @cuda.jit(device=True, inline=True)
@@ -1065,12 +1057,39 @@ def _launch(kernel, total, threads=128):
     return _launch_config(kernel, *_blocks(total, threads))
 
 
+# Which kernels run float32 max-pooling (forward and the gather backward): the Numba ones
+# above (measured on an H100: 18-42% of the bandwidth of a copy of the same bytes, one call
+# between events, host time included), or kernels/cuda_pool.py's CUDA C ones: 32-bit index
+# arithmetic, the window's taps at constant offsets. SASS instructions a thread on sm_90
+# (benchmarks.resources) at 2x2/2: 115 forward and 138 backward, against 256 and 311 here.
+# The CUDA C ones have not run on a GPU yet: gpu_check's pool part times both, and the
+# faster belongs here.
+POOL_KERNELS = ("numba", "cuda_c")
+_pool_kernel = ["numba"]
+
+
+def set_pool_kernel(name):
+    """Choose the kernels of float32 max-pooling (forward and backward): one of POOL_KERNELS."""
+    if name not in POOL_KERNELS:
+        raise ValueError(f"set_pool_kernel: unknown kernel {name!r}; expected one of "
+                         f"{list(POOL_KERNELS)}")
+    _pool_kernel[0] = name
+
+
+def _pool_c(x_shape, y_shape, *arrays):
+    """Whether this max-pool goes to the CUDA C kernels (set_pool_kernel)."""
+    return (_pool_kernel[0] == "cuda_c" and not _simulating()
+            and all(a.dtype == np.float32 for a in arrays) and cuda_pool.fits(x_shape, y_shape))
+
+
 def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
     """-> y, argmax (int64 flat h*W + w); only taps inside the input compete, first max
     wins, NaN propagates."""
     check_float("maxpool2d_forward", x)
     geo = as_pool_geometry(kernel, stride, padding, dilation, ceil_mode, "maxpool2d_forward")
     out = geo.output_shape(x.shape, "maxpool2d_forward")
+    if _pool_c(x.shape, out, x):
+        return cuda_pool.maxpool2d_forward(x, geo)
     xp = _xp(x)
     y = xp.empty(out, dtype=x.dtype)
     arg = xp.empty(out, dtype=np.int64)
@@ -1095,6 +1114,8 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0,
 
 
 def _maxpool_bwd_gather(dy, argmax, x_shape, geo, xp):
+    if _pool_c(x_shape, dy.shape, dy) and argmax.dtype == np.int64:
+        return cuda_pool.maxpool2d_backward(dy, argmax, x_shape, geo)
     dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
     _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation,
                           dtype_name(dy.dtype))[1], dx.size)(xp.ascontiguousarray(dy),
@@ -1355,8 +1376,8 @@ def adam_update_multi(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay
 VERSIONS = {name: {"default": globals()[name]} for name in __all__
             if name not in ("DEFAULT_TILE", "TILE_CANDIDATES", "set_tile", "WIDE_TILE",
                             "set_wide_tile", "WIDE_KERNELS", "set_wide_kernel",
-                            "CONV_KERNELS", "set_conv_kernel", "VERSIONS",
-                            "sgd_update_multi", "adam_update_multi")}
+                            "CONV_KERNELS", "set_conv_kernel", "POOL_KERNELS",
+                            "set_pool_kernel", "VERSIONS", "sgd_update_multi", "adam_update_multi")}
 VERSIONS["maxpool2d_backward"]["scatter"] = _maxpool_backward_scatter
 VERSIONS["conv2d_backward_input"]["direct"] = _conv2d_backward_input_direct
 
@@ -1448,3 +1469,23 @@ LADDER = {
     "double_buffered_warp": _ladder.matmul_double_buffered_warp,
 }
 VERSIONS["matmul"].update(LADDER)
+
+
+# TINYGRAD_K_CUDA_KERNELS="conv=cuda_c_128,pool=cuda_c,wide=vec4_cuda_c" (any of the three)
+# picks the kernel families at import, as set_conv_kernel / set_pool_kernel /
+# set_wide_kernel do: for a process one cannot edit, such as a benchmark's child.
+_KERNEL_SETTERS = {"conv": set_conv_kernel, "pool": set_pool_kernel, "wide": set_wide_kernel}
+
+
+def kernels_from_env(spec):
+    """Apply a TINYGRAD_K_CUDA_KERNELS value: comma-separated family=kernel pairs."""
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        family, sep, name = (t.strip() for t in item.partition("="))
+        if not sep or family not in _KERNEL_SETTERS:
+            raise ValueError(f"TINYGRAD_K_CUDA_KERNELS={spec!r}: expected comma-separated "
+                             f"family=kernel pairs, family one of {list(_KERNEL_SETTERS)}; "
+                             f"got {item!r}")
+        _KERNEL_SETTERS[family](name)
+
+
+kernels_from_env(os.environ.get("TINYGRAD_K_CUDA_KERNELS", ""))

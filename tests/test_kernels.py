@@ -481,6 +481,60 @@ def test_set_conv_kernel_routes_float32_convolutions_to_the_cuda_c_kernel(monkey
     assert calls[-1] == "numba"
 
 
+def test_set_pool_kernel_routes_float32_max_pooling_to_the_cuda_c_kernels(monkeypatch):
+    """With set_pool_kernel("cuda_c") a float32 max-pool forward and its gather backward go
+    to kernels/cuda_pool.py on a GPU (the geometry validated once, passed on); float64, the
+    scatter backward (no window given) and anything under the simulator stay on Numba."""
+    with pytest.raises(ValueError, match=r"set_pool_kernel: unknown kernel 'cudnn'"):
+        cuda_mod.set_pool_kernel("cudnn")
+    monkeypatch.setattr(cuda_mod, "_pool_kernel", ["numba"])
+    cuda_mod.set_pool_kernel("cuda_c")
+    calls = []
+    monkeypatch.setattr(cuda_mod.cuda_pool, "maxpool2d_forward",
+                        lambda x, geo: calls.append(("fwd", geo.kernel_size, geo.stride)) or "y")
+    monkeypatch.setattr(cuda_mod.cuda_pool, "maxpool2d_backward",
+                        lambda dy, arg, xs, geo: calls.append(("bwd", tuple(xs))) or "dx")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    y, arg = cuda_mod.maxpool2d_forward(x, 3, 2, 1)  # the simulator: the Numba kernel
+    y_ref, arg_ref = reference.maxpool2d_forward(x, 3, 2, 1)
+    np.testing.assert_array_equal(arg, arg_ref)
+    assert calls == []
+    monkeypatch.setattr(cuda_mod, "_simulating", lambda: False)
+    assert cuda_mod.maxpool2d_forward(x, 3, 2, 1) == "y"
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    assert cuda_mod.maxpool2d_backward(dy, arg_ref, x.shape, 3, 2, 1) == "dx"
+    assert calls == [("fwd", (3, 3), (2, 2)), ("bwd", (2, 3, 6, 6))]
+    launches = []
+    monkeypatch.setattr(cuda_mod, "_launch", lambda *a: (lambda *args: launches.append(a)))
+    monkeypatch.setattr(cuda_mod, "_xp", lambda a: np)
+    cuda_mod.maxpool2d_forward(x.astype(np.float64), 3, 2, 1)
+    cuda_mod.maxpool2d_backward(dy, arg_ref, x.shape)  # no window: the per-plane scatter
+    assert len(calls) == 2 and len(launches) == 2
+    monkeypatch.setattr(cuda_mod.cuda_pool, "fits", lambda xs, ys: False)  # too large for it
+    cuda_mod.maxpool2d_forward(x, 3, 2, 1)
+    assert len(calls) == 2 and len(launches) == 3
+
+
+def test_the_kernel_families_can_be_chosen_from_the_environment(monkeypatch):
+    """TINYGRAD_K_CUDA_KERNELS (read at import by kernels_from_env) sets what the three
+    set_*_kernel functions set; a bad pair names the variable, a bad kernel its setter."""
+    for name, default in (("_conv_kernel", "implicit_gemm_64"), ("_pool_kernel", "numba"),
+                          ("_wide_kernel", "double_buffered_warp")):
+        monkeypatch.setattr(cuda_mod, name, [default])
+    cuda_mod.kernels_from_env("")
+    assert (cuda_mod._conv_kernel, cuda_mod._pool_kernel) == (["implicit_gemm_64"], ["numba"])
+    cuda_mod.kernels_from_env(" conv=cuda_c_128, pool = cuda_c,wide=vec4_cuda_c,")
+    assert (cuda_mod._conv_kernel, cuda_mod._pool_kernel, cuda_mod._wide_kernel) == (
+        ["cuda_c_128"], ["cuda_c"], ["vec4_cuda_c"])
+    with pytest.raises(ValueError, match=r"TINYGRAD_K_CUDA_KERNELS='gemm=x'.*got 'gemm=x'"):
+        cuda_mod.kernels_from_env("gemm=x")
+    with pytest.raises(ValueError, match=r"TINYGRAD_K_CUDA_KERNELS='pool'"):
+        cuda_mod.kernels_from_env("pool")
+    with pytest.raises(ValueError, match=r"set_pool_kernel: unknown kernel 'fast'"):
+        cuda_mod.kernels_from_env("pool=fast")
+
+
 def test_set_wide_tile_rejects_what_its_threads_cannot_load(monkeypatch):
     monkeypatch.setattr(cuda_mod, "_wide_tile", dict(cuda_mod.WIDE_TILE))
     with pytest.raises(ValueError, match=r"set_wide_tile: .*4-vector"):

@@ -143,6 +143,41 @@ def test_conv_grouped_dilated_large(xs, ws, args):
                R.conv2d_backward_weight(dy.astype(np.float64), x64, ws, *args)) < 1e-5
 
 
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 4), c=st.integers(1, 40), h=st.integers(3, 40), wd=st.integers(3, 40),
+       # (kernel, stride, padding, dilation, ceil_mode): few windows, one NVRTC compile each
+       window=st.sampled_from([(2, 2, 0, 1, False), (3, 2, 1, 1, False), (3, 2, 1, 2, True),
+                               (3, 1, 1, 1, False)]),
+       ties=st.booleans(), seed=st.integers(0, 2 ** 31))
+def test_cuda_c_maxpool_matches_the_reference(n, c, h, wd, window, ties, seed):
+    """kernels/cuda_pool.py directly and through set_pool_kernel: exact values and argmax
+    (ties: the first maximum), the gathered gradient within float32 rounding."""
+    from hypothesis import assume
+
+    from kernels import cuda_pool as P
+
+    k, s, p, d, ceil = window
+    assume(min(h, wd) + 2 * p >= d * (k - 1) + 1)
+    r = np.random.default_rng(seed)
+    x = (r.integers(-2, 3, (n, c, h, wd)) if ties else r.standard_normal((n, c, h, wd)))
+    x = x.astype(np.float32)
+    y_ref, arg_ref = R.maxpool2d_forward(x, k, s, p, d, ceil)
+    dy = r.standard_normal(y_ref.shape).astype(np.float32)
+    want = R.maxpool2d_backward(dy.astype(np.float64), arg_ref, x.shape)
+    for route in ("direct", "set_pool_kernel"):
+        mod = P if route == "direct" else K
+        try:
+            if route == "set_pool_kernel":
+                K.set_pool_kernel("cuda_c")
+            y, arg = mod.maxpool2d_forward(cp.asarray(x), k, s, p, d, ceil)
+            np.testing.assert_array_equal(cp.asnumpy(y), y_ref)
+            np.testing.assert_array_equal(cp.asnumpy(arg), arg_ref)
+            dx = mod.maxpool2d_backward(cp.asarray(dy), arg, x.shape, k, s, p, d, ceil)
+            assert rel(dx, want) < 1e-6
+        finally:
+            K.set_pool_kernel("numba")
+
+
 def test_pool_options_large():
     x = rng.standard_normal((8, 16, 33, 31)).astype(np.float32)
     y, arg = K.maxpool2d_forward(cp.asarray(x), 3, 2, 1, 2, True)

@@ -41,7 +41,7 @@ static thread_local tk_dim3 threadIdx;
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(threads, blocks)
+#define __launch_bounds__(...)
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 static std::barrier<>* tk_barrier;

@@ -1,0 +1,253 @@
+"""Max-pooling in CUDA C (CuPy RawModules): the forward pass with its argmax, and the
+input gradient gathered per input element.
+
+Why CUDA C. Pooling moves bytes: a 3x3/2 window reads about 4 inputs per output and
+writes 12 bytes (the value and an int64 argmax), so on an H100 it should run at the
+speed of a copy. The Numba kernels (kernels.cuda._pool_kernels) issue about 400 SASS
+instructions per output at 3x3/2 on sm_90 (256 at 2x2/2): Numba widens every index to 64
+bits, splits the flat index into (n, c, h, w) with three run-time divisions, and
+addresses each tap through the array's shape and strides. At 400 instructions a thread
+the forward pass is bound by instruction issue, not by memory (132 SMs x 4 warp
+instructions a cycle at about 1.7 GHz is ~29 T thread-instructions/s: ~70 G outputs/s,
+against the ~120 G/s that 3.35 TB/s allows at 28 bytes an output). These kernels issue
+214 (3x3/2) and 115 (2x2/2) forward, 269 and 138 backward (benchmarks.resources).
+
+Here a thread owns one output (forward) or one input element (backward) and works in
+32-bit integers throughout:
+
+* the window (kernel, stride, padding, dilation) is a template constant, so the taps
+  unroll and the stride's division and remainder are a multiply and a shift;
+* the flat index is split into (plane, row, column) with two divisions by run-time
+  sizes done as a multiply and a shift by numbers the host computes once
+  (``kernels._common.magic``): plane = n*C + c needs no further split, since each plane
+  is contiguous;
+* the offsets of a plane and of a tap are 32-bit (``fits`` requires both tensors to have
+  fewer than 2**31 elements; kernels.cuda keeps the larger ones on the Numba kernels).
+
+Semantics are the Numba kernels' and kernels.reference's: only taps inside the input
+compete, the first maximum in row-major window order wins, a NaN wins and stays, a window
+with no tap inside the input gives -inf and argmax -1; argmax is the flat index h*W + w
+within the plane, int64 (PyTorch's). The backward pass adds dy of every window whose
+argmax is the element, in window order.
+
+Without a GPU, tests/test_kernels_pool_src.py compiles the source for sm_90 with NVRTC
+(registers and spills from ptxas) and runs it as host C++ against kernels.reference.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from ._common import as_pool_geometry, check_float, check_maxpool_backward, magic
+
+__all__ = ["SOURCE", "ENTRY", "THREADS", "entry", "fits", "forward_args", "backward_args",
+           "maxpool2d_forward", "maxpool2d_backward"]
+
+THREADS = 256
+
+SOURCE = r"""
+// x // d for 0 <= x < 2**31, with (m, p) = kernels._common.magic(d)
+__device__ __forceinline__ unsigned tk_div(unsigned x, unsigned m, unsigned p) {
+    return (unsigned)(((unsigned long long)x * m) >> p);
+}
+
+// y[plane, i, j] = max over the window's taps inside the input; arg = its h*W + w.
+// A tap (p, q) is x[plane, h0 + p*DH, w0 + q*DW]: one 64-bit row pointer per p, and the
+// q taps at constant offsets from it; (unsigned)hh >= H tests hh < 0 and hh >= H at once.
+template <int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW>
+__device__ __forceinline__ void tk_maxpool_fwd(
+        const float* __restrict__ x, float* __restrict__ y, long long* __restrict__ arg,
+        unsigned total, int H, int W, int OH, int OW, unsigned m_l, unsigned p_l,
+        unsigned m_ow, unsigned p_ow) {
+    unsigned idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= total) return;
+    unsigned plane = tk_div(idx, m_l, p_l);
+    unsigned r = idx - plane * (unsigned)(OH * OW);
+    int i = (int)tk_div(r, m_ow, p_ow);
+    int j = (int)r - i * OW;
+    const int h0 = i * SH - PH, w0 = j * SW - PW;
+    const float* __restrict__ xp = x + plane * (unsigned)(H * W);
+    float best = __int_as_float(0xff800000);  // -inf (NVRTC has no INFINITY macro)
+    int besti = -1;
+#pragma unroll
+    for (int p = 0; p < KH; ++p) {
+        const int hh = h0 + p * DH;
+        if ((unsigned)hh >= (unsigned)H) continue;
+        const int row = hh * W + w0;  // the flat index of tap (p, 0); its column may be < 0
+        const float* __restrict__ xr = xp + row;
+#pragma unroll
+        for (int q = 0; q < KW; ++q) {
+            if ((unsigned)(w0 + q * DW) >= (unsigned)W) continue;
+            const float v = __ldg(xr + q * DW);
+            // the first tap inside wins, then a larger value or a NaN; a NaN stays
+            if ((best == best) & ((v > best) | (v != v) | (besti < 0))) {
+                best = v;
+                besti = row + q * DW;
+            }
+        }
+    }
+    y[idx] = best;
+    arg[idx] = besti;
+}
+
+// dx[plane, h, w] = sum of dy over the windows containing (h, w) whose argmax is h*W + w.
+// Window row i holds tap p at row i*SH - PH + p*DH: for this element's row xh that is
+// i = (xh + PH - p*DH) / SH where that divides exactly (SH a constant: a multiply-shift).
+template <int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW>
+__device__ __forceinline__ void tk_maxpool_bwd(
+        const float* __restrict__ dy, const long long* __restrict__ arg, float* __restrict__ dx,
+        unsigned total, int H, int W, int OH, int OW, unsigned m_hw, unsigned p_hw,
+        unsigned m_w, unsigned p_w) {
+    unsigned idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= total) return;
+    unsigned plane = tk_div(idx, m_hw, p_hw);
+    const int me = (int)(idx - plane * (unsigned)(H * W));
+    const int xh = (int)tk_div((unsigned)me, m_w, p_w);
+    const int xw = me - xh * W;
+    const unsigned base = plane * (unsigned)(OH * OW);
+    const float* __restrict__ dyp = dy + base;
+    const long long* __restrict__ ap = arg + base;
+    float acc = 0.f;
+#pragma unroll
+    for (int p = 0; p < KH; ++p) {
+        const int t = xh + PH - p * DH;
+        if (t < 0 || (unsigned)t % SH != 0u || (int)((unsigned)t / SH) >= OH) continue;
+        const unsigned orow = ((unsigned)t / SH) * (unsigned)OW;
+#pragma unroll
+        for (int q = 0; q < KW; ++q) {
+            const int u = xw + PW - q * DW;
+            if (u < 0 || (unsigned)u % SW != 0u || (int)((unsigned)u / SW) >= OW) continue;
+            const unsigned o = orow + (unsigned)u / SW;
+            if (__ldg(ap + o) == (long long)me) acc += __ldg(dyp + o);
+        }
+    }
+    dx[idx] = acc;
+}
+"""
+
+ENTRY = {"fwd": r"""
+extern "C" __global__ void __launch_bounds__(256)
+{name}_fwd(const float* __restrict__ x, float* __restrict__ y, long long* __restrict__ arg,
+           unsigned total, int H, int W, int OH, int OW, unsigned m_l, unsigned p_l,
+           unsigned m_ow, unsigned p_ow) {{
+    tk_maxpool_fwd<{window}>(x, y, arg, total, H, W, OH, OW, m_l, p_l, m_ow, p_ow);
+}}
+""", "bwd": r"""
+extern "C" __global__ void __launch_bounds__(256)
+{name}_bwd(const float* __restrict__ dy, const long long* __restrict__ arg,
+           float* __restrict__ dx, unsigned total, int H, int W, int OH, int OW,
+           unsigned m_hw, unsigned p_hw, unsigned m_w, unsigned p_w) {{
+    tk_maxpool_bwd<{window}>(dy, arg, dx, total, H, W, OH, OW, m_hw, p_hw, m_w, p_w);
+}}
+"""}
+
+
+def entry(window, passes=("fwd", "bwd")):
+    """(name, CUDA source of the entry points ``name_fwd`` and ``name_bwd``, or of those
+    in ``passes``) for one window (KH, KW, SH, SW, PH, PW, DH, DW)."""
+    name = "tk_maxpool_" + "_".join(str(int(v)) for v in window)
+    consts = ", ".join(str(int(v)) for v in window)
+    return name, "".join(ENTRY[p].format(name=name, window=consts) for p in passes)
+
+
+def _window(geo):
+    return geo.kernel_size + geo.stride + geo.padding + geo.dilation
+
+
+@functools.lru_cache(maxsize=None)
+def _functions(window):
+    import cupy
+
+    name, code = entry(window)
+    module = cupy.RawModule(code=SOURCE + code, options=("--std=c++14",))
+    return module.get_function(name + "_fwd"), module.get_function(name + "_bwd")
+
+
+def fits(x_shape, y_shape):
+    """Whether these sizes suit the kernels' 32-bit offsets: fewer than 2**31 elements in
+    the input and in the output."""
+    return math.prod(x_shape) < 2 ** 31 and math.prod(y_shape) < 2 ** 31
+
+
+def _grid(total):
+    return (max(1, -(-total // THREADS)),), (THREADS,)
+
+
+@functools.lru_cache(maxsize=1024)
+def forward_args(x_shape, y_shape):
+    """(grid, block, the int arguments after x, y, arg) of a forward launch. The sizes are
+    numpy scalars of the kernel's types (CuPy passes a Python int as 64 bits)."""
+    h, w = x_shape[2:]
+    oh, ow = y_shape[2:]
+    total = math.prod(y_shape)
+    m_l, p_l = magic(oh * ow)
+    m_ow, p_ow = magic(ow)
+    return _grid(total) + ((np.uint32(total), np.int32(h), np.int32(w), np.int32(oh),
+                            np.int32(ow), np.uint32(m_l), np.uint32(p_l), np.uint32(m_ow),
+                            np.uint32(p_ow)),)
+
+
+@functools.lru_cache(maxsize=1024)
+def backward_args(x_shape, y_shape):
+    """(grid, block, the int arguments after dy, arg, dx) of a backward launch."""
+    h, w = x_shape[2:]
+    oh, ow = y_shape[2:]
+    total = math.prod(x_shape)
+    m_hw, p_hw = magic(h * w)
+    m_w, p_w = magic(w)
+    return _grid(total) + ((np.uint32(total), np.int32(h), np.int32(w), np.int32(oh),
+                            np.int32(ow), np.uint32(m_hw), np.uint32(p_hw), np.uint32(m_w),
+                            np.uint32(p_w)),)
+
+
+def _check(op, x_shape, y_shape, *arrays):
+    check_float(op, *arrays)
+    if any(a.dtype != np.float32 for a in arrays):
+        raise TypeError(f"{op}: float32 arrays expected, got "
+                        f"{', '.join(str(a.dtype) for a in arrays)}")
+    if not fits(x_shape, y_shape):
+        raise ValueError(f"{op}: input {tuple(x_shape)} or output {tuple(y_shape)} has 2**31 "
+                         "elements or more, past the kernel's 32-bit offsets")
+
+
+def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """-> y (N, C, OH, OW) float32, argmax (N, C, OH, OW) int64 (h*W + w in the plane), for
+    a float32 CuPy array x (N, C, H, W): y = the max over each window's taps inside x."""
+    import cupy
+
+    op = "maxpool2d_forward_cuda_c"
+    geo = as_pool_geometry(kernel, stride, padding, dilation, ceil_mode, op)
+    out = geo.output_shape(x.shape, op)
+    _check(op, x.shape, out, x)
+    y = cupy.empty(out, dtype=np.float32)
+    arg = cupy.empty(out, dtype=np.int64)
+    if y.size:
+        grid, block, ints = forward_args(tuple(x.shape), out)
+        _functions(_window(geo))[0](grid, block, (cupy.ascontiguousarray(x), y, arg) + ints)
+    return y, arg
+
+
+def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0, dilation=1,
+                       ceil_mode=False):
+    """dx (x_shape) float32: dx[n, c, h, w] = sum of dy[n, c, i, j] over the windows (i, j)
+    that contain (h, w) and whose argmax is h*W + w."""
+    import cupy
+
+    op = "maxpool2d_backward_cuda_c"
+    geo = check_maxpool_backward(dy, argmax, x_shape, kernel, stride, padding, dilation,
+                                 ceil_mode, op)
+    if geo is None:
+        raise ValueError(f"{op}: the window (kernel, stride, ...) is required: the kernel "
+                         "gathers over the windows that contain each input element")
+    if argmax.dtype != np.int64:
+        raise TypeError(f"{op}: argmax must be int64 (the forward pass's), got {argmax.dtype}")
+    x_shape = tuple(x_shape)
+    _check(op, x_shape, dy.shape, dy)
+    dx = cupy.empty(x_shape, dtype=np.float32)
+    if dx.size:
+        grid, block, ints = backward_args(x_shape, tuple(dy.shape))
+        _functions(_window(geo))[1](grid, block, (cupy.ascontiguousarray(dy),
+                                                  cupy.ascontiguousarray(argmax), dx) + ints)
+    return dx

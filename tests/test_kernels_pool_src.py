@@ -1,0 +1,228 @@
+"""The CUDA C max-pooling of kernels/cuda_pool.py checked without a GPU.
+
+As for the CUDA C GEMMs (tests/test_kernels_sgemm_src.py), the kernel source is
+
+* compiled by NVRTC for sm_90 and read by ptxas: no spills, few registers;
+* compiled as host C++ (blockIdx/threadIdx as globals, a block's threads run one after
+  another: the kernels share nothing between threads) and run on NumPy arrays against
+  kernels.reference by hypothesis: windows with strides, padding, dilation and ceil_mode,
+  ties (the first maximum wins), NaNs (they win and stay), windows with no tap inside
+  the input (-inf, argmax -1), and the gradient gathered from overlapping windows.
+
+On a GPU, tests/test_kernels_gpu.py runs the kernels through CuPy.
+"""
+import ctypes
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kernels.cuda_pool as P
+import kernels.reference as R
+from kernels._common import pool_geometry
+from test_kernels_sgemm_src import HOST_SHIMS, host_library, ptxas_registers
+
+# (KH, KW, SH, SW, PH, PW, DH, DW): LeNet's and ResNet's windows, and odd ones
+WINDOWS = [(2, 2, 2, 2, 0, 0, 1, 1), (3, 3, 2, 2, 1, 1, 1, 1), (3, 3, 1, 1, 1, 1, 1, 1),
+           (2, 3, 1, 2, 0, 1, 1, 1), (3, 2, 2, 3, 1, 0, 2, 1), (1, 1, 1, 1, 0, 0, 1, 1),
+           (3, 3, 3, 3, 1, 1, 2, 2), (4, 1, 1, 1, 2, 0, 1, 1), (2, 2, 1, 1, 1, 1, 2, 2)]
+
+LDG = ("#include <cstring>\n"
+       "template <class T> static inline T __ldg(const T* p) { return *p; }\n"
+       "static inline float __int_as_float(unsigned i) { float f; std::memcpy(&f, &i, 4); "
+       "return f; }\n")
+
+
+def _host_launcher():
+    """C++ ``pool(which, backward, blocks, in0, in1, out, ints)``: entry ``which`` of
+    WINDOWS, forward (x, y, arg) or backward (dy, arg, dx), over ``blocks`` blocks of
+    THREADS threads, one thread after another."""
+    names = [P.entry(w)[0] for w in WINDOWS]
+    args = "a[0], (int)a[1], (int)a[2], (int)a[3], (int)a[4], a[5], a[6], a[7], a[8]"
+    fwd = ", ".join(f"{n}_fwd" for n in names)
+    bwd = ", ".join(f"{n}_bwd" for n in names)
+    return (
+        "typedef void (*fwd_t)(const float*, float*, long long*, unsigned, int, int, int, int,"
+        " unsigned, unsigned, unsigned, unsigned);\n"
+        "typedef void (*bwd_t)(const float*, const long long*, float*, unsigned, int, int, int,"
+        " int, unsigned, unsigned, unsigned, unsigned);\n"
+        f"static const fwd_t fwds[] = {{{fwd}}};\n"
+        f"static const bwd_t bwds[] = {{{bwd}}};\n"
+        'extern "C" void pool(int which, int backward, unsigned blocks, void* in0, void* in1, '
+        "void* out, const unsigned* a) {\n"
+        f"    blockDim = {{{P.THREADS}, 1, 1}};\n"
+        "    gridDim = {blocks, 1, 1};\n"
+        "    for (unsigned b = 0; b < blocks; ++b) {\n"
+        "        blockIdx = {b, 0, 0};\n"
+        f"        for (unsigned t = 0; t < {P.THREADS}; ++t) {{\n"
+        "            threadIdx = {t, 0, 0};\n"
+        "            if (backward) bwds[which]((const float*)in0, (const long long*)in1, "
+        f"(float*)out, {args});\n"
+        "            else fwds[which]((const float*)in0, (float*)out, (long long*)in1, "
+        f"{args});\n"
+        "        }\n"
+        "    }\n"
+        "}\n")
+
+
+def _source():
+    return P.SOURCE + "".join(P.entry(w)[1] for w in WINDOWS)
+
+
+@pytest.fixture(scope="module")
+def host_pool(tmp_path_factory):
+    lib = host_library(tmp_path_factory, "tk_pool",
+                       LDG + _source() + _host_launcher())
+    return lib.pool
+
+
+def _run(pool, which, backward, arrays, args):
+    (grid,), _, ints = args
+    a = np.array([int(v) for v in ints], np.uint32)
+    ptr = ctypes.c_void_p
+    pool(which, int(backward), ctypes.c_uint(grid), *(ptr(x.ctypes.data) for x in arrays),
+         ptr(a.ctypes.data))
+
+
+def _geometry(which, ceil_mode):
+    kh, kw, sh, sw, ph, pw, dh, dw = WINDOWS[which]
+    return pool_geometry((kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil_mode)
+
+
+@st.composite
+def pool_cases(draw):
+    which = draw(st.integers(0, len(WINDOWS) - 1))
+    ceil_mode = draw(st.booleans())
+    geo = _geometry(which, ceil_mode)
+    eff = geo.effective_kernel
+    h = draw(st.integers(max(1, eff[0] - 2 * geo.padding[0]), 13))
+    w = draw(st.integers(max(1, eff[1] - 2 * geo.padding[1]), 13))
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kind = draw(st.sampled_from(["normal", "ties", "nan"]))
+    seed = draw(st.integers(0, 2 ** 32 - 1))
+    return which, geo, (n, c, h, w), kind, seed
+
+
+def _input(shape, kind, rng):
+    if kind == "ties":  # few distinct values: the first maximum must win
+        return rng.integers(-2, 3, size=shape).astype(np.float32)
+    x = rng.standard_normal(shape).astype(np.float32)
+    if kind == "nan":
+        x[rng.random(shape) < 0.15] = np.nan
+    return x
+
+
+@settings(deadline=None, max_examples=60)
+@given(pool_cases())
+def test_cuda_c_maxpool_matches_the_reference(host_pool, case):
+    which, geo, shape, kind, seed = case
+    rng = np.random.default_rng(seed)
+    x = _input(shape, kind, rng)
+    y_ref, arg_ref = R.maxpool2d_forward(x, geo)
+    out = y_ref.shape
+    y = np.full(out, 7.0, np.float32)
+    arg = np.full(out, 7, np.int64)
+    _run(host_pool, which, False, (x, arg, y), P.forward_args(shape, out))
+    np.testing.assert_array_equal(arg, arg_ref)
+    np.testing.assert_array_equal(y, y_ref)  # (NaN equals NaN here)
+
+    dy = rng.standard_normal(out).astype(np.float32)
+    dx = np.full(shape, 7.0, np.float32)
+    _run(host_pool, which, True, (dy, arg_ref, dx), P.backward_args(shape, out))
+    ref = R.maxpool2d_backward(dy.astype(np.float64), arg_ref, shape, geo)
+    np.testing.assert_allclose(dx, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_cuda_c_maxpool_sees_windows_with_no_tap_inside(host_pool):
+    """Window 2, dilation 2, padding 1 on a one-row input: a window's rows are -1 and 1,
+    neither inside. Such a window gives -inf and argmax -1, and no gradient."""
+    which = WINDOWS.index((2, 2, 1, 1, 1, 1, 2, 2))
+    geo = _geometry(which, False)
+    x = np.arange(2 * 2 * 1 * 4, dtype=np.float32).reshape(2, 2, 1, 4)
+    y_ref, arg_ref = R.maxpool2d_forward(x, geo)
+    assert (arg_ref < 0).all() and np.isneginf(y_ref).all(), "every window must be empty"
+    y, arg = np.zeros(y_ref.shape, np.float32), np.zeros(y_ref.shape, np.int64)
+    _run(host_pool, which, False, (x, arg, y), P.forward_args(x.shape, y_ref.shape))
+    np.testing.assert_array_equal(arg, arg_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    dy = np.ones(y_ref.shape, np.float32)
+    dx = np.zeros(x.shape, np.float32)
+    _run(host_pool, which, True, (dy, arg_ref, dx), P.backward_args(x.shape, y_ref.shape))
+    np.testing.assert_array_equal(dx, R.maxpool2d_backward(dy, arg_ref, x.shape, geo))
+
+
+def test_cuda_c_maxpool_compiles_for_sm90_without_spills():
+    regs = ptxas_registers(_source(), "tk_pool.cu")
+    assert len(regs) == 2 * len(WINDOWS)
+    assert max(regs) <= 32, regs  # a few index registers a thread: full occupancy at 256
+
+
+def test_cuda_c_maxpool_size_limits_and_errors():
+    assert P.fits((2, 3, 4, 5), (2, 3, 2, 2))
+    assert not P.fits((2 ** 16, 2 ** 15, 1, 1), (1, 1, 1, 1))
+    (grid,), (block,), ints = P.forward_args((2, 3, 9, 9), (2, 3, 4, 4))
+    assert block == P.THREADS and grid == 1 and int(ints[0]) == 2 * 3 * 4 * 4
+    assert all(isinstance(v, (np.uint32, np.int32)) for v in ints)  # 32-bit kernel arguments
+    name, src = P.entry((3, 3, 2, 2, 1, 1, 1, 1))
+    assert name == "tk_maxpool_3_3_2_2_1_1_1_1" and f"{name}_fwd(" in src and f"{name}_bwd(" in src
+
+
+def test_the_host_wrappers_launch_the_kernels_as_cupy_would(host_pool, monkeypatch):
+    """kernels.cuda_pool's wrappers (shapes, grid, argument order and types) with a stand-in
+    CuPy whose RawModule runs the host-compiled kernels: the path a GPU run takes, down to
+    the launch."""
+    import sys
+    import types
+
+    entries = {P.entry(w)[0]: i for i, w in enumerate(WINDOWS)}
+    launched = []
+
+    class RawModule:
+        def __init__(self, code, options):
+            assert "--std=c++14" in options and P.SOURCE in code
+            self.code = code
+
+        def get_function(self, name):
+            base, _, which = name.rpartition("_")
+            assert f"{base}_{which}(" in self.code
+
+            def launch(grid, block, args):
+                assert block == (P.THREADS,) and len(grid) == 1
+                arrays, ints = args[:3], args[3:]
+                assert all(type(v) in (np.int32, np.uint32) for v in ints)
+                launched.append(name)
+                _run(host_pool, entries[base], which == "bwd", (arrays[0], arrays[1 if which ==
+                     "bwd" else 2], arrays[2 if which == "bwd" else 1]),
+                     (grid, block, ints))
+            return launch
+
+    fake = types.SimpleNamespace(empty=np.empty, ascontiguousarray=np.ascontiguousarray,
+                                 RawModule=RawModule)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    P._functions.cache_clear()
+    try:
+        rng = np.random.default_rng(5)
+        x = rng.standard_normal((3, 4, 11, 9)).astype(np.float32)
+        for k, s, p, d, ceil in ((2, 2, 0, 1, False), (3, 2, 1, 1, True), (3, 3, 1, 2, True)):
+            y, arg = P.maxpool2d_forward(x[:, :, :, ::-1], k, s, p, d, ceil)  # (a strided view)
+            y_ref, arg_ref = R.maxpool2d_forward(x[:, :, :, ::-1], k, s, p, d, ceil)
+            np.testing.assert_array_equal(arg, arg_ref)
+            np.testing.assert_array_equal(y, y_ref)
+            dy = rng.standard_normal(y.shape).astype(np.float32)
+            dx = P.maxpool2d_backward(dy, arg, x.shape, k, s, p, d, ceil)
+            np.testing.assert_allclose(dx, R.maxpool2d_backward(dy, arg_ref, x.shape), rtol=1e-6,
+                                       atol=1e-6)
+        assert launched == [f"{P.entry(w)[0]}_{p}" for w in
+                            ((2, 2, 2, 2, 0, 0, 1, 1), (3, 3, 2, 2, 1, 1, 1, 1),
+                             (3, 3, 3, 3, 1, 1, 2, 2)) for p in ("fwd", "bwd")]
+        with pytest.raises(TypeError, match="maxpool2d_forward_cuda_c: float32 arrays expected"):
+            P.maxpool2d_forward(x.astype(np.float64), 2)
+        with pytest.raises(TypeError, match="argmax must be int64"):
+            P.maxpool2d_backward(dy, arg.astype(np.int32), x.shape, 3, 3, 1, 2, True)
+        with pytest.raises(ValueError, match="the window .* is required"):
+            P.maxpool2d_backward(dy, arg, x.shape)
+        with pytest.raises(ValueError, match="maxpool2d_backward_cuda_c: dy has shape"):
+            P.maxpool2d_backward(dy[:, :, :1], arg[:, :, :1], x.shape, 3, 3, 1, 2, True)
+    finally:
+        P._functions.cache_clear()
