@@ -131,7 +131,10 @@ def k_loop_cost(instructions, fma_per_tile):
 
 
 def ptxas_info(ptx, ptxas, fma_per_tile=None):
-    cost = None
+    """ptxas -v's figures for one PTX module; with nvdisasm also ``sass`` (the SASS
+    instructions of its one kernel, NOP padding left out; None for a module of several
+    entries) and, for a GEMM (fma_per_tile), ``instr_per_fma`` (k_loop_cost)."""
+    cost = sass = None
     with tempfile.TemporaryDirectory() as d:
         src = os.path.join(d, "k.ptx")
         cubin = os.path.join(d, "k.cubin")
@@ -139,9 +142,13 @@ def ptxas_info(ptx, ptxas, fma_per_tile=None):
             f.write(ptx)
         proc = subprocess.run([ptxas, "-arch=sm_90", "-v", src, "-o", cubin],
                               capture_output=True, text=True)
-        nvdisasm = nvdisasm_path() if fma_per_tile else None
+        nvdisasm = nvdisasm_path()
         if not proc.returncode and nvdisasm:
-            cost = k_loop_cost(sass_instructions(cubin, nvdisasm), fma_per_tile)
+            instructions = sass_instructions(cubin, nvdisasm)
+            if len(re.findall(r"\.entry\s", ptx)) == 1:
+                sass = sum(not text.startswith("NOP") for _, text in instructions)
+            if fma_per_tile:
+                cost = k_loop_cost(instructions, fma_per_tile)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
     txt = proc.stderr + proc.stdout
@@ -152,7 +159,7 @@ def ptxas_info(ptx, ptxas, fma_per_tile=None):
 
     return {"registers": num(r"Used (\d+) registers"), "spill_stores": num(r"(\d+) bytes spill stores"),
             "spill_loads": num(r"(\d+) bytes spill loads"), "smem": num(r"(\d+) bytes smem"),
-            "stack": num(r"(\d+) bytes stack frame"), "instr_per_fma": cost}
+            "stack": num(r"(\d+) bytes stack frame"), "instr_per_fma": cost, "sass": sass}
 
 
 def fma_per_tile(name):
@@ -226,6 +233,7 @@ def nvrtc_ptx(source, name="k.cu"):
 
 def table():
     """Rows (dicts) for every kernel; raises where a compiler is missing."""
+    import kernels.cuda_pool as P
     import kernels.cuda_sgemm as S
     import kernels.cuda_tf32 as T
 
@@ -245,6 +253,10 @@ def table():
         _, entry = S.conv_wgrad_entry((3, 3, 1, 1, 1, 1, 1, 1), bm)
         items.append((f"gemm conv weight gradient in CUDA C (3x3; {bm}x128, rung 6 schedule)",
                       nvrtc_ptx(S.CORE_SOURCE + S.CONV_WGRAD_SOURCE + entry), S.THREADS, False))
+    for window, what in (((2, 2, 2, 2, 0, 0, 1, 1), "2x2/2"), ((3, 3, 2, 2, 1, 1, 1, 1), "3x3/2 pad 1")):
+        for pas, label in (("fwd", "forward"), ("bwd", "backward (gather)")):
+            items.append((f"max-pool {label} in CUDA C ({what}; CuPy RawModule)",
+                          nvrtc_ptx(P.SOURCE + P.entry(window, (pas,))[1]), P.THREADS, False))
     rows = []
     for name, ptx, threads, production in items:
         info = ptxas_info(ptx, ptxas, fma_per_tile(name))
@@ -265,16 +277,18 @@ def _cost(row):
 def to_markdown(rows):
     lines = ["## CUDA kernels on sm_90 (ptxas -v; float32; no GPU needed)", "",
              "| kernel | threads/block | registers | spill st/ld (B) | stack (B) | smem (B) | "
-             "occupancy | limited by | v4 loads | param words | instr/FMA |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+             "occupancy | limited by | v4 loads | param words | SASS instr | instr/FMA |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['kernel']} | {r['threads']} | {r['registers']} | "
                      f"{r['spill_stores']}/{r['spill_loads']} | {r['stack']} | {r['smem']} | "
                      f"{100 * r['occupancy']:.0f}% | {r['limited_by']} | {r['v4_loads']} | "
-                     f"{r['params']} | {_cost(r)} |")
+                     f"{r['params']} | {r.get('sass') or '-'} | {_cost(r)} |")
     lines += ["", "param words: PTX kernel parameters (a Numba array argument expands to "
               "several: meminfo, parent, size, itemsize, data, shape and strides), the host "
-              "cost of a numba-cuda launch grows with them. instr/FMA: SASS instructions the "
+              "cost of a numba-cuda launch grows with them. SASS instr: the kernel's instructions "
+              "(nvdisasm, NOP padding left out; '-' for a module of several kernels): for the "
+              "one-output-a-thread kernels (pooling) about what a thread issues. instr/FMA: SASS instructions the "
               "K-loop issues per FFMA over one K-tile (nvdisasm; '-' for the other kernels, "
               "'?' without nvdisasm)."]
     return "\n".join(lines) + "\n"
