@@ -21,9 +21,12 @@ it measured.
   kernels (kernels/cuda_sgemm.py, the candidate of kernels.cuda.CONV_KERNELS; the weight
   gradient with kernels.cuda's split-K), and each 64x64 pass with split-K off.
 * pool: max-pool forward/backward in GB/s vs a device-to-device copy of the same bytes,
-  one call at a time and 20 back to back (host time overlapped with the GPU's).
+  one call at a time and 20 back to back (host time overlapped with the GPU's), by the
+  Numba kernels and by the CUDA C ones (kernels/cuda_pool.py, the candidate of
+  kernels.cuda.POOL_KERNELS).
 * train: LeNet-5 training step at batch 256, ours vs PyTorch eager, each in its own
-  process (benchmarks.run's children).
+  process (benchmarks.run's children); ours also with every CUDA C candidate
+  (TINYGRAD_K_CUDA_KERNELS), the question being whether to make them the defaults.
 * launch: the host's cost of one GEMM launch (64^3) through kernels.cuda.matmul and with
   the arguments passed as CuPy arrays, stream-less CAI views or numba device arrays, next
   to an empty kernel, CuPy's cuBLAS and torch.mm: what a small training step pays per op.
@@ -259,6 +262,7 @@ def part_pool(out, deadline_s=float("inf")):
     import cupy
 
     import kernels.cuda as K
+    import kernels.cuda_pool as P
     from benchmarks.run import POOL_SHAPES, _out_side
 
     rng = np.random.default_rng(0)
@@ -284,14 +288,25 @@ def part_pool(out, deadline_s=float("inf")):
             ybytes = int(np.prod(out_shape)) * 4
             passes = {"forward": (lambda: K.maxpool2d_forward(x, k, s, p), x.nbytes + 3 * ybytes),
                       "backward": (lambda: K.maxpool2d_backward(dy, idx, xs, k, s, p),
-                                   x.nbytes + 3 * ybytes)}
+                                   x.nbytes + 3 * ybytes),
+                      # the CUDA C kernels (kernels.cuda.POOL_KERNELS), the candidate
+                      "forward (CUDA C)": (lambda: P.maxpool2d_forward(x, k, s, p),
+                                           x.nbytes + 3 * ybytes),
+                      "backward (CUDA C)": (lambda: P.maxpool2d_backward(dy, idx, xs, k, s, p),
+                                            x.nbytes + 3 * ybytes)}
             for op, (fn, nbytes) in passes.items():
-                src = cupy.empty(nbytes // 8, dtype=np.float32)  # read + write = nbytes
-                dst = cupy.empty_like(src)
-                t = _events_time(fn)
-                tc = _events_time(lambda: cupy.copyto(dst, src))
-                tb = _events_time(lambda: _repeat(fn)) / _BACK_TO_BACK
-                tcb = _events_time(lambda: _repeat(lambda: cupy.copyto(dst, src))) / _BACK_TO_BACK
+                try:  # (a failing candidate costs its own row only)
+                    src = cupy.empty(nbytes // 8, dtype=np.float32)  # read + write = nbytes
+                    dst = cupy.empty_like(src)
+                    t = _events_time(fn)
+                    tc = _events_time(lambda: cupy.copyto(dst, src))
+                    tb = _events_time(lambda: _repeat(fn)) / _BACK_TO_BACK
+                    tcb = _events_time(lambda: _repeat(lambda: cupy.copyto(dst, src))) \
+                        / _BACK_TO_BACK
+                except Exception as e:  # noqa: BLE001
+                    rows.append({"case": name, "pass": op, "error": repr(e)[:300]})
+                    lines.append(f"| {name} | {op}: failed: {repr(e)[:200]} | | | | |")
+                    continue
                 rows.append({"case": name, "pass": op, "s": t, "bytes": nbytes, "copy_s": tc,
                              "back_to_back_s": tb, "copy_back_to_back_s": tcb})
                 lines.append(f"| {name} | {op} | {t * 1e3:.3f} | {nbytes / t / 1e9:.0f} | "
@@ -305,13 +320,21 @@ def part_pool(out, deadline_s=float("inf")):
     _write(out, "pool", rows, lines)
 
 
+# the third side of the train part: ours with every CUDA C candidate (kernels.cuda's
+# TINYGRAD_K_CUDA_KERNELS), so that one run says whether flipping the defaults pays
+CUDA_C_SIDE = "ours, CUDA C kernels"
+CUDA_C_KERNELS = "conv=cuda_c_128,pool=cuda_c,wide=vec4_cuda_c"
+
+
 def part_train(out, batch=256, pairs=3, deadline_s=float("inf")):
-    """LeNet-5's training step, ours and PyTorch's, alternating in processes of their own
-    (benchmarks.run's children), up to ``pairs`` rounds; no round starts that the time
-    the last one took would carry past deadline_s. Non-zero if any child failed."""
+    """LeNet-5's training step, ours (default kernels, then the CUDA C candidates) and
+    PyTorch's, alternating in processes of their own (benchmarks.run's children), up to
+    ``pairs`` rounds; no round starts that the time the last one took would carry past
+    deadline_s. Non-zero if a child of the defaults or of PyTorch failed (the candidates'
+    failures are reported in the table)."""
     from benchmarks.run import _have_torch, run_child
 
-    rows, sides = [], ["ours"] + (["torch"] if _have_torch() else [])
+    rows, sides = [], ["ours", CUDA_C_SIDE] + (["torch"] if _have_torch() else [])
     start, last = time.perf_counter(), 0.0
     for _ in range(pairs):
         t0 = time.perf_counter()
@@ -319,8 +342,10 @@ def part_train(out, batch=256, pairs=3, deadline_s=float("inf")):
             break
         for side in sides:
             left = deadline_s - (time.perf_counter() - start)
+            extra = {"TINYGRAD_K_CUDA_KERNELS": CUDA_C_KERNELS} if side == CUDA_C_SIDE else None
             res = run_child({"kind": "train", "device": "cuda", "model": "lenet5", "batch": batch,
-                             "repeats": 20, "side": side}, timeout=max(10, min(240, left)))
+                             "repeats": 20, "side": "ours" if side == CUDA_C_SIDE else side},
+                            timeout=max(10, min(240, left)), env_extra=extra)
             res["side"] = side
             rows.append(res)
         last = time.perf_counter() - t0
@@ -328,7 +353,7 @@ def part_train(out, batch=256, pairs=3, deadline_s=float("inf")):
         if all("error" in r for r in rows):
             break  # nothing runs: the same error again would only cost the part's minutes
     _write(out, "train", rows, train_markdown(rows, sides, batch))
-    return 1 if not rows or any("error" in r for r in rows) else 0
+    return 1 if not rows or any("error" in r for r in rows if r["side"] != CUDA_C_SIDE) else 0
 
 
 def train_markdown(rows, sides, batch):
@@ -346,7 +371,10 @@ def train_markdown(rows, sides, batch):
         lines.append(f"* {side}: " + (f"{med[side] * 1e3:.3f} ms" if med[side] else "failed"))
     if med.get("ours") and med.get("torch"):
         lines.append(f"* ratio torch/ours: {med['torch'] / med['ours']:.2f}x")
-    lines += [f"* failed: {r['error']}" for r in rows if "error" in r]
+    if med.get(CUDA_C_SIDE) and med.get("torch"):
+        lines.append(f"* ratio torch/ours with the CUDA C kernels ({CUDA_C_KERNELS}): "
+                     f"{med['torch'] / med[CUDA_C_SIDE]:.2f}x")
+    lines += [f"* failed ({r['side']}): {r['error']}" for r in rows if "error" in r]
     return lines
 
 
@@ -392,7 +420,8 @@ def part_launch(out, n=64):
     through kernels.cuda.matmul, through the driver launch (kernels._cuda_launch) and
     through numba-cuda's with the arrays passed four ways, next to an empty kernel, CuPy's
     cuBLAS matmul, rung 6 (CUDA C, CuPy's launch; n must be <= 128 for its one-block row)
-    and torch.mm."""
+    and torch.mm; and a Linear's CuPy bias calls and a max-pool call through each kernel
+    family."""
     import cupy
     from numba import cuda
 
@@ -451,6 +480,21 @@ def part_launch(out, n=64):
         "- its kernel launch alone (CuPy RawModule function)": lambda: sgemm_fn(
             (1, 1, 1), (S.THREADS,), (a, b, c, i32(n), i32(n), i32(n), i32(1), i32(1), i32(1))),
     }
+    # the other host costs of a small training step: Linear's bias (y += b, g.sum(0): CuPy
+    # elementwise and reduction calls, candidates for a GEMM epilogue) and a max-pool call
+    # through each kernel family (LeNet's second pool at batch 256)
+    import kernels.cuda_pool as CP
+
+    bias = cupy.asarray(rng.standard_normal(n, dtype=np.float32))
+    px = cupy.asarray(rng.standard_normal((256, 16, 10, 10), dtype=np.float32))
+    cases.update({
+        "Linear's bias add (CuPy elementwise c += b)": lambda: c.__iadd__(bias),
+        "Linear's bias gradient (CuPy reduction g.sum(axis=0))": lambda: a2.sum(axis=0),
+        "max-pool 2x2 forward, Numba kernel (kernels.cuda)": lambda: K.maxpool2d_forward(
+            px, 2, 2),
+        "max-pool 2x2 forward, CUDA C kernel (kernels.cuda_pool, CuPy launch)": lambda:
+            CP.maxpool2d_forward(px, 2, 2),
+    })
     try:
         import torch
 

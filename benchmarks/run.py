@@ -463,13 +463,15 @@ def report_child(res, job, load0):
     print("BENCH_JSON " + json.dumps(res))
 
 
-def run_child(job, keep_env=False, timeout=900, entry="benchmarks.run:_child"):
+def run_child(job, keep_env=False, timeout=900, entry="benchmarks.run:_child", env_extra=None):
     """Run one job in a fresh interpreter through ``entry`` ("module:function", called with
-    the job as JSON in argv); its JSON result, or {"error": ...}."""
+    the job as JSON in argv), with ``env_extra`` added to its environment; its JSON
+    result, or {"error": ...}."""
     env = dict(os.environ)
     if not keep_env:
         for k in POOL_ENV:
             env.pop(k, None)
+    env.update(env_extra or {})
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
     module, function = entry.split(":")
     code = f"import sys; from {module} import {function}; {function}(sys.argv[1:])"

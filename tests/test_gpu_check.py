@@ -84,21 +84,43 @@ def test_train_part_starts_no_round_past_its_deadline_and_keeps_each_round(tmp_p
 
     calls = []
 
-    def child(job, timeout):
-        calls.append((job["side"], timeout))
-        time.sleep(0.2)
-        t = 0.010 if job["side"] == "ours" else 0.012
+    def child(job, timeout, env_extra=None):
+        calls.append((job["side"], timeout, env_extra))
+        time.sleep(0.15)
+        t = {"ours": 0.010, "torch": 0.012}[job["side"]]
+        if env_extra:  # the CUDA C candidates: ours, a child of its own with the variable
+            t = 0.008
         return {"times": {"lenet5": {"step": [t, t, t]}}}
 
     monkeypatch.setattr(run, "run_child", child)
     monkeypatch.setattr(run, "_have_torch", lambda: True)
-    # a round takes ~0.4 s: the second would end past 0.5 s, so it never starts
-    assert gpu_parts.part_train(str(tmp_path), batch=8, pairs=3, deadline_s=0.5) == 0
-    assert [side for side, _ in calls] == ["ours", "torch"]
-    assert [t for _, t in calls] == [10, 10]  # what is left of the deadline, at least 10 s
+    # a round takes ~0.45 s: the second would end past 0.6 s, so it never starts
+    assert gpu_parts.part_train(str(tmp_path), batch=8, pairs=3, deadline_s=0.6) == 0
+    assert [(side, extra) for side, _, extra in calls] == [
+        ("ours", None), ("ours", {"TINYGRAD_K_CUDA_KERNELS": gpu_parts.CUDA_C_KERNELS}),
+        ("torch", None)]
+    assert [t for _, t, _ in calls] == [10, 10, 10]  # what is left of the deadline, >= 10 s
     text = (tmp_path / "train.md").read_text()
     assert "1 rounds" in text and "ratio torch/ours: 1.20x" in text, text
-    assert len(json.loads((tmp_path / "train.json").read_text())) == 2
+    assert "ratio torch/ours with the CUDA C kernels (conv=cuda_c_128" in text and "1.50x" in text
+    assert len(json.loads((tmp_path / "train.json").read_text())) == 3
+
+
+def test_train_part_reports_a_failing_candidate_without_failing(tmp_path, monkeypatch):
+    import benchmarks.run as run
+    from benchmarks import gpu_parts
+
+    def child(job, timeout, env_extra=None):
+        if env_extra:
+            return {"error": ["RuntimeError: NVRTC said no"]}
+        return {"times": {"lenet5": {"step": [0.01]}}}
+
+    monkeypatch.setattr(run, "run_child", child)
+    monkeypatch.setattr(run, "_have_torch", lambda: True)
+    assert gpu_parts.part_train(str(tmp_path), batch=8, pairs=1) == 0
+    text = (tmp_path / "train.md").read_text()
+    assert "* ours, CUDA C kernels: failed" in text
+    assert "failed (ours, CUDA C kernels): ['RuntimeError: NVRTC said no']" in text
 
 
 def test_launch_rows_time_each_case_and_report_a_failing_one():
@@ -193,9 +215,14 @@ def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, mon
     monkeypatch.setattr(run, "POOL_SHAPES", {"toy": ((1, 2, 5, 5), 3, 2, 1)})
     gpu_parts.part_pool(str(tmp_path))
     rows = json.loads((tmp_path / "pool.json").read_text())
-    assert [(r["case"], r["pass"]) for r in rows] == [("toy", "forward"), ("toy", "backward")]
-    assert all(r["s"] > 0 and r["bytes"] == 4 * (50 + 3 * 18) for r in rows), rows
-    assert all(r["back_to_back_s"] > 0 and r["copy_back_to_back_s"] > 0 for r in rows), rows
+    assert [(r["case"], r["pass"]) for r in rows] == [
+        ("toy", p) for p in ("forward", "backward", "forward (CUDA C)", "backward (CUDA C)")]
+    # the CUDA C candidate needs CuPy's RawModule: each of its passes reports the failure
+    # in its own row, after the Numba kernels' rows
+    numba_rows, c_rows = rows[:2], rows[2:]
+    assert all("RawModule" in r["error"] for r in c_rows), c_rows
+    assert all(r["s"] > 0 and r["bytes"] == 4 * (50 + 3 * 18) for r in numba_rows), rows
+    assert all(r["back_to_back_s"] > 0 and r["copy_back_to_back_s"] > 0 for r in numba_rows)
     assert "20 back to back" in (tmp_path / "pool.md").read_text()
 
     import kernels.cuda as K
@@ -250,3 +277,4 @@ def test_the_sweep_asks_for_the_kernel_the_launch_compiled():
     args = (*K.DEFAULT_TILE, K._PLAIN, K._PLAIN, K._OUT_PLAIN, "float32")
     assert K._gemm_kernel(*args) is K._gemm_kernel(*args, None)
     assert K._gemm_kernel(*args) is K._gemm_kernel(*args, conv=None)
+
