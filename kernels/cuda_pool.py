@@ -176,30 +176,29 @@ def _grid(total):
 
 
 @functools.lru_cache(maxsize=1024)
+def _launch_args(total, h, w, oh, ow, plane, row):
+    """(grid, block, ints) for ``total`` threads whose flat index is split by ``plane``
+    and then ``row`` elements; the ints are numpy scalars of the kernel's types (CuPy
+    passes a Python int as 64 bits)."""
+    m_plane, p_plane = magic(plane)
+    m_row, p_row = magic(row)
+    return _grid(total) + ((np.uint32(total), np.int32(h), np.int32(w), np.int32(oh),
+                            np.int32(ow), np.uint32(m_plane), np.uint32(p_plane),
+                            np.uint32(m_row), np.uint32(p_row)),)
+
+
 def forward_args(x_shape, y_shape):
-    """(grid, block, the int arguments after x, y, arg) of a forward launch. The sizes are
-    numpy scalars of the kernel's types (CuPy passes a Python int as 64 bits)."""
-    h, w = x_shape[2:]
-    oh, ow = y_shape[2:]
-    total = math.prod(y_shape)
-    m_l, p_l = magic(oh * ow)
-    m_ow, p_ow = magic(ow)
-    return _grid(total) + ((np.uint32(total), np.int32(h), np.int32(w), np.int32(oh),
-                            np.int32(ow), np.uint32(m_l), np.uint32(p_l), np.uint32(m_ow),
-                            np.uint32(p_ow)),)
+    """(grid, block, the int arguments after x, y, arg) of a forward launch: a thread per
+    output, its index split by OH*OW and OW."""
+    (h, w), (oh, ow) = x_shape[2:], y_shape[2:]
+    return _launch_args(math.prod(y_shape), h, w, oh, ow, oh * ow, ow)
 
 
-@functools.lru_cache(maxsize=1024)
 def backward_args(x_shape, y_shape):
-    """(grid, block, the int arguments after dy, arg, dx) of a backward launch."""
-    h, w = x_shape[2:]
-    oh, ow = y_shape[2:]
-    total = math.prod(x_shape)
-    m_hw, p_hw = magic(h * w)
-    m_w, p_w = magic(w)
-    return _grid(total) + ((np.uint32(total), np.int32(h), np.int32(w), np.int32(oh),
-                            np.int32(ow), np.uint32(m_hw), np.uint32(p_hw), np.uint32(m_w),
-                            np.uint32(p_w)),)
+    """(grid, block, the int arguments after dy, arg, dx) of a backward launch: a thread
+    per input element, its index split by H*W and W."""
+    (h, w), (oh, ow) = x_shape[2:], y_shape[2:]
+    return _launch_args(math.prod(x_shape), h, w, oh, ow, h * w, w)
 
 
 def _check(op, x_shape, y_shape, *arrays):

@@ -419,14 +419,21 @@ def test_cuda_matmul_picks_the_wide_kernel_only_for_grids_that_fill_the_gpu(monk
     assert not cuda_mod._use_wide(4096, 4096, 1)
 
 
+def _choose(monkeypatch, family, default, name, bad):
+    """set_<family>_kernel(name) from the default (undone after the test), after checking
+    that it refuses an unknown kernel by name."""
+    setter = getattr(cuda_mod, f"set_{family}_kernel")
+    with pytest.raises(ValueError, match=rf"set_{family}_kernel: unknown kernel '{bad}'"):
+        setter(bad)
+    monkeypatch.setattr(cuda_mod, f"_{family}_kernel", [default])
+    setter(name)
+
+
 def test_set_wide_kernel_routes_float32_wide_products_to_the_cuda_c_rung(monkeypatch):
     """With set_wide_kernel("vec4_cuda_c") a wide float32 product goes to rung 6
     (kernels/cuda_sgemm.py, CuPy) on a GPU; float64, and anything under the simulator
     (where CuPy kernels cannot run), stays on rung 5."""
-    with pytest.raises(ValueError, match=r"set_wide_kernel: unknown kernel 'cutlass'"):
-        cuda_mod.set_wide_kernel("cutlass")
-    monkeypatch.setattr(cuda_mod, "_wide_kernel", ["double_buffered_warp"])
-    cuda_mod.set_wide_kernel("vec4_cuda_c")
+    _choose(monkeypatch, "wide", "double_buffered_warp", "vec4_cuda_c", "cutlass")
     monkeypatch.setattr(cuda_mod, "_WIDE_BLOCKS_PER_SM", 0)
     calls = []
     monkeypatch.setattr(cuda_mod.cuda_sgemm, "matmul",
@@ -447,10 +454,7 @@ def test_set_conv_kernel_routes_float32_convolutions_to_the_cuda_c_kernel(monkey
     """With set_conv_kernel("cuda_c_128") a float32 forward pass, input and weight gradient
     go to kernels/cuda_sgemm.py on a GPU (the geometry validated once, passed on); float64,
     and anything under the simulator, stays on the 64x64 implicit GEMM."""
-    with pytest.raises(ValueError, match=r"set_conv_kernel: unknown kernel 'winograd'"):
-        cuda_mod.set_conv_kernel("winograd")
-    monkeypatch.setattr(cuda_mod, "_conv_kernel", ["implicit_gemm_64"])
-    cuda_mod.set_conv_kernel("cuda_c_128")
+    _choose(monkeypatch, "conv", "implicit_gemm_64", "cuda_c_128", "winograd")
     calls = []
     monkeypatch.setattr(cuda_mod.cuda_sgemm, "conv2d_forward",
                         lambda x, w, geo: calls.append(("fwd", geo.stride)) or "y")
@@ -485,10 +489,7 @@ def test_set_pool_kernel_routes_float32_max_pooling_to_the_cuda_c_kernels(monkey
     """With set_pool_kernel("cuda_c") a float32 max-pool forward and its gather backward go
     to kernels/cuda_pool.py on a GPU (the geometry validated once, passed on); float64, the
     scatter backward (no window given) and anything under the simulator stay on Numba."""
-    with pytest.raises(ValueError, match=r"set_pool_kernel: unknown kernel 'cudnn'"):
-        cuda_mod.set_pool_kernel("cudnn")
-    monkeypatch.setattr(cuda_mod, "_pool_kernel", ["numba"])
-    cuda_mod.set_pool_kernel("cuda_c")
+    _choose(monkeypatch, "pool", "numba", "cuda_c", "cudnn")
     calls = []
     monkeypatch.setattr(cuda_mod.cuda_pool, "maxpool2d_forward",
                         lambda x, geo: calls.append(("fwd", geo.kernel_size, geo.stride)) or "y")
