@@ -903,10 +903,19 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, group
         Wt[g, c, (o,p,q)] = W[g*Og + o, c, p, q],
         D[g, (o,p,q), (n,h,w)] = dy[n, g*Og + o, i, j] where (i, j) exists, else 0.
 
-    With stride S only 1/S^2 of D is not zero, products the GEMM still makes; the direct
-    kernel (``VERSIONS["conv2d_backward_input"]["direct"]``: one thread per dx element,
-    only the taps on the stride grid) is the alternative to time against it."""
+    With stride S only 1/S^2 of D is not zero, products the GEMM would still make: a
+    strided convolution of one group goes to _conv_dx_col2im instead (a dense GEMM with
+    1/S^2 of the FMAs, then a gather). Both, and the direct kernel (one thread per dx
+    element), are runnable by name: ``VERSIONS["conv2d_backward_input"]``."""
     geo = _conv_dx_checked(dy, w, x_shape, stride, padding, dilation, groups)
+    if geo.groups == 1 and geo.stride != (1, 1):
+        return _conv_dx_col2im(dy, w, x_shape, geo)
+    return _conv_dx_implicit(dy, w, x_shape, geo)
+
+
+def _conv_dx_implicit(dy, w, x_shape, geo):
+    """The input gradient as the implicit GEMM of conv2d_backward_input's docstring (on the
+    CUDA C kernel where set_conv_kernel asks)."""
     if _conv_c("conv2d_backward_input", (dy, w), tuple(x_shape), dy.shape, geo):
         return cuda_sgemm.conv2d_backward_input(dy, w, x_shape, geo)
     xp = _xp(dy)
@@ -927,6 +936,87 @@ def _conv2d_backward_input_direct(dy, w, x_shape, stride=1, padding=0, dilation=
     """conv2d_backward_input, always the direct kernel."""
     return _conv_dx_direct(dy, w, x_shape,
                            _conv_dx_checked(dy, w, x_shape, stride, padding, dilation, groups))
+
+
+def _conv2d_backward_input_implicit(dy, w, x_shape, stride=1, padding=0, dilation=1,
+                                    groups=1):
+    """conv2d_backward_input, always the implicit GEMM (strided ones too)."""
+    return _conv_dx_implicit(dy, w, x_shape,
+                             _conv_dx_checked(dy, w, x_shape, stride, padding, dilation, groups))
+
+
+def _conv2d_backward_input_col2im(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
+    """conv2d_backward_input, always the dense GEMM and gather (unstrided ones too)."""
+    return _conv_dx_col2im(dy, w, x_shape,
+                           _conv_dx_checked(dy, w, x_shape, stride, padding, dilation, groups))
+
+
+def _conv_dx_col2im(dy, w, x_shape, geo):
+    """The input gradient as a dense GEMM per group and a gather (Caffe's col2im, gathered):
+
+        cols[g, (c, p, q), (n, i, j)] = sum_o W[g*Og + o, c, p, q] * dy[n, g*Og + o, i, j]
+        dx[n, g*Cg + c, h, w] = sum of cols[g, (c, p, q), (n, i, j)] over the taps (p, q)
+                                with i*SH + p*DH - PH = h and j*SW + q*DW - PW = w.
+
+    The GEMM makes C*KH*KW x N*OH*OW x O products, against C x N*H*W x O*KH*KW for the
+    implicit GEMM: 1/(SH*SW) of them, since the implicit one multiplies every tap of
+    every dx pixel and only those on dy's stride grid are not zero (at ResNet's stride 2,
+    a quarter). It costs a transposed copy of dy, (O, N*OH*OW), and the cols buffer,
+    C*KH*KW x N*OH*OW floats, written once and read once by the gather; each dx element
+    reads at most KH*KW of them."""
+    xp = _xp(dy)
+    n, c, h, wd = x_shape
+    o, cg, kh, kw = w.shape
+    g = geo.groups
+    oh, ow = dy.shape[2], dy.shape[3]
+    dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
+    if dx.size == 0:
+        return dx
+    if n * oh * ow == 0 or o == 0:
+        dx[...] = 0
+        return dx
+    dyt = xp.ascontiguousarray(xp.ascontiguousarray(dy).reshape(n, o, oh * ow)
+                               .transpose(1, 0, 2)).reshape(g, o // g, n * oh * ow)
+    cols = matmul(xp.ascontiguousarray(w).reshape(g, o // g, cg * kh * kw), dyt, trans_a=True)
+    _launch(_col2im_kernel(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation,
+                           dtype_name(dy.dtype)), dx.size)(cols.reshape(c * kh * kw, n, oh, ow), dx)
+    return dx
+
+
+@functools.lru_cache(maxsize=None)
+def _col2im_kernel(kh, kw, sh, sw, ph, pw, dh, dw, dtype_name="float32"):
+    """The gather of _conv_dx_col2im for one window, baked in as compile-time constants
+    (the launch passes its two arrays only): one thread per dx element (n, ch, h, w) adds
+    cols[(ch*KH + p)*KW + q, n, i, j] over its taps on dy's stride grid, as the direct
+    kernel finds them."""
+    acc_t = _float_type(dtype_name)
+
+    @cuda.jit
+    def kernel(cols, dx):
+        idx = cuda.grid(1)
+        if idx >= dx.size:
+            return
+        n, ch, x_h, x_w = _nchw(idx, dx.shape)
+        oh, ow = cols.shape[2], cols.shape[3]
+        acc = acc_t(0.0)
+        for p in range(kh):
+            t = x_h + ph - p * dh     # = i * sh for the output row i that used this tap
+            if t < 0 or t % sh != 0:
+                continue
+            i = t // sh
+            if i >= oh:
+                continue
+            for q in range(kw):
+                u = x_w + pw - q * dw
+                if u < 0 or u % sw != 0:
+                    continue
+                j = u // sw
+                if j >= ow:
+                    continue
+                acc += cols[_U((ch * kh + p) * kw + q), _U(n), _U(i), _U(j)]
+        dx[_U(n), _U(ch), _U(x_h), _U(x_w)] = acc
+
+    return kernel
 
 
 # -- pooling ------------------------------------------------------------------------------------
@@ -1380,6 +1470,8 @@ VERSIONS = {name: {"default": globals()[name]} for name in __all__
                             "set_pool_kernel", "VERSIONS", "sgd_update_multi", "adam_update_multi")}
 VERSIONS["maxpool2d_backward"]["scatter"] = _maxpool_backward_scatter
 VERSIONS["conv2d_backward_input"]["direct"] = _conv2d_backward_input_direct
+VERSIONS["conv2d_backward_input"]["implicit_gemm"] = _conv2d_backward_input_implicit
+VERSIONS["conv2d_backward_input"]["col2im"] = _conv2d_backward_input_col2im
 
 def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE, with_candidates=True):
     """(name, python function, Numba signature, threads per block) of every production
@@ -1420,6 +1512,10 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE, with_candidates=Tru
     # input gradient (a version by name) at ResNet's strided 3x3, LeNet's 2x2 pools
     out.append(("conv input gradient (direct; 3x3, stride 2, pad 1)",
                 _conv_dx_kernel(2, 2, 1, 1, 1, 1, dtype_name).py_func, (a4, a4, a4), 128))
+    # the gather of the strided input gradient (_conv_dx_col2im), at ResNet's stride 2
+    out.append(("conv input gradient gather (col2im; 3x3, stride 2, pad 1)",
+                _col2im_kernel(3, 3, 2, 2, 1, 1, 1, 1, dtype_name).py_func,
+                (a4, a4), 128))
     # the optimizer step over 3 tensors (SGD with momentum)
     flat3 = types.UniTuple(types.Array(ft, 1, "C"), 3)
     out.append(("sgd step over 3 tensors (momentum)",

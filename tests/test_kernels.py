@@ -517,6 +517,42 @@ def test_set_pool_kernel_routes_float32_max_pooling_to_the_cuda_c_kernels(monkey
     assert len(calls) == 2 and len(launches) == 3
 
 
+@settings(deadline=None, max_examples=8 if SIM else 40)
+@given(conv_case(max_size=7, max_batch=2, max_channels=4, max_kernel=3, max_stride=3),
+       SEEDS)
+def test_cuda_strided_input_gradient_as_a_dense_gemm_and_a_gather(case, seed):
+    """_conv_dx_col2im (cols = W^T dy per group, then each dx element gathers its taps on
+    dy's stride grid) against the reference, over strides, dilation, padding, groups and
+    an empty batch; the implicit GEMM's version beside it."""
+    rng = np.random.default_rng(seed)
+    x_shape, w_shape, args = case["x_shape"], case["w_shape"], case["args"]
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    out = reference.conv2d_forward(np.zeros(x_shape), w.astype(np.float64), *args).shape
+    dy = rng.standard_normal(out).astype(np.float32)
+    want = reference.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64),
+                                           x_shape, *args)
+    for version in ("col2im", "implicit_gemm"):
+        got = cuda_mod.VERSIONS["conv2d_backward_input"][version](
+            xp.asarray(dy), xp.asarray(w), x_shape, *args)
+        assert got.shape == tuple(x_shape)
+        assert rel(got, want) < 1e-5 if np.abs(want).max(initial=0) else not np.any(
+            np.asarray(got if SIM else got.get())), (version, case)
+
+
+def test_cuda_input_gradient_routes_strided_single_group_convolutions_to_col2im(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cuda_mod, "_conv_dx_col2im", lambda *a: calls.append("col2im"))
+    monkeypatch.setattr(cuda_mod, "_conv_dx_implicit", lambda *a: calls.append("implicit"))
+    dy = np.zeros((1, 4, 3, 3), np.float32)
+    w = np.zeros((4, 2, 3, 3), np.float32)
+    cuda_mod.conv2d_backward_input(dy, w, (1, 2, 6, 6), 2, 1)           # stride 2
+    cuda_mod.conv2d_backward_input(dy, w, (1, 2, 5, 5), (1, 2), (0, 1))  # a stride of 2
+    cuda_mod.conv2d_backward_input(dy, w, (1, 2, 5, 5), 1, 0)           # stride 1
+    w2 = np.zeros((4, 1, 3, 3), np.float32)
+    cuda_mod.conv2d_backward_input(dy, w2, (1, 2, 6, 6), 2, 1, 1, 2)     # two groups
+    assert calls == ["col2im", "col2im", "implicit", "implicit"]
+
+
 def test_the_kernel_families_can_be_chosen_from_the_environment(monkeypatch):
     """TINYGRAD_K_CUDA_KERNELS (read at import by kernels_from_env) sets what the three
     set_*_kernel functions set; a bad pair names the variable, a bad kernel its setter."""
