@@ -17,7 +17,9 @@ it measured.
   percentage of cuBLAS (CuPy) FP32 and TF32 at the same size, each checked against
   cuBLAS FP32 (relative Frobenius error; TF32: should be < 1e-3).
 * conv: ResNet-18 CIFAR conv layers (batch 64) forward, input and weight gradient,
-  ours vs cuDNN through PyTorch (TF32 off, benchmark mode); each pass also by the CUDA C
+  ours vs cuDNN through PyTorch (TF32 off, benchmark mode); a strided layer's input
+  gradient also by the implicit GEMM (its default is the dense GEMM and gather, col2im);
+  each pass also by the CUDA C
   kernels (kernels/cuda_sgemm.py, the candidate of kernels.cuda.CONV_KERNELS; the weight
   gradient with kernels.cuda's split-K), and each 64x64 pass with split-K off.
 * pool: max-pool forward/backward in GB/s vs a device-to-device copy of the same bytes,
@@ -199,6 +201,12 @@ def part_conv(out, deadline_s=float("inf")):
                 "forward": (lambda: K.conv2d_forward(x, w, s, p), lambda: tf.conv2d(tx, tw, None, s, p)),
                 "input grad": (lambda: K.conv2d_backward_input(dy, w, xs, s, p),
                                lambda: torch.nn.grad.conv2d_input(xs, tw, tdy, s, p)),
+                # a strided layer's default is the dense GEMM and gather (col2im); the
+                # implicit GEMM it replaced, for comparison
+                **({} if s == 1 else {"input grad (implicit GEMM)": (
+                    lambda: K.VERSIONS["conv2d_backward_input"]["implicit_gemm"](
+                        dy, w, xs, s, p),
+                    lambda: torch.nn.grad.conv2d_input(xs, tw, tdy, s, p))}),
                 # the CUDA C implicit GEMM (kernels.cuda.CONV_KERNELS), the candidate
                 "forward (CUDA C 128x128)": (lambda: S.conv2d_forward(x, w, s, p),
                                              lambda: tf.conv2d(tx, tw, None, s, p)),
