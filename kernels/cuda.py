@@ -837,6 +837,18 @@ def _nchw(idx, shape):
     return int64(n), int64(u - n * c_), int64(y), int64(x)
 
 
+@cuda.jit(device=True, inline=True)
+def _tap_output(x, p, stride, pad, dil, size):
+    """The output index i whose window puts tap p on input index x (i*stride + p*dil - pad
+    == x), or -1 where there is none in [0, size): the input gradient's gathers. With the
+    window's numbers compile-time constants of the caller, the division is a multiply."""
+    t = x + pad - p * dil
+    if t < 0 or t % stride != 0:
+        return -1
+    i = t // stride
+    return i if i < size else -1
+
+
 @functools.lru_cache(maxsize=None)
 def _conv_dx_kernel(sh, sw, ph, pw, dh, dw, dtype_name="float32"):
     """The input-gradient kernel for one stride/padding/dilation and dtype, baked in as
@@ -855,18 +867,12 @@ def _conv_dx_kernel(sh, sw, ph, pw, dh, dw, dtype_name="float32"):
         oh, ow = dy.shape[2], dy.shape[3]
         acc = acc_t(0.0)
         for p in range(kh):
-            t = x_h + ph - p * dh     # = i * sh for the output row i that used this tap
-            if t < 0 or t % sh != 0:
-                continue
-            i = t // sh
-            if i >= oh:
+            i = _tap_output(x_h, p, sh, ph, dh, oh)
+            if i < 0:
                 continue
             for q in range(kw):
-                u = x_w + pw - q * dw
-                if u < 0 or u % sw != 0:
-                    continue
-                j = u // sw
-                if j >= ow:
+                j = _tap_output(x_w, q, sw, pw, dw, ow)
+                if j < 0:
                     continue
                 for o in range(grp * og, grp * og + og):
                     acc += dy[n, o, i, j] * w[o, ch - grp * cg, p, q]
@@ -1000,18 +1006,12 @@ def _col2im_kernel(kh, kw, sh, sw, ph, pw, dh, dw, dtype_name="float32"):
         oh, ow = cols.shape[2], cols.shape[3]
         acc = acc_t(0.0)
         for p in range(kh):
-            t = x_h + ph - p * dh     # = i * sh for the output row i that used this tap
-            if t < 0 or t % sh != 0:
-                continue
-            i = t // sh
-            if i >= oh:
+            i = _tap_output(x_h, p, sh, ph, dh, oh)
+            if i < 0:
                 continue
             for q in range(kw):
-                u = x_w + pw - q * dw
-                if u < 0 or u % sw != 0:
-                    continue
-                j = u // sw
-                if j >= ow:
+                j = _tap_output(x_w, q, sw, pw, dw, ow)
+                if j < 0:
                     continue
                 acc += cols[_U((ch * kh + p) * kw + q), _U(n), _U(i), _U(j)]
         dx[_U(n), _U(ch), _U(x_h), _U(x_w)] = acc
