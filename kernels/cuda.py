@@ -981,12 +981,24 @@ def _conv_dx_col2im(dy, w, x_shape, geo):
     if n * oh * ow == 0 or o == 0:
         dx[...] = 0
         return dx
-    dyt = xp.ascontiguousarray(xp.ascontiguousarray(dy).reshape(n, o, oh * ow)
-                               .transpose(1, 0, 2)).reshape(g, o // g, n * oh * ow)
-    cols = matmul(xp.ascontiguousarray(w).reshape(g, o // g, cg * kh * kw), dyt, trans_a=True)
-    _launch(_col2im_kernel(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation,
-                           dtype_name(dy.dtype)), dx.size)(cols.reshape(c * kh * kw, n, oh, ow), dx)
+    dy = xp.ascontiguousarray(dy).reshape(n, o, oh * ow)
+    wt = xp.ascontiguousarray(w).reshape(g, o // g, cg * kh * kw)
+    gather = _col2im_kernel(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation,
+                            dtype_name(dy.dtype))
+    # images per pass: cols stays under _COL2IM_BYTES (an ImageNet-sized batch would
+    # otherwise ask for gigabytes)
+    per = max(1, _COL2IM_BYTES // (c * kh * kw * oh * ow * dy.itemsize))
+    for b0 in range(0, n, per):
+        b1 = min(n, b0 + per)
+        dyt = xp.ascontiguousarray(dy[b0:b1].transpose(1, 0, 2)).reshape(
+            g, o // g, (b1 - b0) * oh * ow)
+        cols = matmul(wt, dyt, trans_a=True)
+        _launch(gather, (b1 - b0) * c * h * wd)(cols.reshape(c * kh * kw, b1 - b0, oh, ow),
+                                                dx[b0:b1])
     return dx
+
+
+_COL2IM_BYTES = 1 << 28  # the largest cols buffer of _conv_dx_col2im (256 MiB)
 
 
 @functools.lru_cache(maxsize=None)

@@ -539,6 +539,24 @@ def test_cuda_strided_input_gradient_as_a_dense_gemm_and_a_gather(case, seed):
             np.asarray(got if SIM else got.get())), (version, case)
 
 
+@pytest.mark.parametrize("cap_images", [1, 2])
+def test_cuda_col2im_input_gradient_in_batch_slices(monkeypatch, cap_images):
+    """Where the cols buffer would pass _COL2IM_BYTES, the batch goes in slices (here of 1
+    and 2 of 3 images: the last one short), each slice's gather into its part of dx."""
+    rng = np.random.default_rng(3)
+    x_shape, w_shape, args = (3, 4, 7, 6), (6, 2, 3, 2), ((2, 3), (1, 0), (1, 2), 2)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    out = reference.conv2d_forward(np.zeros(x_shape), w.astype(np.float64), *args).shape
+    dy = rng.standard_normal(out).astype(np.float32)
+    per_image = 4 * 3 * 2 * out[2] * out[3] * 4  # C*KH*KW x OH*OW floats
+    monkeypatch.setattr(cuda_mod, "_COL2IM_BYTES", cap_images * per_image + 3)
+    got = cuda_mod.VERSIONS["conv2d_backward_input"]["col2im"](xp.asarray(dy), xp.asarray(w),
+                                                               x_shape, *args)
+    want = reference.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64),
+                                           x_shape, *args)
+    assert rel(got, want) < 1e-5
+
+
 def test_cuda_input_gradient_routes_strided_single_group_convolutions_to_col2im(monkeypatch):
     calls = []
     monkeypatch.setattr(cuda_mod, "_conv_dx_col2im", lambda *a: calls.append("col2im"))
