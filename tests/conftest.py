@@ -31,10 +31,46 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 import pytest  # noqa: E402
 
 
+_NVVM = pytest.StashKey[object]()
+
+
+class _NvvmEarly:
+    """Starts the NVVM checks' subprocess at collection, if a selected test needs it, and
+    runs those tests last (before the coverage check): it compiles while the others run.
+    (A plugin object, so that conftest's own collection hook keeps its name.)"""
+
+    @pytest.hookimpl(trylast=True)  # after -k/-m deselection
+    def pytest_collection_modifyitems(self, config, items):
+        needs = [i for i in items if "nvvm_parts" in getattr(i, "fixturenames", ())]
+        if not needs:
+            return
+        import tempfile
+
+        from nvvm_session import Session
+
+        config.stash[_NVVM] = Session(tempfile.mkdtemp(prefix="tinygrad_k-nvvm-"))
+        rest = [i for i in items if i not in needs]
+        cut = next((k for k, i in enumerate(rest)
+                    if i.path.name == "test_function_coverage.py"), len(rest))
+        items[:] = rest[:cut] + needs + rest[cut:]
+
+    def pytest_unconfigure(self, config):
+        nvvm = config.stash.get(_NVVM, None)
+        if nvvm is not None:
+            import shutil
+
+            nvvm.close()
+            shutil.rmtree(nvvm.out_dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def nvvm_parts(tmp_path_factory):
+def nvvm_parts(request, tmp_path_factory):
     """The NVVM checks (PTX, launch parameters, resource table), compiled in one process
-    with the simulator off: tests/nvvm_session.py."""
+    with the simulator off: tests/nvvm_session.py. Started at collection (above); run in
+    the foreground where it was not."""
+    nvvm = request.config.stash.get(_NVVM, None)
+    if nvvm is not None:
+        return nvvm.result()
     from nvvm_session import run_parts
 
     return run_parts(tmp_path_factory.mktemp("nvvm"))
@@ -50,6 +86,7 @@ _COVERAGE = pytest.StashKey[dict]()
 
 
 def pytest_configure(config):
+    config.pluginmanager.register(_NvvmEarly(), "tinygrad_k-nvvm-early")
     config.stash[_COVERAGE] = {"covered": {k: set() for k in COVERAGE_KINDS},
                                "selected": {k: 0 for k in COVERAGE_KINDS},
                                "deselected": {k: 0 for k in COVERAGE_KINDS}}

@@ -9,8 +9,10 @@ three minutes of a 2-core CI machine; here their scripts run one after the other
 subprocess whose ``numba.cuda.compile_ptx`` remembers what it compiled (same Python
 function, signature and options -> the same PTX), so each kernel is compiled once.
 
-``run_parts(out_dir)`` runs them once per test session (``nvvm_parts`` in conftest.py);
-``part_output(parts, name)`` gives a part's stdout, fails the calling test with the part's
+conftest.py starts the subprocess (``Session``) as soon as collection shows a test that
+needs it, and moves those tests to the end of the run: it compiles on the second core
+while the rest of the suite runs (about 100 s of a 2-core machine). ``nvvm_parts`` waits
+for it; ``part_output(parts, name)`` gives a part's stdout, fails the calling test with the part's
 traceback, or skips it where NVVM, NVRTC or ptxas is missing.
 """
 import json
@@ -65,24 +67,68 @@ def _parts(out_dir):
     return [("ptx", PTX), ("launch", LAUNCH), ("resources", resources)]
 
 
-def run_parts(out_dir):
-    """{part name: (ok, its output)} of one subprocess running every part, and
-    "_out_dir": the folder of the resources part's files."""
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(_parts(out_dir))],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+class Session:
+    """The NVVM subprocess, started in the background (``start``) so that it compiles on
+    the second core while the rest of the suite runs; ``result()`` waits for it."""
+
+    def __init__(self, out_dir):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0", PYTHONPATH=str(ROOT))
+        # files, not pipes: nobody reads a pipe while the suite runs, and a full one would
+        # stop the subprocess
+        self._stdout = open(self.out_dir / "stdout.txt", "w+")
+        self._stderr = open(self.out_dir / "stderr.txt", "w+")
+        self.proc = subprocess.Popen([sys.executable, "-c", RUNNER,
+                                      json.dumps(_parts(self.out_dir))],
+                                     cwd=ROOT, env=env, stdout=self._stdout,
+                                     stderr=self._stderr, text=True)
+        self._result = None
+
+    def result(self, timeout=900):
+        """{part name: (ok, its output)}, and "_out_dir": the folder of the resources
+        part's files."""
+        if self._result is None:
+            try:
+                code = self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = f"killed after {timeout} s"
+            self._result = _read(self._stdout, self._stderr, code, self.out_dir)
+        return self._result
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._stdout.close()
+        self._stderr.close()
+
+
+def _read(stdout, stderr, code, out_dir):
+    stdout.seek(0)
+    stderr.seek(0)
     out, lines = {}, []
-    for line in proc.stdout.splitlines():
+    for line in stdout.read().splitlines():
         if line.startswith(("@@ok ", "@@fail ")):
             status, name = line.split(" ", 1)
             out[name] = (status == "@@ok", "\n".join(lines))
             lines = []
         else:
             lines.append(line)
-    if proc.returncode or len(out) != len(_parts(out_dir)):
-        out["_process"] = (False, f"exit {proc.returncode}\n{proc.stderr[-3000:]}")
+    if code or len(out) != len(_parts(out_dir)):
+        out["_process"] = (False, f"exit {code}\n{stderr.read()[-3000:]}")
     out["_out_dir"] = str(out_dir)  # where the resources part wrote its table
     return out
+
+
+def run_parts(out_dir):
+    """``Session(out_dir).result()``: the parts run in the foreground."""
+    session = Session(out_dir)
+    try:
+        return session.result()
+    finally:
+        session.close()
 
 
 def part_output(parts, name):
