@@ -25,6 +25,12 @@ The timer itself costs about 0.3 us per region; the uninstrumented step time is 
 beside the instrumented one. Allocation: the bytes NumPy allocated in one step
 (tracemalloc, a separate untimed step) and the Tensors and graph nodes created.
 
+The categories say which layer costs; ``cProfile`` over the same steps, uninstrumented,
+says which function: the Python functions (and the compiled ones they call, CuPy's and
+NumPy's methods among them) with the most own time per step. On a GPU, where the step is
+host-bound, that table is the list of what to cut; cProfile's own cost inflates every
+row about alike, so read it as shares.
+
 **PyTorch** is measured with ``torch.profiler`` (CPU activities): self time of the ATen
 operators (its kernels and dispatcher), of the autograd engine's nodes, and the
 remainder of the wall time (Python: nn.Module calls, the optimizer's Python, the
@@ -163,7 +169,41 @@ def profile_ours(model_name, batch, device, steps=STEPS):
     return {"side": "ours", "steps": steps, "step_s": statistics.median(plain),
             "instrumented_step_s": statistics.mean(inst), "categories_s": cats,
             "calls_per_step": counts, "top_s": dict(sorted(per_op.items(), key=lambda kv: -kv[1])[:12]),
-            "alloc": alloc}
+            "alloc": alloc, "functions": _functions_ours(step, steps)}
+
+
+def _function_name(key):
+    """'kernels/cuda.py:699 _matmul' from a pstats key (file, line, name); builtins and
+    compiled methods keep their own text ('{method 'sum' of 'numpy.ndarray' objects}')."""
+    path, line, name = key
+    if path == "~" or not line:
+        return name
+    parts = path.replace(os.sep, "/").split("/")
+    for root in ("tinygrad_k", "kernels", "benchmarks", "site-packages"):
+        if root in parts:  # from the package down (site-packages: the package after it)
+            k = parts.index(root)
+            parts = parts[k + (root == "site-packages"):]
+            break
+    else:
+        parts = parts[-2:]
+    return f"{'/'.join(parts)}:{line} {name}"
+
+
+def _functions_ours(step, steps, top=30):
+    """The ``top`` functions by own time over ``steps`` profiled steps (cProfile):
+    [{"function", "calls", "own_s", "cumulative_s"}], per step."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step().item()
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # key -> (primitive calls, calls, own, cumulative, ...)
+    rows = sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]
+    return [{"function": _function_name(k), "calls": v[1] / steps, "own_s": v[2] / steps,
+             "cumulative_s": v[3] / steps} for k, v in rows]
 
 
 def _allocations_ours(step):
@@ -276,6 +316,13 @@ def to_markdown(model_name, batch, device, results):
                       "tracemalloc (NumPy buffers included)"]
         lines += ["", "Largest items (inclusive ms per step): " + ", ".join(
             f"{k} {v * 1e3:.2f}" for k, v in r["top_s"].items()), ""]
+        if r.get("functions"):
+            lines += ["Functions by own time per step (cProfile over the same steps, "
+                      "uninstrumented; cProfile's cost inflates every row):", "",
+                      "| function | calls | own us | cumulative us |", "|---|---:|---:|---:|"]
+            lines += [f"| `{f['function']}` | {f['calls']:.0f} | {f['own_s'] * 1e6:.1f} | "
+                      f"{f['cumulative_s'] * 1e6:.1f} |" for f in r["functions"]]
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 

@@ -103,10 +103,15 @@ def test_profile_splits_a_step_into_kernel_and_framework_time(tmp_path):
     # 3 linear layers: 3 forward GEMMs, 2 backward each but none for the input's gradient
     assert ours["calls_per_step"]["kernels"] == 8
     assert ours["alloc"]["graph_nodes"] > 0
+    funcs = ours["functions"]
+    assert 0 < len(funcs) <= 30 and all(f["calls"] > 0 and f["own_s"] >= 0 for f in funcs)
+    assert [f["own_s"] for f in funcs] == sorted((f["own_s"] for f in funcs), reverse=True)
+    assert any(f["function"].startswith(("tinygrad_k/", "kernels/")) for f in funcs), funcs
     torch_side = [r for r in res if r["side"] == "torch"]
     if torch_side:
         assert torch_side[0]["categories_s"]["ATen operators (kernels + dispatch)"] > 0
-    assert "where the time goes" in (tmp_path / "profile-mlp-8.md").read_text()
+    md = (tmp_path / "profile-mlp-8.md").read_text()
+    assert "where the time goes" in md and "| function | calls | own us |" in md
 
 
 def test_without_tbb_our_kernels_fall_back_to_workqueue():
