@@ -428,8 +428,8 @@ def part_launch(out, n=64):
     through kernels.cuda.matmul, through the driver launch (kernels._cuda_launch) and
     through numba-cuda's with the arrays passed four ways, next to an empty kernel, CuPy's
     cuBLAS matmul, rung 6 (CUDA C, CuPy's launch; n must be <= 128 for its one-block row)
-    and torch.mm; and a Linear's CuPy bias calls and a max-pool call through each kernel
-    family."""
+    and torch.mm; and split-K's sum, a Linear's CuPy bias calls and a max-pool call
+    through each kernel family."""
     import cupy
     from numba import cuda
 
@@ -495,7 +495,16 @@ def part_launch(out, n=64):
 
     bias = cupy.asarray(rng.standard_normal(n, dtype=np.float32))
     px = cupy.asarray(rng.standard_normal((256, 16, 10, 10), dtype=np.float32))
+    # split-K's sum of the partial products (LeNet's first weight gradient: 6 x 25, 30
+    # chunks): one launch of our kernel against the CuPy reduction it replaced
+    parts = cupy.asarray(rng.standard_normal((1, 30, 6, 25), dtype=np.float32))
+    summed = cupy.empty((1, 6, 25), dtype=np.float32)
+    ksum = K._splitk_sum_kernel("float32")
     cases.update({
+        "split-K sum, our kernel (kernels.cuda._splitk_sum_kernel)": lambda: K._launch(
+            ksum, summed.size)(parts, summed),
+        "split-K sum, CuPy reduction (sum(axis=1, out=...), before)": lambda: cupy.sum(
+            parts, axis=1, out=summed),
         "Linear's bias add (CuPy elementwise c += b)": lambda: c.__iadd__(bias),
         "Linear's bias gradient (CuPy reduction g.sum(axis=0))": lambda: a2.sum(axis=0),
         "max-pool 2x2 forward, Numba kernel (kernels.cuda)": lambda: K.maxpool2d_forward(

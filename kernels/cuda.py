@@ -615,16 +615,45 @@ def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, co
         launch(A, B, C, M, N, K, geo, 1, kchunk)
         return
     # (every caller's C is a fresh contiguous array: the reshapes below are views of it)
-    xp = _xp(C)
-    partial = xp.empty((batch * split, M, N), dtype=C.dtype)
-    launch(A, B, partial, M, N, K, geo, split, kchunk)
-    if mode_c == _OUT_PLAIN:
-        xp.sum(partial.reshape(batch, split, M, N), axis=1, out=C.reshape(batch, M, N))
-        return
-    # NCHW: C is (n, batch*M, L) and column c of group g's product is (n, l) = divmod(c, L)
-    n = C.shape[0]
-    total = partial.reshape(batch, split, M, n, N // n).sum(axis=1)
-    xp.copyto(C.reshape(n, batch, M, N // n), total.transpose(2, 0, 1, 3))
+    partial = _xp(C).empty((batch, split, M, N), dtype=C.dtype)
+    launch(A, B, partial.reshape(batch * split, M, N), M, N, K, geo, split, kchunk)
+    # plain: C is (batch, M, N), one image; NCHW: C is (n, batch*M, L) and column c of
+    # group g's product is (image, l) = divmod(c, L)
+    n = 1 if mode_c == _OUT_PLAIN else C.shape[0]
+    out = C.reshape(n, batch * M, N // n)
+    if out.size:
+        _launch(_splitk_sum_kernel(dtype_name(dtype)), out.size)(partial, out)
+
+
+@functools.lru_cache(maxsize=None)
+def _splitk_sum_kernel(dtype_name):
+    """C[img, g*M + m, l] = sum_s P[g, s, m, img*L + l]: split-K's partial products summed
+    (in chunk order) and stored plain (one image, L = N) or NCHW (L = OH*OW), one thread
+    per element of C. One launch with two arrays: CuPy's sum cost tens of microseconds of
+    host time, and the NCHW store a second call (a transposed copy)."""
+    acc_t = _float_type(dtype_name)
+
+    @cuda.jit
+    def kernel(P, C):
+        idx = cuda.grid(1)
+        if idx >= C.size:
+            return
+        split, m_, n_ = _u32(P.shape[1]), _u32(P.shape[2]), _u32(P.shape[3])
+        rows, l_ = _u32(C.shape[1]), _u32(C.shape[2])
+        i = _u32(idx)
+        t = i // l_
+        lcol = i - t * l_
+        img = t // rows
+        r = t - img * rows
+        g = r // m_
+        m = r - g * m_
+        col = img * l_ + lcol
+        acc = acc_t(0.0)
+        for s in range(split):
+            acc += P[_U(g), _U(s), _U(m), _U(col)]
+        C[_U(img), _U(r), _U(lcol)] = acc
+
+    return kernel
 
 
 # -- matmul ----------------------------------------------------------------------------------
@@ -1528,6 +1557,8 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE, with_candidates=Tru
     out.append(("conv input gradient gather (col2im; 3x3, stride 2, pad 1)",
                 _col2im_kernel(3, 3, 2, 2, 1, 1, 1, 1, dtype_name).py_func,
                 (a4, a4), 128))
+    # split-K's sum of the partial products (plain or NCHW store)
+    out.append(("gemm split-K sum", _splitk_sum_kernel(dtype_name).py_func, (a4, a3), 128))
     # the optimizer step over 3 tensors (SGD with momentum)
     flat3 = types.UniTuple(types.Array(ft, 1, "C"), 3)
     out.append(("sgd step over 3 tensors (momentum)",

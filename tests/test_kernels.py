@@ -328,10 +328,30 @@ GEMMS = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_w
 @pytest.mark.parametrize("which", GEMMS)
 def test_cuda_split_k_matches_the_reference(which, monkeypatch):
     """Every toy GEMM with K >= 2 splits (chunks of one K-step and up): the partial
-    products go to a poisoned workspace, are summed after and, for the NCHW outputs of
-    the forward pass and the input gradient, copied into place."""
+    products go to a workspace that one kernel (_splitk_sum_kernel) sums into C, in
+    NCHW order for the forward pass and the input gradient."""
     monkeypatch.setattr(cuda_mod, "_SPLIT_MIN_K", 1)
     _gemm_matches_the_reference(which)
+
+
+def test_cuda_split_k_sum_kernel_adds_the_chunks_in_both_layouts():
+    """_splitk_sum_kernel: P (groups, split, M, images*L) summed over the chunks into C
+    (images, groups*M, L): the plain store (one image, L = N) and the NCHW one."""
+    def check(data):
+        g, split, m = (data.draw(st.integers(1, 3)) for _ in range(3))
+        img, L = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 4))
+        dt = data.draw(st.sampled_from([np.float32, np.float64]))
+        p = np.random.default_rng(data.draw(SEEDS)).standard_normal(
+            (g, split, m, img * L)).astype(dt)
+        c = xp.full((img, g * m, L), np.nan, dtype=dt)
+        kern = cuda_mod._splitk_sum_kernel(np.dtype(dt).name)
+        cuda_mod._launch(kern, c.size)(dev("cuda", p), c)
+        want = p.sum(axis=1, dtype=np.float64).reshape(g, m, img, L).transpose(2, 0, 1, 3)
+        assert c.dtype == dt
+        np.testing.assert_allclose(np.asarray(c if SIM else c.get()),
+                                   want.reshape(img, g * m, L), rtol=1e-6, atol=1e-6)
+
+    run("cuda", st.data(), check)
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["whole-K", "split-K"])
