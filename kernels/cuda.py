@@ -629,8 +629,10 @@ def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, co
 def _splitk_sum_kernel(dtype_name):
     """C[img, g*M + m, l] = sum_s P[g, s, m, img*L + l]: split-K's partial products summed
     (in chunk order) and stored plain (one image, L = N) or NCHW (L = OH*OW), one thread
-    per element of C. One launch with two arrays: CuPy's sum cost tens of microseconds of
-    host time, and the NCHW store a second call (a transposed copy)."""
+    per element of C. One launch with two arrays through the driver launch, where CuPy's
+    reduction (its host side: type and axis resolution, a reduction plan) and, for the
+    NCHW store, a transposed copy made two calls; gpu_check's launch part times both on
+    LeNet's first weight gradient (not yet run on a GPU)."""
     acc_t = _float_type(dtype_name)
 
     @cuda.jit
