@@ -56,30 +56,52 @@ def use_direct_launch():
     return choice == "direct"
 
 
+_ARRAY_TYPES = set()  # classes seen to be arrays (they have strides and are no NumPy scalar)
+
+
+def _is_array(a, t):
+    if t in _ARRAY_TYPES:
+        return True
+    if hasattr(a, "strides") and not isinstance(a, np.generic):  # NumPy scalars have strides
+        _ARRAY_TYPES.add(t)
+        return True
+    return False
+
+
 def describe(args, pointer):
     """(signature key, flat values) of kernel arguments, in numba's kernel ABI order.
 
     ``pointer(array)`` -> the array's device address. The key names each argument's
     numba type: ``"i8"`` (int), ``"f8"`` (float), ``("tuple", n)`` (n ints),
-    ``("flat", n, dtype.str)`` (n C-contiguous arrays, each as its flat 1-D view) or
-    ``(dtype.str, ndim, layout)`` for an array, layout "C", "F" or "A" as numba reads it
-    from the array's flags. Runs on every launch: exact-type tests first (Python ints,
-    tuples, then arrays), the slower ``isinstance`` only for NumPy scalars."""
+    ``("flat", n, dtype)`` (n C-contiguous arrays, each as its flat 1-D view) or
+    ``(dtype, ndim, layout)`` for an array (dtype a NumPy dtype), layout "C", "F" or "A"
+    as numba reads it from the array's flags. Runs on every launch, so the common cases
+    go first and cheaply: an exact-type test for Python ints, a set of the array classes
+    already seen (no ``hasattr`` per array), the dtype object itself in the key (its
+    ``.str`` builds a string on every read); ``isinstance`` only for NumPy scalars."""
     key, vals = [], []
     for a in args:
         t = type(a)
         if t is int:
             key.append("i8")
             vals.append(a)
-        elif t is tuple and a and hasattr(a[0], "strides") and not isinstance(a[0], np.generic):
+        elif _is_array(a, t):
+            flags = a.flags
+            layout = "C" if flags.c_contiguous else "F" if flags.f_contiguous else "A"
+            key.append((a.dtype, a.ndim, layout))
+            vals += (0, 0, a.size, a.itemsize, pointer(a))
+            vals += a.shape
+            vals += a.strides
+        elif t is tuple and a and _is_array(a[0], type(a[0])):
             # a tuple of C-contiguous arrays of one dtype, each passed as its flat 1-D view
             # (numba's UniTuple(Array(dtype, 1, "C"), n)) without making the views
-            dt = a[0].dtype.str
+            dt = a[0].dtype
             for x in a:
-                if not (hasattr(x, "strides") and x.dtype.str == dt and x.flags.c_contiguous):
+                if not (_is_array(x, type(x)) and x.dtype == dt and x.flags.c_contiguous):
                     raise TypeError("kernels.cuda launch: a tuple of arrays must hold "
                                     f"C-contiguous arrays of one dtype ({dt}), got {x!r:.80}")
-                vals += (0, 0, x.size, x.itemsize, pointer(x), x.size, x.itemsize)
+                n, size = x.size, x.itemsize
+                vals += (0, 0, n, size, pointer(x), n, size)
             key.append(("flat", len(a), dt))
         elif t is tuple:
             for v in a:
@@ -89,13 +111,6 @@ def describe(args, pointer):
                                     "tuples of ints are supported")
             key.append(("tuple", len(a)))
             vals += a
-        elif hasattr(a, "strides") and not isinstance(a, np.generic):  # NumPy scalars have strides
-            flags = a.flags
-            layout = "C" if flags.c_contiguous else "F" if flags.f_contiguous else "A"
-            key.append((a.dtype.str, a.ndim, layout))
-            vals += (0, 0, a.size, a.itemsize, pointer(a))
-            vals += a.shape
-            vals += a.strides
         elif isinstance(a, (bool, np.bool_)):
             raise TypeError("kernels.cuda launch: a bool kernel argument is not supported "
                             "(pass an int)")

@@ -1442,13 +1442,14 @@ def _check_multi(op, params, others):
         return
     dt = params[0].dtype
     check_float(op, params[0])
-    for i, p in enumerate(params):
-        arrays = [p] + [o[i] for o in others]
-        if any(x.shape != p.shape or x.dtype != dt or not x.flags.c_contiguous
-               for x in arrays):
-            raise ValueError(f"{op}: tensor {i}: arrays of shapes {[x.shape for x in arrays]} "
-                             f"and dtypes {[str(x.dtype) for x in arrays]}; expected "
-                             f"C-contiguous arrays of one shape and the dtype {dt}")
+    for arrays in (params, *others):  # (plain loops: this runs every optimizer step)
+        for i, (p, x) in enumerate(zip(params, arrays)):
+            if x.dtype != dt or x.shape != p.shape or not x.flags.c_contiguous:
+                arrays = [p] + [o[i] for o in others]
+                raise ValueError(f"{op}: tensor {i}: arrays of shapes "
+                                 f"{[x.shape for x in arrays]} and dtypes "
+                                 f"{[str(x.dtype) for x in arrays]}; expected C-contiguous "
+                                 f"arrays of one shape and the dtype {dt}")
 
 
 def _multi_launch(kernel, tensors, scalars):

@@ -61,7 +61,7 @@ def test_a_tuple_of_arrays_is_packed_as_flat_views():
 
     a, b = np.zeros((2, 3), np.float32), np.zeros(5, np.float32)
     key, vals = L.describe(((a, b), (1, 2)), _ptr)
-    assert key == (("flat", 2, "<f4"), ("tuple", 2))
+    assert key == (("flat", 2, np.dtype(np.float32)), ("tuple", 2))
     assert vals == [0, 0, 6, 4, _ptr(a), 6, 4, 0, 0, 5, 4, _ptr(b), 5, 4, 1, 2]
     assert L.numba_signature(key)[0] == types.UniTuple(types.Array(types.float32, 1, "C"), 2)
     assert len(L.param_format(key)) - 1 == len(vals)
