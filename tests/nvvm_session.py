@@ -26,7 +26,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 RUNNER = r'''
-import json, sys, traceback
+import json, os, sys, traceback
+# running beside the suite: the suite's processes come first (some of its tests wait on
+# subprocesses with timeouts), the compiles take the CPU they leave
+os.nice(10)
 import numpy as np
 # as under NumPy >= 2.5, which removed row_stack (the PTX part checks that importing
 # kernels.cuda puts it back before numba-cuda's first compile needs it)
