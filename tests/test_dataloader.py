@@ -388,6 +388,10 @@ _SCRIPT = textwrap.dedent("""
     # SIGUSR1 prints every thread's stack (the workers inherit it through fork): what the
     # test shows if this process or a worker does not exit
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # Ctrl-C as in a terminal: a suite started in the background by a non-interactive
+    # shell inherits SIGINT ignored, and Python keeps an inherited SIG_IGN (then the
+    # signal below did nothing and the loader ran on: both fresh-clone runs of 2026-11-26)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import numpy as np
     sys.path.insert(0, {root!r})
     from tinygrad_k import data as D
@@ -434,7 +438,7 @@ def test_ctrl_c_or_killed_parent_leaves_no_workers(tmp_path, how):
         proc.send_signal(signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:  # (seen twice under load, never reproduced alone)
+    except subprocess.TimeoutExpired:
         _, err = _stacks_and_kill(proc, pids)
         pytest.fail(f"the loader process ({proc.pid}) or its workers {pids} did not exit "
                     f"60 s after {how}; poll: {proc.poll()}; their stacks:\n{err[-12000:]}")
