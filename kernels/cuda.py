@@ -640,7 +640,7 @@ def _splitk_sum_kernel(dtype_name):
         idx = cuda.grid(1)
         if idx >= C.size:
             return
-        split, m_, n_ = _u32(P.shape[1]), _u32(P.shape[2]), _u32(P.shape[3])
+        split, m_ = _u32(P.shape[1]), _u32(P.shape[2])
         rows, l_ = _u32(C.shape[1]), _u32(C.shape[2])
         i = _u32(idx)
         t = i // l_
