@@ -71,8 +71,9 @@ def _parts(out_dir):
 
 
 class Session:
-    """The NVVM subprocess, started in the background (``start``) so that it compiles on
-    the second core while the rest of the suite runs; ``result()`` waits for it."""
+    """The NVVM subprocess, started in the background when this is made, so that it
+    compiles on the second core while the rest of the suite runs; ``result()`` waits for
+    it, ``close()`` kills it if it still runs."""
 
     def __init__(self, out_dir):
         self.out_dir = Path(out_dir)
