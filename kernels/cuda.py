@@ -681,10 +681,11 @@ _WIDE_BLOCKS_PER_SM = 2       # None: never the wide kernel (the GPU sweep compa
 # which kernel runs the wide products in float32: rung 5 (Numba, measured above) or rung 6
 # (kernels/cuda_sgemm.py: the same schedule in CUDA C with 128-bit global loads and 32-bit
 # tile indices; 1.26 instead of 1.43 SASS instructions per FMA in the K-loop on sm_90, both
-# at <= 128 registers). Rung 6 has not run on a GPU yet: benchmarks/gpu_check.sh times both
-# in its ladder part, and the faster one belongs here. float64 always takes rung 5.
+# at <= 128 registers). Measured on an H100 (2026-11-26, benchmarks/results/2026-11-26-
+# NVIDIA-H100-session4/ladder.md), 4096^3: rung 6 3.62 ms (74% of cuBLAS FP32), rung 5
+# 3.96 ms (68%): rung 6 is the default. float64 always takes rung 5.
 WIDE_KERNELS = ("double_buffered_warp", "vec4_cuda_c")
-_wide_kernel = ["double_buffered_warp"]
+_wide_kernel = ["vec4_cuda_c"]
 
 
 def set_wide_tile(**params):
@@ -737,19 +738,25 @@ def _matmul(a, b, trans_a, trans_b, wide):
     squeeze = a.ndim == 2
     A = a[None] if squeeze else a
     B = b[None] if squeeze else b
-    C = xp.empty((A.shape[0], m, n), dtype=a.dtype)
+    # a 2-D product is returned as the array that owns its memory, not as C[0]: the
+    # autograd engine hands an owned gradient to .grad as it is and copies a view (a copy
+    # per weight and step, measured on an H100: benchmarks/results/2026-11-26-NVIDIA-H100-
+    # session4/profile-lenet5-256.md)
     nb = A.shape[0]
-    if wide and _use_wide(m, n, nb):
-        if (_wide_kernel[0] == "vec4_cuda_c" and a.dtype == np.float32 and b.dtype == np.float32
-                and not _simulating()):  # (CuPy kernels do not run in the simulator)
-            return cuda_sgemm.matmul(a, b, trans_a, trans_b)
+    wide = wide and _use_wide(m, n, nb)
+    if (wide and _wide_kernel[0] == "vec4_cuda_c" and a.dtype == np.float32
+            and b.dtype == np.float32 and not _simulating()):  # (no CuPy kernel in the simulator)
+        return cuda_sgemm.matmul(a, b, trans_a, trans_b)
+    out = xp.empty((m, n) if squeeze else (nb, m, n), dtype=a.dtype)
+    C = out[None] if squeeze else out
+    if wide:
         _ladder.launch_dbuf("matmul", A, B, C, m, n, k, trans_a, trans_b, _wide_tile,
                             None if _simulating() else _launch_config)
-        return C[0] if squeeze else C
+        return out
     modes = (_PLAIN_T if trans_a else _PLAIN, _PLAIN_T if trans_b else _PLAIN, _OUT_PLAIN)
     if m <= _GRID_YZ_MAX * _tile[0] and nb <= _GRID_YZ_MAX:
         _launch_gemm(*modes, A, B, C, m, n, k, nb, (0,) * 8, a.dtype)
-        return C[0] if squeeze else C
+        return out
     # past the grid's 65535 row blocks or batches (a Linear over millions of rows, a bmm
     # over a huge batch) the product runs in slices, each copied to a contiguous array
     # (the kernels are compiled for those; these copies are small beside the product)
@@ -758,7 +765,7 @@ def _matmul(a, b, trans_a, trans_b, wide):
         Cb = xp.empty((b1 - b0, r1 - r0, n), dtype=a.dtype)
         _launch_gemm(*modes, Ab, B[b0:b1], Cb, r1 - r0, n, k, b1 - b0, (0,) * 8, a.dtype)
         C[b0:b1, r0:r1] = Cb
-    return C[0] if squeeze else C
+    return out
 
 
 # -- convolution ------------------------------------------------------------------------------
@@ -844,11 +851,12 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     n, o, oh, ow = out
     g = geo.groups
     kg, L = w_shape[1] * w_shape[2] * w_shape[3], oh * ow
-    dw = xp.empty((g, o // g, kg), dtype=x.dtype)
+    dw = xp.empty(tuple(w_shape), dtype=x.dtype)  # (owning its memory: see _matmul)
     sizes, conv = _conv_args("conv2d_backward_weight", geo, n, x.shape[1], oh, ow, kg, o // g)
     _launch_gemm(_DY_ONL, _IM2COL_T, _OUT_PLAIN, xp.ascontiguousarray(dy).reshape(n, o, L),
-                 xp.ascontiguousarray(x), dw, o // g, kg, n * L, g, sizes, x.dtype, conv)
-    return dw.reshape(tuple(w_shape))
+                 xp.ascontiguousarray(x), dw.reshape(g, o // g, kg), o // g, kg, n * L, g,
+                 sizes, x.dtype, conv)
+    return dw
 
 
 @cuda.jit(device=True, inline=True)
@@ -1195,10 +1203,11 @@ def _launch(kernel, total, threads=128):
 # between events, host time included), or kernels/cuda_pool.py's CUDA C ones: 32-bit index
 # arithmetic, the window's taps at constant offsets. SASS instructions a thread on sm_90
 # (benchmarks.resources) at 2x2/2: 115 forward and 138 backward, against 256 and 311 here.
-# The CUDA C ones have not run on a GPU yet: gpu_check's pool part times both, and the
-# faster belongs here.
+# Measured on an H100 (2026-11-26, results/2026-11-26-NVIDIA-H100-session4/pool.md), one
+# call between events: CUDA C 41-51% of the copy bandwidth, Numba 17-45%; at ResNet's 3x3/2
+# backward 0.063 against 0.092 ms. The CUDA C ones are the default.
 POOL_KERNELS = ("numba", "cuda_c")
-_pool_kernel = ["numba"]
+_pool_kernel = ["cuda_c"]
 
 
 def set_pool_kernel(name):

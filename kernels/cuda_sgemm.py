@@ -573,13 +573,15 @@ def matmul(a, b, trans_a=False, trans_b=False):
                          f"indices allow at most {_SIDE_MAX} on each side")
     A = cupy.ascontiguousarray(a[None] if a.ndim == 2 else a)
     B = cupy.ascontiguousarray(b[None] if b.ndim == 2 else b)
-    C = cupy.empty((A.shape[0], m, n), dtype=np.float32)
+    # a 2-D product is returned as the array that owns its memory (kernels.cuda._matmul)
+    out = cupy.empty((m, n) if a.ndim == 2 else (A.shape[0], m, n), dtype=np.float32)
+    C = out[None] if a.ndim == 2 else out
     slices = gemm_slices(A.shape[0], m, BM)
     if len(slices) > 1:  # past CUDA's 65535 blocks in y or z: slices, as kernels.cuda.matmul
         for b0, b1, r0, r1 in slices:
             Ab = A[b0:b1, :, r0:r1] if trans_a else A[b0:b1, r0:r1]
             C[b0:b1, r0:r1] = matmul(Ab, B[b0:b1], trans_a, trans_b)
-        return C[0] if a.ndim == 2 else C
+        return out
     grid = (math.ceil(n / BN), math.ceil(m / BM), A.shape[0])
     if grid[0] and grid[1] and grid[2]:  # (CUDA refuses an empty grid; K = 0 gives zeros)
         fn = _function(KERNELS[(bool(trans_a), bool(trans_b))])
@@ -588,7 +590,7 @@ def matmul(a, b, trans_a=False, trans_b=False):
         vec_c = vec_ok(n, C.data.ptr)
         fn(grid, (THREADS,), (A, B, C, np.int32(m), np.int32(n), np.int32(k),
                               np.int32(vec_a), np.int32(vec_b), np.int32(vec_c)))
-    return C[0] if a.ndim == 2 else C
+    return out
 
 
 # -- the convolutions -----------------------------------------------------------------------

@@ -164,18 +164,19 @@ def test_cuda_c_maxpool_matches_the_reference(n, c, h, wd, window, ties, seed):
     y_ref, arg_ref = R.maxpool2d_forward(x, k, s, p, d, ceil)
     dy = r.standard_normal(y_ref.shape).astype(np.float32)
     want = R.maxpool2d_backward(dy.astype(np.float64), arg_ref, x.shape)
-    for route in ("direct", "set_pool_kernel"):
+    before = K._pool_kernel[0]
+    for route in ("direct", "cuda_c", "numba"):
         mod = P if route == "direct" else K
         try:
-            if route == "set_pool_kernel":
-                K.set_pool_kernel("cuda_c")
+            if route != "direct":
+                K.set_pool_kernel(route)
             y, arg = mod.maxpool2d_forward(cp.asarray(x), k, s, p, d, ceil)
             np.testing.assert_array_equal(cp.asnumpy(y), y_ref)
             np.testing.assert_array_equal(cp.asnumpy(arg), arg_ref)
             dx = mod.maxpool2d_backward(cp.asarray(dy), arg, x.shape, k, s, p, d, ceil)
             assert rel(dx, want) < 1e-6
         finally:
-            K.set_pool_kernel("numba")
+            K.set_pool_kernel(before)
 
 
 def test_pool_options_large():
@@ -309,11 +310,13 @@ def test_matmul_on_the_wide_kernel_in_cuda_c(ta, tb):
     a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
     b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
     want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)
+    before = K._wide_kernel[0]
     try:
-        K.set_wide_kernel("vec4_cuda_c")
-        assert rel(K.matmul(cp.asarray(a), cp.asarray(b), ta, tb), want) < 1e-5
+        for name in K.WIDE_KERNELS:  # rung 6 (the default) and rung 5
+            K.set_wide_kernel(name)
+            assert rel(K.matmul(cp.asarray(a), cp.asarray(b), ta, tb), want) < 1e-5, name
     finally:
-        K.set_wide_kernel("double_buffered_warp")
+        K.set_wide_kernel(before)
 
 
 def test_cross_entropy_bad_target_raises_at_the_next_read():
