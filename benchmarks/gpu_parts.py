@@ -264,9 +264,22 @@ def _repeat(fn, times=_BACK_TO_BACK):
         fn()
 
 
+def _with_pool_kernel(K, name, fn):
+    """fn, run with kernels.cuda's max-pool kernels set to ``name`` (restored after)."""
+    def run():
+        before = K._pool_kernel[0]
+        K.set_pool_kernel(name)
+        try:
+            return fn()
+        finally:
+            K.set_pool_kernel(before)
+    return run
+
+
 def part_pool(out, deadline_s=float("inf")):
-    """Max-pool forward and backward vs a copy of the same bytes; cases not started within
-    deadline_s seconds are listed as skipped."""
+    """Max-pool forward and backward vs a copy of the same bytes: "forward"/"backward" as
+    the framework calls them (kernels.cuda, its default kernels), then each kernel family
+    by itself; cases not started within deadline_s seconds are listed as skipped."""
     import cupy
 
     import kernels.cuda as K
@@ -297,11 +310,16 @@ def part_pool(out, deadline_s=float("inf")):
             passes = {"forward": (lambda: K.maxpool2d_forward(x, k, s, p), x.nbytes + 3 * ybytes),
                       "backward": (lambda: K.maxpool2d_backward(dy, idx, xs, k, s, p),
                                    x.nbytes + 3 * ybytes),
-                      # the CUDA C kernels (kernels.cuda.POOL_KERNELS), the candidate
+                      # each family of kernels.cuda.POOL_KERNELS by itself: the CUDA C
+                      # kernels called directly, the Numba ones through kernels.cuda
                       "forward (CUDA C)": (lambda: P.maxpool2d_forward(x, k, s, p),
                                            x.nbytes + 3 * ybytes),
                       "backward (CUDA C)": (lambda: P.maxpool2d_backward(dy, idx, xs, k, s, p),
-                                            x.nbytes + 3 * ybytes)}
+                                            x.nbytes + 3 * ybytes),
+                      "forward (Numba)": (_with_pool_kernel(K, "numba", lambda: K.maxpool2d_forward(
+                          x, k, s, p)), x.nbytes + 3 * ybytes),
+                      "backward (Numba)": (_with_pool_kernel(K, "numba", lambda: K.maxpool2d_backward(
+                          dy, idx, xs, k, s, p)), x.nbytes + 3 * ybytes)}
             for op, (fn, nbytes) in passes.items():
                 try:  # (a failing candidate costs its own row only)
                     src = cupy.empty(nbytes // 8, dtype=np.float32)  # read + write = nbytes
@@ -507,8 +525,10 @@ def part_launch(out, n=64):
             parts, axis=1, out=summed),
         "Linear's bias add (CuPy elementwise c += b)": lambda: c.__iadd__(bias),
         "Linear's bias gradient (CuPy reduction g.sum(axis=0))": lambda: a2.sum(axis=0),
-        "max-pool 2x2 forward, Numba kernel (kernels.cuda)": lambda: K.maxpool2d_forward(
+        "max-pool 2x2 forward, kernels.cuda (its default kernel)": lambda: K.maxpool2d_forward(
             px, 2, 2),
+        "max-pool 2x2 forward, Numba kernel (kernels.cuda)": _with_pool_kernel(
+            K, "numba", lambda: K.maxpool2d_forward(px, 2, 2)),
         "max-pool 2x2 forward, CUDA C kernel (kernels.cuda_pool, CuPy launch)": lambda:
             CP.maxpool2d_forward(px, 2, 2),
     })
