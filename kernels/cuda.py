@@ -631,8 +631,9 @@ def _splitk_sum_kernel(dtype_name):
     (in chunk order) and stored plain (one image, L = N) or NCHW (L = OH*OW), one thread
     per element of C. One launch with two arrays through the driver launch, where CuPy's
     reduction (its host side: type and axis resolution, a reduction plan) and, for the
-    NCHW store, a transposed copy made two calls; gpu_check's launch part times both on
-    LeNet's first weight gradient (not yet run on a GPU)."""
+    NCHW store, a transposed copy made two calls. Host time a call on an H100 (LeNet's
+    first weight gradient, results/2026-11-26-NVIDIA-H100-session4*/launch.md): 13.9 /
+    7.9 us against CuPy's 29.6 / 17.5."""
     acc_t = _float_type(dtype_name)
 
     @cuda.jit
@@ -787,8 +788,12 @@ def _conv_args(op, geo, n, c, oh, ow, kg, og):
 # kernels/cuda_sgemm.py's CUDA C implicit GEMM on the 128x128 schedule of GEMM rung 6
 # (1.39-1.40 instead of 2.30 SASS instructions per FMA in the K-loop on sm_90, the weight
 # gradient 1.62 instead of 2.85 and split-K as the 64x64 kernel's; 125-128 registers, no
-# spills; a 64x128 tile for GEMMs of at most 64 rows). The CUDA C one has not run on a GPU
-# yet: gpu_check's conv part times both, and the faster one belongs here.
+# spills; a 64x128 tile for GEMMs of at most 64 rows). On an H100 (2026-11-26,
+# results/2026-11-26-NVIDIA-H100-session4/conv.md) the CUDA C passes beat these on most
+# ResNet-18 layers (forward 0.51-0.59x cuDNN on four of six, input grad at stride 1 up to
+# 0.92x, weight grad up to 0.95x) but lose on 512@4, the strided input gradient (col2im is
+# faster) and LeNet-5's step (train.md: 3.17 vs 2.23 ms with every CUDA C kernel on). It
+# stays a choice until a per-layer rule is measured.
 CONV_KERNELS = ("implicit_gemm_64", "cuda_c_128")
 _conv_kernel = ["implicit_gemm_64"]
 
