@@ -32,10 +32,13 @@ B (batch, K, N), or (batch, N, K) when trans_b; transposes are read in place.
 
 The schedule is one template, ``tk_gemm_core``, over an operand policy: ``TkMatmul`` (the
 matmul), ``TkConv`` (the forward pass and input gradient of a convolution: B gathered from
-the image, C written in NCHW order; see CONV_SOURCE) and ``TkConvW`` (its weight gradient,
-split over the pixels where the grid is small). A convolution GEMM of at most 64 rows
-runs on a 64 x 128 tile (4 x 8 results a thread), the rest on 128 x 128. kernels.cuda
-uses them where ``set_wide_kernel`` / ``set_conv_kernel`` ask; none has run on a GPU yet.
+the image, C written in NCHW order; see CONV_SOURCE) and ``TkConvW`` (its weight gradient).
+The three convolution passes split K where the grid is small (partial products summed
+after: ``summed``, CuPy's reduction here, kernels.cuda's own kernel when it calls). A
+convolution GEMM of at most 64 rows runs on a 64 x 128 tile (4 x 8 results a thread), the
+rest on 128 x 128. kernels.cuda runs the wide float32 products on the matmul, and the
+convolutions of 64 rows or more on these (``set_wide_kernel`` / ``set_conv_kernel``);
+measured on an H100 in benchmarks/results/2026-11-26-NVIDIA-H100-session4/.
 
 Without a GPU the tests compile the sources for sm_90 with NVRTC (and read their registers
 and spills with ptxas) and run the same source as host C++ -- a block's 256 threads as
@@ -51,8 +54,8 @@ import numpy as np
 __all__ = ["SOURCE", "CORE_SOURCE", "MATMUL_SOURCE", "CONV_SOURCE", "CONV_WGRAD_SOURCE",
            "KERNELS", "BM", "BN", "BK", "THREADS", "LD", "matmul", "vec_ok", "conv_entry",
            "conv_wgrad_entry", "conv_bm", "conv_plan", "conv_weights", "conv_args", "wgrad_plan",
-           "wgrad_aligned", "conv_fits", "conv2d_forward", "conv2d_backward_input",
-           "conv2d_backward_weight"]
+           "wgrad_aligned", "conv_fits", "sum_partials", "conv2d_forward",
+           "conv2d_backward_input", "conv2d_backward_weight"]
 
 BM, BN, BK = 128, 128, 8
 THREADS = 256
@@ -274,6 +277,10 @@ SOURCE = CORE_SOURCE + MATMUL_SOURCE  # the matmul module (rung 6)
 # out once per block, before the K-loop, into shared memory (row and column packed in 16
 # bits each); per K-tile the tap (c, p, q) is split by compile-time constants. C is written
 # straight into the NCHW output, 4 pixels a float4 store where rows of L pixels allow.
+# Split-K (grid z = g * split + s, as the weight gradient's): where the grid has too few
+# blocks to fill the GPU (ResNet's 512@4: 32 blocks of 128 x 128 for 132 SMs), block z
+# multiplies only taps [s*kchunk, s*kchunk + kchunk) and writes its partial product plain,
+# P[z] (M x N), for the host to add up; split 1 writes Y as above.
 CONV_SOURCE = r"""
 template <int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, bool DGRAD, int BM_>
 struct TkConv {
@@ -281,33 +288,38 @@ struct TkConv {
     static constexpr bool A_ALONG_K = true, B_ALONG_K = false;
     const float* pa;   // the weights, this thread's row, moving along K
     const float* S;    // the source, at this group's first channel
-    float* Y;          // the output (NB, OC, L), at this group's first channel
+    float* Y;          // the output (NB, OC, L) at this group's first channel, or P[z]
     const int* cols;   // [2][128] in shared memory: each column's image offset in S and
                        // first (row << 16 | column & 0xffff) of S it reads
-    int M, N, K, row0, col0, a_q, b_p, b_q, vec_a, vec_c, SA, SB, SAB, L, OCL;
-    bool a_row_ok;
+    // K is the end of this block's taps (kbeg + its chunk); a_k and b_k are the first
+    // tap of this thread's A and B vectors (kbeg + the offset in the K-tile)
+    int M, N, K, Kc, row0, col0, a_k, b_k, b_q, vec_a, vec_c, SA, SB, SAB, L, OCL;
+    bool a_row_ok, plain;
 
     __device__ __forceinline__ TkConv(const float* A, const float* S_, float* Y_, int M_,
-                                      int N_, int K_, int va, int vc, int SC, int SA_,
-                                      int SB_, int GA, int GB, int OC)
-        : M(M_), N(N_), K(K_), vec_a(va), vec_c(vc), SA(SA_), SB(SB_) {
+                                      int N_, int K_, int kchunk, int split, int va, int vc,
+                                      int SC, int SA_, int SB_, int GA, int GB, int OC)
+        : M(M_), N(N_), vec_a(va), vec_c(vc), SA(SA_), SB(SB_) {
         // the 128 columns of the tile are the same at every k-row: split once per block,
         // into shared memory (held in registers they pushed the kernel past 128 and spilled)
         __shared__ __align__(16) int col_info[2][TK_BN];
         const int tid = threadIdx.x;
-        const int g = blockIdx.z;
+        const int z = blockIdx.z, g = z / split, kbeg = (z - g * split) * kchunk;
+        Kc = K_ - kbeg < kchunk ? K_ - kbeg : kchunk;  // this block's taps
+        K = kbeg + Kc;
+        plain = split > 1;
         SAB = SA * SB;
         L = GA * GB;
         OCL = OC * L;
-        S = S_ + (size_t)g * (K / (KH * KW)) * SAB;  // K = source channels a group x taps
-        Y = Y_ + (size_t)g * M * L;
+        S = S_ + (size_t)g * (K_ / (KH * KW)) * SAB;  // K_ = source channels a group x taps
+        Y = plain ? Y_ + (size_t)z * M * N : Y_ + (size_t)g * M * L;
         row0 = blockIdx.y * BM;
         col0 = blockIdx.x * TK_BN;
         const int a_p = tk_tile_p<true, BM>(tid);
-        a_q = tk_tile_q<true, BM>(tid);
-        b_p = tk_tile_p<false>(tid);
+        a_k = kbeg + tk_tile_q<true, BM>(tid);
+        b_k = kbeg + tk_tile_p<false>(tid);
         b_q = tk_tile_q<false>(tid);
-        pa = A + (size_t)g * M * K + (size_t)(row0 + a_p) * K + a_q;
+        pa = A + (size_t)g * M * K_ + (size_t)(row0 + a_p) * K_ + a_k;
         a_row_ok = row0 + a_p < M;
         if (tid < TK_BN) {
             const int col = col0 + tid;
@@ -326,13 +338,14 @@ struct TkConv {
         __syncthreads();
     }
     __device__ __forceinline__ float4 load_a(int k0) {
-        const float4 v = tk_load4(pa, a_row_ok, k0 + a_q, K, vec_a);
+        // (kbeg is a multiple of 8: a 4-vector inside [kbeg, K) is whole where vec_a says)
+        const float4 v = tk_load4(pa, a_row_ok, k0 + a_k, K, vec_a);
         pa += TK_BK;
         return v;
     }
     __device__ __forceinline__ float4 load_b(int k0) {
         float v[4] = {0.f, 0.f, 0.f, 0.f};
-        const int k = k0 + b_p;
+        const int k = k0 + b_k;
         if (k < K) {
             const int ch = k / (KH * KW), t = k - ch * (KH * KW);
             const int p = t / KW, q = t - p * KW;
@@ -365,6 +378,10 @@ struct TkConv {
         r += row0;
         c += col0;
         if (r >= M || c >= N) return;
+        if (plain) {  // a partial product: P[z] row-major (vec_c: N % 4 == 0, aligned)
+            tk_store4(Y + (size_t)r * N + c, c, N, vec_c, v);
+            return;
+        }
         if (vec_c) {  // L % 4 == 0: the 4 pixels are one image's, 16-byte aligned
             const int n = c / L;
             *reinterpret_cast<float4*>(Y + (size_t)n * OCL + (size_t)r * L + (c - n * L)) = v;
@@ -504,11 +521,11 @@ def conv_wgrad_entry(window, bm=128):
 CONV_ENTRY = r"""
 extern "C" __global__ void __launch_bounds__(256, {min_blocks})
 {name}(const float* __restrict__ A, const float* __restrict__ S, float* __restrict__ Y,
-       int M, int N, int K, int vec_a, int vec_c, int SC, int SA, int SB, int GA, int GB,
-       int OC) {{
+       int M, int N, int K, int kchunk, int split, int vec_a, int vec_c, int SC, int SA,
+       int SB, int GA, int GB, int OC) {{
     TkConv<{kh}, {kw}, {sh}, {sw}, {ph}, {pw}, {dh}, {dw}, {dgrad}, {bm}> op(
-        A, S, Y, M, N, K, vec_a, vec_c, SC, SA, SB, GA, GB, OC);
-    tk_gemm_core(op, K);
+        A, S, Y, M, N, K, kchunk, split, vec_a, vec_c, SC, SA, SB, GA, GB, OC);
+    tk_gemm_core(op, op.Kc);
 }}
 """
 
@@ -645,26 +662,60 @@ def conv_weights(w, geo, dgrad, xp):
     return xp.ascontiguousarray(w).reshape(g, o // g, cg * kh * kw)
 
 
-def conv_args(plan, groups, a_ptr, y_ptr, bm=None):
+def _chunks(op, K, split, kchunk):
+    """(split, kchunk) validated: K cut into ``split`` non-empty chunks of ``kchunk`` (a
+    multiple of BK) that cover it, the last one possibly shorter; kchunk None: one chunk
+    of all of K."""
+    if kchunk is None:
+        return 1, max(BK, -(-K // BK) * BK)
+    if split < 1 or kchunk < BK or kchunk % BK or (split - 1) * kchunk >= max(K, 1) \
+            or split * kchunk < K:
+        raise ValueError(f"{op}: split {split} x kchunk {kchunk} does not cut K = {K} into "
+                         f"non-empty chunks of a multiple of {BK} that cover it")
+    return split, kchunk
+
+
+def conv_args(plan, groups, a_ptr, y_ptr, bm=None, split=1, kchunk=None):
     """(grid, int arguments after A, S, Y, tile rows) of a convolution launch; bm None:
-    conv_bm's choice."""
+    conv_bm's choice. With ``split`` chunks of ``kchunk`` taps (split-K) Y is the partial
+    products P (groups * split, M, N), written plain; else the NCHW output."""
     M, N, K, SC, SA, SB, GA, GB, OC = plan
+    split, kchunk = _chunks("conv2d_cuda_c", K, split, kchunk)
     bm = conv_bm(M) if bm is None else bm
     vec_a = vec_ok(K, a_ptr)
-    vec_c = int((GA * GB) % 4 == 0 and y_ptr % 16 == 0)
-    grid = (math.ceil(N / BN), math.ceil(M / bm), groups)
-    return grid, (M, N, K, vec_a, vec_c, SC, SA, SB, GA, GB, OC), bm
+    vec_c = vec_ok(N if split > 1 else GA * GB, y_ptr)
+    grid = (math.ceil(N / BN), math.ceil(M / bm), groups * split)
+    return grid, (M, N, K, kchunk, split, vec_a, vec_c, SC, SA, SB, GA, GB, OC), bm
 
 
-def _conv_run(geo, dgrad, w, S, Y, x_shape):
+def sum_partials(P, C):
+    """C[img, g*M + m, l] = sum_s P[g, s, m, img*L + l] for split-K's partial products P
+    (G, split, M, NB*L) and the result C (NB, G*M, L): NCHW (the forward pass, the input
+    gradient) or, with NB = 1, plain (the weight gradient). CuPy's reduction and a
+    transposed copy; kernels.cuda passes its one-kernel sum instead."""
+    g, split, m, cols = P.shape
+    nb, _, L = C.shape
+    C[...] = P.sum(axis=1).reshape(g, m, nb, L).transpose(2, 0, 1, 3).reshape(nb, g * m, L)
+
+
+def _conv_run(geo, dgrad, w, S, Y, x_shape, split=1, kchunk=None, summed=sum_partials):
+    """The convolution GEMM into Y (NB, OC, L); with split-K through partial products
+    added up by ``summed(P, Y)``."""
     import cupy
 
     A = conv_weights(w, geo, dgrad, cupy)
-    grid, ints, bm = conv_args(conv_plan(dgrad, x_shape, w.shape, geo), geo.groups,
-                               A.data.ptr, Y.data.ptr)
+    plan = conv_plan(dgrad, x_shape, w.shape, geo)
+    M, N, K = plan[:3]
+    split = _chunks("conv2d_cuda_c", K, split, kchunk)[0]
+    g = geo.groups
+    out = cupy.empty((g * split, M, N), dtype=np.float32) if split > 1 else Y
+    grid, ints, bm = conv_args(plan, g, A.data.ptr, out.data.ptr, None, split, kchunk)
     if all(grid):
         _conv_function(_window(geo), dgrad, bm)(
-            grid, (THREADS,), (A, cupy.ascontiguousarray(S), Y) + tuple(np.int32(v) for v in ints))
+            grid, (THREADS,), (A, cupy.ascontiguousarray(S), out)
+            + tuple(np.int32(v) for v in ints))
+        if split > 1:
+            summed(out.reshape(g, split, M, N), Y)
 
 
 def _check_float32(op, *arrays):
@@ -677,9 +728,12 @@ def _window(geo):
     return geo.kernel_size + geo.stride + geo.padding + geo.dilation
 
 
-def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1, split=1, kchunk=None,
+                   summed=sum_partials):
     """y = conv2d(x, w) (NCHW, OIHW, float32 CuPy arrays) as an implicit GEMM per group on
-    the 128 x 128 schedule: y[n, g*OG + o, l] = sum_k W2[g, o, k] im2col(x)[g*KG + k, n*L + l]."""
+    the 128 x 128 schedule: y[n, g*OG + o, l] = sum_k W2[g, o, k] im2col(x)[g*KG + k, n*L + l],
+    K (the taps) cut into ``split`` chunks of ``kchunk`` added up by ``summed`` (see
+    sum_partials)."""
     import cupy
 
     from ._common import as_conv_geometry, check_float
@@ -694,13 +748,15 @@ def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(why)
     y = cupy.empty((n, o, oh * ow), dtype=np.float32)
     if n:
-        _conv_run(geo, False, w, x, y, x.shape)
+        _conv_run(geo, False, w, x, y, x.shape, split, kchunk, summed)
     return y.reshape(n, o, oh, ow)
 
 
-def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1,
+                          split=1, kchunk=None, summed=sum_partials):
     """dx of conv2d (float32 CuPy arrays) as an implicit GEMM per group on the 128 x 128
-    schedule: dx[n, g*CG + c, (h, w)] = sum_(o,p,q) Wt[g, c, (o,p,q)] dy-gather (above)."""
+    schedule: dx[n, g*CG + c, (h, w)] = sum_(o,p,q) Wt[g, c, (o,p,q)] dy-gather (above);
+    split-K as conv2d_forward's."""
     import cupy
 
     from ._common import as_conv_geometry, check_dy, check_float
@@ -717,7 +773,7 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, group
     n, c, h, wd = x_shape
     dx = cupy.empty((n, c, h * wd), dtype=np.float32)
     if n:
-        _conv_run(geo, True, w, dy, dx, x_shape)
+        _conv_run(geo, True, w, dy, dx, x_shape, split, kchunk, summed)
     return dx.reshape(x_shape)
 
 
@@ -738,11 +794,7 @@ def wgrad_plan(x_shape, dy_shape, w_shape, geo, split=1, kchunk=None, bm=None):
     _, o, oh, ow = dy_shape
     g = geo.groups
     M, N, K = o // g, w_shape[1] * w_shape[2] * w_shape[3], n * oh * ow
-    if kchunk is None:
-        split, kchunk = 1, max(BK, -(-K // BK) * BK)
-    if split < 1 or kchunk % BK or (split - 1) * kchunk >= max(K, 1):
-        raise ValueError(f"conv2d_backward_weight_cuda_c: split {split} x kchunk {kchunk} "
-                         f"does not cut K = {K} into non-empty chunks of a multiple of {BK}")
+    split, kchunk = _chunks("conv2d_backward_weight_cuda_c", K, split, kchunk)
     bm = conv_bm(M) if bm is None else bm
     grid = (math.ceil(N / BN), math.ceil(M / bm), g * split)
     return grid, (M, N, K, kchunk, split, int((oh * ow) % 4 == 0), int(N % 4 == 0), o, oh, ow,
@@ -757,9 +809,10 @@ def wgrad_aligned(ints, dy_ptr, p_ptr):
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
-                           split=1, kchunk=None):
+                           split=1, kchunk=None, summed=sum_partials):
     """dW of conv2d (float32 CuPy arrays) as an implicit GEMM per group on the 128 x 128
-    schedule, K (the pixels) cut into ``split`` chunks of ``kchunk`` summed afterwards."""
+    schedule, K (the pixels) cut into ``split`` chunks of ``kchunk`` added up by
+    ``summed`` (see sum_partials)."""
     import cupy
 
     from ._common import as_conv_geometry, check_dy, check_float
@@ -783,6 +836,9 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     ints = wgrad_aligned(ints, dy.data.ptr, P.data.ptr)
     _wgrad_function(_window(geo), bm)(grid, (THREADS,),
                                       (dy, x, P) + tuple(np.int32(v) for v in ints))
-    if p_shape[0] != g:
-        P = P.reshape(g, p_shape[0] // g, p_shape[1], p_shape[2]).sum(axis=1)
-    return P.reshape(w_shape)
+    if p_shape[0] == g:
+        return P.reshape(w_shape)
+    dw = cupy.empty(w_shape, dtype=np.float32)
+    summed(P.reshape(g, p_shape[0] // g, p_shape[1], p_shape[2]),
+           dw.reshape(1, w_shape[0], p_shape[2]))
+    return dw

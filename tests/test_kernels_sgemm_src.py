@@ -245,7 +245,7 @@ def conv_entries():
 def conv_lib(tmp_path_factory):
     _, names, entries = conv_entries()
     return host_library(tmp_path_factory, "tk_conv", S.CORE_SOURCE + S.CONV_SOURCE + entries
-                        + launcher("tk_conv_launch", 11, names))
+                        + launcher("tk_conv_launch", 13, names))
 
 
 def test_conv_entries_compile_for_sm90_without_spills():
@@ -253,29 +253,39 @@ def test_conv_entries_compile_for_sm90_without_spills():
     assert len(regs) == 4 * len(WINDOWS) and max(regs) <= 128
 
 
-def run_conv(lib, dgrad, x_shape, w, S_arr, geo, bm=None):
+def run_conv(lib, dgrad, x_shape, w, S_arr, geo, bm=None, split=1, kchunk=None):
     """The host-compiled kernel's result, launched as kernels.cuda_sgemm launches it (bm
-    None: its choice of tile rows)."""
-    from kernels._common import as_conv_geometry  # noqa: F401 (geo is one already)
-
+    None: its choice of tile rows); with split-K (``split`` chunks of ``kchunk`` taps) the
+    partial products added up by cuda_sgemm.sum_partials."""
     order = conv_entries()[0]
     window = geo.kernel_size + geo.stride + geo.padding + geo.dilation
     A = S.conv_weights(w, geo, dgrad, np)
     plan = S.conv_plan(dgrad, x_shape, w.shape, geo)
     M, N, K, SC, SA, SB, GA, GB, OC = plan
     Y = np.full((x_shape[0], OC, GA * GB), np.nan, np.float32)
-    grid, ints, bm = S.conv_args(plan, geo.groups, A.ctypes.data, Y.ctypes.data, bm)
+    g = geo.groups
+    out = Y if split == 1 else np.full((g * split, M, N), np.nan, np.float32)
+    grid, ints, bm = S.conv_args(plan, g, A.ctypes.data, out.ctypes.data, bm, split, kchunk)
     run_launcher(lib.tk_conv_launch, order.index((window, dgrad, bm)), grid,
-                 (A, np.ascontiguousarray(S_arr), Y), ints)
+                 (A, np.ascontiguousarray(S_arr), out), ints)
+    if split > 1:
+        S.sum_partials(out.reshape(g, split, M, N), Y)
     return Y.reshape(x_shape[0], OC, GA, GB)
+
+
+def chunks(K, split):
+    """(split, kchunk) for about ``split`` chunks of K, each a multiple of 8 and non-empty."""
+    kchunk = max(8, -(-(-(-K // split)) // 8) * 8)
+    return -(-K // kchunk), kchunk
 
 
 @pytest.mark.parametrize("window", WINDOWS, ids=lambda w: "x".join(map(str, w)))
 @settings(max_examples=4, deadline=None)
 @given(n=st.integers(1, 2), cg=st.integers(1, 5), og=st.integers(1, 9), groups=st.integers(1, 2),
        h=st.integers(1, 12), wd=st.integers(1, 12), bm=st.sampled_from([64, 128]),
-       seed=st.integers(0, 2 ** 31))
-def test_host_conv_matches_the_reference(conv_lib, window, n, cg, og, groups, h, wd, bm, seed):
+       split=st.integers(1, 3), seed=st.integers(0, 2 ** 31))
+def test_host_conv_matches_the_reference(conv_lib, window, n, cg, og, groups, h, wd, bm, split,
+                                         seed):
     from hypothesis import assume
 
     from kernels import reference as R
@@ -289,13 +299,15 @@ def test_host_conv_matches_the_reference(conv_lib, window, n, cg, og, groups, h,
     w = rng.standard_normal((og * groups, cg, kh, kw)).astype(np.float32)
     args = ((sh, sw), (ph, pw), (dh, dw), groups)
     y_ref = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), *args)
-    y = run_conv(conv_lib, False, x.shape, w, x, geo, bm)
+    split_f, kchunk_f = chunks(cg * kh * kw, split)  # split-K over the taps (1: none)
+    y = run_conv(conv_lib, False, x.shape, w, x, geo, bm, split_f, kchunk_f)
     assert y.shape == y_ref.shape and not np.isnan(y).any()
     assert np.linalg.norm(y - y_ref) <= 1e-5 * max(np.linalg.norm(y_ref), 1e-30)
     dy = rng.standard_normal(y_ref.shape).astype(np.float32)
     dx_ref = R.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), x.shape,
                                      *args)
-    dx = run_conv(conv_lib, True, x.shape, w, dy, geo, bm)
+    split_d, kchunk_d = chunks(og * kh * kw, split)
+    dx = run_conv(conv_lib, True, x.shape, w, dy, geo, bm, split_d, kchunk_d)
     assert dx.shape == x.shape and not np.isnan(dx).any()
     assert np.linalg.norm(dx - dx_ref) <= 1e-5 * max(np.linalg.norm(dx_ref), 1e-30)
 
@@ -320,6 +332,49 @@ def test_host_conv_spans_several_tiles(conv_lib):
         dx_ref = R.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), x.shape,
                                          1, 1)
         assert np.linalg.norm(dx - dx_ref) <= 1e-5 * np.linalg.norm(dx_ref)
+
+
+def test_host_conv_split_k_vector_loads_and_many_tiles(conv_lib):
+    """Split-K over several tiles each way: K = 72 x 9 taps (rows of A in 4-vectors) in
+    chunks of 216 (equal) and of 208 (the last one shorter), the partial products stored
+    plain as 4-vectors (N a multiple of 4) or as scalars (N odd); the input gradient
+    likewise over 72 x 9; and an odd K (70 x 9: the scalar loads) in chunks of 64."""
+    from kernels import reference as R
+    from kernels._common import conv_geometry
+
+    rng = np.random.default_rng(3)
+    geo = conv_geometry((3, 3), (1, 1), (1, 1), (1, 1), 1)
+    for c, (h, wd), split, kchunk, bm in ((72, (12, 12), 3, 216, 128), (72, (9, 15), 4, 208, 64),
+                                          (70, (12, 12), 10, 64, 128)):
+        x = rng.standard_normal((2, c, h, wd)).astype(np.float32)
+        w = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
+        A = S.conv_weights(w, geo, False, np)
+        plan = S.conv_plan(False, x.shape, w.shape, geo)
+        _, ints, _ = S.conv_args(plan, 1, A.ctypes.data, 0, bm, split, kchunk)
+        assert ints[3:7] == (kchunk, split, int(c % 4 == 0), int(2 * h * wd % 4 == 0))
+        y = run_conv(conv_lib, False, x.shape, w, x, geo, bm, split, kchunk)
+        y_ref = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), 1, 1)
+        assert np.linalg.norm(y - y_ref) <= 1e-5 * np.linalg.norm(y_ref)
+        dy = rng.standard_normal(y_ref.shape).astype(np.float32)
+        dx = run_conv(conv_lib, True, x.shape, w, dy, geo, bm, split, kchunk)
+        dx_ref = R.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), x.shape,
+                                         1, 1)
+        assert np.linalg.norm(dx - dx_ref) <= 1e-5 * np.linalg.norm(dx_ref)
+
+
+def test_conv_args_refuses_chunks_that_do_not_cut_k():
+    plan = S.conv_plan(False, (1, 4, 6, 6), (8, 4, 3, 3), _geo3())
+    # K = 36: short of K, not a multiple of 8, no chunk, an empty last chunk
+    for split, kchunk in ((2, 16), (4, 8), (3, 12), (0, 8), (6, 8), (2, 0)):
+        with pytest.raises(ValueError, match="does not cut K = 36"):
+            S.conv_args(plan, 1, 0, 0, None, split, kchunk)
+    assert S.conv_args(plan, 1, 0, 0, None, 3, 16)[1][3:5] == (16, 3)  # 16 + 16 + 4
+
+
+def _geo3():
+    from kernels._common import conv_geometry
+
+    return conv_geometry((3, 3), (1, 1), (1, 1), (1, 1), 1)
 
 
 # -- the weight gradient ------------------------------------------------------------------------
@@ -375,9 +430,7 @@ def test_host_wgrad_matches_the_reference(wgrad_lib, window, n, cg, og, groups, 
     w_shape = (og * groups, cg, kh, kw)
     out = geo.output_shape(x.shape, w_shape)
     dy = rng.standard_normal(out).astype(np.float32)
-    K = out[0] * out[2] * out[3]
-    kchunk = max(8, -(-(-(-K // split)) // 8) * 8)  # chunks of a multiple of 8 pixels
-    split = -(-K // kchunk)
+    split, kchunk = chunks(out[0] * out[2] * out[3], split)  # chunks of 8k pixels
     dw_, _ = run_wgrad(wgrad_lib, x, dy, w_shape, geo, split, kchunk, bm)
     ref = R.conv2d_backward_weight(dy.astype(np.float64), x.astype(np.float64), w_shape,
                                    (sh, sw), (ph, pw), (dh, dw), groups)
