@@ -87,6 +87,17 @@ def _remembered_shape(geo, args, compute):
     return out
 
 
+def geometry_memo(geo, name):
+    """A dict kept on ``geo`` (a frozen geometry record) under ``name``, for what a kernel
+    module works out once per input shape (a launch plan); emptied when it holds
+    _SHAPES_KEPT entries, so that varying shapes cannot grow it without bound."""
+    memo = geo.__dict__.get(name)
+    if memo is None or len(memo) >= _SHAPES_KEPT:
+        memo = {}
+        object.__setattr__(geo, name, memo)  # (a frozen dataclass)
+    return memo
+
+
 @dataclass(frozen=True)
 class ConvGeometry:
     """Validated convolution arguments, one int per spatial dimension (ndim of them).

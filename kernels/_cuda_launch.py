@@ -41,7 +41,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["DirectLauncher", "cap_registers", "describe", "numba_signature", "param_format",
+__all__ = ["DirectLauncher", "BoundLaunch", "cap_registers", "describe", "numba_signature", "param_format",
            "ptx_params", "use_direct_launch"]
 
 # cuda.h: CU_LAUNCH_PARAM_END, CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_BUFFER_SIZE
@@ -56,16 +56,28 @@ def use_direct_launch():
     return choice == "direct"
 
 
-_ARRAY_TYPES = set()  # classes seen to be arrays (they have strides and are no NumPy scalar)
+# classes seen to be arrays (they have strides and are no NumPy scalar) -> whether they
+# keep their contiguity as plain attributes, as CuPy's ndarray does (_c_contiguous,
+# _f_contiguous): its ``flags`` builds a Flags object on every read, three per array and
+# launch before (a 30-array optimizer step reads them 30 times)
+_ARRAY_TYPES = {}
 
 
 def _is_array(a, t):
     if t in _ARRAY_TYPES:
         return True
     if hasattr(a, "strides") and not isinstance(a, np.generic):  # NumPy scalars have strides
-        _ARRAY_TYPES.add(t)
+        _ARRAY_TYPES[t] = hasattr(a, "_c_contiguous") and hasattr(a, "_f_contiguous")
         return True
     return False
+
+
+def _contiguity(a, t):
+    """(C-contiguous, F-contiguous) of an array of a class _is_array has seen."""
+    if _ARRAY_TYPES[t]:
+        return a._c_contiguous, a._f_contiguous
+    flags = a.flags
+    return flags.c_contiguous, flags.f_contiguous
 
 
 def describe(args, pointer):
@@ -76,9 +88,10 @@ def describe(args, pointer):
     ``("flat", n, dtype)`` (n C-contiguous arrays, each as its flat 1-D view) or
     ``(dtype, ndim, layout)`` for an array (dtype a NumPy dtype), layout "C", "F" or "A"
     as numba reads it from the array's flags. Runs on every launch, so the common cases
-    go first and cheaply: an exact-type test for Python ints, a set of the array classes
-    already seen (no ``hasattr`` per array), the dtype object itself in the key (its
-    ``.str`` builds a string on every read); ``isinstance`` only for NumPy scalars."""
+    go first and cheaply: an exact-type test for Python ints, the array classes already
+    seen (no ``hasattr`` per array; CuPy's contiguity read as attributes, not ``flags``),
+    the dtype object itself in the key (its ``.str`` builds a string on every read);
+    ``isinstance`` only for NumPy scalars."""
     key, vals = [], []
     for a in args:
         t = type(a)
@@ -86,8 +99,8 @@ def describe(args, pointer):
             key.append("i8")
             vals.append(a)
         elif _is_array(a, t):
-            flags = a.flags
-            layout = "C" if flags.c_contiguous else "F" if flags.f_contiguous else "A"
+            c_order, f_order = _contiguity(a, t)
+            layout = "C" if c_order else "F" if f_order else "A"
             key.append((a.dtype, a.ndim, layout))
             vals += (0, 0, a.size, a.itemsize, pointer(a))
             vals += a.shape
@@ -97,7 +110,8 @@ def describe(args, pointer):
             # (numba's UniTuple(Array(dtype, 1, "C"), n)) without making the views
             dt = a[0].dtype
             for x in a:
-                if not (_is_array(x, type(x)) and x.dtype == dt and x.flags.c_contiguous):
+                tx = type(x)
+                if not (_is_array(x, tx) and x.dtype == dt and _contiguity(x, tx)[0]):
                     raise TypeError("kernels.cuda launch: a tuple of arrays must hold "
                                     f"C-contiguous arrays of one dtype ({dt}), got {x!r:.80}")
                 n, size = x.size, x.itemsize
@@ -282,10 +296,54 @@ class DirectLauncher:
 
     def __call__(self, *args):
         key, vals = describe(args, _pointer)
+        self._load(key).launch(self.grid, self.block, vals)
+
+    def _load(self, key):
         loaded = _loaded.get((self.kernel, key))
         if loaded is None:
             with _loaded_lock:
                 loaded = _loaded.get((self.kernel, key))
                 if loaded is None:
                     loaded = _loaded[(self.kernel, key)] = _Loaded(self.kernel, key)
-        loaded.launch(self.grid, self.block, vals)
+        return loaded
+
+    def bind(self, *args):
+        """This launch of these arguments kept ready to repeat (a BoundLaunch)."""
+        return BoundLaunch(self, args)
+
+
+class BoundLaunch:
+    """A launch whose arguments were described once: ``bound(*arrays)`` launches the same
+    kernel, grid and scalars again on other arrays -- one per array argument of ``bind``,
+    in order, each of the same dtype, shape and strides as the one it replaces -- and reads
+    only their device addresses. What the caller vouches for: kernels.cuda keeps one per
+    (op, shapes, strides, dtypes, settings) and passes arrays it has just made or checked
+    to match (its launch plans); describe's per-array reads are what it saves."""
+
+    __slots__ = ("loaded", "grid", "block", "vals", "slots")
+
+    def __init__(self, launcher, args):
+        key, vals = describe(args, _pointer)
+        slots, at = [], 0  # where each array's data pointer sits among the values
+        for k in key:
+            if k in ("i8", "f8"):
+                at += 1
+            elif k[0] == "tuple":
+                at += k[1]
+            elif k[0] == "flat":
+                raise TypeError("kernels.cuda launch: a tuple of arrays cannot be bound")
+            else:  # meminfo, parent, nitems, itemsize, data; shape; strides
+                slots.append(at + 4)
+                at += 5 + 2 * k[1]
+        self.slots = tuple(slots)
+        self.loaded = launcher._load(key)
+        self.grid, self.block, self.vals = launcher.grid, launcher.block, vals
+
+    def __call__(self, *arrays):
+        if len(arrays) != len(self.slots):
+            raise TypeError(f"kernels.cuda launch: this bound launch takes "
+                            f"{len(self.slots)} arrays, got {len(arrays)}")
+        vals = self.vals.copy()  # (another thread may be launching it too)
+        for at, a in zip(self.slots, arrays):
+            vals[at] = a.data.ptr
+        self.loaded.launch(self.grid, self.block, vals)

@@ -88,7 +88,8 @@ from . import cuda_sgemm  # rung 6: rung 5 in CUDA C (CuPy; imports CuPy at firs
 from . import cuda_pool  # max-pooling in CUDA C (CuPy at first use)
 from . import cuda_tf32  # (imports CuPy only when its kernel is first used)
 from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy, check_float,
-                      check_matmul, check_maxpool_backward, dtype_name, gemm_slices)
+                      check_matmul, check_maxpool_backward, dtype_name, gemm_slices,
+                      geometry_memo)
 from ._common import magic as _magic  # (x // d as a multiply and a shift; shared with cuda_pool)
 
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
@@ -593,8 +594,12 @@ def _split_k(blocks, K, batch, bk, sms):
 
 
 def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, conv=None):
+    """C = the product of A and B per batch entry (modes: _gemm_kernel's), split-K where
+    the grid is small. Returns ``replay(A, B, C)``, which repeats exactly these launches
+    on other arrays of the same dtypes, shapes and strides (launch plans, below), or None
+    where a launch did not go through the driver (the simulator, numba's own launch)."""
     if M == 0 or N == 0 or batch == 0:
-        return  # C has no element to write (and CUDA refuses a grid with no blocks)
+        return _NOTHING  # C has no element to write (and CUDA refuses a grid with no blocks)
     bm, bn, bk, tm, tn = _tile
     kernel, nthreads = _gemm_kernel(bm, bn, bk, tm, tn, mode_a, mode_b, mode_c,
                                     dtype_name(dtype), conv)
@@ -613,16 +618,31 @@ def _launch_gemm(mode_a, mode_b, mode_c, A, B, C, M, N, K, batch, geo, dtype, co
     launch = kernel[grid, nthreads] if _simulating() else _launch_config(kernel, grid, nthreads)
     if split == 1:
         launch(A, B, C, M, N, K, geo, 1, kchunk)
-        return
+        return _bind(launch, A, B, C, M, N, K, geo, 1, kchunk)
     # (every caller's C is a fresh contiguous array: the reshapes below are views of it)
-    partial = _xp(C).empty((batch, split, M, N), dtype=C.dtype)
+    xp = _xp(C)
+    partial = xp.empty((batch, split, M, N), dtype=C.dtype)
     launch(A, B, partial.reshape(batch * split, M, N), M, N, K, geo, split, kchunk)
     # plain: C is (batch, M, N), one image; NCHW: C is (n, batch*M, L) and column c of
     # group g's product is (image, l) = divmod(c, L)
     n = 1 if mode_c == _OUT_PLAIN else C.shape[0]
     out = C.reshape(n, batch * M, N // n)
-    if out.size:
-        _launch(_splitk_sum_kernel(dtype_name(dtype)), out.size)(partial, out)
+    if not out.size:
+        return None
+    summer = _launch(_splitk_sum_kernel(dtype_name(dtype)), out.size)
+    summer(partial, out)
+    gemm = _bind(launch, A, B, partial.reshape(batch * split, M, N), M, N, K, geo, split,
+                 kchunk)
+    total = _bind(summer, partial, out)
+    if gemm is None or total is None:
+        return None
+
+    def replay(A, B, C):
+        partial = xp.empty((batch, split, M, N), dtype=C.dtype)
+        gemm(A, B, partial)
+        total(partial, C)
+
+    return replay
 
 
 @functools.lru_cache(maxsize=None)
@@ -657,6 +677,69 @@ def _splitk_sum_kernel(dtype_name):
         C[_U(img), _U(r), _U(lcol)] = acc
 
     return kernel
+
+
+# -- launch plans ----------------------------------------------------------------------------
+# A training step calls each op with the same shapes at every step, and a small step is
+# bound by the host's work: on an H100 kernels.cuda.matmul cost 26.3 us a call at 64^3, of
+# which its launch 9.9 (results/2026-11-26-NVIDIA-H100-session4-after/launch.md); the rest
+# is checks, choices (kernel, tile, split-K) and describing the arguments, the same at
+# every step. So the first call of an op on given shapes, strides and dtypes does all of
+# it and keeps what it launched as a replay (_launch_gemm's, over BoundLaunch); a later call
+# with the same (and the same module settings: _settings) allocates its output and
+# replays, reading only the arrays' addresses. Where a launch did not go through the
+# driver (the simulator, TINYGRAD_K_CUDA_LAUNCH=numba) nothing is kept. A plan is made
+# only where the op hands its inputs to the kernel as they are (C-contiguous); the key
+# holds their strides, so a later input with the key's strides is contiguous too.
+_plans = {}
+_PLANS_KEPT = 512  # emptied when full: shapes that vary without end cannot grow it
+
+
+def _NOTHING(*arrays):
+    """The replay of a launch that had nothing to compute (an empty product)."""
+
+
+def _bind(launch, *args):
+    """``launch`` kept ready to repeat on other arrays (_cuda_launch.BoundLaunch), or None
+    where it is not a driver launch."""
+    if isinstance(launch, _cuda_launch.DirectLauncher):
+        return launch.bind(*args)
+    return None
+
+
+def _settings():
+    """The module settings a launch plan depends on besides its operands (tests and the
+    GPU benchmarks change them in place)."""
+    return (tuple(_tile), _A_PAD, _DOUBLE_BUFFER, _WARP_LAYOUT, _MAX_REGISTERS, _GRID_YZ_MAX,
+            _SPLIT_BLOCKS_PER_SM, _SPLIT_MIN_K, _WIDE_BLOCKS_PER_SM, _wide_tile["bm"],
+            _wide_tile["bn"], _wide_kernel[0], _conv_kernel[0], _CONV_C_MIN_ROWS,
+            cuda_tf32.tf32_allowed())
+
+
+def _keep_plan(plans, key, replay, shape, dtype, xp, pick):
+    """Keep in ``plans`` under ``key``: allocate ``shape`` of ``dtype``, then ``replay``
+    the launches on the kernel's inputs, ``pick(*the op's inputs)``, and the new output.
+    A None replay keeps nothing."""
+    if replay is None:
+        return
+    if len(plans) >= _PLANS_KEPT:
+        plans.clear()
+    empty = xp.empty
+
+    def plan(*inputs):
+        out = empty(shape, dtype=dtype)
+        replay(*pick(*inputs), out)
+        return out
+
+    plans[key] = plan
+
+
+def _same(*arrays):
+    return arrays
+
+
+def _swapped(a, b):
+    return b, a
 
 
 # -- matmul ----------------------------------------------------------------------------------
@@ -730,6 +813,11 @@ def matmul_regblock2d(a, b, trans_a=False, trans_b=False):
 
 
 def _matmul(a, b, trans_a, trans_b, wide):
+    key = ("matmul", a.shape, a.strides, a.dtype, b.shape, b.strides, b.dtype, trans_a, trans_b,
+           wide, _settings())
+    plan = _plans.get(key)
+    if plan is not None:
+        return plan(a, b)
     m, k, n = check_matmul(a, b, trans_a, trans_b)
     check_float("matmul", a, b)
     xp = _xp(a)
@@ -756,7 +844,8 @@ def _matmul(a, b, trans_a, trans_b, wide):
         return out
     modes = (_PLAIN_T if trans_a else _PLAIN, _PLAIN_T if trans_b else _PLAIN, _OUT_PLAIN)
     if m <= _GRID_YZ_MAX * _tile[0] and nb <= _GRID_YZ_MAX:
-        _launch_gemm(*modes, A, B, C, m, n, k, nb, (0,) * 8, a.dtype)
+        replay = _launch_gemm(*modes, A, B, C, m, n, k, nb, (0,) * 8, a.dtype)
+        _keep_plan(_plans, key, replay, out.shape, out.dtype, xp, _same)  # (a, b: A's, B's data)
         return out
     # past the grid's 65535 row blocks or batches (a Linear over millions of rows, a bmm
     # over a huge batch) the product runs in slices, each copied to a contiguous array
@@ -786,16 +875,22 @@ def _conv_args(op, geo, n, c, oh, ow, kg, og):
 # Which kernels run the float32 convolutions (forward, input and weight gradients): the
 # 64x64 implicit GEMM above (Numba; measured: 0.29-0.52x cuDNN forward on an H100) or
 # kernels/cuda_sgemm.py's CUDA C implicit GEMM on the 128x128 schedule of GEMM rung 6
-# (1.39-1.40 instead of 2.30 SASS instructions per FMA in the K-loop on sm_90, the weight
-# gradient 1.62 instead of 2.85 and split-K as the 64x64 kernel's; 125-128 registers, no
-# spills; a 64x128 tile for GEMMs of at most 64 rows). On an H100 (2026-11-26,
-# results/2026-11-26-NVIDIA-H100-session4/conv.md) the CUDA C passes beat these on most
-# ResNet-18 layers (forward 0.51-0.59x cuDNN on four of six, input grad at stride 1 up to
-# 0.92x, weight grad up to 0.95x) but lose on 512@4, the strided input gradient (col2im is
-# faster) and LeNet-5's step (train.md: 3.17 vs 2.23 ms with every CUDA C kernel on). It
-# stays a choice until a per-layer rule is measured.
-CONV_KERNELS = ("implicit_gemm_64", "cuda_c_128")
-_conv_kernel = ["implicit_gemm_64"]
+# (1.38-1.40 instead of 2.30 SASS instructions per FMA in the K-loop on sm_90, the weight
+# gradient 1.62 instead of 2.85; split-K on every pass by the same _split_k rule; <= 128
+# registers, no spills; a 64x128 tile for GEMMs of at most 64 rows).
+#
+# Measured on an H100 (2026-11-26, results/2026-11-26-NVIDIA-H100-session4/conv.md), the
+# CUDA C passes beat the Numba ones on every ResNet-18 layer (GEMMs of 64 to 512 rows)
+# except 512@4 and 256@8, where the CUDA C forward pass and input gradient ran without
+# split-K on 32 and 64 blocks for 132 SMs (they split now); they lost LeNet-5's step
+# (train.md: 3.17 against 2.23 ms), whose GEMMs have 6 and 16 rows: a 64-row tile is
+# mostly zeros there and the Numba kernel's 64x64 tile wastes less. So "auto" (the
+# default) takes the CUDA C kernel for a GEMM of at least _CONV_C_MIN_ROWS rows (output
+# channels for the forward pass and weight gradient, input channels for the input
+# gradient, per group) and the Numba one below; the other two names force one family.
+CONV_KERNELS = ("auto", "implicit_gemm_64", "cuda_c_128")
+_conv_kernel = ["auto"]
+_CONV_C_MIN_ROWS = 64
 
 
 def set_conv_kernel(name):
@@ -807,50 +902,92 @@ def set_conv_kernel(name):
     _conv_kernel[0] = name
 
 
-def _conv_c(op, arrays, x_shape, y_shape, geo):
-    """Whether this convolution goes to the CUDA C kernel (set_conv_kernel)."""
-    return (_conv_kernel[0] == "cuda_c_128" and not _simulating()
-            and all(a.dtype == np.float32 for a in arrays)
+def _conv_c(op, arrays, x_shape, y_shape, geo, rows):
+    """Whether this convolution, a GEMM of ``rows`` rows per group, goes to the CUDA C
+    kernel (set_conv_kernel; "auto": at least _CONV_C_MIN_ROWS rows)."""
+    choice = _conv_kernel[0]
+    return ((choice == "cuda_c_128" or (choice == "auto" and rows >= _CONV_C_MIN_ROWS))
+            and not _simulating() and all(a.dtype == np.float32 for a in arrays)
             and cuda_sgemm.conv_fits(op, x_shape, y_shape, geo) is None)
 
 
+def _splitk_sum(P, C):
+    """cuda_sgemm's ``summed``: split-K's partial products P (G, split, M, NB*L) added up
+    into C (NB, G*M, L) by _splitk_sum_kernel, one launch."""
+    if C.size:
+        _launch(_splitk_sum_kernel(dtype_name(C.dtype)), C.size)(P, C)
+
+
+def _conv_c_split(m, n_, k, groups):
+    """(split, kchunk) of a CUDA C convolution GEMM of m x n_ over k per group: _split_k's
+    rule for its grid of blocks (64 or 128 rows: cuda_sgemm.conv_bm)."""
+    blocks = -(-m // cuda_sgemm.conv_bm(m)) * -(-n_ // cuda_sgemm.BN)
+    return _split_k(blocks, k, groups, cuda_sgemm.BK, _sm_count())
+
+
+def _conv_c_forward(x, w, geo, dgrad_shape=None):
+    """The forward pass (x, w) or, with dgrad_shape (x's shape), the input gradient
+    (x = dy) on the CUDA C kernel, split-K as _conv_c_split decides."""
+    dgrad = dgrad_shape is not None
+    m, n_, k = cuda_sgemm.conv_plan(dgrad, dgrad_shape if dgrad else x.shape, w.shape, geo)[:3]
+    split, kchunk = _conv_c_split(m, n_, k, geo.groups)
+    if dgrad:
+        return cuda_sgemm.conv2d_backward_input(x, w, dgrad_shape, geo, split=split,
+                                                kchunk=kchunk, summed=_splitk_sum)
+    return cuda_sgemm.conv2d_forward(x, w, geo, split=split, kchunk=kchunk, summed=_splitk_sum)
+
+
 def _conv_c_weight(dy, x, w_shape, geo, out):
-    """The weight gradient on the CUDA C kernel, K (the pixels) split as _split_k decides
-    for its grid of blocks (64 or 128 rows: cuda_sgemm.conv_bm)."""
+    """The weight gradient on the CUDA C kernel, K (the pixels) split as _conv_c_split
+    decides."""
     g = geo.groups
     m, n_ = out[1] // g, w_shape[1] * w_shape[2] * w_shape[3]
-    blocks = -(-m // cuda_sgemm.conv_bm(m)) * -(-n_ // cuda_sgemm.BN)
-    split, kchunk = _split_k(blocks, out[0] * out[2] * out[3], g, cuda_sgemm.BK, _sm_count())
-    return cuda_sgemm.conv2d_backward_weight(dy, x, w_shape, geo, split=split, kchunk=kchunk)
+    split, kchunk = _conv_c_split(m, n_, out[0] * out[2] * out[3], g)
+    return cuda_sgemm.conv2d_backward_weight(dy, x, w_shape, geo, split=split, kchunk=kchunk,
+                                             summed=_splitk_sum)
 
 
 def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
     """Implicit GEMM per group g: y[n, g*OG + o, l] = sum_k W2[g, o, k] * im2col(x)[g*KG + k, n*L + l]."""
-    check_float("conv2d_forward", x, w)
     geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_forward")
+    key = ("fwd", x.shape, x.strides, x.dtype, w.shape, w.strides, w.dtype, _settings())
+    plans = geo.__dict__.get("_cuda_plans")
+    plan = None if plans is None else plans.get(key)
+    if plan is not None:
+        return plan(x, w)
+    check_float("conv2d_forward", x, w)
     n, o, oh, ow = geo.output_shape(x.shape, w.shape, "conv2d_forward")
-    if _conv_c("conv2d_forward", (x, w), x.shape, (n, o, oh, ow), geo):
-        return cuda_sgemm.conv2d_forward(x, w, geo)
+    if _conv_c("conv2d_forward", (x, w), x.shape, (n, o, oh, ow), geo, o // geo.groups):
+        return _conv_c_forward(x, w, geo)
     xp = _xp(x)
     g = geo.groups
     kg, L = w.shape[1] * w.shape[2] * w.shape[3], oh * ow
     y = xp.empty((n, o, L), dtype=x.dtype)
     if n:
-        w2 = xp.ascontiguousarray(w).reshape(g, o // g, kg)
+        wc, xc = xp.ascontiguousarray(w), xp.ascontiguousarray(x)
         sizes, conv = _conv_args("conv2d_forward", geo, n, x.shape[1], oh, ow, kg, o // g)
-        _launch_gemm(_PLAIN, _IM2COL, _OUT_NCHW, w2, xp.ascontiguousarray(x), y, o // g, n * L,
-                     kg, g, sizes, x.dtype, conv)
+        replay = _launch_gemm(_PLAIN, _IM2COL, _OUT_NCHW, wc.reshape(g, o // g, kg), xc, y,
+                              o // g, n * L, kg, g, sizes, x.dtype, conv)
+        if wc is w and xc is x:  # (the kernel reads the inputs as they are)
+            _keep_plan(geometry_memo(geo, "_cuda_plans"), key, replay, (n, o, oh, ow), y.dtype,
+                       xp, _swapped)
     return y.reshape(n, o, oh, ow)
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1):
     """dW2[g, o, k] = sum_{n,l} dy[n, g*OG + o, l] * im2col(x)[g*KG + k, n*L + l] (implicit
     GEMM per group)."""
-    check_float("conv2d_backward_weight", dy, x)
     geo = as_conv_geometry(stride, padding, dilation, groups, w_shape, "conv2d_backward_weight")
+    key = ("wgrad", dy.shape, dy.strides, dy.dtype, x.shape, x.strides, x.dtype,
+           w_shape if type(w_shape) is tuple else tuple(w_shape), _settings())
+    plans = geo.__dict__.get("_cuda_plans")
+    plan = None if plans is None else plans.get(key)
+    if plan is not None:
+        return plan(dy, x)
+    check_float("conv2d_backward_weight", dy, x)
     out = geo.output_shape(x.shape, w_shape, "conv2d_backward_weight")
     check_dy("conv2d_backward_weight", dy, out)
-    if _conv_c("conv2d_backward_weight", (dy, x), x.shape, out, geo):
+    if _conv_c("conv2d_backward_weight", (dy, x), x.shape, out, geo, out[1] // geo.groups):
         return _conv_c_weight(dy, x, w_shape, geo, out)
     xp = _xp(x)
     n, o, oh, ow = out
@@ -858,9 +995,12 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     kg, L = w_shape[1] * w_shape[2] * w_shape[3], oh * ow
     dw = xp.empty(tuple(w_shape), dtype=x.dtype)  # (owning its memory: see _matmul)
     sizes, conv = _conv_args("conv2d_backward_weight", geo, n, x.shape[1], oh, ow, kg, o // g)
-    _launch_gemm(_DY_ONL, _IM2COL_T, _OUT_PLAIN, xp.ascontiguousarray(dy).reshape(n, o, L),
-                 xp.ascontiguousarray(x), dw.reshape(g, o // g, kg), o // g, kg, n * L, g,
-                 sizes, x.dtype, conv)
+    dyc, xc = xp.ascontiguousarray(dy), xp.ascontiguousarray(x)
+    replay = _launch_gemm(_DY_ONL, _IM2COL_T, _OUT_PLAIN, dyc.reshape(n, o, L), xc,
+                          dw.reshape(g, o // g, kg), o // g, kg, n * L, g, sizes, x.dtype, conv)
+    if dyc is dy and xc is x:
+        _keep_plan(geometry_memo(geo, "_cuda_plans"), key, replay, dw.shape, dw.dtype, xp,
+                   _same)
     return dw
 
 
@@ -957,17 +1097,25 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, group
     strided convolution of one group goes to _conv_dx_col2im instead (a dense GEMM with
     1/S^2 of the FMAs, then a gather). Both, and the direct kernel (one thread per dx
     element), are runnable by name: ``VERSIONS["conv2d_backward_input"]``."""
-    geo = _conv_dx_checked(dy, w, x_shape, stride, padding, dilation, groups)
+    geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_backward_input")
+    key = ("dgrad", dy.shape, dy.strides, dy.dtype, w.shape, w.strides, w.dtype,
+           x_shape if type(x_shape) is tuple else tuple(x_shape), _settings())
+    plans = geo.__dict__.get("_cuda_plans")
+    plan = None if plans is None else plans.get(key)
+    if plan is not None:
+        return plan(dy, w)
+    geo = _conv_dx_checked(dy, w, x_shape, geo, None, None, None)
     if geo.groups == 1 and geo.stride != (1, 1):
         return _conv_dx_col2im(dy, w, x_shape, geo)
-    return _conv_dx_implicit(dy, w, x_shape, geo)
+    return _conv_dx_implicit(dy, w, x_shape, geo, key)
 
 
-def _conv_dx_implicit(dy, w, x_shape, geo):
+def _conv_dx_implicit(dy, w, x_shape, geo, key=None):
     """The input gradient as the implicit GEMM of conv2d_backward_input's docstring (on the
-    CUDA C kernel where set_conv_kernel asks)."""
-    if _conv_c("conv2d_backward_input", (dy, w), tuple(x_shape), dy.shape, geo):
-        return cuda_sgemm.conv2d_backward_input(dy, w, x_shape, geo)
+    CUDA C kernel where set_conv_kernel asks); with ``key`` (the default route's) its
+    launch plan is kept."""
+    if _conv_c("conv2d_backward_input", (dy, w), tuple(x_shape), dy.shape, geo, w.shape[1]):
+        return _conv_c_forward(dy, w, geo, tuple(x_shape))
     xp = _xp(dy)
     n, c, h, wd = x_shape
     o, cg, kh, kw = w.shape
@@ -975,10 +1123,18 @@ def _conv_dx_implicit(dy, w, x_shape, geo):
     dx = xp.empty((n, c, h * wd), dtype=dy.dtype)
     if n:
         kg = (o // g) * kh * kw
-        wt = xp.ascontiguousarray(w.reshape(g, o // g, cg, kh * kw).transpose(0, 2, 1, 3))
+
+        def transposed(w):  # Wt[g, c, (o, p, q)] = w[g*OG + o, c, p, q], contiguous
+            return xp.ascontiguousarray(w.reshape(g, o // g, cg, kh * kw).transpose(
+                0, 2, 1, 3)).reshape(g, cg, kg)
+
         sizes, conv = _conv_args("conv2d_backward_input", geo, n, o, h, wd, kg, cg)
-        _launch_gemm(_PLAIN, _DY_TAPS, _OUT_NCHW, wt.reshape(g, cg, kg),
-                     xp.ascontiguousarray(dy), dx, cg, n * h * wd, kg, g, sizes, dy.dtype, conv)
+        dyc = xp.ascontiguousarray(dy)
+        replay = _launch_gemm(_PLAIN, _DY_TAPS, _OUT_NCHW, transposed(w), dyc, dx, cg,
+                              n * h * wd, kg, g, sizes, dy.dtype, conv)
+        if key is not None and dyc is dy:
+            _keep_plan(geometry_memo(geo, "_cuda_plans"), key, replay, tuple(x_shape), dx.dtype,
+                       xp, lambda dy, w: (transposed(w), dy))
     return dx.reshape(tuple(x_shape))
 
 
@@ -1229,20 +1385,39 @@ def _pool_c(x_shape, y_shape, *arrays):
             and all(a.dtype == np.float32 for a in arrays) and cuda_pool.fits(x_shape, y_shape))
 
 
+# A training step pools the same shapes through the same geometry (the layer's) at every
+# step, and max-pooling is bound by the host's work at small sizes (results/2026-11-26-
+# NVIDIA-H100-session4/launch.md: 22.5 us a CUDA C forward call against 10.1 for its bare
+# launch, and more through this module's checks). So the checks and the launch arguments
+# are worked out once per (shape, dtype, kernel choice) and kept on the geometry
+# (_common.geometry_memo): a call that finds its plan allocates and launches.
 def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
     """-> y, argmax (int64 flat h*W + w); only taps inside the input compete, first max
     wins, NaN propagates."""
-    check_float("maxpool2d_forward", x)
     geo = as_pool_geometry(kernel, stride, padding, dilation, ceil_mode, "maxpool2d_forward")
-    out = geo.output_shape(x.shape, "maxpool2d_forward")
-    if _pool_c(x.shape, out, x):
-        return cuda_pool.maxpool2d_forward(x, geo)
+    key = (x.shape, x.dtype, _pool_kernel[0], _simulating())
+    plans = geo.__dict__.get("_cuda_maxpool_fwd")
+    plan = None if plans is None else plans.get(key)
+    if plan is None:
+        plan = geometry_memo(geo, "_cuda_maxpool_fwd")[key] = _maxpool_fwd_plan(x, geo)
+    c_plan, out, kern = plan
+    if c_plan is not None:
+        return cuda_pool.run_forward(c_plan, x)
     xp = _xp(x)
     y = xp.empty(out, dtype=x.dtype)
     arg = xp.empty(out, dtype=np.int64)
-    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation,
-                          dtype_name(x.dtype))[0], y.size)(xp.ascontiguousarray(x), y, arg)
+    _launch(kern, y.size)(xp.ascontiguousarray(x), y, arg)
     return y, arg
+
+
+def _maxpool_fwd_plan(x, geo):
+    """(the CUDA C plan or None, y's shape, the Numba kernel or None), after the checks."""
+    check_float("maxpool2d_forward", x)
+    out = geo.output_shape(x.shape, "maxpool2d_forward")
+    if _pool_c(x.shape, out, x):
+        return cuda_pool.forward_plan(x.shape, geo), out, None
+    return None, out, _pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding,
+                                    *geo.dilation, dtype_name(x.dtype))[0]
 
 
 def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0, dilation=1,
@@ -1252,22 +1427,35 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0,
     With the window (a PoolGeometry or kernel/stride/...; what the op passes) one thread
     per input element gathers from the windows that can contain it (all threads busy, no
     atomics); without it one thread per (n, c) plane scatters its outputs in order. Both
-    are runnable by name: ``VERSIONS["maxpool2d_backward"]``."""
-    geo = check_maxpool_backward(dy, argmax, x_shape, kernel, stride, padding, dilation,
-                                 ceil_mode)
-    if geo is None:
+    are runnable by name: ``VERSIONS["maxpool2d_backward"]``. With the window, the checks
+    and the launch are planned once per shape, as maxpool2d_forward's."""
+    if kernel is None:
+        check_maxpool_backward(dy, argmax, x_shape, None, None, 0, 1, False)
         return _maxpool_bwd_scatter(dy, argmax, x_shape, _xp(dy))
-    return _maxpool_bwd_gather(dy, argmax, x_shape, geo, _xp(dy))
-
-
-def _maxpool_bwd_gather(dy, argmax, x_shape, geo, xp):
-    if _pool_c(x_shape, dy.shape, dy) and argmax.dtype == np.int64:
-        return cuda_pool.maxpool2d_backward(dy, argmax, x_shape, geo)
-    dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
-    _launch(_pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation,
-                          dtype_name(dy.dtype))[1], dx.size)(xp.ascontiguousarray(dy),
-                                                      xp.ascontiguousarray(argmax), dx)
+    geo = as_pool_geometry(kernel, stride, padding, dilation, ceil_mode, "maxpool2d_backward")
+    key = (dy.shape, argmax.shape, x_shape if type(x_shape) is tuple else tuple(x_shape),
+           dy.dtype, argmax.dtype, _pool_kernel[0], _simulating())
+    plans = geo.__dict__.get("_cuda_maxpool_bwd")
+    plan = None if plans is None else plans.get(key)
+    if plan is None:
+        check_maxpool_backward(dy, argmax, x_shape, geo, None, 0, 1, False)
+        plan = geometry_memo(geo, "_cuda_maxpool_bwd")[key] = _maxpool_bwd_plan(
+            dy, argmax, tuple(x_shape), geo)
+    c_plan, kern = plan
+    if c_plan is not None:
+        return cuda_pool.run_backward(c_plan, dy, argmax)
+    xp = _xp(dy)
+    dx = xp.empty(key[2], dtype=dy.dtype)
+    _launch(kern, dx.size)(xp.ascontiguousarray(dy), xp.ascontiguousarray(argmax), dx)
     return dx
+
+
+def _maxpool_bwd_plan(dy, argmax, x_shape, geo):
+    """(the CUDA C plan or None, the Numba gather kernel or None) of a checked backward."""
+    if _pool_c(x_shape, dy.shape, dy) and argmax.dtype == np.int64:
+        return cuda_pool.backward_plan(x_shape, dy.shape, geo), None
+    return None, _pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, *geo.dilation,
+                               dtype_name(dy.dtype))[1]
 
 
 def _maxpool_backward_scatter(dy, argmax, x_shape, kernel=None, stride=None, padding=0,
@@ -1362,6 +1550,188 @@ def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=Fa
                          dtype_name(dy.dtype))[3]
     _launch(kern, dx.size)(
         xp.ascontiguousarray(dy), dx, _avg_inverse_divisor(geo, x_shape[2:], xp))
+    return dx
+
+
+# -- a channel bias and its gradient ------------------------------------------------------------
+# A layer's bias, y[n, c, ...] += b[c], and its gradient, db[c] = sum of g over every axis
+# but 1, once per layer and step. As CuPy calls they cost the host 11.2 us (elementwise,
+# broadcast) and 19.4 us (a reduction: its type and axis resolution, a reduction plan)
+# a call on an H100 (results/2026-11-26-NVIDIA-H100-session4-after/launch.md), where a
+# driver launch of a two-array kernel cost 7.9 (split-K's sum); LeNet-5 makes five of each
+# a step. These are that launch.
+_SUM_THREADS = 256  # a channel's block (a power of two: the tree reduction)
+
+
+@functools.lru_cache(maxsize=None)
+def _bias_add_kernel(dtype_name):
+    """y (flat, (N, C, L) in order) += b[c], one thread per element: c = (i // L) % C."""
+
+    @cuda.jit
+    def kernel(y, b, L):
+        idx = cuda.grid(1)
+        if idx >= y.size:
+            return
+        i = _u32(idx)
+        y[_U(i)] += b[_U((i // _u32(L)) % _u32(b.size))]
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _channel_sum_kernel(dtype_name, threads):
+    """out[c] = sum over n, l of g[(n*C + c)*L + l] (g flat), block c: each thread adds
+    every threads-th element of the channel's N*L, then a tree in shared memory; in g's
+    dtype, as CuPy's and PyTorch's reductions do (float32 kernels compute in float32:
+    tests/test_kernels_ptx.py)."""
+    acc_t = _float_type(dtype_name)
+
+    @cuda.jit
+    def kernel(g, out, L):
+        c = _u32(cuda.blockIdx.x)
+        t = _u32(cuda.threadIdx.x)
+        c_, l_ = _u32(out.size), _u32(L)
+        acc = acc_t(0.0)
+        for j in range(t, _u32(g.size) // c_, threads):
+            n = _u32(j) // l_
+            acc += g[_U((n * c_ + c) * l_ + (_u32(j) - n * l_))]
+        part = cuda.shared.array(threads, acc_t)
+        part[t] = acc
+        cuda.syncthreads()
+        s = threads // 2
+        while s > 0:
+            if t < s:
+                part[t] += part[t + s]
+            cuda.syncthreads()
+            s //= 2
+        if t == 0:
+            out[c] = part[0]
+
+    return kernel
+
+
+def _channel_view(a):
+    """(a flat, C, L) of a C-contiguous array (N, C, ...) with fewer than 2**32 elements
+    (the kernels' 32-bit indices), or None where the kernels do not take it."""
+    if a.ndim < 2 or not a.flags.c_contiguous or a.dtype not in _BIAS_DTYPES \
+            or a.size >= 2 ** 32:
+        return None
+    return a.reshape(-1), a.shape[1], a.size // max(1, a.shape[0] * a.shape[1])
+
+
+_BIAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def add_channel_bias_(y, b):
+    """y += b along axis 1 (y (N, C, ...), b (C,) of y's dtype), in place; returns y. One
+    launch for a C-contiguous float y; anything else by broadcasting."""
+    view = _channel_view(y)
+    if view is None or b.dtype != y.dtype or b.shape != (y.shape[1],):
+        y += b.reshape((1, -1) + (1,) * (y.ndim - 2))
+        return y
+    flat, _, L = view
+    if flat.size:
+        _launch(_bias_add_kernel(dtype_name(y.dtype)), flat.size)(
+            flat, _xp(b).ascontiguousarray(b), L)
+    return y
+
+
+def channel_sum(g):
+    """g (N, C, ...) summed over every axis but 1 -> (C,) in g's dtype (a bias gradient),
+    one block a channel, float64 partial sums; a reduction of the array module for what
+    the kernel does not take."""
+    view = _channel_view(g)
+    xp = _xp(g)
+    if view is None:
+        return g.sum(axis=(0,) + tuple(range(2, g.ndim)))
+    flat, c, L = view
+    out = xp.empty(c, dtype=g.dtype)
+    if c == 0:
+        return out
+    if flat.size == 0:
+        out[...] = 0
+        return out
+    kernel = _channel_sum_kernel(dtype_name(g.dtype), _SUM_THREADS)
+    launch = kernel[c, _SUM_THREADS] if _simulating() else _launch_config(kernel, c, _SUM_THREADS)
+    launch(flat, out, L)
+    return out
+
+
+# -- ReLU ----------------------------------------------------------------------------------------
+# max(x, 0) and its gradient, once per activation and step. As CuPy calls (a ufunc with a
+# Python scalar, an ElementwiseKernel) they were among the largest own times of the GPU
+# LeNet-5 step's profile on an H100 (about 45 and 30 us a call under cProfile, CuPy's work
+# before the launch: type resolution, dimension merging, indexer structs; results/2026-11-
+# 26-NVIDIA-H100-session4-after/profile-lenet5-256.md). Here each is one driver launch
+# over the flat arrays, kept as a launch plan per shape: a replay reads two or three
+# addresses and launches.
+@functools.lru_cache(maxsize=None)
+def _relu_kernels(dtype_name):
+    """(forward y = max(x, 0), NaN kept and -0.0 -> 0.0 as NumPy's maximum; backward dx = 0
+    where y <= 0 else dy, PyTorch's threshold_backward), over flat arrays."""
+    zero = _float_type(dtype_name)(0.0)
+
+    @cuda.jit
+    def forward(x, y):
+        i = cuda.grid(1)
+        if i < y.size:
+            v = x[i]
+            y[i] = v if v > zero or v != v else zero
+
+    @cuda.jit
+    def backward(dy, y, dx):
+        i = cuda.grid(1)
+        if i < dx.size:
+            dx[i] = zero if y[i] <= zero else dy[i]
+
+    return forward, backward
+
+
+def _flat_ok(*arrays):
+    """Whether the flat kernels take these: one float dtype and shape, C-contiguous, fewer
+    than 2**32 elements."""
+    a = arrays[0]
+    return (a.dtype in _BIAS_DTYPES and a.size < 2 ** 32
+            and all(b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous
+                    for b in arrays))
+
+
+def relu(x):
+    """max(x, 0) elementwise, NaN kept (NumPy's maximum: -0.0 gives 0.0); one launch for a
+    C-contiguous float array, the array module's maximum otherwise."""
+    key = ("relu", x.shape, x.strides, x.dtype)
+    plan = _plans.get(key)
+    if plan is not None:
+        return plan(x)
+    xp = _xp(x)
+    if not _flat_ok(x):
+        return xp.maximum(x, 0)
+    y = xp.empty(x.shape, dtype=x.dtype)
+    if y.size:
+        launch = _launch(_relu_kernels(dtype_name(x.dtype))[0], y.size)
+        flat = (x.reshape(-1), y.reshape(-1))
+        launch(*flat)
+        _keep_plan(_plans, key, _bind(launch, *flat), x.shape, x.dtype, xp, _same)
+    return y
+
+
+def relu_backward(dy, y):
+    """dx = 0 where y <= 0, else dy (PyTorch's threshold_backward: a NaN or inf gradient
+    at an inactive unit gives 0); one launch for C-contiguous float arrays of one dtype and
+    shape, the array module's ``where`` otherwise."""
+    key = ("relu_backward", dy.shape, dy.strides, dy.dtype, y.shape, y.strides, y.dtype)
+    plan = _plans.get(key)
+    if plan is not None:
+        return plan(dy, y)
+    xp = _xp(dy)
+    if not _flat_ok(dy, y):
+        return xp.where(y <= 0, xp.zeros((), dtype=dy.dtype), dy)
+    dx = xp.empty(dy.shape, dtype=dy.dtype)
+    if dx.size:
+        launch = _launch(_relu_kernels(dtype_name(dy.dtype))[1], dx.size)
+        flat = (dy.reshape(-1), y.reshape(-1), dx.reshape(-1))
+        launch(*flat)
+        _keep_plan(_plans, key, _bind(launch, *flat), dx.shape, dx.dtype, xp, _same)
     return dx
 
 
@@ -1576,6 +1946,15 @@ def kernels_for_ptx(dtype_name="float32", tile=DEFAULT_TILE, with_candidates=Tru
                 (a4, a4), 128))
     # split-K's sum of the partial products (plain or NCHW store)
     out.append(("gemm split-K sum", _splitk_sum_kernel(dtype_name).py_func, (a4, a3), 128))
+    # a layer's channel bias and its gradient, ReLU and its gradient
+    a1 = types.Array(ft, 1, "C")
+    relu_fwd, relu_bwd = _relu_kernels(dtype_name)
+    out.append(("relu forward", relu_fwd.py_func, (a1, a1), 128))
+    out.append(("relu backward", relu_bwd.py_func, (a1, a1, a1), 128))
+    out.append(("channel bias add", _bias_add_kernel(dtype_name).py_func, (a1, a1, int64), 128))
+    out.append(("channel sum (bias gradient)",
+                _channel_sum_kernel(dtype_name, _SUM_THREADS).py_func, (a1, a1, int64),
+                _SUM_THREADS))
     # the optimizer step over 3 tensors (SGD with momentum)
     flat3 = types.UniTuple(types.Array(ft, 1, "C"), 3)
     out.append(("sgd step over 3 tensors (momentum)",

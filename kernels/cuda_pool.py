@@ -43,7 +43,8 @@ import numpy as np
 from ._common import as_pool_geometry, check_float, check_maxpool_backward, magic
 
 __all__ = ["SOURCE", "ENTRY", "THREADS", "entry", "fits", "forward_args", "backward_args",
-           "maxpool2d_forward", "maxpool2d_backward"]
+           "forward_plan", "run_forward", "backward_plan", "run_backward", "maxpool2d_forward",
+           "maxpool2d_backward"]
 
 THREADS = 256
 
@@ -211,29 +212,76 @@ def _check(op, x_shape, y_shape, *arrays):
                          "elements or more, past the kernel's 32-bit offsets")
 
 
-def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """-> y (N, C, OH, OW) float32, argmax (N, C, OH, OW) int64 (h*W + w in the plane), for
-    a float32 CuPy array x (N, C, H, W): y = the max over each window's taps inside x."""
+def forward_plan(x_shape, geo, op="maxpool2d_forward_cuda_c"):
+    """The launch of a forward pass over float32 x of ``x_shape`` (validated here):
+    (y's shape, the function, grid, block, the int arguments). kernels.cuda keeps it per
+    shape (run_forward then costs two allocations and the launch)."""
+    x_shape = tuple(x_shape)
+    out = geo.output_shape(x_shape, op)
+    _check_fits(op, x_shape, out)
+    return (out, _functions(_window(geo))[0]) + forward_args(x_shape, out)
+
+
+def run_forward(plan, x):
+    """-> (y, argmax) of forward_plan's pass over x (float32, of the planned shape)."""
     import cupy
 
-    op = "maxpool2d_forward_cuda_c"
-    geo = as_pool_geometry(kernel, stride, padding, dilation, ceil_mode, op)
-    out = geo.output_shape(x.shape, op)
-    _check(op, x.shape, out, x)
+    out, fn, grid, block, ints = plan
     y = cupy.empty(out, dtype=np.float32)
     arg = cupy.empty(out, dtype=np.int64)
     if y.size:
-        grid, block, ints = forward_args(tuple(x.shape), out)
-        _functions(_window(geo))[0](grid, block, (cupy.ascontiguousarray(x), y, arg) + ints)
+        fn(grid, block, (cupy.ascontiguousarray(x), y, arg) + ints)
     return y, arg
+
+
+def backward_plan(x_shape, dy_shape, geo, op="maxpool2d_backward_cuda_c"):
+    """The launch of a backward pass (dy of ``dy_shape``, checked against the window):
+    (dx's shape, the function, grid, block, the int arguments)."""
+    x_shape, dy_shape = tuple(x_shape), tuple(dy_shape)
+    if geo.output_shape(x_shape, op) != dy_shape:
+        raise ValueError(f"{op}: dy has shape {dy_shape}, expected "
+                         f"{geo.output_shape(x_shape, op)}")
+    _check_fits(op, x_shape, dy_shape)
+    return (x_shape, _functions(_window(geo))[1]) + backward_args(x_shape, dy_shape)
+
+
+def run_backward(plan, dy, argmax):
+    """-> dx of backward_plan's pass (dy float32, argmax int64, of the planned shape)."""
+    import cupy
+
+    x_shape, fn, grid, block, ints = plan
+    dx = cupy.empty(x_shape, dtype=np.float32)
+    if dx.size:
+        fn(grid, block, (cupy.ascontiguousarray(dy), cupy.ascontiguousarray(argmax), dx) + ints)
+    return dx
+
+
+def _check_fits(op, x_shape, y_shape):
+    if not fits(x_shape, y_shape):
+        raise ValueError(f"{op}: input {tuple(x_shape)} or output {tuple(y_shape)} has 2**31 "
+                         "elements or more, past the kernel's 32-bit offsets")
+
+
+def _check(op, *arrays):
+    check_float(op, *arrays)
+    if any(a.dtype != np.float32 for a in arrays):
+        raise TypeError(f"{op}: float32 arrays expected, got "
+                        f"{', '.join(str(a.dtype) for a in arrays)}")
+
+
+def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """-> y (N, C, OH, OW) float32, argmax (N, C, OH, OW) int64 (h*W + w in the plane), for
+    a float32 CuPy array x (N, C, H, W): y = the max over each window's taps inside x."""
+    op = "maxpool2d_forward_cuda_c"
+    geo = as_pool_geometry(kernel, stride, padding, dilation, ceil_mode, op)
+    _check(op, x)
+    return run_forward(forward_plan(x.shape, geo, op), x)
 
 
 def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0, dilation=1,
                        ceil_mode=False):
     """dx (x_shape) float32: dx[n, c, h, w] = sum of dy[n, c, i, j] over the windows (i, j)
     that contain (h, w) and whose argmax is h*W + w."""
-    import cupy
-
     op = "maxpool2d_backward_cuda_c"
     geo = check_maxpool_backward(dy, argmax, x_shape, kernel, stride, padding, dilation,
                                  ceil_mode, op)
@@ -242,11 +290,5 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0,
                          "gathers over the windows that contain each input element")
     if argmax.dtype != np.int64:
         raise TypeError(f"{op}: argmax must be int64 (the forward pass's), got {argmax.dtype}")
-    x_shape = tuple(x_shape)
-    _check(op, x_shape, dy.shape, dy)
-    dx = cupy.empty(x_shape, dtype=np.float32)
-    if dx.size:
-        grid, block, ints = backward_args(x_shape, tuple(dy.shape))
-        _functions(_window(geo))[1](grid, block, (cupy.ascontiguousarray(dy),
-                                                  cupy.ascontiguousarray(argmax), dx) + ints)
-    return dx
+    _check(op, dy)
+    return run_backward(backward_plan(x_shape, dy.shape, geo, op), dy, argmax)

@@ -70,6 +70,31 @@ def test_a_tuple_of_arrays_is_packed_as_flat_views():
             L.describe((bad,), _ptr)
 
 
+class _CupyLikeArray:
+    """An array class that keeps its contiguity as attributes, as CuPy's ndarray does; its
+    ``flags`` (a Flags object built per read, in CuPy) must not be read."""
+
+    def __init__(self, a):
+        self.dtype, self.ndim, self.size, self.itemsize = a.dtype, a.ndim, a.size, a.itemsize
+        self.shape, self.strides, self.ptr = a.shape, a.strides, a.ctypes.data
+        self._c_contiguous, self._f_contiguous = a.flags.c_contiguous, a.flags.f_contiguous
+
+    @property
+    def flags(self):
+        raise AssertionError("describe read flags")
+
+
+def test_describe_reads_cupy_contiguity_from_its_attributes():
+    c = np.zeros((2, 3), np.float32)
+    for a, layout in ((c, "C"), (c.T, "F"), (np.zeros((4, 4), np.float32)[:, :2], "A")):
+        key, vals = L.describe((_CupyLikeArray(a),), lambda x: x.ptr)
+        assert key == ((np.dtype(np.float32), 2, layout),) and vals[4] == a.ctypes.data
+    key, _ = L.describe(((_CupyLikeArray(c), _CupyLikeArray(c)),), lambda x: x.ptr)
+    assert key == (("flat", 2, np.dtype(np.float32)),)
+    with pytest.raises(TypeError, match="C-contiguous arrays of one dtype"):
+        L.describe(((_CupyLikeArray(c), _CupyLikeArray(c.T)),), lambda x: x.ptr)
+
+
 def test_ptx_params_reads_the_entry():
     ptx = """.visible .entry _Z3k(\n\t.param .u64 _Z3k_param_0,\n\t.param .u64 _Z3k_param_1,
     \t.param .f64 _Z3k_param_2\n)\n{\n\tret;\n}"""
@@ -198,6 +223,33 @@ def test_direct_launcher_hands_the_driver_the_packed_buffer(monkeypatch):
     want = [0, 0, 24, 4, x.ctypes.data, 2, 3, 4, 48, 16, 4,
             0, 0, 12, 8, y.ctypes.data, 3, 4, 8, 24, 7, 1, 2, 3, 4, 5, 6, 7, 8, -3]
     assert list(struct.unpack("<" + "q" * len(want), got["buffer"])) == want
+
+
+def test_a_bound_launch_repeats_the_launch_on_other_arrays(monkeypatch):
+    """bind() describes once; the bound launch then packs exactly what a full call on the
+    new arrays would, reading only their addresses (kernels.cuda's launch plans)."""
+    from numba import cuda
+
+    launches = []
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(launches))
+    monkeypatch.setattr(cuda, "compile_ptx", lambda fn, sig, cc, **o: (
+        _fake_ptx(len(L.describe(args, _ptr)[1])), None), raising=False)
+    monkeypatch.setattr(L, "_loaded", {})
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    y = np.zeros((4, 3), dtype=np.float64).T
+    args = (x, 7, (1, 2, 3), y, -3)
+    launcher = L.DirectLauncher(_FakeKernel(), 5, 64)
+    bound = launcher.bind(_FakeCupyArray(x), *args[1:3], _FakeCupyArray(y), -3)
+    x2, y2 = x + 1, np.ones((4, 3), dtype=np.float64).T
+    launcher(_FakeCupyArray(x2), 7, (1, 2, 3), _FakeCupyArray(y2), -3)  # the full call
+    bound(_FakeCupyArray(x2), pytypes.SimpleNamespace(data=pytypes.SimpleNamespace(
+        ptr=y2.ctypes.data)))  # (only .data.ptr is read)
+    assert launches[0] == launches[1] and len(L._loaded) == 1
+    assert struct.unpack_from("<q", launches[1]["buffer"], 8 * 4)[0] == x2.ctypes.data
+    with pytest.raises(TypeError, match="takes 2 arrays, got 1"):
+        bound(_FakeCupyArray(x2))
+    with pytest.raises(TypeError, match="tuple of arrays cannot be bound"):
+        launcher.bind((_FakeCupyArray(x2), _FakeCupyArray(x2)))
 
 
 def test_direct_launcher_refuses_a_kernel_whose_parameters_differ(monkeypatch):

@@ -350,6 +350,13 @@ def test_cuda_split_k_sum_kernel_adds_the_chunks_in_both_layouts():
         assert c.dtype == dt
         np.testing.assert_allclose(np.asarray(c if SIM else c.get()),
                                    want.reshape(img, g * m, L), rtol=1e-6, atol=1e-6)
+        # the same through the two ``summed`` of cuda_sgemm's convolutions: kernels.cuda's
+        # (this kernel) and the standalone CuPy one (here on the array module in use)
+        for summed in (cuda_mod._splitk_sum, cuda_mod.cuda_sgemm.sum_partials):
+            c2 = xp.full((img, g * m, L), np.nan, dtype=dt)
+            summed(dev("cuda", p), c2)
+            np.testing.assert_allclose(np.asarray(c2 if SIM else c2.get()),
+                                       want.reshape(img, g * m, L), rtol=1e-6, atol=1e-6)
 
     run("cuda", st.data(), check)
 
@@ -470,16 +477,26 @@ def test_set_wide_kernel_routes_float32_wide_products_to_the_cuda_c_rung(monkeyp
                      ("rung 5", np.float64)]
 
 
+def _record_cuda_c_convolutions(monkeypatch, calls):
+    """kernels/cuda_sgemm.py's three convolutions replaced by recorders of what they are
+    asked: the pass, the geometry or shape, split-K's (split, kchunk), the chunks' sum."""
+    S = cuda_mod.cuda_sgemm
+    monkeypatch.setattr(S, "conv2d_forward", lambda x, w, geo, split, kchunk, summed: calls.append(
+        ("fwd", geo.stride, split, kchunk, summed)) or "y")
+    monkeypatch.setattr(S, "conv2d_backward_input", lambda dy, w, xs, geo, split, kchunk, summed:
+                        calls.append(("dgrad", tuple(xs), split, kchunk, summed)) or "dx")
+    monkeypatch.setattr(S, "conv2d_backward_weight", lambda dy, x, ws, geo, split, kchunk, summed:
+                        calls.append(("wgrad", ws, split, kchunk, summed)) or "dw")
+
+
 def test_set_conv_kernel_routes_float32_convolutions_to_the_cuda_c_kernel(monkeypatch):
     """With set_conv_kernel("cuda_c_128") a float32 forward pass, input and weight gradient
-    go to kernels/cuda_sgemm.py on a GPU (the geometry validated once, passed on); float64,
-    and anything under the simulator, stays on the 64x64 implicit GEMM."""
+    go to kernels/cuda_sgemm.py on a GPU (the geometry validated once, passed on), K split
+    by kernels.cuda's split-K rule and the chunks added by its sum kernel; float64, and
+    anything under the simulator, stays on the 64x64 implicit GEMM."""
     _choose(monkeypatch, "conv", "implicit_gemm_64", "cuda_c_128", "winograd")
     calls = []
-    monkeypatch.setattr(cuda_mod.cuda_sgemm, "conv2d_forward",
-                        lambda x, w, geo: calls.append(("fwd", geo.stride)) or "y")
-    monkeypatch.setattr(cuda_mod.cuda_sgemm, "conv2d_backward_input",
-                        lambda dy, w, xs, geo: calls.append(("dgrad", tuple(xs))) or "dx")
+    _record_cuda_c_convolutions(monkeypatch, calls)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
     w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
@@ -489,20 +506,60 @@ def test_set_conv_kernel_routes_float32_convolutions_to_the_cuda_c_kernel(monkey
     monkeypatch.setattr(cuda_mod, "_simulating", lambda: False)
     assert cuda_mod.conv2d_forward(x, w, 1, 0) == "y"
     assert cuda_mod.conv2d_backward_input(dy, w, x.shape, 1, 0) == "dx"
-    assert calls == [("fwd", (1, 1)), ("dgrad", (1, 2, 5, 5))]
-    # the weight gradient: K (N x 3 x 3 pixels) split by kernels.cuda's split-K rule
-    monkeypatch.setattr(cuda_mod.cuda_sgemm, "conv2d_backward_weight",
-                        lambda dy, x, ws, geo, split, kchunk: calls.append(
-                            ("wgrad", ws, split, kchunk)) or "dw")
+    ours = cuda_mod._splitk_sum
+    # K = 18 and 27 taps, too few to split: one chunk of all K, rounded up to 8
+    assert calls == [("fwd", (1, 1), 1, 24, ours), ("dgrad", (1, 2, 5, 5), 1, 32, ours)]
     assert cuda_mod.conv2d_backward_weight(dy, x, w.shape, 1, 0) == "dw"
-    assert calls[-1] == ("wgrad", (3, 2, 3, 3), 1, 16)  # 9 pixels: too few to split
+    assert calls[-1] == ("wgrad", (3, 2, 3, 3), 1, 16, ours)  # 9 pixels: too few to split
     big_dy = np.zeros((64, 3, 32, 32), np.float32)
     cuda_mod.conv2d_backward_weight(big_dy, np.zeros((64, 2, 34, 34), np.float32), w.shape, 1, 0)
-    _, _, split, kchunk = calls[-1]
+    _, _, split, kchunk, _ = calls[-1]
     assert split > 1 and kchunk % 8 == 0 and (split - 1) * kchunk < 64 * 32 * 32 <= split * kchunk
+    # ResNet's 512@4 (batch 64): 4 x 8 blocks of 128 x 128 for 132 SMs, K = 4608 taps
+    x512, w512 = np.zeros((64, 512, 4, 4), np.float32), np.zeros((512, 512, 3, 3), np.float32)
+    cuda_mod.conv2d_forward(x512, w512, 1, 1)
+    cuda_mod.conv2d_backward_input(x512, w512, x512.shape, 1, 1)
+    for (_, _, split, kchunk, _) in calls[-2:]:
+        assert split == 9 and kchunk % 8 == 0 and (split - 1) * kchunk < 4608 <= split * kchunk
     monkeypatch.setattr(cuda_mod, "_launch_gemm", lambda *a: calls.append("numba"))
     cuda_mod.conv2d_forward(x.astype(np.float64), w.astype(np.float64), 1, 0)
     assert calls[-1] == "numba"
+
+
+def test_auto_conv_kernel_takes_cuda_c_for_gemms_of_64_rows_or_more(monkeypatch):
+    """The default, "auto": a float32 convolution pass on a GPU goes to the CUDA C kernel
+    where its GEMM has at least 64 rows per group (output channels for the forward pass and
+    the weight gradient, input channels for the input gradient), to the Numba one below
+    (LeNet-5's 6 and 16 channels)."""
+    assert cuda_mod.CONV_KERNELS[0] == "auto" and cuda_mod._CONV_C_MIN_ROWS == 64
+    monkeypatch.setattr(cuda_mod, "_conv_kernel", ["auto"])
+    monkeypatch.setattr(cuda_mod, "_simulating", lambda: False)
+    calls = []
+    _record_cuda_c_convolutions(monkeypatch, calls)
+    monkeypatch.setattr(cuda_mod, "_launch_gemm", lambda *a: calls.append(("numba", a[5].shape)))
+    z = np.zeros
+    for o, c, g in ((64, 3, 1), (63, 64, 1), (128, 128, 2), (16, 6, 1)):
+        x, w = z((2, c, 6, 6), np.float32), z((o, c // g, 3, 3), np.float32)
+        dy = z((2, o, 6, 6), np.float32)
+        cuda_mod.conv2d_forward(x, w, 1, 1, 1, g)
+        cuda_mod.conv2d_backward_input(dy, w, x.shape, 1, 1, 1, g)
+        cuda_mod.conv2d_backward_weight(dy, x, w.shape, 1, 1, 1, g)
+    kinds = [c[0] if c[0] != "numba" else "numba" for c in calls]
+    assert kinds == ["fwd", "numba", "wgrad",        # 64 out, 3 in: the stem
+                     "numba", "dgrad", "numba",      # 63 out, 64 in
+                     "fwd", "dgrad", "wgrad",        # 64 a group each way
+                     "numba", "numba", "numba"]      # LeNet-5's second convolution
+
+
+def _record_cuda_c_pooling(monkeypatch, calls):
+    """kernels/cuda_pool.py's launches replaced by recorders (its planning runs as on a GPU,
+    but for the CuPy functions, which are names here)."""
+    P = cuda_mod.cuda_pool
+    monkeypatch.setattr(P, "_functions", lambda window: (f"fwd{window}", f"bwd{window}"))
+    monkeypatch.setattr(P, "run_forward", lambda plan, x: calls.append(
+        ("fwd", plan[0], plan[1])) or "y")
+    monkeypatch.setattr(P, "run_backward", lambda plan, dy, arg: calls.append(
+        ("bwd", plan[0], plan[1])) or "dx")
 
 
 def test_set_pool_kernel_routes_float32_max_pooling_to_the_cuda_c_kernels(monkeypatch):
@@ -511,10 +568,7 @@ def test_set_pool_kernel_routes_float32_max_pooling_to_the_cuda_c_kernels(monkey
     scatter backward (no window given) and anything under the simulator stay on Numba."""
     _choose(monkeypatch, "pool", "numba", "cuda_c", "cudnn")
     calls = []
-    monkeypatch.setattr(cuda_mod.cuda_pool, "maxpool2d_forward",
-                        lambda x, geo: calls.append(("fwd", geo.kernel_size, geo.stride)) or "y")
-    monkeypatch.setattr(cuda_mod.cuda_pool, "maxpool2d_backward",
-                        lambda dy, arg, xs, geo: calls.append(("bwd", tuple(xs))) or "dx")
+    _record_cuda_c_pooling(monkeypatch, calls)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
     y, arg = cuda_mod.maxpool2d_forward(x, 3, 2, 1)  # the simulator: the Numba kernel
@@ -525,16 +579,56 @@ def test_set_pool_kernel_routes_float32_max_pooling_to_the_cuda_c_kernels(monkey
     assert cuda_mod.maxpool2d_forward(x, 3, 2, 1) == "y"
     dy = rng.standard_normal(y.shape).astype(np.float32)
     assert cuda_mod.maxpool2d_backward(dy, arg_ref, x.shape, 3, 2, 1) == "dx"
-    assert calls == [("fwd", (3, 3), (2, 2)), ("bwd", (2, 3, 6, 6))]
+    window = "(3, 3, 2, 2, 1, 1, 1, 1)"
+    assert calls == [("fwd", (2, 3, 3, 3), "fwd" + window), ("bwd", (2, 3, 6, 6), "bwd" + window)]
     launches = []
     monkeypatch.setattr(cuda_mod, "_launch", lambda *a: (lambda *args: launches.append(a)))
     monkeypatch.setattr(cuda_mod, "_xp", lambda a: np)
     cuda_mod.maxpool2d_forward(x.astype(np.float64), 3, 2, 1)
     cuda_mod.maxpool2d_backward(dy, arg_ref, x.shape)  # no window: the per-plane scatter
     assert len(calls) == 2 and len(launches) == 2
-    monkeypatch.setattr(cuda_mod.cuda_pool, "fits", lambda xs, ys: False)  # too large for it
-    cuda_mod.maxpool2d_forward(x, 3, 2, 1)
+    # too large for it (a shape not planned yet: a plan holds for its shape)
+    monkeypatch.setattr(cuda_mod.cuda_pool, "fits", lambda xs, ys: False)
+    cuda_mod.maxpool2d_forward(x[:1], 3, 2, 1)
     assert len(calls) == 2 and len(launches) == 3
+
+
+def test_max_pooling_plans_once_per_shape_and_still_refuses_bad_input(monkeypatch):
+    """The layer's geometry keeps a plan per (shape, dtype, kernel choice): a second call
+    does not check or plan again; a new shape, dtype or set_pool_kernel does, and bad
+    input is refused as on the first call."""
+    from kernels import _common
+
+    monkeypatch.setattr(cuda_mod, "_pool_kernel", ["cuda_c"])
+    monkeypatch.setattr(cuda_mod, "_simulating", lambda: False)
+    calls, planned = [], []
+    _record_cuda_c_pooling(monkeypatch, calls)
+    for name in ("forward_plan", "backward_plan"):
+        real = getattr(cuda_mod.cuda_pool, name)
+        monkeypatch.setattr(cuda_mod.cuda_pool, name, lambda *a, real=real, name=name: (
+            planned.append(name), real(*a))[1])
+    geo = pool_geometry(2)
+    x = np.zeros((4, 3, 8, 8), np.float32)
+    dy, arg = np.zeros((4, 3, 4, 4), np.float32), np.zeros((4, 3, 4, 4), np.int64)
+    for _ in range(3):
+        cuda_mod.maxpool2d_forward(x, geo)
+        cuda_mod.maxpool2d_backward(dy, arg, x.shape, geo)
+    assert planned == ["forward_plan", "backward_plan"] and len(calls) == 6
+    cuda_mod.maxpool2d_forward(np.zeros((2, 3, 8, 8), np.float32), geo)  # a new batch
+    assert planned[-1] == "forward_plan" and calls[-1][1] == (2, 3, 4, 4)
+    with pytest.raises(TypeError, match="maxpool2d_forward: expected float32 or float64"):
+        cuda_mod.maxpool2d_forward(x.astype(np.int32), geo)
+    with pytest.raises(ValueError, match=r"maxpool2d_backward: dy has shape \(4, 3, 3, 4\)"):
+        cuda_mod.maxpool2d_backward(dy[:, :, :3], arg[:, :, :3], x.shape, geo)
+    with pytest.raises(ValueError, match="do not match x"):
+        cuda_mod.maxpool2d_backward(dy, arg[:2], x.shape, geo)
+    launches = []
+    monkeypatch.setattr(cuda_mod, "_launch", lambda *a: (lambda *args: launches.append(a)))
+    monkeypatch.setattr(cuda_mod, "_pool_kernel", ["numba"])  # a new choice: a new plan
+    cuda_mod.maxpool2d_forward(x, geo)
+    assert len(launches) == 1 and len(calls) == 7
+    # the plans are kept on the geometry, at most _SHAPES_KEPT of them
+    assert 0 < len(geo.__dict__["_cuda_maxpool_fwd"]) <= _common._SHAPES_KEPT
 
 
 @settings(deadline=None, max_examples=6 if SIM else 40)
@@ -1089,3 +1183,205 @@ def test_the_shared_a_tile_stores_spread_over_the_banks():
                 worst = max(worst, max(banks.count(b) for b in set(banks)))
         assert worst <= (1 if bk == 8 else 2), ((bm, bn, bk, tm, tn), worst)
         assert stride % 4 == 0  # the TM reads of a thread stay 16-byte aligned
+
+
+# -- launch plans: the second call with the same shapes replays the first one's launches ----
+class _SimDirect(cuda_mod._cuda_launch.DirectLauncher):
+    """A driver launch stood in by the simulator: a call runs the kernel; a bound launch
+    runs it again on the template's scalars and on views of the new arrays' memory with the
+    template's shapes and strides -- as the driver would read them from the packed buffer,
+    where only the data pointers change."""
+
+    def __call__(self, *args):
+        self.kernel[self.grid, self.block](*args)
+
+    def bind(self, *args):
+        def bound(*arrays):
+            it = iter(arrays)
+            new = [_view_at(next(it), a) if isinstance(a, np.ndarray) else a for a in args]
+            assert next(it, None) is None  # one new array per array argument
+            self.kernel[self.grid, self.block](*new)
+            bound.calls += 1
+
+        bound.calls = 0
+        _SimDirect.bound.append(bound)
+        return bound
+
+    bound = []
+
+
+def _view_at(new, template):
+    """``template``'s shape and strides over ``new``'s memory (what the kernel's ABI reads
+    from a bound launch), after checking that they fit in it."""
+    span = sum((n - 1) * s for n, s in zip(template.shape, template.strides)) + template.itemsize
+    assert new.dtype == template.dtype and (new.size == 0 or span <= new.nbytes)
+    return np.lib.stride_tricks.as_strided(new.reshape(-1), template.shape, template.strides)
+
+
+def _plans_on_the_simulator(monkeypatch):
+    """kernels.cuda as on a GPU for its planning (driver launches, plans kept), with every
+    launch run by the simulator (_SimDirect); a fresh store of plans."""
+    cuda_mod._sm_count()  # (132 under the simulator, remembered before it is "off")
+    monkeypatch.setattr(cuda_mod, "_simulating", lambda: False)
+    monkeypatch.setattr(cuda_mod, "_launch_config", lambda k, g, t: _SimDirect(k, g, t))
+    monkeypatch.setattr(cuda_mod, "_launch", lambda k, total, threads=128: _SimDirect(
+        k, *cuda_mod._blocks(total, threads)))
+    monkeypatch.setattr(cuda_mod, "_conv_kernel", ["implicit_gemm_64"])
+    monkeypatch.setattr(cuda_mod, "_wide_kernel", ["double_buffered_warp"])
+    monkeypatch.setattr(cuda_mod, "_plans", {})
+    monkeypatch.setattr(_SimDirect, "bound", [])
+    small_tile_now(monkeypatch)
+
+
+def small_tile_now(monkeypatch):
+    monkeypatch.setattr(cuda_mod, "_tile", list(SMALL_TILES[0]))
+
+
+@pytest.mark.skipif(not SIM, reason="the simulator stands in for the driver")
+@pytest.mark.parametrize("split", [False, True], ids=["whole-K", "split-K"])
+def test_launch_plans_replay_on_new_arrays(monkeypatch, split):
+    """matmul and the three convolution passes (the Numba kernels): the first call plans,
+    the next ones with the same shapes skip the checks and replay its launches on the new
+    arrays -- split-K's two launches and the input gradient's weight transposition too --
+    and still match the reference; another shape or a changed setting plans anew."""
+    from kernels._common import conv_geometry
+
+    _plans_on_the_simulator(monkeypatch)
+    if split:
+        monkeypatch.setattr(cuda_mod, "_SPLIT_MIN_K", 1)
+    checks = []
+    monkeypatch.setattr(cuda_mod, "check_float", lambda op, *a: checks.append(op))
+    rng = np.random.default_rng(5)
+    geo = conv_geometry((3, 3), (1, 1), (1, 1), (1, 1), 1)
+    geo.__dict__.pop("_cuda_plans", None)  # (geometries are shared: plans of other tests)
+    for step in range(3):
+        a, b = rand(rng, (5, 7), np.float32), rand(rng, (6, 7), np.float32)
+        assert rel(cuda_mod.matmul(a, b, False, True), a @ b.T) < 1e-5
+        x, w = rand(rng, (2, 3, 5, 4), np.float32), rand(rng, (4, 3, 3, 3), np.float32)
+        y = cuda_mod.conv2d_forward(x, w, geo)
+        assert rel(y, reference.conv2d_forward(x, w, 1, 1)) < 1e-5
+        dy = rand(rng, y.shape, np.float32)
+        assert rel(cuda_mod.conv2d_backward_input(dy, w, x.shape, geo),
+                   reference.conv2d_backward_input(dy, w, x.shape, 1, 1)) < 1e-5
+        assert rel(cuda_mod.conv2d_backward_weight(dy, x, w.shape, geo),
+                   reference.conv2d_backward_weight(dy, x, w.shape, 1, 1)) < 1e-5
+        if step == 0:
+            first = list(checks)
+    assert len(first) == 4 and checks == first  # later steps: no checks, no planning
+    assert [bound.calls for bound in _SimDirect.bound] == [2] * len(_SimDirect.bound)
+    assert len(_SimDirect.bound) == (8 if split else 4)  # (split-K: the GEMM and its sum)
+    assert len(cuda_mod._plans) == 1 and len(geo.__dict__["_cuda_plans"]) == 3
+    cuda_mod.matmul(rand(rng, (5, 8), np.float32), rand(rng, (8, 2), np.float32))  # new shape
+    monkeypatch.setattr(cuda_mod, "_SPLIT_BLOCKS_PER_SM", 0)                        # a setting
+    cuda_mod.matmul(a, b, False, True)
+    assert len(cuda_mod._plans) == 3 and len(checks) == 6
+
+
+@pytest.mark.skipif(not SIM, reason="the simulator stands in for the driver")
+def test_no_plan_where_the_kernel_did_not_read_the_inputs_as_given(monkeypatch):
+    """A non-contiguous convolution input is copied before the launch: that launch is not
+    kept (a later input of the same strides would be passed uncopied), nor is a product
+    under numba's own launch (no driver launch to repeat)."""
+    from kernels._common import conv_geometry
+
+    _plans_on_the_simulator(monkeypatch)
+    rng = np.random.default_rng(6)
+    geo = conv_geometry((3, 3), (1, 1), (1, 1), (1, 1), 1)
+    geo.__dict__.pop("_cuda_plans", None)
+    x = rand(rng, (2, 5, 4, 3), np.float32).transpose(0, 3, 1, 2)  # (2, 3, 5, 4), strided
+    w = rand(rng, (4, 3, 3, 3), np.float32)
+    for _ in range(2):
+        assert rel(cuda_mod.conv2d_forward(x, w, geo),
+                   reference.conv2d_forward(x, w, 1, 1)) < 1e-5
+    assert "_cuda_plans" not in geo.__dict__ or not geo.__dict__["_cuda_plans"]
+    monkeypatch.setattr(cuda_mod, "_launch_config", lambda k, g, t: k[g, t])
+    cuda_mod.matmul(rand(rng, (3, 4), np.float32), rand(rng, (4, 2), np.float32))
+    assert cuda_mod._plans == {}
+
+
+def test_cuda_channel_bias_and_its_gradient_match_numpy(monkeypatch):
+    """kernels.cuda.add_channel_bias_ (y += b along axis 1, in place) and channel_sum (the
+    bias gradient: g summed over every axis but 1) on (N, C) and (N, C, H, W) arrays of
+    both float dtypes, several blocks' worth of elements per channel; empty ones too."""
+    monkeypatch.setattr(cuda_mod, "_SUM_THREADS", 8)  # (the simulator: 8 threads a channel)
+
+    def check(data):
+        dt = data.draw(st.sampled_from([np.float32, np.float64]))
+        n, c = data.draw(st.integers(0, 4)), data.draw(st.integers(1, 5))
+        shape = (n, c) + data.draw(st.sampled_from([(), (1, 1), (3, 5), (4, 4)]))
+        rng = np.random.default_rng(data.draw(SEEDS))
+        y, b = rand(rng, shape, dt), rand(rng, (c,), dt)
+        want = y.astype(np.float64) + b.reshape((1, -1) + (1,) * (y.ndim - 2))
+        yd = dev("cuda", y)
+        assert cuda_mod.add_channel_bias_(yd, dev("cuda", b)) is yd
+        assert rel(yd, want) < 1e-6 or want.size == 0
+        got = cuda_mod.channel_sum(dev("cuda", y))
+        assert got.shape == (c,) and got.dtype == dt
+        axes = (0,) + tuple(range(2, y.ndim))
+        want, scale = y.astype(np.float64).sum(axis=axes), np.abs(y).sum(axis=axes)
+        err = np.abs(np.asarray(got if SIM else got.get()) - want)
+        assert (err <= 1e-5 * scale + 1e-30).all()  # (in g's dtype: float32 sums)
+
+    run("cuda", st.data(), check)
+
+
+def test_cuda_channel_bias_falls_back_where_the_kernels_do_not_apply(monkeypatch):
+    """A strided array, a bias of another dtype, an integer array: broadcasting and the
+    array module's reduction, with the same results."""
+    monkeypatch.setattr(cuda_mod, "_SUM_THREADS", 8)
+    launches = []
+    monkeypatch.setattr(cuda_mod, "_launch", lambda *a: launches.append(a))
+    rng = np.random.default_rng(3)
+    y = rand(rng, (3, 4, 5), np.float32).transpose(0, 2, 1)  # (3, 5, 4), not contiguous
+    b = rand(rng, (5,), np.float32)
+    want = y + b[None, :, None]
+    cuda_mod.add_channel_bias_(y, b)
+    np.testing.assert_allclose(y, want, rtol=1e-6)
+    np.testing.assert_allclose(cuda_mod.channel_sum(y), y.sum(axis=(0, 2)), rtol=1e-5)
+    z = rand(rng, (2, 3), np.float32)
+    cuda_mod.add_channel_bias_(z, np.ones(3, np.float64))  # (NumPy casts in place)
+    i = np.arange(12).reshape(2, 6)
+    assert cuda_mod.channel_sum(i).tolist() == i.sum(axis=0).tolist()
+    assert launches == []
+
+
+def test_cuda_relu_and_its_gradient_match_numpy():
+    """kernels.cuda.relu (NumPy's maximum(x, 0): NaN kept, -0.0 -> 0.0) and relu_backward
+    (0 where y <= 0, else dy: a NaN or inf gradient at an inactive unit gives 0) on
+    contiguous float arrays with NaN, infinities and signed zeros; the array module's
+    maximum / where for a strided array or mixed dtypes."""
+    specials = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, 1e-30, -1e-30], np.float64)
+
+    def check(data):
+        dt = data.draw(st.sampled_from([np.float32, np.float64]))
+        shape = data.draw(st.sampled_from([(0,), (7,), (3, 5), (2, 3, 4)]))
+        rng = np.random.default_rng(data.draw(SEEDS))
+        x = rand(rng, shape, dt)
+        x.reshape(-1)[: specials.size] = specials[: x.size]
+        y = cuda_mod.relu(dev("cuda", x))
+        got = np.asarray(y if SIM else y.get())
+        np.testing.assert_array_equal(got, np.maximum(x, 0))
+        assert not np.signbit(got).any() and got.dtype == dt
+        dy = rand(rng, shape, dt)
+        dy.reshape(-1)[-3:] = [np.nan, np.inf, -np.inf][: dy.size]
+        dx = cuda_mod.relu_backward(dev("cuda", dy), y)
+        np.testing.assert_array_equal(np.asarray(dx if SIM else dx.get()),
+                                      np.where(got <= 0, dt(0), dy))
+
+    run("cuda", st.data(), check)
+    x = np.arange(-6, 6, dtype=np.float32).reshape(3, 4).T  # strided
+    np.testing.assert_array_equal(cuda_mod.relu(x), np.maximum(x, 0))
+    dy = np.ones((4, 3), np.float64)
+    np.testing.assert_array_equal(cuda_mod.relu_backward(dy, x), np.where(x <= 0, 0.0, dy))
+
+
+@pytest.mark.skipif(not SIM, reason="the simulator stands in for the driver")
+def test_relu_plans_replay_on_new_arrays(monkeypatch):
+    _plans_on_the_simulator(monkeypatch)
+    rng = np.random.default_rng(8)
+    for _ in range(3):
+        x, dy = rand(rng, (4, 5), np.float32), rand(rng, (4, 5), np.float32)
+        y = cuda_mod.relu(x)
+        np.testing.assert_array_equal(y, np.maximum(x, 0))
+        np.testing.assert_array_equal(cuda_mod.relu_backward(dy, y), np.where(y <= 0, 0, dy))
+    assert len(cuda_mod._plans) == 2 and [b.calls for b in _SimDirect.bound] == [2, 2]

@@ -45,6 +45,8 @@ def test_matmul_large(m, k, n, ta, tb):
 @pytest.mark.parametrize("xs,ws,s,p", [((8, 64, 32, 32), (64, 64, 3, 3), 1, 1),
                                        ((8, 64, 32, 32), (128, 64, 3, 3), 2, 1),
                                        ((16, 3, 32, 32), (6, 3, 5, 5), 1, 0),
+                                       # ResNet's 512@4 at batch 8: 2 blocks, split-K 9 ways
+                                       ((8, 256, 4, 4), (256, 256, 3, 3), 1, 1),
                                        ((5, 7, 13, 11), (3, 7, 4, 2), (3, 2), (2, 1))])
 def test_conv_large(xs, ws, s, p):
     x = rng.standard_normal(xs).astype(np.float32)
@@ -66,16 +68,18 @@ def test_conv_large(xs, ws, s, p):
     assert rel(S.conv2d_backward_input(cp.asarray(dy), cp.asarray(w), xs, s, p), want_dx) < 1e-5
     want_dw = R.conv2d_backward_weight(dy.astype(np.float64), x64, ws, s, p)
     assert rel(S.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), ws, s, p), want_dw) < 1e-5
+    before = K._conv_kernel[0]
     try:
-        K.set_conv_kernel("cuda_c_128")
-        assert rel(K.conv2d_forward(cp.asarray(x), cp.asarray(w), s, p),
-                   R.conv2d_forward(x64, w64, s, p)) < 1e-5
-        assert rel(K.conv2d_backward_input(cp.asarray(dy), cp.asarray(w), xs, s, p),
-                   want_dx) < 1e-5
-        assert rel(K.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), ws, s, p),
-                   want_dw) < 1e-5  # (split-K on the first two: small grids, long K)
+        for name in K.CONV_KERNELS:  # (split-K on most of these passes: small grids, long K)
+            K.set_conv_kernel(name)
+            assert rel(K.conv2d_forward(cp.asarray(x), cp.asarray(w), s, p),
+                       R.conv2d_forward(x64, w64, s, p)) < 1e-5
+            assert rel(K.conv2d_backward_input(cp.asarray(dy), cp.asarray(w), xs, s, p),
+                       want_dx) < 1e-5
+            assert rel(K.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), ws, s, p),
+                       want_dw) < 1e-5
     finally:
-        K.set_conv_kernel("implicit_gemm_64")
+        K.set_conv_kernel(before)
 
 
 @settings(max_examples=12, deadline=None)
@@ -101,14 +105,26 @@ def test_cuda_c_convolutions_match_the_reference(n, cg, og, groups, h, wd, windo
     want_dx = R.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), x.shape, *args)
     assert rel(S.conv2d_backward_input(cp.asarray(dy), cp.asarray(w), x.shape, *args),
                want_dx) < 1e-5
+    # split-K over the taps (about three chunks), the chunks added by CuPy (cuda_sgemm's
+    # default) and by kernels.cuda's sum kernel
+    for summed in (S.sum_partials, K._splitk_sum):
+        assert rel(S.conv2d_forward(cp.asarray(x), cp.asarray(w), *args, **_thirds(cg * k * k),
+                                    summed=summed), want) < 1e-5
+        assert rel(S.conv2d_backward_input(cp.asarray(dy), cp.asarray(w), x.shape, *args,
+                                           **_thirds(og * k * k), summed=summed), want_dx) < 1e-5
     want_dw = R.conv2d_backward_weight(dy.astype(np.float64), x.astype(np.float64), w.shape,
                                        *args)
     K_ = want.shape[0] * want.shape[2] * want.shape[3]
-    for split in (1, 3):  # whole K, and three chunks (or as many as K allows)
-        kchunk = max(8, -(-(-(-K_ // split)) // 8) * 8)
+    for parts in (1, 3):  # whole K, and three chunks (or as many as K allows)
         got = S.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), w.shape, *args,
-                                       split=-(-K_ // kchunk), kchunk=kchunk)
+                                       **_thirds(K_, parts))
         assert rel(got, want_dw) < 1e-5
+
+
+def _thirds(k, parts=3):
+    """split-K arguments cutting k into about ``parts`` chunks of a multiple of 8."""
+    kchunk = max(8, -(-(-(-k // parts)) // 8) * 8)
+    return {"split": -(-k // kchunk), "kchunk": kchunk}
 
 
 @pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])

@@ -98,7 +98,7 @@ class Linear(Function):
         x2 = x.reshape(-1, x.shape[-1])
         y = ctx.kernels.matmul(x2, w, trans_b=True)
         if b is not None:
-            y += b
+            ctx.backend.add_channel_bias_(y, b)  # (y is (N, out): its axis 1)
         ctx.save_for_backward(x2, w)
         ctx.x_shape = x.shape
         ctx.has_bias = b is not None
@@ -112,7 +112,7 @@ class Linear(Function):
         dw = ctx.kernels.matmul(g2, x2, trans_a=True) if ctx.needs_input_grad[1] else None
         if not ctx.has_bias:
             return dx, dw
-        return dx, dw, g2.sum(axis=0)
+        return dx, dw, ctx.backend.channel_sum(g2)
 
 
 def _xp_matmul(xp):
