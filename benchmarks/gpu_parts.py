@@ -19,9 +19,10 @@ it measured.
 * conv: ResNet-18 CIFAR conv layers (batch 64) forward, input and weight gradient,
   ours vs cuDNN through PyTorch (TF32 off, benchmark mode); a strided layer's input
   gradient also by the implicit GEMM (its default is the dense GEMM and gather, col2im);
-  each pass also by the CUDA C
-  kernels (kernels/cuda_sgemm.py, the candidate of kernels.cuda.CONV_KERNELS; the weight
-  gradient with kernels.cuda's split-K), and each 64x64 pass with split-K off.
+  each pass by the default ("auto": the CUDA C kernels of kernels/cuda_sgemm.py for GEMMs
+  of 64 rows or more, the Numba 64x64 ones below), by each family forced
+  (kernels.cuda.CONV_KERNELS, split-K as in production) and by the default with split-K
+  off; then forward + backward per layer against cuDNN's three.
 * pool: max-pool forward/backward in GB/s vs a device-to-device copy of the same bytes,
   one call at a time and 20 back to back (host time overlapped with the GPU's), by the
   Numba kernels and by the CUDA C ones (kernels/cuda_pool.py, the candidate of
@@ -207,19 +208,17 @@ def part_conv(out, deadline_s=float("inf")):
                     lambda: K.VERSIONS["conv2d_backward_input"]["implicit_gemm"](
                         dy, w, xs, s, p),
                     lambda: torch.nn.grad.conv2d_input(xs, tw, tdy, s, p))}),
-                # the CUDA C implicit GEMM (kernels.cuda.CONV_KERNELS), the candidate
-                "forward (CUDA C 128x128)": (lambda: S.conv2d_forward(x, w, s, p),
-                                             lambda: tf.conv2d(tx, tw, None, s, p)),
-                "input grad (CUDA C 128x128)": (
-                    lambda: S.conv2d_backward_input(dy, w, xs, s, p),
-                    lambda: torch.nn.grad.conv2d_input(xs, tw, tdy, s, p)),
-                "weight grad (CUDA C 128x128)": (
-                    lambda: _with_conv_kernel(K, "cuda_c_128", lambda: K.conv2d_backward_weight(
-                        dy, x, ws, s, p)),
-                    lambda: torch.nn.grad.conv2d_weight(tx, ws, tdy, s, p)),
                 "weight grad": (lambda: K.conv2d_backward_weight(dy, x, ws, s, p),
                                 lambda: torch.nn.grad.conv2d_weight(tx, ws, tdy, s, p)),
             }
+            # each pass on each kernel family by itself (kernels.cuda.CONV_KERNELS; the
+            # default "auto" picks one per pass by the GEMM's rows), split-K as in production
+            for family, label in (("implicit_gemm_64", "Numba 64x64"),
+                                  ("cuda_c_128", "CUDA C 128x128")):
+                for op in ("forward", "input grad", "weight grad"):
+                    ours, theirs = cases[op]
+                    cases[f"{op} ({label})"] = (
+                        lambda ours=ours, family=family: _with_conv_kernel(K, family, ours), theirs)
             for op, (ours, theirs) in cases.items():
                 to, tt = _events_time(ours), ttime(theirs)
                 rows.append({"layer": name, "pass": op, "ours_s": to, "cudnn_s": tt})
@@ -234,7 +233,31 @@ def part_conv(out, deadline_s=float("inf")):
             rows.append({"layer": name, "error": repr(e)[:300]})
             lines.append(f"| {name} | failed: {repr(e)[:200]} | | | |")
         _write(out, "conv", rows, lines, echo=False)
-    _write(out, "conv", rows, lines)
+    _write(out, "conv", rows, lines + conv_totals(rows))
+
+
+def conv_totals(rows):
+    """Markdown lines: per layer, the default forward pass + input gradient + weight
+    gradient against cuDNN's three (issue 13's target: >= 0.5x), and the same without the
+    input gradient where a network never needs it (the stem: its input is the image)."""
+    passes = ("forward", "input grad", "weight grad")
+    by_layer = {}
+    for r in rows:
+        if r.get("pass") in passes:
+            by_layer.setdefault(r["layer"], {})[r["pass"]] = (r["ours_s"], r["cudnn_s"])
+    lines = ["", "Forward + backward per layer (the default kernels, ms):", "",
+             "| layer | ours | cuDNN | ratio cuDNN/ours |", "|---|---:|---:|---:|"]
+    for layer, got in by_layer.items():
+        if len(got) != 3:
+            continue
+        ours, theirs = (sum(got[p][i] for p in passes) for i in (0, 1))
+        lines.append(f"| {layer} | {ours * 1e3:.3f} | {theirs * 1e3:.3f} | {theirs / ours:.2f}x |")
+        if "stem" in layer:
+            ours -= got["input grad"][0]
+            theirs -= got["input grad"][1]
+            lines.append(f"| {layer} without its input gradient | {ours * 1e3:.3f} | "
+                         f"{theirs * 1e3:.3f} | {theirs / ours:.2f}x |")
+    return lines
 
 
 def _with_conv_kernel(K, name, fn):
@@ -245,6 +268,18 @@ def _with_conv_kernel(K, name, fn):
         return fn()
     finally:
         K.set_conv_kernel(before)
+
+
+def _without_plans(K, fn):
+    """fn() with kernels.cuda keeping no launch plan (each call checks, chooses and
+    describes its launch, as a first call does)."""
+    saved = K._keep_plan
+    K._keep_plan = lambda *args: None
+    K._plans.clear()
+    try:
+        return fn()
+    finally:
+        K._keep_plan = saved
 
 
 def _without_split_k(K, fn):
@@ -481,7 +516,10 @@ def part_launch(out, n=64):
     P, O = K._PLAIN, K._OUT_PLAIN
     cases = {
         "empty numba kernel, no arguments": lambda: empty[1, 32](),
-        "kernels.cuda.matmul (checks, output allocation, launch)": lambda: K.matmul(a2, b2),
+        # after its first call a product of these shapes replays its launch plan
+        "kernels.cuda.matmul (its launch plan: allocation, launch)": lambda: K.matmul(a2, b2),
+        "kernels.cuda.matmul without plans (checks, output allocation, launch)": lambda:
+            _without_plans(K, lambda: K.matmul(a2, b2)),
         # where matmul's time goes beyond the bare launch
         "- its checks (check_matmul, check_float)": lambda: (
             check_matmul(a2, b2, False, False), check_float("matmul", a2, b2)),
@@ -513,6 +551,10 @@ def part_launch(out, n=64):
 
     bias = cupy.asarray(rng.standard_normal(n, dtype=np.float32))
     px = cupy.asarray(rng.standard_normal((256, 16, 10, 10), dtype=np.float32))
+    pcopy = cupy.empty_like(px)
+    from kernels._common import pool_geometry
+
+    pgeo = pool_geometry(2)
     # split-K's sum of the partial products (LeNet's first weight gradient: 6 x 25, 30
     # chunks): one launch of our kernel against the CuPy reduction it replaced
     parts = cupy.asarray(rng.standard_normal((1, 30, 6, 25), dtype=np.float32))
@@ -523,10 +565,18 @@ def part_launch(out, n=64):
             ksum, summed.size)(parts, summed),
         "split-K sum, CuPy reduction (sum(axis=1, out=...), before)": lambda: cupy.sum(
             parts, axis=1, out=summed),
-        "Linear's bias add (CuPy elementwise c += b)": lambda: c.__iadd__(bias),
-        "Linear's bias gradient (CuPy reduction g.sum(axis=0))": lambda: a2.sum(axis=0),
+        "Linear's bias add (CuPy elementwise c += b, before)": lambda: c.__iadd__(bias),
+        "Linear's bias add, our kernel (kernels.cuda.add_channel_bias_)": lambda:
+            K.add_channel_bias_(a2, bias),
+        "Linear's bias gradient (CuPy reduction g.sum(axis=0), before)": lambda: a2.sum(axis=0),
+        "Linear's bias gradient, our kernel (kernels.cuda.channel_sum)": lambda:
+            K.channel_sum(a2),
         "max-pool 2x2 forward, kernels.cuda (its default kernel)": lambda: K.maxpool2d_forward(
             px, 2, 2),
+        # as the framework calls it: the layer's geometry, which keeps the launch planned
+        "max-pool 2x2 forward, kernels.cuda with a layer's geometry": lambda:
+            K.maxpool2d_forward(px, pgeo),
+        "- a copy of its input (cupy.copyto, for scale)": lambda: cupy.copyto(pcopy, px),
         "max-pool 2x2 forward, Numba kernel (kernels.cuda)": _with_pool_kernel(
             K, "numba", lambda: K.maxpool2d_forward(px, 2, 2)),
         "max-pool 2x2 forward, CUDA C kernel (kernels.cuda_pool, CuPy launch)": lambda:

@@ -279,3 +279,36 @@ def test_the_sweep_asks_for_the_kernel_the_launch_compiled():
     assert K._gemm_kernel(*args) is K._gemm_kernel(*args, None)
     assert K._gemm_kernel(*args) is K._gemm_kernel(*args, conv=None)
 
+
+
+def test_conv_totals_add_the_three_default_passes_per_layer():
+    """The conv part's summary: forward + input grad + weight grad of the default rows
+    against cuDNN's (the family rows and failed layers left out), and the stem without
+    its input gradient."""
+    from benchmarks.gpu_parts import conv_totals
+
+    def row(layer, op, ours_ms, cudnn_ms):
+        return {"layer": layer, "pass": op, "ours_s": ours_ms / 1e3, "cudnn_s": cudnn_ms / 1e3}
+
+    rows = [row("resnet18 stem", "forward", 0.1, 0.05), row("resnet18 stem", "input grad", 0.4, 0.1),
+            row("resnet18 stem", "weight grad", 0.2, 0.1),
+            row("resnet18 stem", "forward (CUDA C 128x128)", 9.0, 0.05),
+            row("resnet18 64@32", "forward", 0.3, 0.15), row("resnet18 64@32", "input grad", 0.3, 0.3),
+            row("resnet18 64@32", "weight grad", 0.4, 0.3),
+            row("resnet18 512@4", "forward", 0.3, 0.2), {"layer": "resnet18 512@4", "error": "x"}]
+    lines = conv_totals(rows)
+    assert "| resnet18 stem | 0.700 | 0.250 | 0.36x |" in lines
+    assert "| resnet18 stem without its input gradient | 0.300 | 0.150 | 0.50x |" in lines
+    assert "| resnet18 64@32 | 1.000 | 0.750 | 0.75x |" in lines
+    assert not any("512@4" in line for line in lines)  # a pass missing: no total
+
+
+def test_without_plans_keeps_none_and_restores_the_keeping():
+    import kernels.cuda as K
+    from benchmarks.gpu_parts import _without_plans
+
+    keep = K._keep_plan
+    K._plans["stale"] = None
+    seen = _without_plans(K, lambda: (K._keep_plan({}, "k", lambda *a: None, (1,), None, None,
+                                                    None), dict(K._plans)))
+    assert seen == (None, {}) and K._keep_plan is keep
