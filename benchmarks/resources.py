@@ -243,8 +243,13 @@ def table():
     items = numba_kernels()
     items.append(("gemm TF32 mma.sync m16n8k8 (CuPy RawKernel)", nvrtc_ptx(T.SOURCE), T.THREADS,
                   True))
-    items.append(("gemm wide matmul in CUDA C (rung 6, CuPy RawModule)",
-                  nvrtc_ptx(S.SOURCE), S.THREADS, False))
+    # rung 6's NN entry, general (bounds-checked tiles, scalar fallbacks) and exact (whole
+    # aligned tiles: 4096^3 takes it), each compiled alone so that its K-loop is read
+    core = S.SOURCE[:S.SOURCE.index("\nTK_SGEMM_ENTRY(") + 1]  # (after the #define)
+    for entry, what in (("tk_sgemm_nn", "any sizes"), ("tk_sgemm_nn_exact", "whole tiles")):
+        line = next(ln for ln in S.SOURCE.splitlines() if ln.startswith(f"TK_SGEMM_ENTRY({entry},"))
+        items.append((f"gemm wide matmul in CUDA C (rung 6, {what}; CuPy RawModule)",
+                      nvrtc_ptx(core + line + "\n"), S.THREADS, False))
     for bm in (128, 64):
         for dgrad, what in ((False, "forward"), (True, "input gradient")):
             _, entry = S.conv_entry((3, 3, 1, 1, 1, 1, 1, 1), dgrad, bm)

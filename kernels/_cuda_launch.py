@@ -41,7 +41,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["DirectLauncher", "BoundLaunch", "cap_registers", "describe", "numba_signature", "param_format",
+__all__ = ["DirectLauncher", "BoundLaunch", "c_contiguous", "cap_registers", "describe", "numba_signature", "param_format",
            "ptx_params", "use_direct_launch"]
 
 # cuda.h: CU_LAUNCH_PARAM_END, CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_BUFFER_SIZE
@@ -78,6 +78,14 @@ def _contiguity(a, t):
         return a._c_contiguous, a._f_contiguous
     flags = a.flags
     return flags.c_contiguous, flags.f_contiguous
+
+
+def c_contiguous(a):
+    """``a.flags.c_contiguous`` of an array, CuPy's read without building its Flags."""
+    t = type(a)
+    if t in _ARRAY_TYPES or _is_array(a, t):
+        return _contiguity(a, t)[0]
+    return a.flags.c_contiguous
 
 
 def describe(args, pointer):

@@ -91,6 +91,7 @@ from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy,
                       check_matmul, check_maxpool_backward, dtype_name, gemm_slices,
                       geometry_memo)
 from ._common import magic as _magic  # (x // d as a multiply and a shift; shared with cuda_pool)
+from ._cuda_launch import c_contiguous  # (a.flags.c_contiguous without CuPy's Flags object)
 
 __all__ = ["matmul", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
@@ -722,8 +723,6 @@ def _keep_plan(plans, key, replay, shape, dtype, xp, pick):
     A None replay keeps nothing."""
     if replay is None:
         return
-    if len(plans) >= _PLANS_KEPT:
-        plans.clear()
     empty = xp.empty
 
     def plan(*inputs):
@@ -731,6 +730,12 @@ def _keep_plan(plans, key, replay, shape, dtype, xp, pick):
         replay(*pick(*inputs), out)
         return out
 
+    _keep(plans, key, plan)
+
+
+def _keep(plans, key, plan):
+    if len(plans) >= _PLANS_KEPT:
+        plans.clear()
     plans[key] = plan
 
 
@@ -767,7 +772,9 @@ _WIDE_BLOCKS_PER_SM = 2       # None: never the wide kernel (the GPU sweep compa
 # tile indices; 1.26 instead of 1.43 SASS instructions per FMA in the K-loop on sm_90, both
 # at <= 128 registers). Measured on an H100 (2026-11-26, benchmarks/results/2026-11-26-
 # NVIDIA-H100-session4/ladder.md), 4096^3: rung 6 3.62 ms (74% of cuBLAS FP32), rung 5
-# 3.96 ms (68%): rung 6 is the default. float64 always takes rung 5.
+# 3.96 ms (68%): rung 6 is the default. float64 always takes rung 5. Since then rung 6 has
+# an exact twin for whole aligned tiles (no bounds tests: 1.18 instead of 1.28 SASS
+# instructions per FMA for NN, which 4096^3 takes), not yet timed on a GPU.
 WIDE_KERNELS = ("double_buffered_warp", "vec4_cuda_c")
 _wide_kernel = ["vec4_cuda_c"]
 
@@ -1613,7 +1620,7 @@ def _channel_sum_kernel(dtype_name, threads):
 def _channel_view(a):
     """(a flat, C, L) of a C-contiguous array (N, C, ...) with fewer than 2**32 elements
     (the kernels' 32-bit indices), or None where the kernels do not take it."""
-    if a.ndim < 2 or not a.flags.c_contiguous or a.dtype not in _BIAS_DTYPES \
+    if a.ndim < 2 or not c_contiguous(a) or a.dtype not in _BIAS_DTYPES \
             or a.size >= 2 ** 32:
         return None
     return a.reshape(-1), a.shape[1], a.size // max(1, a.shape[0] * a.shape[1])
@@ -1624,22 +1631,35 @@ _BIAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def add_channel_bias_(y, b):
     """y += b along axis 1 (y (N, C, ...), b (C,) of y's dtype), in place; returns y. One
-    launch for a C-contiguous float y; anything else by broadcasting."""
+    launch for a C-contiguous float y and a contiguous b (kept as a launch plan); anything
+    else by broadcasting."""
+    key = ("bias", y.shape, y.strides, y.dtype, b.shape, b.strides, b.dtype)
+    bound = _plans.get(key)
+    if bound is not None:
+        bound(y, b)
+        return y
     view = _channel_view(y)
-    if view is None or b.dtype != y.dtype or b.shape != (y.shape[1],):
+    if view is None or b.dtype != y.dtype or b.shape != (y.shape[1],) or not c_contiguous(b):
         y += b.reshape((1, -1) + (1,) * (y.ndim - 2))
         return y
     flat, _, L = view
     if flat.size:
-        _launch(_bias_add_kernel(dtype_name(y.dtype)), flat.size)(
-            flat, _xp(b).ascontiguousarray(b), L)
+        launch = _launch(_bias_add_kernel(dtype_name(y.dtype)), flat.size)
+        launch(flat, b, L)
+        bound = _bind(launch, flat, b, L)
+        if bound is not None:  # (in place: the plan is the bound launch itself)
+            _keep(_plans, key, bound)
     return y
 
 
 def channel_sum(g):
     """g (N, C, ...) summed over every axis but 1 -> (C,) in g's dtype (a bias gradient),
-    one block a channel, float64 partial sums; a reduction of the array module for what
+    one block a channel (kept as a launch plan); a reduction of the array module for what
     the kernel does not take."""
+    key = ("channel_sum", g.shape, g.strides, g.dtype)
+    plan = _plans.get(key)
+    if plan is not None:
+        return plan(g)
     view = _channel_view(g)
     xp = _xp(g)
     if view is None:
@@ -1654,6 +1674,7 @@ def channel_sum(g):
     kernel = _channel_sum_kernel(dtype_name(g.dtype), _SUM_THREADS)
     launch = kernel[c, _SUM_THREADS] if _simulating() else _launch_config(kernel, c, _SUM_THREADS)
     launch(flat, out, L)
+    _keep_plan(_plans, key, _bind(launch, flat, out, L), out.shape, out.dtype, xp, _same)
     return out
 
 
@@ -1692,7 +1713,7 @@ def _flat_ok(*arrays):
     than 2**32 elements."""
     a = arrays[0]
     return (a.dtype in _BIAS_DTYPES and a.size < 2 ** 32
-            and all(b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous
+            and all(b.dtype == a.dtype and b.shape == a.shape and c_contiguous(b)
                     for b in arrays))
 
 
@@ -1828,7 +1849,7 @@ def _check_multi(op, params, others):
     check_float(op, params[0])
     for arrays in (params, *others):  # (plain loops: this runs every optimizer step)
         for i, (p, x) in enumerate(zip(params, arrays)):
-            if x.dtype != dt or x.shape != p.shape or not x.flags.c_contiguous:
+            if x.dtype != dt or x.shape != p.shape or not c_contiguous(x):
                 arrays = [p] + [o[i] for o in others]
                 raise ValueError(f"{op}: tensor {i}: arrays of shapes "
                                  f"{[x.shape for x in arrays]} and dtypes "

@@ -338,3 +338,9 @@ def test_kernels_cuda_launches_through_the_driver_only_where_there_is_one(monkey
     assert (launcher.kernel, launcher.grid, launcher.block) == (kern, (4, 1, 1), (64, 1, 1))
     monkeypatch.setenv("TINYGRAD_K_CUDA_LAUNCH", "numba")
     assert not isinstance(make(kern, 4, 64), L.DirectLauncher)
+
+
+def test_c_contiguous_reads_cupy_attributes_and_numpy_flags():
+    c = np.zeros((2, 3), np.float32)
+    assert L.c_contiguous(c) and not L.c_contiguous(c.T)
+    assert L.c_contiguous(_CupyLikeArray(c)) and not L.c_contiguous(_CupyLikeArray(c.T))

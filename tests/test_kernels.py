@@ -1376,12 +1376,20 @@ def test_cuda_relu_and_its_gradient_match_numpy():
 
 
 @pytest.mark.skipif(not SIM, reason="the simulator stands in for the driver")
-def test_relu_plans_replay_on_new_arrays(monkeypatch):
+def test_relu_and_bias_plans_replay_on_new_arrays(monkeypatch):
+    """relu, relu_backward, add_channel_bias_ (in place: its plan is the bound launch) and
+    channel_sum: planned on the first call, replayed on new arrays after."""
     _plans_on_the_simulator(monkeypatch)
+    monkeypatch.setattr(cuda_mod, "_SUM_THREADS", 8)
     rng = np.random.default_rng(8)
     for _ in range(3):
-        x, dy = rand(rng, (4, 5), np.float32), rand(rng, (4, 5), np.float32)
+        x, dy = rand(rng, (4, 5, 3), np.float32), rand(rng, (4, 5, 3), np.float32)
+        b = rand(rng, (5,), np.float32)
+        want = x + b[None, :, None]
+        assert cuda_mod.add_channel_bias_(x, b) is x
+        np.testing.assert_allclose(x, want, rtol=1e-6)
         y = cuda_mod.relu(x)
         np.testing.assert_array_equal(y, np.maximum(x, 0))
         np.testing.assert_array_equal(cuda_mod.relu_backward(dy, y), np.where(y <= 0, 0, dy))
-    assert len(cuda_mod._plans) == 2 and [b.calls for b in _SimDirect.bound] == [2, 2]
+        np.testing.assert_allclose(cuda_mod.channel_sum(dy), dy.sum(axis=(0, 2)), rtol=1e-5)
+    assert len(cuda_mod._plans) == 4 and [b.calls for b in _SimDirect.bound] == [2] * 4

@@ -320,9 +320,11 @@ def test_rung6_cuda_c_matches_float64(batch, m, n, k, ta, tb, offset, seed):
             assert rel(got, ref) < 1e-5
 
 
+@pytest.mark.parametrize("shape", [(2100, 515, 2050), (2048, 520, 2176)],
+                         ids=["edge tiles", "whole tiles (exact entry)"])
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, True), (False, True), (True, False)])
-def test_matmul_on_the_wide_kernel_in_cuda_c(ta, tb):
-    m, k, n = 2100, 515, 2050
+def test_matmul_on_the_wide_kernel_in_cuda_c(ta, tb, shape):
+    m, k, n = shape
     a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
     b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
     want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)

@@ -127,25 +127,38 @@ def ptxas_registers(source, name):
 ORDER = [(False, False), (False, True), (True, False), (True, True)]
 
 
+# the entries the host library indexes: the four general ones, then their exact twins
+ENTRIES = [S.KERNELS[k] for k in ORDER] + [S.KERNELS[k] + "_exact" for k in ORDER]
+
+
 def test_the_entry_points_are_the_ones_the_host_calls():
     assert [S.KERNELS[k] for k in ORDER] == ["tk_sgemm_nn", "tk_sgemm_nt", "tk_sgemm_tn",
                                              "tk_sgemm_tt"]
     assert S.BM == S.BN == 128 and S.BK == 8 and S.THREADS == 256
-    for name in S.KERNELS.values():
+    for name in ENTRIES:
         assert f"TK_SGEMM_ENTRY({name}," in S.SOURCE
+
+
+def test_the_exact_entry_only_for_whole_tiles_and_aligned_rows():
+    assert S.matmul_entry(4096, 4096, 4096, False, False, 1, 1, 1) == "tk_sgemm_nn_exact"
+    assert S.matmul_entry(256, 128, 8, True, True, 1, 1, 1) == "tk_sgemm_tt_exact"
+    for m, n, k, flags in ((4096, 4000, 4096, (1, 1, 1)), (100, 128, 8, (1, 1, 1)),
+                           (128, 128, 12, (1, 1, 1)), (128, 128, 8, (1, 0, 1)),
+                           (128, 128, 8, (1, 1, 0))):
+        assert S.matmul_entry(m, n, k, False, True, *flags) == "tk_sgemm_nt"
 
 
 # -- NVRTC + ptxas: the source compiles for sm_90 within its register budget -----------------
 def test_compiles_for_sm90_without_spills_in_128_registers():
     regs = ptxas_registers(S.SOURCE, "tk_sgemm.cu")
-    assert len(regs) == 4 and max(regs) <= 128
+    assert len(regs) == 8 and max(regs) <= 128
 
 
 # -- host C++: the kernel computes the product ------------------------------------------------
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     return host_library(tmp_path_factory, "tk_sgemm", S.SOURCE + launcher(
-        "tk_launch", 6, [S.KERNELS[k] for k in ORDER]))
+        "tk_launch", 6, ENTRIES))
 
 
 def stored(rng, shape, misalign):
@@ -168,8 +181,8 @@ def run_host(lib, A, B, m, n, k, trans_a, trans_b):
     va = S.vec_ok(m if trans_a else k, A.ctypes.data)
     vb = S.vec_ok(k if trans_b else n, B.ctypes.data)
     vc = S.vec_ok(n, C.ctypes.data)
-    run_launcher(lib.tk_launch, ORDER.index((trans_a, trans_b)), grid, (A, B, C),
-                 (m, n, k, va, vb, vc))
+    entry = S.matmul_entry(m, n, k, trans_a, trans_b, va, vb, vc)  # (as on a GPU)
+    run_launcher(lib.tk_launch, ENTRIES.index(entry), grid, (A, B, C), (m, n, k, va, vb, vc))
     return C, (va, vb, vc)
 
 
@@ -210,6 +223,12 @@ def test_host_kernel_takes_both_load_paths_and_long_k(lib):
     assert check(lib, rng, 1, 132, 136, 100, True, True) == (1, 1, 1)
     # the same sizes at a misaligned base: the scalar path (C stays aligned)
     assert check(lib, rng, 1, 132, 136, 100, False, True, misalign=True) == (0, 0, 1)
+    # whole tiles: the exact entries, every transpose pair, K over several K-tiles (and
+    # the same sizes misaligned: the general ones)
+    for ta, tb in ORDER:
+        assert S.matmul_entry(256, 128, 24, ta, tb, 1, 1, 1).endswith("_exact")
+        assert check(lib, rng, 2, 256, 128, 24, ta, tb) == (1, 1, 1)
+    assert check(lib, rng, 1, 128, 256, 16, False, False, misalign=True) == (0, 0, 1)
     # K = 0: no K-tile at all, C is zeros
     A, B = np.zeros((1, 5, 0), np.float32), np.zeros((1, 0, 7), np.float32)
     C, _ = run_host(lib, A, B, 5, 7, 0, False, False)

@@ -128,7 +128,10 @@ class Backend:
         pending, self._pending_checks = self._pending_checks, []
         if not pending:
             return
-        failed = self.xp.stack([f for f, _ in pending]).tolist()
+        if len(pending) == 1:  # (a training step's one check: no stacking launch on a GPU)
+            failed = [bool(pending[0][0])]
+        else:
+            failed = self.xp.stack([f for f, _ in pending]).tolist()
         for bad, (_, raise_error) in zip(failed, pending):
             if bad:
                 raise_error()
@@ -560,11 +563,12 @@ class CUDABackend(Backend):
         # other (a strided gradient, a second dtype) one fused kernel at a time
         args = (lr, momentum, dampening, weight_decay, nesterov, first_step)
         dt = params[0].dtype if params else None
+        contiguous = self.kernels.c_contiguous
         batch, rest = [], []
         for i, (p, g) in enumerate(zip(params, grads)):
             b = bufs[i] if bufs is not None else None
-            ok = (dt in _FLOATS and p.dtype == dt and g.dtype == dt and p.flags.c_contiguous
-                  and g.flags.c_contiguous and (b is None or b.flags.c_contiguous))
+            ok = (dt in _FLOATS and p.dtype == dt and g.dtype == dt and contiguous(p)
+                  and contiguous(g) and (b is None or contiguous(b)))
             (batch if ok else rest).append((p, g, b))
         if batch:
             ps, gs, bs = zip(*batch)
@@ -578,9 +582,10 @@ class CUDABackend(Backend):
         args = (lr, beta1, beta2, eps, weight_decay, step, decoupled)
         dt = params[0].dtype if params else None
         batch, rest = [], []
+        contiguous = self.kernels.c_contiguous
         for i, arrays in enumerate(zip(params, grads, ms, vs)):
             ok = max_vs is None and dt in _FLOATS and all(
-                a.dtype == dt and a.flags.c_contiguous for a in arrays)
+                a.dtype == dt and contiguous(a) for a in arrays)
             (batch if ok else rest).append((i, arrays))
         if batch:
             self.kernels.adam_update_multi(*map(list, zip(*(a for _, a in batch))), *args)
