@@ -579,7 +579,7 @@ def part_launch(out, n=64):
         "- a copy of its input (cupy.copyto, for scale)": lambda: cupy.copyto(pcopy, px),
         "max-pool 2x2 forward, Numba kernel (kernels.cuda)": _with_pool_kernel(
             K, "numba", lambda: K.maxpool2d_forward(px, 2, 2)),
-        "max-pool 2x2 forward, CUDA C kernel (kernels.cuda_pool, CuPy launch)": lambda:
+        "max-pool 2x2 forward, CUDA C kernel (kernels.cuda_pool, planned driver launch)": lambda:
             CP.maxpool2d_forward(px, 2, 2),
     })
     try:

@@ -41,7 +41,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["DirectLauncher", "BoundLaunch", "c_contiguous", "cap_registers", "describe", "numba_signature", "param_format",
+__all__ = ["DirectLauncher", "BoundLaunch", "RawBound", "c_contiguous", "cap_registers", "describe", "numba_signature", "param_format",
            "ptx_params", "use_direct_launch"]
 
 # cuda.h: CU_LAUNCH_PARAM_END, CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_BUFFER_SIZE
@@ -243,11 +243,7 @@ class _Loaded:
         self.function = self.module.get_function(self.name)
         self._launch_kernel = cupy.cuda.driver.launchKernel
         self._stream = cupy.cuda.get_current_stream
-        self.buffer = ctypes.create_string_buffer(max(8, self.struct.size))
-        self.size = ctypes.c_size_t(self.struct.size)
-        self.extra = (ctypes.c_void_p * 5)(_PARAM_BUFFER_POINTER, ctypes.addressof(self.buffer),
-                                           _PARAM_BUFFER_SIZE, ctypes.addressof(self.size),
-                                           _PARAM_END)
+        self.buffer, self.size, self.extra = _param_buffer(self.struct.size)
         # the driver copies the parameters when it queues the launch, but CuPy's wrapper
         # lets go of the GIL around that call: one launch at a time per buffer
         self.lock = threading.Lock()
@@ -266,6 +262,48 @@ class _Loaded:
             self._launch_kernel(self.function.ptr, grid[0], grid[1], grid[2], block[0],
                                 block[1], block[2], 0, self._stream().ptr, 0,
                                 ctypes.addressof(self.extra))
+
+
+def _param_buffer(size):
+    """(buffer, its size, the ``extra`` array pointing at both) for cuLaunchKernel."""
+    buffer = ctypes.create_string_buffer(max(8, size))
+    size = ctypes.c_size_t(size)
+    extra = (ctypes.c_void_p * 5)(_PARAM_BUFFER_POINTER, ctypes.addressof(buffer),
+                                  _PARAM_BUFFER_SIZE, ctypes.addressof(size), _PARAM_END)
+    return buffer, size, extra
+
+
+class RawBound:
+    """A CUDA C kernel's launch (a CuPy RawKernel's function) kept ready to repeat: grid,
+    block and the scalar arguments packed once into the driver's parameter buffer;
+    ``bound(*arrays)`` writes the arrays' device addresses -- the kernel's first
+    ``n_arrays`` parameters, 64-bit pointers -- and launches on CuPy's current stream,
+    without CuPy's per-call handling of each argument (an object per pointer and scalar).
+    ``scalar_format``: struct codes of the parameters after the pointers ("I" unsigned,
+    "i" int, ...); the buffer has C's layout (each parameter at its own alignment: the
+    struct module's native "@"), which the tests check against the entry's PTX."""
+
+    __slots__ = ("function", "grid", "block", "arrays", "buffer", "size", "extra", "lock",
+                 "_launch_kernel", "_stream")
+
+    def __init__(self, function_ptr, grid, block, n_arrays, scalar_format, scalars):
+        import cupy
+
+        layout = struct.Struct("@" + "Q" * n_arrays + scalar_format)
+        self.function, self.grid, self.block = function_ptr, _dim3(grid), _dim3(block)
+        self.arrays = struct.Struct("@" + "Q" * n_arrays)
+        self.buffer, self.size, self.extra = _param_buffer(layout.size)
+        layout.pack_into(self.buffer, 0, *(0,) * n_arrays, *scalars)
+        self.lock = threading.Lock()
+        self._launch_kernel = cupy.cuda.driver.launchKernel
+        self._stream = cupy.cuda.get_current_stream
+
+    def __call__(self, *arrays):
+        (gx, gy, gz), (bx, by, bz) = self.grid, self.block
+        with self.lock:
+            self.arrays.pack_into(self.buffer, 0, *[a.data.ptr for a in arrays])
+            self._launch_kernel(self.function, gx, gy, gz, bx, by, bz, 0, self._stream().ptr,
+                                0, ctypes.addressof(self.extra))
 
 
 _loaded = {}

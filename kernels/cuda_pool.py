@@ -40,11 +40,11 @@ import math
 
 import numpy as np
 
-from ._common import as_pool_geometry, check_float, check_maxpool_backward, magic
+from ._common import as_pool_geometry, check_float, check_maxpool_backward, geometry_memo, magic
 
-__all__ = ["SOURCE", "ENTRY", "THREADS", "entry", "fits", "forward_args", "backward_args",
-           "forward_plan", "run_forward", "backward_plan", "run_backward", "maxpool2d_forward",
-           "maxpool2d_backward"]
+__all__ = ["SOURCE", "ENTRY", "THREADS", "SCALARS", "entry", "fits", "forward_args",
+           "backward_args", "launcher", "forward_plan", "run_forward", "backward_plan",
+           "run_backward", "maxpool2d_forward", "maxpool2d_backward"]
 
 THREADS = 256
 
@@ -212,47 +212,65 @@ def _check(op, x_shape, y_shape, *arrays):
                          "elements or more, past the kernel's 32-bit offsets")
 
 
+# the parameters of both entry points after their three pointers (ENTRY): total, H, W,
+# OH, OW and the two (multiplier, shift) pairs
+SCALARS = "IiiiiIIII"
+
+
+def launcher(fn, grid, block, ints):
+    """``launch(a, b, c)`` of an entry point with these int arguments (a plan's): through
+    the driver with the ints packed once (_cuda_launch.RawBound), where CuPy's call
+    would handle each of the twelve arguments again on every call."""
+    from ._cuda_launch import RawBound
+
+    return RawBound(fn.kernel.ptr, grid, block, 3, SCALARS, ints)
+
+
 def forward_plan(x_shape, geo, op="maxpool2d_forward_cuda_c"):
     """The launch of a forward pass over float32 x of ``x_shape`` (validated here):
-    (y's shape, the function, grid, block, the int arguments). kernels.cuda keeps it per
-    shape (run_forward then costs two allocations and the launch)."""
+    (y's shape, ``launch(x, y, argmax)`` or None where y is empty). kernels.cuda keeps it
+    per shape: run_forward then costs two allocations and the launch."""
     x_shape = tuple(x_shape)
     out = geo.output_shape(x_shape, op)
     _check_fits(op, x_shape, out)
-    return (out, _functions(_window(geo))[0]) + forward_args(x_shape, out)
+    if not math.prod(out):
+        return out, None
+    return out, launcher(_functions(_window(geo))[0], *forward_args(x_shape, out))
 
 
 def run_forward(plan, x):
     """-> (y, argmax) of forward_plan's pass over x (float32, of the planned shape)."""
     import cupy
 
-    out, fn, grid, block, ints = plan
+    out, launch = plan
     y = cupy.empty(out, dtype=np.float32)
     arg = cupy.empty(out, dtype=np.int64)
-    if y.size:
-        fn(grid, block, (cupy.ascontiguousarray(x), y, arg) + ints)
+    if launch is not None:
+        launch(cupy.ascontiguousarray(x), y, arg)
     return y, arg
 
 
 def backward_plan(x_shape, dy_shape, geo, op="maxpool2d_backward_cuda_c"):
     """The launch of a backward pass (dy of ``dy_shape``, checked against the window):
-    (dx's shape, the function, grid, block, the int arguments)."""
+    (dx's shape, ``launch(dy, argmax, dx)`` or None where dx is empty)."""
     x_shape, dy_shape = tuple(x_shape), tuple(dy_shape)
     if geo.output_shape(x_shape, op) != dy_shape:
         raise ValueError(f"{op}: dy has shape {dy_shape}, expected "
                          f"{geo.output_shape(x_shape, op)}")
     _check_fits(op, x_shape, dy_shape)
-    return (x_shape, _functions(_window(geo))[1]) + backward_args(x_shape, dy_shape)
+    if not math.prod(x_shape):
+        return x_shape, None
+    return x_shape, launcher(_functions(_window(geo))[1], *backward_args(x_shape, dy_shape))
 
 
 def run_backward(plan, dy, argmax):
     """-> dx of backward_plan's pass (dy float32, argmax int64, of the planned shape)."""
     import cupy
 
-    x_shape, fn, grid, block, ints = plan
+    x_shape, launch = plan
     dx = cupy.empty(x_shape, dtype=np.float32)
-    if dx.size:
-        fn(grid, block, (cupy.ascontiguousarray(dy), cupy.ascontiguousarray(argmax), dx) + ints)
+    if launch is not None:
+        launch(cupy.ascontiguousarray(dy), cupy.ascontiguousarray(argmax), dx)
     return dx
 
 
@@ -275,7 +293,11 @@ def maxpool2d_forward(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=F
     op = "maxpool2d_forward_cuda_c"
     geo = as_pool_geometry(kernel, stride, padding, dilation, ceil_mode, op)
     _check(op, x)
-    return run_forward(forward_plan(x.shape, geo, op), x)
+    plans = geometry_memo(geo, "_cuda_c_maxpool_fwd")  # (a plan per shape, as kernels.cuda)
+    plan = plans.get(x.shape)
+    if plan is None:
+        plan = plans[x.shape] = forward_plan(x.shape, geo, op)
+    return run_forward(plan, x)
 
 
 def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0, dilation=1,
@@ -291,4 +313,9 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel=None, stride=None, padding=0,
     if argmax.dtype != np.int64:
         raise TypeError(f"{op}: argmax must be int64 (the forward pass's), got {argmax.dtype}")
     _check(op, dy)
-    return run_backward(backward_plan(x_shape, dy.shape, geo, op), dy, argmax)
+    plans = geometry_memo(geo, "_cuda_c_maxpool_bwd")
+    key = (tuple(x_shape), dy.shape)
+    plan = plans.get(key)
+    if plan is None:
+        plan = plans[key] = backward_plan(x_shape, dy.shape, geo, op)
+    return run_backward(plan, dy, argmax)

@@ -344,3 +344,20 @@ def test_c_contiguous_reads_cupy_attributes_and_numpy_flags():
     c = np.zeros((2, 3), np.float32)
     assert L.c_contiguous(c) and not L.c_contiguous(c.T)
     assert L.c_contiguous(_CupyLikeArray(c)) and not L.c_contiguous(_CupyLikeArray(c.T))
+
+
+def test_a_raw_bound_launch_packs_addresses_then_scalars_in_c_layout(monkeypatch):
+    """RawBound: the scalars packed once at C's alignment (an 8-byte one after a 4-byte one
+    is padded), the arrays' addresses written per call, the driver handed the buffer."""
+    launches = []
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(launches))
+    bound = L.RawBound(0xF00, (3, 2), 256, 2, "Iq", (7, -1))
+    a, b = (pytypes.SimpleNamespace(data=pytypes.SimpleNamespace(ptr=p)) for p in (16, 32))
+    bound(a, b)
+    bound(b, a)
+    assert [(x["f"], x["grid"], x["block"], x["stream"]) for x in launches] == \
+        [(0xF00, (3, 2, 1), (256, 1, 1), 0x5EAD)] * 2
+    assert struct.unpack("<QQI4xq", launches[0]["buffer"]) == (16, 32, 7, -1)
+    assert struct.unpack("<QQI4xq", launches[1]["buffer"]) == (32, 16, 7, -1)
+    with pytest.raises(struct.error):
+        bound(a)

@@ -551,11 +551,21 @@ def test_auto_conv_kernel_takes_cuda_c_for_gemms_of_64_rows_or_more(monkeypatch)
                      "numba", "numba", "numba"]      # LeNet-5's second convolution
 
 
+def _fresh_plans(monkeypatch, *geos):
+    """Each geometry's launch plans start empty and are forgotten after the test:
+    geometries are shared (remembered by their arguments), and a plan made over a
+    stand-in launch must not outlive the test."""
+    for geo in geos:
+        for name in ("_cuda_plans", "_cuda_maxpool_fwd", "_cuda_maxpool_bwd"):
+            monkeypatch.setitem(geo.__dict__, name, {})
+
+
 def _record_cuda_c_pooling(monkeypatch, calls):
     """kernels/cuda_pool.py's launches replaced by recorders (its planning runs as on a GPU,
     but for the CuPy functions, which are names here)."""
     P = cuda_mod.cuda_pool
     monkeypatch.setattr(P, "_functions", lambda window: (f"fwd{window}", f"bwd{window}"))
+    monkeypatch.setattr(P, "launcher", lambda fn, grid, block, ints: fn)  # (its name)
     monkeypatch.setattr(P, "run_forward", lambda plan, x: calls.append(
         ("fwd", plan[0], plan[1])) or "y")
     monkeypatch.setattr(P, "run_backward", lambda plan, dy, arg: calls.append(
@@ -569,27 +579,29 @@ def test_set_pool_kernel_routes_float32_max_pooling_to_the_cuda_c_kernels(monkey
     _choose(monkeypatch, "pool", "numba", "cuda_c", "cudnn")
     calls = []
     _record_cuda_c_pooling(monkeypatch, calls)
+    geo = pool_geometry(3, 2, 1)  # (the layer's, as the op passes it)
+    _fresh_plans(monkeypatch, geo)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
-    y, arg = cuda_mod.maxpool2d_forward(x, 3, 2, 1)  # the simulator: the Numba kernel
+    y, arg = cuda_mod.maxpool2d_forward(x, geo)  # the simulator: the Numba kernel
     y_ref, arg_ref = reference.maxpool2d_forward(x, 3, 2, 1)
     np.testing.assert_array_equal(arg, arg_ref)
     assert calls == []
     monkeypatch.setattr(cuda_mod, "_simulating", lambda: False)
-    assert cuda_mod.maxpool2d_forward(x, 3, 2, 1) == "y"
+    assert cuda_mod.maxpool2d_forward(x, geo) == "y"
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    assert cuda_mod.maxpool2d_backward(dy, arg_ref, x.shape, 3, 2, 1) == "dx"
+    assert cuda_mod.maxpool2d_backward(dy, arg_ref, x.shape, geo) == "dx"
     window = "(3, 3, 2, 2, 1, 1, 1, 1)"
     assert calls == [("fwd", (2, 3, 3, 3), "fwd" + window), ("bwd", (2, 3, 6, 6), "bwd" + window)]
     launches = []
     monkeypatch.setattr(cuda_mod, "_launch", lambda *a: (lambda *args: launches.append(a)))
     monkeypatch.setattr(cuda_mod, "_xp", lambda a: np)
-    cuda_mod.maxpool2d_forward(x.astype(np.float64), 3, 2, 1)
+    cuda_mod.maxpool2d_forward(x.astype(np.float64), geo)
     cuda_mod.maxpool2d_backward(dy, arg_ref, x.shape)  # no window: the per-plane scatter
     assert len(calls) == 2 and len(launches) == 2
     # too large for it (a shape not planned yet: a plan holds for its shape)
     monkeypatch.setattr(cuda_mod.cuda_pool, "fits", lambda xs, ys: False)
-    cuda_mod.maxpool2d_forward(x[:1], 3, 2, 1)
+    cuda_mod.maxpool2d_forward(x[:1], geo)
     assert len(calls) == 2 and len(launches) == 3
 
 
@@ -608,6 +620,7 @@ def test_max_pooling_plans_once_per_shape_and_still_refuses_bad_input(monkeypatc
         monkeypatch.setattr(cuda_mod.cuda_pool, name, lambda *a, real=real, name=name: (
             planned.append(name), real(*a))[1])
     geo = pool_geometry(2)
+    _fresh_plans(monkeypatch, geo)
     x = np.zeros((4, 3, 8, 8), np.float32)
     dy, arg = np.zeros((4, 3, 4, 4), np.float32), np.zeros((4, 3, 4, 4), np.int64)
     for _ in range(3):
@@ -1253,7 +1266,7 @@ def test_launch_plans_replay_on_new_arrays(monkeypatch, split):
     monkeypatch.setattr(cuda_mod, "check_float", lambda op, *a: checks.append(op))
     rng = np.random.default_rng(5)
     geo = conv_geometry((3, 3), (1, 1), (1, 1), (1, 1), 1)
-    geo.__dict__.pop("_cuda_plans", None)  # (geometries are shared: plans of other tests)
+    _fresh_plans(monkeypatch, geo)
     for step in range(3):
         a, b = rand(rng, (5, 7), np.float32), rand(rng, (6, 7), np.float32)
         assert rel(cuda_mod.matmul(a, b, False, True), a @ b.T) < 1e-5
@@ -1287,7 +1300,7 @@ def test_no_plan_where_the_kernel_did_not_read_the_inputs_as_given(monkeypatch):
     _plans_on_the_simulator(monkeypatch)
     rng = np.random.default_rng(6)
     geo = conv_geometry((3, 3), (1, 1), (1, 1), (1, 1), 1)
-    geo.__dict__.pop("_cuda_plans", None)
+    _fresh_plans(monkeypatch, geo)
     x = rand(rng, (2, 5, 4, 3), np.float32).transpose(0, 3, 1, 2)  # (2, 3, 5, 4), strided
     w = rand(rng, (4, 3, 3, 3), np.float32)
     for _ in range(2):

@@ -169,14 +169,26 @@ def test_cuda_c_maxpool_size_limits_and_errors():
 
 
 def test_the_host_wrappers_launch_the_kernels_as_cupy_would(host_pool, monkeypatch):
-    """kernels.cuda_pool's wrappers (shapes, grid, argument order and types) with a stand-in
-    CuPy whose RawModule runs the host-compiled kernels: the path a GPU run takes, down to
-    the launch."""
+    """kernels.cuda_pool's wrappers (shapes, grid, the parameter buffer its RawBound packs)
+    with a stand-in CuPy whose driver launch reads that buffer as the kernel's C
+    parameters -- three pointers, then SCALARS at C's alignment -- and runs the
+    host-compiled kernels: the path a GPU run takes, down to the launch."""
+    import struct
     import sys
     import types
 
     entries = {P.entry(w)[0]: i for i, w in enumerate(WINDOWS)}
-    launched = []
+    launched, functions, arrays = [], {}, {}
+
+    class Dev(np.ndarray):  # a NumPy array with CuPy's .data.ptr
+        @property
+        def data(self):
+            return types.SimpleNamespace(ptr=self.ctypes.data)
+
+    def dev(a):
+        a = a.view(Dev)
+        arrays[a.ctypes.data] = a
+        return a
 
     class RawModule:
         def __init__(self, code, options):
@@ -186,31 +198,43 @@ def test_the_host_wrappers_launch_the_kernels_as_cupy_would(host_pool, monkeypat
         def get_function(self, name):
             base, _, which = name.rpartition("_")
             assert f"{base}_{which}(" in self.code
+            functions[id(name)] = name
+            return types.SimpleNamespace(kernel=types.SimpleNamespace(ptr=id(name)))
 
-            def launch(grid, block, args):
-                assert block == (P.THREADS,) and len(grid) == 1
-                arrays, ints = args[:3], args[3:]
-                assert all(type(v) in (np.int32, np.uint32) for v in ints)
-                launched.append(name)
-                _run(host_pool, entries[base], which == "bwd", (arrays[0], arrays[1 if which ==
-                     "bwd" else 2], arrays[2 if which == "bwd" else 1]),
-                     (grid, block, ints))
-            return launch
+    def launch_kernel(f, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
+        name = functions[f]
+        base, _, which = name.rpartition("_")
+        words = (ctypes.c_void_p * 5).from_address(extra)
+        size = ctypes.c_size_t.from_address(words[3]).value
+        layout = struct.Struct("@QQQ" + P.SCALARS)
+        assert size == layout.size == 3 * 8 + 9 * 4 and (gy, gz, bx, by, bz) == (1, 1, P.THREADS, 1, 1)
+        vals = layout.unpack(ctypes.string_at(words[1], size))
+        a, ints = [arrays[p] for p in vals[:3]], vals[3:]
+        launched.append(name)
+        bwd = which == "bwd"
+        _run(host_pool, entries[base], bwd, (a[0], a[1 if bwd else 2], a[2 if bwd else 1]),
+             ((gx,), (bx,), ints))
 
-    fake = types.SimpleNamespace(empty=np.empty, ascontiguousarray=np.ascontiguousarray,
-                                 RawModule=RawModule)
+    fake = types.SimpleNamespace(
+        empty=lambda shape, dtype: dev(np.empty(shape, dtype)),
+        ascontiguousarray=lambda a: dev(np.ascontiguousarray(a)), RawModule=RawModule,
+        cuda=types.SimpleNamespace(driver=types.SimpleNamespace(launchKernel=launch_kernel),
+                                   get_current_stream=lambda: types.SimpleNamespace(ptr=0)))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     P._functions.cache_clear()
     try:
         rng = np.random.default_rng(5)
         x = rng.standard_normal((3, 4, 11, 9)).astype(np.float32)
         for k, s, p, d, ceil in ((2, 2, 0, 1, False), (3, 2, 1, 1, True), (3, 3, 1, 2, True)):
-            y, arg = P.maxpool2d_forward(x[:, :, :, ::-1], k, s, p, d, ceil)  # (a strided view)
+            geo = pool_geometry(k, s, p, d, ceil)
+            for name in ("_cuda_c_maxpool_fwd", "_cuda_c_maxpool_bwd"):  # (forgotten after:
+                monkeypatch.setitem(geo.__dict__, name, {})  # plans over the stand-in CuPy)
+            y, arg = P.maxpool2d_forward(x[:, :, :, ::-1], geo)  # (a strided view)
             y_ref, arg_ref = R.maxpool2d_forward(x[:, :, :, ::-1], k, s, p, d, ceil)
             np.testing.assert_array_equal(arg, arg_ref)
             np.testing.assert_array_equal(y, y_ref)
             dy = rng.standard_normal(y.shape).astype(np.float32)
-            dx = P.maxpool2d_backward(dy, arg, x.shape, k, s, p, d, ceil)
+            dx = P.maxpool2d_backward(dy, arg, x.shape, geo)
             np.testing.assert_allclose(dx, R.maxpool2d_backward(dy, arg_ref, x.shape), rtol=1e-6,
                                        atol=1e-6)
         assert launched == [f"{P.entry(w)[0]}_{p}" for w in
@@ -226,3 +250,24 @@ def test_the_host_wrappers_launch_the_kernels_as_cupy_would(host_pool, monkeypat
             P.maxpool2d_backward(dy[:, :, :1], arg[:, :, :1], x.shape, 3, 3, 1, 2, True)
     finally:
         P._functions.cache_clear()
+
+
+def test_the_packed_parameters_are_the_entry_points_ptx_parameters():
+    """RawBound packs three 64-bit pointers then SCALARS ("@" layout, 60 bytes): each entry
+    point's PTX, compiled by NVRTC for sm_90, takes exactly those parameters."""
+    import struct
+
+    from kernels._cuda_launch import ptx_params
+
+    try:
+        from benchmarks.resources import nvrtc_ptx
+    except ImportError as e:  # pragma: no cover - the test extra installs NVRTC
+        pytest.skip(f"NVRTC not available here: {e}"[:200])
+    widths = [64] * 3 + [8 * struct.calcsize("@" + c) for c in P.SCALARS]
+    assert struct.calcsize("@QQQ" + P.SCALARS) == sum(widths) // 8 == 60
+    for passes in (("fwd",), ("bwd",)):
+        try:
+            ptx = nvrtc_ptx(P.SOURCE + P.entry(WINDOWS[0], passes)[1])
+        except ImportError as e:  # pragma: no cover
+            pytest.skip(f"NVRTC not available here: {e}"[:200])
+        assert ptx_params(ptx)[1] == widths
