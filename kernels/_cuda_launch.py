@@ -41,7 +41,8 @@ import threading
 
 import numpy as np
 
-__all__ = ["DirectLauncher", "BoundLaunch", "RawBound", "c_contiguous", "cap_registers", "describe", "numba_signature", "param_format",
+__all__ = ["DirectLauncher", "BoundLaunch", "RawBound", "c_contiguous", "cap_registers",
+           "describe", "numba_signature", "param_format",
            "ptx_params", "use_direct_launch"]
 
 # cuda.h: CU_LAUNCH_PARAM_END, CU_LAUNCH_PARAM_BUFFER_POINTER, CU_LAUNCH_PARAM_BUFFER_SIZE

@@ -954,12 +954,24 @@ def _conv_c_weight(dy, x, w_shape, geo, out):
                                              summed=_splitk_sum)
 
 
+def _conv_key(kind, a, b, shape=()):
+    """A convolution pass's plan key: its two arrays' shapes, strides and dtypes, the shape
+    argument (x's or w's, for the gradients) and the module settings."""
+    return (kind, a.shape, a.strides, a.dtype, b.shape, b.strides, b.dtype,
+            shape if type(shape) is tuple else tuple(shape), _settings())
+
+
+def _geo_plan(geo, key):
+    """The plan kept on the geometry under ``key`` (geometry_memo(geo, "_cuda_plans"))."""
+    plans = geo.__dict__.get("_cuda_plans")
+    return None if plans is None else plans.get(key)
+
+
 def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
     """Implicit GEMM per group g: y[n, g*OG + o, l] = sum_k W2[g, o, k] * im2col(x)[g*KG + k, n*L + l]."""
     geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_forward")
-    key = ("fwd", x.shape, x.strides, x.dtype, w.shape, w.strides, w.dtype, _settings())
-    plans = geo.__dict__.get("_cuda_plans")
-    plan = None if plans is None else plans.get(key)
+    key = _conv_key("fwd", x, w)
+    plan = _geo_plan(geo, key)
     if plan is not None:
         return plan(x, w)
     check_float("conv2d_forward", x, w)
@@ -985,10 +997,8 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     """dW2[g, o, k] = sum_{n,l} dy[n, g*OG + o, l] * im2col(x)[g*KG + k, n*L + l] (implicit
     GEMM per group)."""
     geo = as_conv_geometry(stride, padding, dilation, groups, w_shape, "conv2d_backward_weight")
-    key = ("wgrad", dy.shape, dy.strides, dy.dtype, x.shape, x.strides, x.dtype,
-           w_shape if type(w_shape) is tuple else tuple(w_shape), _settings())
-    plans = geo.__dict__.get("_cuda_plans")
-    plan = None if plans is None else plans.get(key)
+    key = _conv_key("wgrad", dy, x, w_shape)
+    plan = _geo_plan(geo, key)
     if plan is not None:
         return plan(dy, x)
     check_float("conv2d_backward_weight", dy, x)
@@ -1105,10 +1115,8 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, group
     1/S^2 of the FMAs, then a gather). Both, and the direct kernel (one thread per dx
     element), are runnable by name: ``VERSIONS["conv2d_backward_input"]``."""
     geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_backward_input")
-    key = ("dgrad", dy.shape, dy.strides, dy.dtype, w.shape, w.strides, w.dtype,
-           x_shape if type(x_shape) is tuple else tuple(x_shape), _settings())
-    plans = geo.__dict__.get("_cuda_plans")
-    plan = None if plans is None else plans.get(key)
+    key = _conv_key("dgrad", dy, w, x_shape)
+    plan = _geo_plan(geo, key)
     if plan is not None:
         return plan(dy, w)
     geo = _conv_dx_checked(dy, w, x_shape, geo, None, None, None)

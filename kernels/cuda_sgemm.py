@@ -53,8 +53,8 @@ import numpy as np
 
 __all__ = ["SOURCE", "CORE_SOURCE", "MATMUL_SOURCE", "CONV_SOURCE", "CONV_WGRAD_SOURCE",
            "KERNELS", "BM", "BN", "BK", "THREADS", "LD", "matmul", "matmul_entry", "vec_ok",
-           "conv_entry", "conv_wgrad_entry", "conv_bm", "conv_plan", "conv_weights", "conv_args", "wgrad_plan",
-           "wgrad_aligned", "conv_fits", "sum_partials", "conv2d_forward",
+           "conv_entry", "conv_wgrad_entry", "conv_bm", "conv_plan", "conv_weights", "conv_args",
+           "wgrad_plan", "wgrad_aligned", "conv_fits", "sum_partials", "conv2d_forward",
            "conv2d_backward_input", "conv2d_backward_weight"]
 
 BM, BN, BK = 128, 128, 8

@@ -290,10 +290,12 @@ def test_conv_totals_add_the_three_default_passes_per_layer():
     def row(layer, op, ours_ms, cudnn_ms):
         return {"layer": layer, "pass": op, "ours_s": ours_ms / 1e3, "cudnn_s": cudnn_ms / 1e3}
 
-    rows = [row("resnet18 stem", "forward", 0.1, 0.05), row("resnet18 stem", "input grad", 0.4, 0.1),
+    rows = [row("resnet18 stem", "forward", 0.1, 0.05),
+            row("resnet18 stem", "input grad", 0.4, 0.1),
             row("resnet18 stem", "weight grad", 0.2, 0.1),
             row("resnet18 stem", "forward (CUDA C 128x128)", 9.0, 0.05),
-            row("resnet18 64@32", "forward", 0.3, 0.15), row("resnet18 64@32", "input grad", 0.3, 0.3),
+            row("resnet18 64@32", "forward", 0.3, 0.15),
+            row("resnet18 64@32", "input grad", 0.3, 0.3),
             row("resnet18 64@32", "weight grad", 0.4, 0.3),
             row("resnet18 512@4", "forward", 0.3, 0.2), {"layer": "resnet18 512@4", "error": "x"}]
     lines = conv_totals(rows)

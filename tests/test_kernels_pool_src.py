@@ -207,7 +207,8 @@ def test_the_host_wrappers_launch_the_kernels_as_cupy_would(host_pool, monkeypat
         words = (ctypes.c_void_p * 5).from_address(extra)
         size = ctypes.c_size_t.from_address(words[3]).value
         layout = struct.Struct("@QQQ" + P.SCALARS)
-        assert size == layout.size == 3 * 8 + 9 * 4 and (gy, gz, bx, by, bz) == (1, 1, P.THREADS, 1, 1)
+        assert size == layout.size == 3 * 8 + 9 * 4
+        assert (gy, gz, bx, by, bz) == (1, 1, P.THREADS, 1, 1)
         vals = layout.unpack(ctypes.string_at(words[1], size))
         a, ints = [arrays[p] for p in vals[:3]], vals[3:]
         launched.append(name)
