@@ -932,26 +932,120 @@ def _conv_c_split(m, n_, k, groups):
     return _split_k(blocks, k, groups, cuda_sgemm.BK, _sm_count())
 
 
-def _conv_c_forward(x, w, geo, dgrad_shape=None):
+def _conv_c_forward(x, w, geo, dgrad_shape=None, key=None):
     """The forward pass (x, w) or, with dgrad_shape (x's shape), the input gradient
-    (x = dy) on the CUDA C kernel, split-K as _conv_c_split decides."""
+    (x = dy) on the CUDA C kernel, split-K as _conv_c_split decides; with ``key`` (the
+    default route's) its launch plan is kept (_keep_conv_c_plan)."""
     dgrad = dgrad_shape is not None
-    m, n_, k = cuda_sgemm.conv_plan(dgrad, dgrad_shape if dgrad else x.shape, w.shape, geo)[:3]
-    split, kchunk = _conv_c_split(m, n_, k, geo.groups)
+    plan = cuda_sgemm.conv_plan(dgrad, dgrad_shape if dgrad else x.shape, w.shape, geo)
+    split, kchunk = _conv_c_split(plan[0], plan[1], plan[2], geo.groups)
     if dgrad:
-        return cuda_sgemm.conv2d_backward_input(x, w, dgrad_shape, geo, split=split,
-                                                kchunk=kchunk, summed=_splitk_sum)
-    return cuda_sgemm.conv2d_forward(x, w, geo, split=split, kchunk=kchunk, summed=_splitk_sum)
+        out = cuda_sgemm.conv2d_backward_input(x, w, dgrad_shape, geo, split=split,
+                                               kchunk=kchunk, summed=_splitk_sum)
+    else:
+        out = cuda_sgemm.conv2d_forward(x, w, geo, split=split, kchunk=kchunk,
+                                        summed=_splitk_sum)
+    if key is not None:
+        _keep_conv_c_plan(geo, key, dgrad, plan, split, kchunk, x, w, out)
+    return out
 
 
-def _conv_c_weight(dy, x, w_shape, geo, out):
+def _conv_c_weight(dy, x, w_shape, geo, out, key=None):
     """The weight gradient on the CUDA C kernel, K (the pixels) split as _conv_c_split
-    decides."""
+    decides; with ``key`` its launch plan is kept (_keep_wgrad_c_plan)."""
     g = geo.groups
     m, n_ = out[1] // g, w_shape[1] * w_shape[2] * w_shape[3]
     split, kchunk = _conv_c_split(m, n_, out[0] * out[2] * out[3], g)
-    return cuda_sgemm.conv2d_backward_weight(dy, x, w_shape, geo, split=split, kchunk=kchunk,
-                                             summed=_splitk_sum)
+    dw = cuda_sgemm.conv2d_backward_weight(dy, x, w_shape, geo, split=split, kchunk=kchunk,
+                                           summed=_splitk_sum)
+    if key is not None:
+        _keep_wgrad_c_plan(geo, key, dy, x, w_shape, split, kchunk, dw)
+    return dw
+
+
+# The CUDA C passes' launch plans: the kernel through _cuda_launch.RawBound (its 13 ints
+# packed once), split-K's sum as a bound launch, fresh outputs (and partial products) a
+# call. The ints hold vector flags worked out for 16-byte aligned operands (what CuPy's
+# allocations are); the operand a plan reads in 4-vectors is checked at every replay, and
+# a misaligned one takes the full path (the plan answers None).
+def _direct_launches():
+    return _cuda_launch.use_direct_launch() and not _simulating()
+
+
+def _splitk_sum_bound(xp, p_shape, out3):
+    """split-K's sum (_splitk_sum) of partial products of p_shape into out3, bound."""
+    return _bind(_launch(_splitk_sum_kernel(dtype_name(out3.dtype)), out3.size),
+                 xp.empty(p_shape, dtype=out3.dtype), out3)
+
+
+def _keep_conv_c_plan(geo, key, dgrad, plan, split, kchunk, src, w, out):
+    """Keep the replay of the CUDA C forward pass or input gradient that made ``out``
+    (src: x or dy, read as it is: contiguous)."""
+    S = cuda_sgemm
+    if not (_direct_launches() and c_contiguous(src) and c_contiguous(w)):
+        return
+    g, (M, N) = geo.groups, plan[:2]
+    grid, ints, bm = S.conv_args(plan, g, 0, 0, None, split, kchunk)  # (0: aligned)
+    if not all(grid):
+        return
+    xp = _xp(out)
+    conv = _cuda_launch.RawBound(S.conv_function(geo, dgrad, bm).kernel.ptr, grid,
+                                 (S.THREADS,), 3, "i" * len(ints), ints)
+    shape, p_shape, vec_a = out.shape, (g, split, M, N), ints[5]
+    total = None
+    if split > 1:
+        total = _splitk_sum_bound(xp, p_shape, out.reshape(shape[0], shape[1], -1))
+        if total is None:
+            return
+
+    def run(src, w):
+        A = S.conv_weights(w, geo, True, xp) if dgrad else w  # (forward: w as stored)
+        if vec_a and A.data.ptr % 16:
+            return None
+        y = xp.empty(shape, dtype=np.float32)
+        if total is None:
+            conv(A, src, y)
+        else:
+            P = xp.empty(p_shape, dtype=np.float32)
+            conv(A, src, P)
+            total(P, y)
+        return y
+
+    _keep(geometry_memo(geo, "_cuda_plans"), key, run)
+
+
+def _keep_wgrad_c_plan(geo, key, dy, x, w_shape, split, kchunk, dw):
+    """Keep the replay of the CUDA C weight gradient that made ``dw``."""
+    S = cuda_sgemm
+    if not (_direct_launches() and c_contiguous(dy) and c_contiguous(x)):
+        return
+    grid, ints, p_shape, bm = S.wgrad_plan(x.shape, dy.shape, w_shape, geo, split, kchunk)
+    ints = S.wgrad_aligned(ints, 0, 0)  # (aligned dy and P)
+    if not all(grid) or dy.shape[0] == 0:
+        return
+    xp = _xp(dw)
+    conv = _cuda_launch.RawBound(S.wgrad_function(geo, bm).kernel.ptr, grid, (S.THREADS,), 3,
+                                 "i" * len(ints), ints)
+    g, vec_a = geo.groups, ints[5]
+    parts = (g, p_shape[0] // g, p_shape[1], p_shape[2])
+    total = None
+    if parts[1] > 1:
+        total = _splitk_sum_bound(xp, parts, dw.reshape(1, w_shape[0], p_shape[2]))
+        if total is None:
+            return
+
+    def run(dy, x):
+        if vec_a and dy.data.ptr % 16:
+            return None
+        P = xp.empty(p_shape, dtype=np.float32)
+        conv(dy, x, P)
+        if total is None:
+            return P.reshape(w_shape)
+        out = xp.empty(w_shape, dtype=np.float32)
+        total(P, out)
+        return out
+
+    _keep(geometry_memo(geo, "_cuda_plans"), key, run)
 
 
 def _conv_key(kind, a, b, shape=()):
@@ -972,12 +1066,13 @@ def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
     geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_forward")
     key = _conv_key("fwd", x, w)
     plan = _geo_plan(geo, key)
-    if plan is not None:
-        return plan(x, w)
+    y = None if plan is None else plan(x, w)
+    if y is not None:
+        return y
     check_float("conv2d_forward", x, w)
     n, o, oh, ow = geo.output_shape(x.shape, w.shape, "conv2d_forward")
     if _conv_c("conv2d_forward", (x, w), x.shape, (n, o, oh, ow), geo, o // geo.groups):
-        return _conv_c_forward(x, w, geo)
+        return _conv_c_forward(x, w, geo, key=key)
     xp = _xp(x)
     g = geo.groups
     kg, L = w.shape[1] * w.shape[2] * w.shape[3], oh * ow
@@ -999,13 +1094,14 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     geo = as_conv_geometry(stride, padding, dilation, groups, w_shape, "conv2d_backward_weight")
     key = _conv_key("wgrad", dy, x, w_shape)
     plan = _geo_plan(geo, key)
-    if plan is not None:
-        return plan(dy, x)
+    dw = None if plan is None else plan(dy, x)
+    if dw is not None:
+        return dw
     check_float("conv2d_backward_weight", dy, x)
     out = geo.output_shape(x.shape, w_shape, "conv2d_backward_weight")
     check_dy("conv2d_backward_weight", dy, out)
     if _conv_c("conv2d_backward_weight", (dy, x), x.shape, out, geo, out[1] // geo.groups):
-        return _conv_c_weight(dy, x, w_shape, geo, out)
+        return _conv_c_weight(dy, x, w_shape, geo, out, key)
     xp = _xp(x)
     n, o, oh, ow = out
     g = geo.groups
@@ -1117,8 +1213,9 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, group
     geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_backward_input")
     key = _conv_key("dgrad", dy, w, x_shape)
     plan = _geo_plan(geo, key)
-    if plan is not None:
-        return plan(dy, w)
+    dx = None if plan is None else plan(dy, w)
+    if dx is not None:
+        return dx
     geo = _conv_dx_checked(dy, w, x_shape, geo, None, None, None)
     if geo.groups == 1 and geo.stride != (1, 1):
         return _conv_dx_col2im(dy, w, x_shape, geo)
@@ -1130,7 +1227,7 @@ def _conv_dx_implicit(dy, w, x_shape, geo, key=None):
     CUDA C kernel where set_conv_kernel asks); with ``key`` (the default route's) its
     launch plan is kept."""
     if _conv_c("conv2d_backward_input", (dy, w), tuple(x_shape), dy.shape, geo, w.shape[1]):
-        return _conv_c_forward(dy, w, geo, tuple(x_shape))
+        return _conv_c_forward(dy, w, geo, tuple(x_shape), key)
     xp = _xp(dy)
     n, c, h, wd = x_shape
     o, cg, kh, kw = w.shape

@@ -54,7 +54,8 @@ import numpy as np
 __all__ = ["SOURCE", "CORE_SOURCE", "MATMUL_SOURCE", "CONV_SOURCE", "CONV_WGRAD_SOURCE",
            "KERNELS", "BM", "BN", "BK", "THREADS", "LD", "matmul", "matmul_entry", "vec_ok",
            "conv_entry", "conv_wgrad_entry", "conv_bm", "conv_plan", "conv_weights", "conv_args",
-           "wgrad_plan", "wgrad_aligned", "conv_fits", "sum_partials", "conv2d_forward",
+           "wgrad_plan", "wgrad_aligned", "conv_fits", "sum_partials", "conv_function",
+           "wgrad_function", "conv2d_forward",
            "conv2d_backward_input", "conv2d_backward_weight"]
 
 BM, BN, BK = 128, 128, 8
@@ -632,6 +633,17 @@ def matmul(a, b, trans_a=False, trans_b=False):
 
 # -- the convolutions -----------------------------------------------------------------------
 _CONV_SPAN_MAX = 16384  # packed 16-bit rows / columns of a column's first tap
+
+
+def conv_function(geo, dgrad, bm):
+    """The forward (or input-gradient, dgrad) entry point's CuPy function for this geometry
+    and tile rows, compiled once (kernels.cuda's launch plans launch it by its address)."""
+    return _conv_function(_window(geo), dgrad, bm)
+
+
+def wgrad_function(geo, bm):
+    """The weight-gradient entry point's CuPy function for this geometry and tile rows."""
+    return _wgrad_function(_window(geo), bm)
 
 
 @functools.lru_cache(maxsize=None)

@@ -3,6 +3,8 @@ Numba's simulator without a GPU) and every VERSION of each primitive is checked 
 kernels.reference on hypothesis-drawn cases (tests/strategies.py); the reference itself is
 checked against PyTorch in float64. Arrays the kernels allocate start as NaN, so an
 element a kernel never writes fails the comparison."""
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -1406,3 +1408,117 @@ def test_relu_and_bias_plans_replay_on_new_arrays(monkeypatch):
         np.testing.assert_array_equal(cuda_mod.relu_backward(dy, y), np.where(y <= 0, 0, dy))
         np.testing.assert_allclose(cuda_mod.channel_sum(dy), dy.sum(axis=(0, 2)), rtol=1e-5)
     assert len(cuda_mod._plans) == 4 and [b.calls for b in _SimDirect.bound] == [2] * 4
+
+
+class _Dev(np.ndarray):
+    """A NumPy array with CuPy's ``.data.ptr`` (what the driver launches read)."""
+
+    @property
+    def data(self):
+        import types
+
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+
+def _fake_cupy_recording(calls):
+    """A stand-in CuPy for kernels/cuda_sgemm.py's convolutions: arrays are _Dev, a
+    RawModule function call is recorded as ("call", name, grid, block, ints, pointers), a
+    driver launch of a packed buffer (RawBound) as ("raw", ...) the same, read back from
+    the buffer as three pointers and 13 ints."""
+    import ctypes
+    import struct
+    import types
+
+    names = {}
+
+    def dev(a):
+        return a.view(_Dev)
+
+    def function(name):
+        def call(grid, block, args):
+            ptrs = tuple(a.data.ptr for a in args[:3])
+            calls.append(("call", name, tuple(grid), tuple(block),
+                          tuple(int(v) for v in args[3:]), ptrs))
+
+        names[id(call)] = name
+        call.kernel = types.SimpleNamespace(ptr=id(call))
+        return call
+
+    def launch_kernel(f, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
+        words = (ctypes.c_void_p * 5).from_address(extra)
+        size = ctypes.c_size_t.from_address(words[3]).value
+        vals = struct.unpack("@QQQ" + "i" * 13, ctypes.string_at(words[1], size))
+        grid = tuple(v for v in (gx, gy, gz))
+        calls.append(("raw", names[f], grid[:3], (bx,), vals[3:], vals[:3]))
+
+    return types.SimpleNamespace(
+        empty=lambda shape, dtype=np.float32: dev(np.empty(shape, dtype)),
+        ascontiguousarray=lambda a: a if a.flags.c_contiguous else dev(np.ascontiguousarray(a)),
+        RawModule=lambda code, options: types.SimpleNamespace(get_function=function),
+        cuda=types.SimpleNamespace(driver=types.SimpleNamespace(launchKernel=launch_kernel),
+                                   get_current_stream=lambda: types.SimpleNamespace(ptr=0)))
+
+
+@pytest.mark.skipif(not SIM, reason="the simulator stands in for the driver")
+@pytest.mark.parametrize("c,o,h,split", [(64, 64, 16, True), (32, 64, 8, False),
+                                         (64, 56, 8, False)],
+                         ids=["split-K", "forward whole-K", "input grad whole-K"])
+def test_cuda_c_convolution_plans_launch_what_the_first_call_launched(monkeypatch, c, o, h, split):
+    """The CUDA C passes' plans (RawBound, ints packed once): a replay launches the entry
+    point the first call launched, on the same grid and block, with the same ints, on the
+    new call's arrays (the weights, the source, a fresh output or partial products that
+    split-K's sum then reads); a misaligned weight takes the full path again."""
+    import sys
+
+    from kernels._common import conv_geometry
+
+    calls = []
+    fake = _fake_cupy_recording(calls)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    S = cuda_mod.cuda_sgemm  # (its compiled functions cached afresh, over the stand-in)
+    for name in ("_conv_function", "_wgrad_function"):
+        monkeypatch.setattr(S, name, functools.lru_cache(None)(getattr(S, name).__wrapped__))
+    _plans_on_the_simulator(monkeypatch)
+    monkeypatch.setattr(cuda_mod, "_conv_kernel", ["auto"])
+    monkeypatch.setattr(cuda_mod, "_xp", lambda a: fake if isinstance(a, _Dev) else np)
+    sums = []  # (split-K's sum: its launches recorded, not run)
+    monkeypatch.setattr(_SimDirect, "__call__", lambda self, *args: None)
+    monkeypatch.setattr(_SimDirect, "bind", lambda self, *args: lambda P, out: sums.append(
+        (P.data.ptr, out)))
+    geo = conv_geometry((3, 3), (1, 1), (1, 1), (1, 1), 1)
+    _fresh_plans(monkeypatch, geo)
+    rng = np.random.default_rng(9)
+    dev = lambda a: a.view(_Dev)  # noqa: E731
+    ops = {"fwd": lambda x, w, dy: cuda_mod.conv2d_forward(x, w, geo),
+           "dgrad": lambda x, w, dy: cuda_mod.conv2d_backward_input(dy, w, x.shape, geo),
+           "wgrad": lambda x, w, dy: cuda_mod.conv2d_backward_weight(dy, x, w.shape, geo)}
+    for name, op in ops.items():
+        rows = o if name != "dgrad" else c
+        if rows < 64:
+            continue  # (the Numba kernels: planned and tested above)
+        for step in range(2):
+            x, w = dev(rand(rng, (2, c, h, h), np.float32)), dev(rand(rng, (o, c, 3, 3), np.float32))
+            dy = dev(rand(rng, (2, o, h, h), np.float32))
+            before = len(calls)
+            out = op(x, w, dy)
+            first, *rest = calls[before:]
+            assert first[0] == ("call" if step == 0 else "raw") and not rest
+            if step == 0:
+                call = first
+                continue
+            assert first[1:5] == call[1:5]  # entry point, grid, block, ints
+            a_ptr, s_ptr, o_ptr = first[5]  # (the input gradient's A: weights transposed)
+            a, src = {"fwd": (w, x), "dgrad": (None, dy), "wgrad": (dy, x)}[name]
+            assert s_ptr == src.data.ptr and (a is None or a_ptr == a.data.ptr)
+            if first[4][4] > 1:  # split: the sum reads what the kernel wrote, into the result
+                assert sums[-1][0] == o_ptr and sums[-1][1].data.ptr == out.data.ptr
+            else:
+                assert o_ptr == out.data.ptr
+            assert (first[4][4] > 1) == split
+    # a weight 4 bytes off a 16-byte boundary: the plan declines, the full path runs
+    if o >= 64:
+        buf = np.empty(o * c * 9 + 1, np.float32)[1:].reshape(o, c, 3, 3).view(_Dev)
+        x = dev(rand(rng, (2, c, h, h), np.float32))
+        before = len(calls)
+        cuda_mod.conv2d_forward(x, buf, geo)
+        assert calls[before][0] == "call" and calls[before][4][5] == 0  # (vec_a off)
