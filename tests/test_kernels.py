@@ -481,7 +481,10 @@ def test_set_wide_kernel_routes_float32_wide_products_to_the_cuda_c_rung(monkeyp
 
 def _record_cuda_c_convolutions(monkeypatch, calls):
     """kernels/cuda_sgemm.py's three convolutions replaced by recorders of what they are
-    asked: the pass, the geometry or shape, split-K's (split, kchunk), the chunks' sum."""
+    asked: the pass, the geometry or shape, split-K's (split, kchunk), the chunks' sum (no
+    launch plan kept over them: the plans have their own test)."""
+    monkeypatch.setattr(cuda_mod, "_keep_conv_c_plan", lambda *a: None)
+    monkeypatch.setattr(cuda_mod, "_keep_wgrad_c_plan", lambda *a: None)
     S = cuda_mod.cuda_sgemm
     monkeypatch.setattr(S, "conv2d_forward", lambda x, w, geo, split, kchunk, summed: calls.append(
         ("fwd", geo.stride, split, kchunk, summed)) or "y")
