@@ -1037,10 +1037,12 @@ def _keep_wgrad_c_plan(geo, key, dy, x, w_shape, split, kchunk, dw):
     def run(dy, x):
         if vec_a and dy.data.ptr % 16:
             return None
+        if total is None:  # (dW's memory itself, in its shape: see cuda_sgemm)
+            dw = xp.empty(w_shape, dtype=np.float32)
+            conv(dy, x, dw)
+            return dw
         P = xp.empty(p_shape, dtype=np.float32)
         conv(dy, x, P)
-        if total is None:
-            return P.reshape(w_shape)
         out = xp.empty(w_shape, dtype=np.float32)
         total(P, out)
         return out

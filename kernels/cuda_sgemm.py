@@ -864,12 +864,14 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     g = geo.groups
     if not all(grid) or out[0] == 0:  # no pixel: dW is zero
         return cupy.zeros(w_shape, dtype=np.float32)
-    P = cupy.empty(p_shape, dtype=np.float32)
+    # without split-K the kernel writes dW itself: P (G, M, N) is dW's memory, allocated in
+    # dW's shape so that the result owns it (the engine copies a view into .grad)
+    P = cupy.empty(w_shape if p_shape[0] == g else p_shape, dtype=np.float32)
     ints = wgrad_aligned(ints, dy.data.ptr, P.data.ptr)
     _wgrad_function(_window(geo), bm)(grid, (THREADS,),
                                       (dy, x, P) + tuple(np.int32(v) for v in ints))
     if p_shape[0] == g:
-        return P.reshape(w_shape)
+        return P
     dw = cupy.empty(w_shape, dtype=np.float32)
     summed(P.reshape(g, p_shape[0] // g, p_shape[1], p_shape[2]),
            dw.reshape(1, w_shape[0], p_shape[2]))
