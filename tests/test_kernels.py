@@ -1272,10 +1272,10 @@ def test_launch_plans_replay_on_new_arrays(monkeypatch, split):
     rng = np.random.default_rng(5)
     geo = conv_geometry((3, 3), (1, 1), (1, 1), (1, 1), 1)
     _fresh_plans(monkeypatch, geo)
-    for step in range(3):
+    for step in range(2):
         a, b = rand(rng, (5, 7), np.float32), rand(rng, (6, 7), np.float32)
         assert rel(cuda_mod.matmul(a, b, False, True), a @ b.T) < 1e-5
-        x, w = rand(rng, (2, 3, 5, 4), np.float32), rand(rng, (4, 3, 3, 3), np.float32)
+        x, w = rand(rng, (1, 3, 4, 4), np.float32), rand(rng, (2, 3, 3, 3), np.float32)
         y = cuda_mod.conv2d_forward(x, w, geo)
         assert rel(y, reference.conv2d_forward(x, w, 1, 1)) < 1e-5
         dy = rand(rng, y.shape, np.float32)
@@ -1285,8 +1285,8 @@ def test_launch_plans_replay_on_new_arrays(monkeypatch, split):
                    reference.conv2d_backward_weight(dy, x, w.shape, 1, 1)) < 1e-5
         if step == 0:
             first = list(checks)
-    assert len(first) == 4 and checks == first  # later steps: no checks, no planning
-    assert [bound.calls for bound in _SimDirect.bound] == [2] * len(_SimDirect.bound)
+    assert len(first) == 4 and checks == first  # the second step: no checks, no planning
+    assert [bound.calls for bound in _SimDirect.bound] == [1] * len(_SimDirect.bound)
     assert len(_SimDirect.bound) == (8 if split else 4)  # (split-K: the GEMM and its sum)
     assert len(cuda_mod._plans) == 1 and len(geo.__dict__["_cuda_plans"]) == 3
     cuda_mod.matmul(rand(rng, (5, 8), np.float32), rand(rng, (8, 2), np.float32))  # new shape
