@@ -30,6 +30,12 @@ about 18 kernels, and its GPU step was 3x slower than PyTorch's, nearly all host
 
 ``TINYGRAD_K_CUDA_LAUNCH=numba`` switches back to numba-cuda's own launch (read when a
 launcher is made), to compare or to rule this module out.
+
+Two ways to repeat a launch cheaper still, for kernels.cuda's launch plans (an op called
+again with the shapes of an earlier call): ``DirectLauncher.bind(*args)`` describes once
+and returns a ``BoundLaunch`` that writes only the new arrays' addresses into the packed
+values; ``RawBound`` does the same for a CuPy RawKernel's function (the CUDA C kernels),
+its scalars packed once in C's parameter layout.
 """
 from __future__ import annotations
 
