@@ -1,5 +1,5 @@
 """Max-pooling in CUDA C (CuPy RawModules): the forward pass with its argmax, and the
-input gradient gathered per input element.
+input gradient gathered per cell of stride-many input elements.
 
 Why CUDA C. Pooling moves bytes: a 3x3/2 window reads about 4 inputs per output and
 writes 12 bytes (the value and an int64 argmax), so on an H100 it should run at the
@@ -12,8 +12,10 @@ instructions a cycle at about 1.7 GHz is ~29 T thread-instructions/s: ~70 G outp
 against the ~120 G/s that 3.35 TB/s allows at 28 bytes an output). These kernels issue
 214 (3x3/2) and 115 (2x2/2) forward, 269 and 138 backward (benchmarks.resources).
 
-Here a thread owns one output (forward) or one input element (backward) and works in
-32-bit integers throughout:
+Here a thread owns one output (forward) or one cell of SH x SW input elements (backward:
+the windows each element of a cell can belong to are known at compile time, so a warp
+does not split on the parity of its elements' rows and columns), and works in 32-bit
+integers throughout:
 
 * the window (kernel, stride, padding, dilation) is a template constant, so the taps
   unroll and the stride's division and remainder are a multiply and a shift;
@@ -94,37 +96,58 @@ __device__ __forceinline__ void tk_maxpool_fwd(
 }
 
 // dx[plane, h, w] = sum of dy over the windows containing (h, w) whose argmax is h*W + w.
-// Window row i holds tap p at row i*SH - PH + p*DH: for this element's row xh that is
-// i = (xh + PH - p*DH) / SH where that divides exactly (SH a constant: a multiply-shift).
+// A thread owns one cell of SH x SW input elements: rows a*SH + rh, columns b*SW + rw.
+// Window row i holds tap p at input row i*SH - PH + p*DH, so element row a*SH + rh is tap
+// p of window row a + (rh + PH - p*DH) / SH exactly where SH divides rh + PH - p*DH: with
+// rh and p unrolled that test and quotient are compile-time constants, and the threads of
+// a warp take the same branches (a thread per element would split on the row's parity).
+// The windows a cell sees overlap from element to element; their loads are read-only
+// (__ldg), so the compiler loads each once.
 template <int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW>
 __device__ __forceinline__ void tk_maxpool_bwd(
         const float* __restrict__ dy, const long long* __restrict__ arg, float* __restrict__ dx,
-        unsigned total, int H, int W, int OH, int OW, unsigned m_hw, unsigned p_hw,
-        unsigned m_w, unsigned p_w) {
+        unsigned total, int H, int W, int OH, int OW, unsigned m_cells, unsigned p_cells,
+        unsigned m_cw, unsigned p_cw) {
     unsigned idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= total) return;
-    unsigned plane = tk_div(idx, m_hw, p_hw);
-    const int me = (int)(idx - plane * (unsigned)(H * W));
-    const int xh = (int)tk_div((unsigned)me, m_w, p_w);
-    const int xw = me - xh * W;
+    const int CH = (H + SH - 1) / SH, CW = (W + SW - 1) / SW;
+    unsigned plane = tk_div(idx, m_cells, p_cells);
+    const int r = (int)(idx - plane * (unsigned)(CH * CW));
+    const int a = (int)tk_div((unsigned)r, m_cw, p_cw);
+    const int b = r - a * CW;
     const unsigned base = plane * (unsigned)(OH * OW);
     const float* __restrict__ dyp = dy + base;
     const long long* __restrict__ ap = arg + base;
-    float acc = 0.f;
+    float* __restrict__ dxp = dx + plane * (unsigned)(H * W);
 #pragma unroll
-    for (int p = 0; p < KH; ++p) {
-        const int t = xh + PH - p * DH;
-        if (t < 0 || (unsigned)t % SH != 0u || (int)((unsigned)t / SH) >= OH) continue;
-        const unsigned orow = ((unsigned)t / SH) * (unsigned)OW;
+    for (int rh = 0; rh < SH; ++rh) {
+        const int xh = a * SH + rh;
+        if (xh >= H) continue;
 #pragma unroll
-        for (int q = 0; q < KW; ++q) {
-            const int u = xw + PW - q * DW;
-            if (u < 0 || (unsigned)u % SW != 0u || (int)((unsigned)u / SW) >= OW) continue;
-            const unsigned o = orow + (unsigned)u / SW;
-            if (__ldg(ap + o) == (long long)me) acc += __ldg(dyp + o);
+        for (int rw = 0; rw < SW; ++rw) {
+            const int xw = b * SW + rw;
+            if (xw >= W) continue;
+            const int me = xh * W + xw;
+            float acc = 0.f;
+#pragma unroll
+            for (int p = 0; p < KH; ++p) {
+                const int t = rh + PH - p * DH;  // (a constant once unrolled)
+                if (t % SH != 0) continue;
+                const int i = a + t / SH;
+                if ((unsigned)i >= (unsigned)OH) continue;
+#pragma unroll
+                for (int q = 0; q < KW; ++q) {
+                    const int u = rw + PW - q * DW;
+                    if (u % SW != 0) continue;
+                    const int j = b + u / SW;
+                    if ((unsigned)j >= (unsigned)OW) continue;
+                    const unsigned o = (unsigned)(i * OW + j);
+                    if (__ldg(ap + o) == (long long)me) acc += __ldg(dyp + o);
+                }
+            }
+            dxp[me] = acc;
         }
     }
-    dx[idx] = acc;
 }
 """
 
@@ -139,8 +162,8 @@ extern "C" __global__ void __launch_bounds__(256)
 extern "C" __global__ void __launch_bounds__(256)
 {name}_bwd(const float* __restrict__ dy, const long long* __restrict__ arg,
            float* __restrict__ dx, unsigned total, int H, int W, int OH, int OW,
-           unsigned m_hw, unsigned p_hw, unsigned m_w, unsigned p_w) {{
-    tk_maxpool_bwd<{window}>(dy, arg, dx, total, H, W, OH, OW, m_hw, p_hw, m_w, p_w);
+           unsigned m_cells, unsigned p_cells, unsigned m_cw, unsigned p_cw) {{
+    tk_maxpool_bwd<{window}>(dy, arg, dx, total, H, W, OH, OW, m_cells, p_cells, m_cw, p_cw);
 }}
 """}
 
@@ -195,11 +218,13 @@ def forward_args(x_shape, y_shape):
     return _launch_args(math.prod(y_shape), h, w, oh, ow, oh * ow, ow)
 
 
-def backward_args(x_shape, y_shape):
+def backward_args(x_shape, y_shape, stride):
     """(grid, block, the int arguments after dy, arg, dx) of a backward launch: a thread
-    per input element, its index split by H*W and W."""
+    per cell of stride[0] x stride[1] input elements, its index split by the cells of a
+    plane, CH*CW, and a row's, CW (CH = ceil(H / SH), CW = ceil(W / SW))."""
     (h, w), (oh, ow) = x_shape[2:], y_shape[2:]
-    return _launch_args(math.prod(x_shape), h, w, oh, ow, h * w, w)
+    ch, cw = -(-h // stride[0]), -(-w // stride[1])
+    return _launch_args(math.prod(x_shape[:2]) * ch * cw, h, w, oh, ow, ch * cw, cw)
 
 
 def _check(op, x_shape, y_shape, *arrays):
@@ -260,7 +285,8 @@ def backward_plan(x_shape, dy_shape, geo, op="maxpool2d_backward_cuda_c"):
     _check_fits(op, x_shape, dy_shape)
     if not math.prod(x_shape):
         return x_shape, None
-    return x_shape, launcher(_functions(_window(geo))[1], *backward_args(x_shape, dy_shape))
+    return x_shape, launcher(_functions(_window(geo))[1],
+                              *backward_args(x_shape, dy_shape, geo.stride))
 
 
 def run_backward(plan, dy, argmax):

@@ -129,7 +129,7 @@ def test_cuda_c_maxpool_matches_the_reference(host_pool, case):
 
     dy = rng.standard_normal(out).astype(np.float32)
     dx = np.full(shape, 7.0, np.float32)
-    _run(host_pool, which, True, (dy, arg_ref, dx), P.backward_args(shape, out))
+    _run(host_pool, which, True, (dy, arg_ref, dx), P.backward_args(shape, out, geo.stride))
     ref = R.maxpool2d_backward(dy.astype(np.float64), arg_ref, shape, geo)
     np.testing.assert_allclose(dx, ref, rtol=1e-6, atol=1e-6)
 
@@ -148,7 +148,8 @@ def test_cuda_c_maxpool_sees_windows_with_no_tap_inside(host_pool):
     np.testing.assert_array_equal(y, y_ref)
     dy = np.ones(y_ref.shape, np.float32)
     dx = np.zeros(x.shape, np.float32)
-    _run(host_pool, which, True, (dy, arg_ref, dx), P.backward_args(x.shape, y_ref.shape))
+    _run(host_pool, which, True, (dy, arg_ref, dx),
+         P.backward_args(x.shape, y_ref.shape, geo.stride))
     np.testing.assert_array_equal(dx, R.maxpool2d_backward(dy, arg_ref, x.shape, geo))
 
 
