@@ -233,6 +233,7 @@ def nvrtc_ptx(source, name="k.cu"):
 
 def table():
     """Rows (dicts) for every kernel; raises where a compiler is missing."""
+    import kernels.cuda_direct as Dc
     import kernels.cuda_pool as P
     import kernels.cuda_sgemm as S
     import kernels.cuda_tf32 as T
@@ -262,6 +263,13 @@ def table():
         for pas, label in (("fwd", "forward"), ("bwd", "backward (gather)")):
             items.append((f"max-pool {label} in CUDA C ({what}; CuPy RawModule)",
                           nvrtc_ptx(P.SOURCE + P.entry(window, (pas,))[1]), P.THREADS, False))
+    # the direct convolution (its weights in dynamic shared memory, C*KH*KW*R floats, not
+    # in the smem column): LeNet-5's conv2 forward, its input gradient, a stem's
+    for key, what in (((16, 5, 5, False), "forward, 16 channels, 5x5 (LeNet conv2)"),
+                      ((8, 5, 5, True), "input gradient, 6 channels, 5x5 (LeNet conv2)"),
+                      ((4, 3, 3, True), "input gradient, 3 channels, 3x3 (ResNet stem)")):
+        items.append((f"conv direct {what} in CUDA C (CuPy RawModule)",
+                      nvrtc_ptx(Dc.SOURCE + Dc.entry(*key)[1]), Dc.THREADS, True))
     rows = []
     for name, ptx, threads, production in items:
         info = ptxas_info(ptx, ptxas, fma_per_tile(name))

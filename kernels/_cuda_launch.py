@@ -288,12 +288,14 @@ class RawBound:
     without CuPy's per-call handling of each argument (an object per pointer and scalar).
     ``scalar_format``: struct codes of the parameters after the pointers ("I" unsigned,
     "i" int, ...); the buffer has C's layout (each parameter at its own alignment: the
-    struct module's native "@"), which the tests check against the entry's PTX."""
+    struct module's native "@"), which the tests check against the entry's PTX.
+    ``shared_mem``: bytes of dynamic shared memory a block gets."""
 
     __slots__ = ("function", "grid", "block", "arrays", "buffer", "size", "extra", "lock",
-                 "_launch_kernel", "_stream")
+                 "shared_mem", "_launch_kernel", "_stream")
 
-    def __init__(self, function_ptr, grid, block, n_arrays, scalar_format, scalars):
+    def __init__(self, function_ptr, grid, block, n_arrays, scalar_format, scalars,
+                 shared_mem=0):
         import cupy
 
         layout = struct.Struct("@" + "Q" * n_arrays + scalar_format)
@@ -302,6 +304,7 @@ class RawBound:
         self.buffer, self.size, self.extra = _param_buffer(layout.size)
         layout.pack_into(self.buffer, 0, *(0,) * n_arrays, *scalars)
         self.lock = threading.Lock()
+        self.shared_mem = int(shared_mem)
         self._launch_kernel = cupy.cuda.driver.launchKernel
         self._stream = cupy.cuda.get_current_stream
 
@@ -309,8 +312,8 @@ class RawBound:
         (gx, gy, gz), (bx, by, bz) = self.grid, self.block
         with self.lock:
             self.arrays.pack_into(self.buffer, 0, *[a.data.ptr for a in arrays])
-            self._launch_kernel(self.function, gx, gy, gz, bx, by, bz, 0, self._stream().ptr,
-                                0, ctypes.addressof(self.extra))
+            self._launch_kernel(self.function, gx, gy, gz, bx, by, bz, self.shared_mem,
+                                self._stream().ptr, 0, ctypes.addressof(self.extra))
 
 
 _loaded = {}

@@ -86,6 +86,7 @@ from . import _cuda_launch
 from . import cuda_gemm as _ladder  # the GEMM ladder; its rung 5 is the wide kernel
 from . import cuda_sgemm  # rung 6: rung 5 in CUDA C (CuPy; imports CuPy at first use)
 from . import cuda_pool  # max-pooling in CUDA C (CuPy at first use)
+from . import cuda_direct  # direct convolution for few result channels (CuPy at first use)
 from . import cuda_tf32  # (imports CuPy only when its kernel is first used)
 from ._common import (GRID_YZ_MAX, as_conv_geometry, as_pool_geometry, check_dy, check_float,
                       check_matmul, check_maxpool_backward, dtype_name, gemm_slices,
@@ -714,7 +715,7 @@ def _settings():
     return (tuple(_tile), _A_PAD, _DOUBLE_BUFFER, _WARP_LAYOUT, _MAX_REGISTERS, _GRID_YZ_MAX,
             _SPLIT_BLOCKS_PER_SM, _SPLIT_MIN_K, _WIDE_BLOCKS_PER_SM, _wide_tile["bm"],
             _wide_tile["bn"], _wide_kernel[0], _conv_kernel[0], _CONV_C_MIN_ROWS,
-            cuda_tf32.tf32_allowed())
+            _DIRECT_MAX_ROWS, cuda_tf32.tf32_allowed())
 
 
 def _keep_plan(plans, key, replay, shape, dtype, xp, pick):
@@ -895,9 +896,17 @@ def _conv_args(op, geo, n, c, oh, ow, kg, og):
 # default) takes the CUDA C kernel for a GEMM of at least _CONV_C_MIN_ROWS rows (output
 # channels for the forward pass and weight gradient, input channels for the input
 # gradient, per group) and the Numba one below; the other two names force one family.
+#
+# Below the GEMMs, "auto" gives the forward pass of at most _DIRECT_MAX_ROWS output
+# channels, and the stride-1 input gradient of at most that many input channels, to the
+# direct kernel of kernels/cuda_direct.py (one group; a thread per result pixel and all
+# its channels): the 64-row tiles were mostly zeros there (the ResNet stem's input
+# gradient, 3 rows: 0.18x cuDNN, results/2026-11-26-NVIDIA-H100-session5/conv.md), and
+# the input gradient made a transposed copy of the weights per call.
 CONV_KERNELS = ("auto", "implicit_gemm_64", "cuda_c_128")
 _conv_kernel = ["auto"]
 _CONV_C_MIN_ROWS = 64
+_DIRECT_MAX_ROWS = cuda_direct.MAX_ROWS  # (a module global: 0 turns the direct kernel off)
 
 
 def set_conv_kernel(name):
@@ -916,6 +925,28 @@ def _conv_c(op, arrays, x_shape, y_shape, geo, rows):
     return ((choice == "cuda_c_128" or (choice == "auto" and rows >= _CONV_C_MIN_ROWS))
             and not _simulating() and all(a.dtype == np.float32 for a in arrays)
             and cuda_sgemm.conv_fits(op, x_shape, y_shape, geo) is None)
+
+
+def _conv_direct(op, src, w, out_shape, geo, dgrad):
+    """Whether this pass (src: x, or dy for the input gradient; out_shape: y's or dx's)
+    goes to the direct kernel: "auto", float32, at most _DIRECT_MAX_ROWS result channels
+    and what cuda_direct.fits takes (one group, stride 1 for the input gradient)."""
+    return (_conv_kernel[0] == "auto" and out_shape[1] <= _DIRECT_MAX_ROWS
+            and not _simulating() and src.dtype == np.float32 and w.dtype == np.float32
+            and cuda_direct.fits(op, src.shape, w.shape, out_shape, geo, dgrad) is None)
+
+
+def _direct_pass(src, w, out_shape, geo, dgrad, key):
+    """The direct kernel's pass; with contiguous operands its launch plan is kept under
+    ``key`` (the pass then costs one allocation and the launch)."""
+    xp = _xp(src)
+    srcc, wc = xp.ascontiguousarray(src), xp.ascontiguousarray(w)
+    planned = cuda_direct.plan(srcc.shape, wc.shape, tuple(out_shape), geo, dgrad)
+    out = cuda_direct.run(planned, srcc, wc)
+    if srcc is src and wc is w and _direct_launches():
+        _keep(geometry_memo(geo, "_cuda_plans"), key,
+              lambda src, w: cuda_direct.run(planned, src, w))
+    return out
 
 
 def _splitk_sum(P, C):
@@ -1073,6 +1104,8 @@ def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1):
         return y
     check_float("conv2d_forward", x, w)
     n, o, oh, ow = geo.output_shape(x.shape, w.shape, "conv2d_forward")
+    if _conv_direct("conv2d_forward", x, w, (n, o, oh, ow), geo, False):
+        return _direct_pass(x, w, (n, o, oh, ow), geo, False, key)
     if _conv_c("conv2d_forward", (x, w), x.shape, (n, o, oh, ow), geo, o // geo.groups):
         return _conv_c_forward(x, w, geo, key=key)
     xp = _xp(x)
@@ -1211,7 +1244,9 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, group
     With stride S only 1/S^2 of D is not zero, products the GEMM would still make: a
     strided convolution of one group goes to _conv_dx_col2im instead (a dense GEMM with
     1/S^2 of the FMAs, then a gather). Both, and the direct kernel (one thread per dx
-    element), are runnable by name: ``VERSIONS["conv2d_backward_input"]``."""
+    element), are runnable by name: ``VERSIONS["conv2d_backward_input"]``.
+    A stride-1 gradient of at most _DIRECT_MAX_ROWS input channels and one group goes to
+    kernels/cuda_direct.py (a thread per dx pixel and all its channels), as "auto" says."""
     geo = as_conv_geometry(stride, padding, dilation, groups, w.shape, "conv2d_backward_input")
     key = _conv_key("dgrad", dy, w, x_shape)
     plan = _geo_plan(geo, key)
@@ -1219,6 +1254,8 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, group
     if dx is not None:
         return dx
     geo = _conv_dx_checked(dy, w, x_shape, geo, None, None, None)
+    if _conv_direct("conv2d_backward_input", dy, w, tuple(x_shape), geo, True):
+        return _direct_pass(dy, w, tuple(x_shape), geo, True, key)
     if geo.groups == 1 and geo.stride != (1, 1):
         return _conv_dx_col2im(dy, w, x_shape, geo)
     return _conv_dx_implicit(dy, w, x_shape, geo, key)

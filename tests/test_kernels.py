@@ -485,6 +485,9 @@ def _record_cuda_c_convolutions(monkeypatch, calls):
     launch plan kept over them: the plans have their own test)."""
     monkeypatch.setattr(cuda_mod, "_keep_conv_c_plan", lambda *a: None)
     monkeypatch.setattr(cuda_mod, "_keep_wgrad_c_plan", lambda *a: None)
+    # (an H100's count, as under the simulator: the fake device has none, and _sm_count
+    # remembers what the first call saw)
+    monkeypatch.setattr(cuda_mod, "_sm_count", lambda: 132)
     S = cuda_mod.cuda_sgemm
     monkeypatch.setattr(S, "conv2d_forward", lambda x, w, geo, split, kchunk, summed: calls.append(
         ("fwd", geo.stride, split, kchunk, summed)) or "y")
@@ -534,14 +537,17 @@ def test_set_conv_kernel_routes_float32_convolutions_to_the_cuda_c_kernel(monkey
 def test_auto_conv_kernel_takes_cuda_c_for_gemms_of_64_rows_or_more(monkeypatch):
     """The default, "auto": a float32 convolution pass on a GPU goes to the CUDA C kernel
     where its GEMM has at least 64 rows per group (output channels for the forward pass and
-    the weight gradient, input channels for the input gradient), to the Numba one below
-    (LeNet-5's 6 and 16 channels)."""
+    the weight gradient, input channels for the input gradient), to the direct kernel for
+    at most 16 (one group; the input gradient at stride 1), to the Numba one between and
+    for the weight gradients of few channels (LeNet-5's 6 and 16)."""
     assert cuda_mod.CONV_KERNELS[0] == "auto" and cuda_mod._CONV_C_MIN_ROWS == 64
     monkeypatch.setattr(cuda_mod, "_conv_kernel", ["auto"])
     monkeypatch.setattr(cuda_mod, "_simulating", lambda: False)
     calls = []
     _record_cuda_c_convolutions(monkeypatch, calls)
     monkeypatch.setattr(cuda_mod, "_launch_gemm", lambda *a: calls.append(("numba", a[5].shape)))
+    monkeypatch.setattr(cuda_mod, "_direct_pass", lambda src, w, out, geo, dgrad, key: calls.append(
+        ("direct dgrad" if dgrad else "direct fwd",)))
     z = np.zeros
     for o, c, g in ((64, 3, 1), (63, 64, 1), (128, 128, 2), (16, 6, 1)):
         x, w = z((2, c, 6, 6), np.float32), z((o, c // g, 3, 3), np.float32)
@@ -550,10 +556,43 @@ def test_auto_conv_kernel_takes_cuda_c_for_gemms_of_64_rows_or_more(monkeypatch)
         cuda_mod.conv2d_backward_input(dy, w, x.shape, 1, 1, 1, g)
         cuda_mod.conv2d_backward_weight(dy, x, w.shape, 1, 1, 1, g)
     kinds = [c[0] if c[0] != "numba" else "numba" for c in calls]
-    assert kinds == ["fwd", "numba", "wgrad",        # 64 out, 3 in: the stem
-                     "numba", "dgrad", "numba",      # 63 out, 64 in
-                     "fwd", "dgrad", "wgrad",        # 64 a group each way
-                     "numba", "numba", "numba"]      # LeNet-5's second convolution
+    assert kinds == ["fwd", "direct dgrad", "wgrad",           # 64 out, 3 in: the stem
+                     "numba", "dgrad", "numba",                # 63 out, 64 in
+                     "fwd", "dgrad", "wgrad",                  # 64 a group each way
+                     "direct fwd", "direct dgrad", "numba"]    # LeNet-5's second convolution
+
+
+def test_auto_conv_kernel_leaves_to_the_gemms_what_the_direct_kernel_cannot_take(monkeypatch):
+    """The direct kernel only under "auto", for float32, at most 16 result channels, one
+    group, the input gradient at stride 1, and weights that fit its shared memory."""
+    monkeypatch.setattr(cuda_mod, "_conv_kernel", ["auto"])
+    monkeypatch.setattr(cuda_mod, "_simulating", lambda: False)
+    calls = []
+    _record_cuda_c_convolutions(monkeypatch, calls)
+    monkeypatch.setattr(cuda_mod, "_launch_gemm", lambda *a: calls.append(("numba",)))
+    monkeypatch.setattr(cuda_mod, "_conv_dx_col2im", lambda *a: calls.append(("col2im",)))
+    monkeypatch.setattr(cuda_mod, "_direct_pass", lambda *a: calls.append(("direct",)))
+    z = np.zeros
+    cases = [  # (x, w, stride, groups, dtype) -> forward's route, input gradient's route
+        (((2, 6, 8, 8), (16, 6, 3, 3), 1, 1, np.float32), ("direct", "direct")),
+        (((2, 6, 8, 8), (17, 6, 3, 3), 1, 1, np.float32), ("numba", "direct")),
+        (((2, 17, 8, 8), (16, 17, 3, 3), 1, 1, np.float32), ("direct", "numba")),
+        (((2, 6, 8, 8), (16, 6, 3, 3), 2, 1, np.float32), ("direct", "col2im")),
+        (((2, 6, 8, 8), (8, 3, 3, 3), 1, 2, np.float32), ("numba", "numba")),
+        (((2, 6, 8, 8), (16, 6, 3, 3), 1, 1, np.float64), ("numba", "numba")),
+        (((1, 400, 4, 4), (16, 400, 3, 3), 1, 1, np.float32), ("numba", "dgrad")),  # 230 KB
+    ]
+    for (xs, ws, s, g, dt), want in cases:
+        x, w = z(xs, dt), z(ws, dt)
+        y_shape = (xs[0], ws[0], (xs[2] + 2 - 3) // s + 1, (xs[3] + 2 - 3) // s + 1)
+        cuda_mod.conv2d_forward(x, w, s, 1, 1, g)
+        cuda_mod.conv2d_backward_input(z(y_shape, dt), w, xs, s, 1, 1, g)
+        assert tuple(c[0] for c in calls[-2:]) == want, (xs, ws, s, g, dt)
+    monkeypatch.setattr(cuda_mod, "_conv_kernel", ["implicit_gemm_64"])  # a family forced
+    x, w = z((2, 6, 8, 8), np.float32), z((16, 6, 3, 3), np.float32)
+    cuda_mod.conv2d_forward(x, w, 1, 1)
+    cuda_mod.conv2d_backward_input(z((2, 16, 8, 8), np.float32), w, x.shape, 1, 1)
+    assert [c[0] for c in calls[-2:]] == ["numba", "numba"]
 
 
 def _fresh_plans(monkeypatch, *geos):

@@ -46,6 +46,9 @@ def test_matmul_large(m, k, n, ta, tb):
 @pytest.mark.parametrize("xs,ws,s,p", [((8, 64, 32, 32), (64, 64, 3, 3), 1, 1),
                                        ((8, 64, 32, 32), (128, 64, 3, 3), 2, 1),
                                        ((16, 3, 32, 32), (6, 3, 5, 5), 1, 0),
+                                       # the direct kernel's: LeNet's conv2, a stem
+                                       ((8, 6, 14, 14), (16, 6, 5, 5), 1, 0),
+                                       ((8, 3, 32, 32), (64, 3, 3, 3), 1, 1),
                                        # ResNet's 512@4 at batch 8: 2 blocks, split-K 9 ways
                                        ((8, 256, 4, 4), (256, 256, 3, 3), 1, 1),
                                        ((5, 7, 13, 11), (3, 7, 4, 2), (3, 2), (2, 1))])
@@ -127,6 +130,42 @@ def test_cuda_c_convolutions_match_the_reference(n, cg, og, groups, h, wd, windo
         got = S.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), w.shape, *args,
                                        **_thirds(K_, parts))
         assert rel(got, want_dw) < 1e-5
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 40), rows=st.integers(1, 16),
+       h=st.integers(1, 20), wd=st.integers(1, 20), dgrad=st.booleans(),
+       # (kernel, stride, padding, dilation): each one NVRTC compile per R
+       window=st.sampled_from([(3, 1, 1, 1), (5, 1, 2, 1), (5, 2, 0, 1), (3, 1, 2, 2),
+                               (1, 1, 0, 1)]),
+       seed=st.integers(0, 2 ** 31))
+def test_direct_convolutions_match_the_reference(n, c, rows, h, wd, dgrad, window, seed):
+    """kernels/cuda_direct.py: the forward pass of ``rows`` output channels, or the
+    stride-1 input gradient of ``rows`` input channels, twice (a new plan each call)."""
+    from hypothesis import assume
+
+    from kernels import cuda_direct as D
+    from kernels._common import conv_geometry
+
+    k, stride, pad, dil = window
+    if dgrad:
+        stride = 1
+    assume(h + 2 * pad - dil * (k - 1) - 1 >= 0 and wd + 2 * pad - dil * (k - 1) - 1 >= 0)
+    geo = conv_geometry(k, stride, pad, dil)
+    assume(c * k * k * D.rows_padded(rows) * 4 <= D.SMEM_MAX)  # (the block's weights)
+    r = np.random.default_rng(seed)
+    if dgrad:
+        xs, ws = (n, rows, h, wd), (c, rows, k, k)
+        w = r.standard_normal(ws).astype(np.float32)
+        dy = r.standard_normal(geo.output_shape(xs, ws)).astype(np.float32)
+        want = R.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), xs, geo)
+        got = D.conv2d_backward_input(cp.asarray(dy), cp.asarray(w), xs, geo)
+    else:
+        x = r.standard_normal((n, c, h, wd)).astype(np.float32)
+        w = r.standard_normal((rows, c, k, k)).astype(np.float32)
+        want = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), geo)
+        got = D.conv2d_forward(cp.asarray(x), cp.asarray(w), geo)
+    assert got.shape == want.shape and rel(got, want) < 1e-5
 
 
 def _thirds(k, parts=3):
