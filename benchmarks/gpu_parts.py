@@ -16,20 +16,22 @@ it measured.
   candidate for the wide products) and our TF32 kernel, as a
   percentage of cuBLAS (CuPy) FP32 and TF32 at the same size, each checked against
   cuBLAS FP32 (relative Frobenius error; TF32: should be < 1e-3).
-* conv: ResNet-18 CIFAR conv layers (batch 64) forward, input and weight gradient,
-  ours vs cuDNN through PyTorch (TF32 off, benchmark mode); a strided layer's input
-  gradient also by the implicit GEMM (its default is the dense GEMM and gather, col2im);
-  each pass by the default ("auto": the CUDA C kernels of kernels/cuda_sgemm.py for GEMMs
-  of 64 rows or more, the Numba 64x64 ones below), by each family forced
+* conv: ResNet-18 CIFAR conv layers and LeNet-5's (batch 64) forward, input and weight
+  gradient, ours vs cuDNN through PyTorch (TF32 off, benchmark mode); a strided layer's
+  input gradient also by the implicit GEMM (its default is the dense GEMM and gather,
+  col2im); each pass by the default ("auto": the CUDA C kernels of kernels/cuda_sgemm.py
+  for GEMMs of 64 rows or more, the direct kernel of kernels/cuda_direct.py for at most 16
+  result channels where it applies, the Numba 64x64 ones between), by each GEMM forced
   (kernels.cuda.CONV_KERNELS, split-K as in production) and by the default with split-K
   off; then forward + backward per layer against cuDNN's three.
 * pool: max-pool forward/backward in GB/s vs a device-to-device copy of the same bytes,
   one call at a time and 20 back to back (host time overlapped with the GPU's), by the
-  Numba kernels and by the CUDA C ones (kernels/cuda_pool.py, the candidate of
-  kernels.cuda.POOL_KERNELS).
+  default (kernels.cuda), the Numba kernels and the CUDA C ones (kernels/cuda_pool.py),
+  at benchmarks.run's batches and at batches large enough for the GPU's time to show
+  (POOL_LARGE).
 * train: LeNet-5 training step at batch 256, ours vs PyTorch eager, each in its own
-  process (benchmarks.run's children); ours also with every CUDA C candidate
-  (TINYGRAD_K_CUDA_KERNELS), the question being whether to make them the defaults.
+  process (benchmarks.run's children); ours also with CANDIDATE_KERNELS
+  (TINYGRAD_K_CUDA_KERNELS), the question being whether the defaults' last change paid.
 * launch: the host's cost of one GEMM launch (64^3) through kernels.cuda.matmul and with
   the arguments passed as CuPy arrays, stream-less CAI views or numba device arrays, next
   to an empty kernel, CuPy's cuBLAS and torch.mm: what a small training step pays per op.
@@ -152,8 +154,8 @@ def ladder_markdown(rows, n, t_fp32, t_tf32):
 
 
 def part_conv(out, deadline_s=float("inf")):
-    """ResNet-18's CIFAR layers, each pass ours vs cuDNN; layers not started within
-    deadline_s seconds are listed as skipped."""
+    """ResNet-18's CIFAR layers and LeNet-5's, each pass ours vs cuDNN; layers not started
+    within deadline_s seconds are listed as skipped."""
     import cupy
     import torch
     import torch.nn.functional as tf
@@ -186,7 +188,7 @@ def part_conv(out, deadline_s=float("inf")):
 
     start = time.perf_counter()
     for name, (xs, ws, s, p) in CONV_SHAPES.items():
-        if not name.startswith("resnet18"):
+        if not name.startswith(("resnet18", "lenet5")):
             continue
         if time.perf_counter() - start > deadline_s:
             rows.append({"layer": name, "error": "skipped: part deadline"})
@@ -252,7 +254,7 @@ def conv_totals(rows):
             continue
         ours, theirs = (sum(got[p][i] for p in passes) for i in (0, 1))
         lines.append(f"| {layer} | {ours * 1e3:.3f} | {theirs * 1e3:.3f} | {theirs / ours:.2f}x |")
-        if "stem" in layer:
+        if "stem" in layer or layer == "lenet5 conv1":
             ours -= got["input grad"][0]
             theirs -= got["input grad"][1]
             lines.append(f"| {layer} without its input gradient | {ours * 1e3:.3f} | "
@@ -311,10 +313,18 @@ def _with_pool_kernel(K, name, fn):
     return run
 
 
+# max-pool at batches whose passes take the GPU longer than the host's launch (tens of
+# microseconds): at benchmarks.run's batches a pass and the copy it is compared with
+# both take about what the host needs per call, so those rows measure the host
+POOL_LARGE = {"lenet5 pool1, batch 8192": ((8192, 6, 28, 28), 2, 2, 0),
+              "resnet-ish 64@32 3x3 s2 p1, batch 512": ((512, 64, 32, 32), 3, 2, 1)}
+
+
 def part_pool(out, deadline_s=float("inf")):
     """Max-pool forward and backward vs a copy of the same bytes: "forward"/"backward" as
     the framework calls them (kernels.cuda, its default kernels), then each kernel family
-    by itself; cases not started within deadline_s seconds are listed as skipped."""
+    by itself, at benchmarks.run's shapes and at POOL_LARGE's; cases not started within
+    deadline_s seconds are listed as skipped."""
     import cupy
 
     import kernels.cuda as K
@@ -331,7 +341,7 @@ def part_pool(out, deadline_s=float("inf")):
                        f"| ms, {_BACK_TO_BACK} back to back | GB/s | copy GB/s | % of copy |",
                        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     start = time.perf_counter()
-    for name, (xs, k, s, p) in POOL_SHAPES.items():
+    for name, (xs, k, s, p) in {**POOL_SHAPES, **POOL_LARGE}.items():
         if time.perf_counter() - start > deadline_s:
             rows.append({"case": name, "error": "skipped: part deadline"})
             lines.append(f"| {name} | skipped: part deadline | | | | |")
@@ -381,21 +391,24 @@ def part_pool(out, deadline_s=float("inf")):
     _write(out, "pool", rows, lines)
 
 
-# the third side of the train part: ours with every CUDA C candidate (kernels.cuda's
-# TINYGRAD_K_CUDA_KERNELS), so that one run says whether flipping the defaults pays
-CUDA_C_SIDE = "ours, CUDA C kernels"
-CUDA_C_KERNELS = "conv=cuda_c_128,pool=cuda_c,wide=vec4_cuda_c"
+# the third side of the train part: ours with other kernels (kernels.cuda's
+# TINYGRAD_K_CUDA_KERNELS), so that one run says whether a change of the defaults pays.
+# Now: the convolutions on the Numba GEMM alone, LeNet-5's default before the direct
+# kernel (kernels/cuda_direct.py) took its forward passes and conv2's input gradient.
+# (Session 4 and 5 had every CUDA C candidate here: 1.30x against the defaults' 1.44x.)
+CANDIDATE_SIDE = "ours, GEMM convolutions only"
+CANDIDATE_KERNELS = "conv=implicit_gemm_64"
 
 
 def part_train(out, batch=256, pairs=3, deadline_s=float("inf")):
-    """LeNet-5's training step, ours (default kernels, then the CUDA C candidates) and
+    """LeNet-5's training step, ours (default kernels, then CANDIDATE_KERNELS) and
     PyTorch's, alternating in processes of their own (benchmarks.run's children), up to
     ``pairs`` rounds; no round starts that the time the last one took would carry past
     deadline_s. Non-zero if a child of the defaults or of PyTorch failed (the candidates'
     failures are reported in the table)."""
     from benchmarks.run import _have_torch, run_child
 
-    rows, sides = [], ["ours", CUDA_C_SIDE] + (["torch"] if _have_torch() else [])
+    rows, sides = [], ["ours", CANDIDATE_SIDE] + (["torch"] if _have_torch() else [])
     start, last = time.perf_counter(), 0.0
     for _ in range(pairs):
         t0 = time.perf_counter()
@@ -403,9 +416,9 @@ def part_train(out, batch=256, pairs=3, deadline_s=float("inf")):
             break
         for side in sides:
             left = deadline_s - (time.perf_counter() - start)
-            extra = {"TINYGRAD_K_CUDA_KERNELS": CUDA_C_KERNELS} if side == CUDA_C_SIDE else None
+            extra = {"TINYGRAD_K_CUDA_KERNELS": CANDIDATE_KERNELS} if side == CANDIDATE_SIDE else None
             res = run_child({"kind": "train", "device": "cuda", "model": "lenet5", "batch": batch,
-                             "repeats": 20, "side": "ours" if side == CUDA_C_SIDE else side},
+                             "repeats": 20, "side": "ours" if side == CANDIDATE_SIDE else side},
                             timeout=max(10, min(240, left)), env_extra=extra)
             res["side"] = side
             rows.append(res)
@@ -414,7 +427,7 @@ def part_train(out, batch=256, pairs=3, deadline_s=float("inf")):
         if all("error" in r for r in rows):
             break  # nothing runs: the same error again would only cost the part's minutes
     _write(out, "train", rows, train_markdown(rows, sides, batch))
-    return 1 if not rows or any("error" in r for r in rows if r["side"] != CUDA_C_SIDE) else 0
+    return 1 if not rows or any("error" in r for r in rows if r["side"] != CANDIDATE_SIDE) else 0
 
 
 def train_markdown(rows, sides, batch):
@@ -432,9 +445,9 @@ def train_markdown(rows, sides, batch):
         lines.append(f"* {side}: " + (f"{med[side] * 1e3:.3f} ms" if med[side] else "failed"))
     if med.get("ours") and med.get("torch"):
         lines.append(f"* ratio torch/ours: {med['torch'] / med['ours']:.2f}x")
-    if med.get(CUDA_C_SIDE) and med.get("torch"):
-        lines.append(f"* ratio torch/ours with the CUDA C kernels ({CUDA_C_KERNELS}): "
-                     f"{med['torch'] / med[CUDA_C_SIDE]:.2f}x")
+    if med.get(CANDIDATE_SIDE) and med.get("torch"):
+        lines.append(f"* ratio torch/ours with {CANDIDATE_KERNELS}: "
+                     f"{med['torch'] / med[CANDIDATE_SIDE]:.2f}x")
     lines += [f"* failed ({r['side']}): {r['error']}" for r in rows if "error" in r]
     return lines
 

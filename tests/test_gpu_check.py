@@ -88,7 +88,7 @@ def test_train_part_starts_no_round_past_its_deadline_and_keeps_each_round(tmp_p
         calls.append((job["side"], timeout, env_extra))
         time.sleep(0.15)
         t = {"ours": 0.010, "torch": 0.012}[job["side"]]
-        if env_extra:  # the CUDA C candidates: ours, a child of its own with the variable
+        if env_extra:  # the candidate kernels: ours, a child of its own with the variable
             t = 0.008
         return {"times": {"lenet5": {"step": [t, t, t]}}}
 
@@ -97,12 +97,12 @@ def test_train_part_starts_no_round_past_its_deadline_and_keeps_each_round(tmp_p
     # a round takes ~0.45 s: the second would end past 0.6 s, so it never starts
     assert gpu_parts.part_train(str(tmp_path), batch=8, pairs=3, deadline_s=0.6) == 0
     assert [(side, extra) for side, _, extra in calls] == [
-        ("ours", None), ("ours", {"TINYGRAD_K_CUDA_KERNELS": gpu_parts.CUDA_C_KERNELS}),
+        ("ours", None), ("ours", {"TINYGRAD_K_CUDA_KERNELS": gpu_parts.CANDIDATE_KERNELS}),
         ("torch", None)]
     assert [t for _, t, _ in calls] == [10, 10, 10]  # what is left of the deadline, >= 10 s
     text = (tmp_path / "train.md").read_text()
     assert "1 rounds" in text and "ratio torch/ours: 1.20x" in text, text
-    assert "ratio torch/ours with the CUDA C kernels (conv=cuda_c_128" in text and "1.50x" in text
+    assert "ratio torch/ours with conv=implicit_gemm_64: 1.50x" in text, text
     assert len(json.loads((tmp_path / "train.json").read_text())) == 3
 
 
@@ -119,8 +119,8 @@ def test_train_part_reports_a_failing_candidate_without_failing(tmp_path, monkey
     monkeypatch.setattr(run, "_have_torch", lambda: True)
     assert gpu_parts.part_train(str(tmp_path), batch=8, pairs=1) == 0
     text = (tmp_path / "train.md").read_text()
-    assert "* ours, CUDA C kernels: failed" in text
-    assert "failed (ours, CUDA C kernels): ['RuntimeError: NVRTC said no']" in text
+    assert "* ours, GEMM convolutions only: failed" in text
+    assert "failed (ours, GEMM convolutions only): ['RuntimeError: NVRTC said no']" in text
 
 
 def test_launch_rows_time_each_case_and_report_a_failing_one():
@@ -213,11 +213,14 @@ def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, mon
     assert "| regblock2d |" in (tmp_path / "ladder.md").read_text()
 
     monkeypatch.setattr(run, "POOL_SHAPES", {"toy": ((1, 2, 5, 5), 3, 2, 1)})
+    monkeypatch.setattr(gpu_parts, "POOL_LARGE", {"toy, batch 2": ((2, 1, 4, 4), 2, 2, 0)})
     gpu_parts.part_pool(str(tmp_path))
     rows = json.loads((tmp_path / "pool.json").read_text())
+    passes = ("forward", "backward", "forward (CUDA C)", "backward (CUDA C)",
+              "forward (Numba)", "backward (Numba)")
     assert [(r["case"], r["pass"]) for r in rows] == [
-        ("toy", p) for p in ("forward", "backward", "forward (CUDA C)", "backward (CUDA C)",
-                             "forward (Numba)", "backward (Numba)")]
+        (case, p) for case in ("toy", "toy, batch 2") for p in passes]
+    rows = rows[:6]
     # the CUDA C kernels need CuPy's RawModule: each of their passes reports the failure
     # in its own row; the framework's rows (the simulator runs Numba) and the Numba ones run
     numba_rows, c_rows = rows[:2] + rows[4:], rows[2:4]
