@@ -10,7 +10,14 @@ addresses each tap through the array's shape and strides. At 400 instructions a 
 the forward pass is bound by instruction issue, not by memory (132 SMs x 4 warp
 instructions a cycle at about 1.7 GHz is ~29 T thread-instructions/s: ~70 G outputs/s,
 against the ~120 G/s that 3.35 TB/s allows at 28 bytes an output). These kernels issue
-214 (3x3/2) and 115 (2x2/2) forward, 269 and 138 backward (benchmarks.resources).
+214 (3x3/2) and 115 (2x2/2) forward, and 268 and 164 backward for a cell of four input
+elements (benchmarks.resources; one element a thread took 269 and 138 each).
+
+Measured on an H100 (results/2026-11-26-NVIDIA-H100-session5-after/pool.md, batches
+large enough for the GPU's time to show): the forward pass at 82-89% of a copy of the
+same bytes; the gradient, a cell a thread with scalar stores, at 62-69% (one element a
+thread: 29-38% at the smaller 3x3/2 case). The float2 stores of the gradient came after
+that run and are untimed.
 
 Here a thread owns one output (forward) or one cell of SH x SW input elements (backward:
 the windows each element of a cell can belong to are known at compile time, so a warp
@@ -119,14 +126,12 @@ __device__ __forceinline__ void tk_maxpool_bwd(
     const float* __restrict__ dyp = dy + base;
     const long long* __restrict__ ap = arg + base;
     float* __restrict__ dxp = dx + plane * (unsigned)(H * W);
+    float v[SH][SW];  // the cell's gradients (0 past the input's edge: never stored)
 #pragma unroll
     for (int rh = 0; rh < SH; ++rh) {
-        const int xh = a * SH + rh;
-        if (xh >= H) continue;
 #pragma unroll
         for (int rw = 0; rw < SW; ++rw) {
-            const int xw = b * SW + rw;
-            if (xw >= W) continue;
+            const int xh = a * SH + rh, xw = b * SW + rw;
             const int me = xh * W + xw;
             float acc = 0.f;
 #pragma unroll
@@ -145,7 +150,27 @@ __device__ __forceinline__ void tk_maxpool_bwd(
                     if (__ldg(ap + o) == (long long)me) acc += __ldg(dyp + o);
                 }
             }
-            dxp[me] = acc;
+            v[rh][rw] = acc;
+        }
+    }
+    // The cell's rows out. With SW and W even every pair (b*SW + rw, +1) is inside the row
+    // and 8-byte aligned (H*W, xh*W and b*SW even; CuPy's allocations 256-byte aligned):
+    // one float2 store a pair, so that a warp's stores cover whole sectors instead of
+    // every other float twice over.
+#pragma unroll
+    for (int rh = 0; rh < SH; ++rh) {
+        const int xh = a * SH + rh;
+        if (xh >= H) continue;
+        float* __restrict__ row = dxp + xh * W + b * SW;
+        if (SW % 2 == 0 && (W & 1) == 0) {
+#pragma unroll
+            for (int rw = 0; rw + 1 < SW; rw += 2)
+                if (b * SW + rw < W)
+                    *reinterpret_cast<float2*>(row + rw) = make_float2(v[rh][rw], v[rh][rw + 1]);
+        } else {
+#pragma unroll
+            for (int rw = 0; rw < SW; ++rw)
+                if (b * SW + rw < W) row[rw] = v[rh][rw];
         }
     }
 }

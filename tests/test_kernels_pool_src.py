@@ -29,6 +29,8 @@ WINDOWS = [(2, 2, 2, 2, 0, 0, 1, 1), (3, 3, 2, 2, 1, 1, 1, 1), (3, 3, 1, 1, 1, 1
            (3, 3, 3, 3, 1, 1, 2, 2), (4, 1, 1, 1, 2, 0, 1, 1), (2, 2, 1, 1, 1, 1, 2, 2)]
 
 LDG = ("#include <cstring>\n"
+       "struct alignas(8) float2 { float x, y; };\n"
+       "static inline float2 make_float2(float x, float y) { return {x, y}; }\n"
        "template <class T> static inline T __ldg(const T* p) { return *p; }\n"
        "static inline float __int_as_float(unsigned i) { float f; std::memcpy(&f, &i, 4); "
        "return f; }\n")
