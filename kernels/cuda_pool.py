@@ -14,7 +14,7 @@ against the ~120 G/s that 3.35 TB/s allows at 28 bytes an output). These kernels
 elements (benchmarks.resources; one element a thread took 269 and 138 each).
 
 Measured on an H100 (results/2026-11-26-NVIDIA-H100-session5-after/pool.md, batches
-large enough for the GPU's time to show): the forward pass at 82-89% of a copy of the
+large enough for the GPU's time to show): the forward pass at 81-89% of a copy of the
 same bytes; the gradient, a cell a thread with scalar stores, at 62-69% (one element a
 thread: 29-38% at the smaller 3x3/2 case). The float2 stores of the gradient came after
 that run and are untimed.
