@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
+bash scripts/words.sh  # (tests/test_charlm.py's word list)
 exec .venv/bin/python -m pytest -q "$@"

@@ -17,16 +17,5 @@ if [ -z "${FASHION_MNIST_DIR:-}" ] && [ -z "${TINYGRAD_K_DATA:-}" ] && [ ! -e "$
   fi
 fi
 # the words of the character-level language models (--model char_transformer --dataset words)
-if [ -z "${TINYGRAD_K_WORDS:-}" ] && [ ! -e /usr/share/dict/words ]; then
-  if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
-    echo "[train] /usr/share/dict/words not found: installing the Debian package wamerican"
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wamerican \
-      || { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wamerican; } \
-      || echo "[train] could not install wamerican; set TINYGRAD_K_WORDS to any text file"
-  else
-    echo "[train] /usr/share/dict/words not found and no apt-get: set TINYGRAD_K_WORDS to a text file"
-  fi
-fi
+bash scripts/words.sh
 exec .venv/bin/python -m tinygrad_k train --model lenet5 --dataset fashion-mnist --epochs 3 --out runs/lenet5 "$@"

@@ -225,7 +225,13 @@ def test_mlp_and_transformer_beat_the_bigram_on_a_small_slice():
     bigram (the best a one-character context can do) against char_mlp and char_transformer
     after a short run; both must be clearly below it (measured on wamerican: bigram 2.48,
     char_mlp 2.38 after 200 steps, char_transformer 2.39 after 150)."""
-    words = load_words_or_skip()[::30][:2300]
+    try:
+        words = load_words()[::30][:2300]
+    except FileNotFoundError as e:
+        # (load_words_or_skip's generated syllable words do not serve here: a bigram
+        # already knows most of their structure, 1.85 nats, and 200 steps of char_mlp
+        # reach 2.27; scripts/test.sh installs wamerican)
+        pytest.skip(f"{e}; the comparison needs a real word list")
     train, val = words_datasets(words, val_fraction=300 / 2300, seed=0)
     bigram = _val_loss(Bigram().fit_counts(*train.arrays), val)
     tk.manual_seed(0)
