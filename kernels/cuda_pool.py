@@ -10,14 +10,18 @@ addresses each tap through the array's shape and strides. At 400 instructions a 
 the forward pass is bound by instruction issue, not by memory (132 SMs x 4 warp
 instructions a cycle at about 1.7 GHz is ~29 T thread-instructions/s: ~70 G outputs/s,
 against the ~120 G/s that 3.35 TB/s allows at 28 bytes an output). These kernels issue
-214 (3x3/2) and 115 (2x2/2) forward, and 268 and 164 backward for a cell of four input
+214 (3x3/2) and 115 (2x2/2) forward, and 199 and 137 backward for a cell of four input
 elements (benchmarks.resources; one element a thread took 269 and 138 each).
 
 Measured on an H100 (results/2026-11-26-NVIDIA-H100-session5-after/pool.md, batches
 large enough for the GPU's time to show): the forward pass at 81-89% of a copy of the
 same bytes; the gradient, a cell a thread with scalar stores, at 62-69% (one element a
-thread: 29-38% at the smaller 3x3/2 case). The float2 stores of the gradient came after
-that run and are untimed.
+thread: 29-38% at the smaller 3x3/2 case); with float2 stores 87% at 2x2/2 and 71% at
+3x3/2 (results/2026-11-26-NVIDIA-H100-session5-float2), where the kernel issued 268
+instructions a cell, 18 of them loads (a dy load per window and element, each after its
+compare) and 24 branches. Loading each window of the cell once, argmax and dy together
+and without branches, came after that run (199 instructions, 8 loads, 3 branches at
+3x3/2): untimed.
 
 Here a thread owns one output (forward) or one cell of SH x SW input elements (backward:
 the windows each element of a cell can belong to are known at compile time, so a warp
@@ -102,19 +106,46 @@ __device__ __forceinline__ void tk_maxpool_fwd(
     arg[idx] = besti;
 }
 
+// The window rows (or columns) the elements of a cell can belong to, relative to the
+// cell's row a: t / S for every r < S and tap p with S dividing t = r + P - p*D. lo and hi
+// bound them (C++14 constexpr loops: compile-time constants).
+template <int K, int S, int P, int D>
+struct tk_cell_windows {
+    __host__ __device__ static constexpr int lo() {
+        int m = 1 << 30;
+        for (int r = 0; r < S; ++r)
+            for (int p = 0; p < K; ++p)
+                if ((r + P - p * D) % S == 0 && (r + P - p * D) / S < m) m = (r + P - p * D) / S;
+        return m;
+    }
+    __host__ __device__ static constexpr int hi() {
+        int m = -(1 << 30);
+        for (int r = 0; r < S; ++r)
+            for (int p = 0; p < K; ++p)
+                if ((r + P - p * D) % S == 0 && (r + P - p * D) / S > m) m = (r + P - p * D) / S;
+        return m;
+    }
+};
+
 // dx[plane, h, w] = sum of dy over the windows containing (h, w) whose argmax is h*W + w.
 // A thread owns one cell of SH x SW input elements: rows a*SH + rh, columns b*SW + rw.
 // Window row i holds tap p at input row i*SH - PH + p*DH, so element row a*SH + rh is tap
 // p of window row a + (rh + PH - p*DH) / SH exactly where SH divides rh + PH - p*DH: with
 // rh and p unrolled that test and quotient are compile-time constants, and the threads of
 // a warp take the same branches (a thread per element would split on the row's parity).
-// The windows a cell sees overlap from element to element; their loads are read-only
-// (__ldg), so the compiler loads each once.
+// The windows of a cell (rows a + lo .. a + hi, columns likewise: 2 x 2 at 3x3/2) are
+// loaded once each, argmax and dy side by side and unconditionally (a window outside the
+// output reads as argmax -1, dy 0), then each element adds the dy of its windows whose
+// argmax it is: no load waits for a compare, and no branch splits the warp.
 template <int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW>
 __device__ __forceinline__ void tk_maxpool_bwd(
         const float* __restrict__ dy, const long long* __restrict__ arg, float* __restrict__ dx,
         unsigned total, int H, int W, int OH, int OW, unsigned m_cells, unsigned p_cells,
         unsigned m_cw, unsigned p_cw) {
+    typedef tk_cell_windows<KH, SH, PH, DH> rows;
+    typedef tk_cell_windows<KW, SW, PW, DW> cols;
+    constexpr int R0 = rows::lo(), NR = rows::hi() - rows::lo() + 1;
+    constexpr int C0 = cols::lo(), NC = cols::hi() - cols::lo() + 1;
     unsigned idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= total) return;
     const int CH = (H + SH - 1) / SH, CW = (W + SW - 1) / SW;
@@ -126,28 +157,37 @@ __device__ __forceinline__ void tk_maxpool_bwd(
     const float* __restrict__ dyp = dy + base;
     const long long* __restrict__ ap = arg + base;
     float* __restrict__ dxp = dx + plane * (unsigned)(H * W);
-    float v[SH][SW];  // the cell's gradients (0 past the input's edge: never stored)
+    long long wa[NR][NC];
+    float wd[NR][NC];
+#pragma unroll
+    for (int ri = 0; ri < NR; ++ri) {
+        const int i = a + R0 + ri;
+#pragma unroll
+        for (int ci = 0; ci < NC; ++ci) {
+            const int j = b + C0 + ci;
+            const bool in = ((unsigned)i < (unsigned)OH) & ((unsigned)j < (unsigned)OW);
+            const int o = in ? i * OW + j : 0;
+            wa[ri][ci] = in ? __ldg(ap + o) : -1LL;
+            wd[ri][ci] = in ? __ldg(dyp + o) : 0.f;
+        }
+    }
+    float v[SH][SW];  // the cell's gradients (past the input's edge: never stored)
 #pragma unroll
     for (int rh = 0; rh < SH; ++rh) {
 #pragma unroll
         for (int rw = 0; rw < SW; ++rw) {
-            const int xh = a * SH + rh, xw = b * SW + rw;
-            const int me = xh * W + xw;
+            const long long me = (long long)((a * SH + rh) * W + b * SW + rw);
             float acc = 0.f;
 #pragma unroll
             for (int p = 0; p < KH; ++p) {
-                const int t = rh + PH - p * DH;  // (a constant once unrolled)
+                const int t = rh + PH - p * DH;  // (constants once unrolled)
                 if (t % SH != 0) continue;
-                const int i = a + t / SH;
-                if ((unsigned)i >= (unsigned)OH) continue;
 #pragma unroll
                 for (int q = 0; q < KW; ++q) {
                     const int u = rw + PW - q * DW;
                     if (u % SW != 0) continue;
-                    const int j = b + u / SW;
-                    if ((unsigned)j >= (unsigned)OW) continue;
-                    const unsigned o = (unsigned)(i * OW + j);
-                    if (__ldg(ap + o) == (long long)me) acc += __ldg(dyp + o);
+                    const int ri = t / SH - R0, ci = u / SW - C0;
+                    acc += wa[ri][ci] == me ? wd[ri][ci] : 0.f;
                 }
             }
             v[rh][rw] = acc;

@@ -29,6 +29,7 @@ WINDOWS = [(2, 2, 2, 2, 0, 0, 1, 1), (3, 3, 2, 2, 1, 1, 1, 1), (3, 3, 1, 1, 1, 1
            (3, 3, 3, 3, 1, 1, 2, 2), (4, 1, 1, 1, 2, 0, 1, 1), (2, 2, 1, 1, 1, 1, 2, 2)]
 
 LDG = ("#include <cstring>\n"
+       "#define __host__\n"
        "struct alignas(8) float2 { float x, y; };\n"
        "static inline float2 make_float2(float x, float y) { return {x, y}; }\n"
        "template <class T> static inline T __ldg(const T* p) { return *p; }\n"
@@ -158,7 +159,12 @@ def test_cuda_c_maxpool_sees_windows_with_no_tap_inside(host_pool):
 def test_cuda_c_maxpool_compiles_for_sm90_without_spills():
     regs = ptxas_registers(_source(), "tk_pool.cu")
     assert len(regs) == 2 * len(WINDOWS)
-    assert max(regs) <= 32, regs  # a few index registers a thread: full occupancy at 256
+    # a gradient's cell keeps its windows' argmax and dy in registers: 9 windows at
+    # stride 1, 3x3, take 40 (6 blocks of 256 an SM, 75%)
+    assert max(regs) <= 40, regs
+    # LeNet's and ResNet's windows at full occupancy (at most 32 a thread at 256 threads)
+    production = P.SOURCE + "".join(P.entry(w)[1] for w in WINDOWS[:2])
+    assert max(ptxas_registers(production, "tk_pool2.cu")) <= 32
 
 
 def test_cuda_c_maxpool_size_limits_and_errors():
