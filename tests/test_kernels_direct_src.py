@@ -148,58 +148,25 @@ def test_kernels_cuda_runs_the_direct_passes_down_to_the_launch(host_direct, mon
     reads RawBound's parameter buffer as the entry's C parameters (three pointers, then
     SCALARS) and runs the host-compiled kernel: the shared memory asked for, the plan kept
     and replayed on new arrays (no second plan), the results against kernels.reference."""
-    import struct
     import sys
-    import types
 
     import kernels.cuda as K
+    from cupy_standin import stand_in_cupy
 
-    launched, functions, arrays, planned = [], {}, {}, []
+    launched, planned = [], []
 
-    class Dev(np.ndarray):  # a NumPy array with CuPy's .data.ptr
-        @property
-        def data(self):
-            return types.SimpleNamespace(ptr=self.ctypes.data)
-
-    def dev(a):
-        a = a.view(Dev)
-        arrays[a.ctypes.data] = a
-        return a
-
-    class RawModule:
-        def __init__(self, code, options):
-            assert D.SOURCE in code
-            self.code = code
-
-        def get_function(self, name):
-            assert f"{name}(" in self.code
-            functions[id(name)] = name
-            return types.SimpleNamespace(kernel=types.SimpleNamespace(ptr=id(name)))
-
-    def launch_kernel(f, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
-        name = functions[f]
-        words = (ctypes.c_void_p * 5).from_address(extra)
-        layout = struct.Struct("@QQQ" + D.SCALARS)
-        assert ctypes.c_size_t.from_address(words[3]).value == layout.size
-        vals = layout.unpack(ctypes.string_at(words[1], layout.size))
-        src, w, out = (arrays[p] for p in vals[:3])
-        ints = vals[3:]
-        r = next(e for e in ENTRIES if D.entry(*e)[0] == name)[0]
-        assert (gy, gz, bx, by, bz) == (1, 1, D.THREADS, 1, 1)
-        assert smem == ints[1] * w.shape[2] * w.shape[3] * r * 4  # C x taps x R floats
+    def run(name, grid, block, smem, arrays, ints):
+        src, w, out = arrays
+        key = next(e for e in ENTRIES if D.entry(*e)[0] == name)
+        assert grid[1:] + block == (1, 1, D.THREADS, 1, 1)
+        assert smem == ints[1] * w.shape[2] * w.shape[3] * key[0] * 4  # C x taps x R floats
         launched.append(name)
         a = np.array([v & 0xFFFFFFFF for v in ints], np.uint32)
         ptr = ctypes.c_void_p
-        host_direct(ENTRIES.index(next(e for e in ENTRIES if D.entry(*e)[0] == name)),
-                    ctypes.c_uint(gx), *(ptr(v.ctypes.data) for v in (src, w, out)),
-                    ptr(a.ctypes.data))
+        host_direct(ENTRIES.index(key), ctypes.c_uint(grid[0]),
+                    *(ptr(v.ctypes.data) for v in (src, w, out)), ptr(a.ctypes.data))
 
-    fake = types.SimpleNamespace(
-        empty=lambda shape, dtype: dev(np.empty(shape, dtype)),
-        ascontiguousarray=lambda a: a if isinstance(a, Dev) and a.flags.c_contiguous
-        else dev(np.ascontiguousarray(a)), RawModule=RawModule,
-        cuda=types.SimpleNamespace(driver=types.SimpleNamespace(launchKernel=launch_kernel),
-                                   get_current_stream=lambda: types.SimpleNamespace(ptr=0)))
+    fake, dev = stand_in_cupy(D.SOURCE, 3, D.SCALARS, run)
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(K, "_simulating", lambda: False)
     monkeypatch.setattr(K, "_direct_launches", lambda: True)

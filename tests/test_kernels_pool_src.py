@@ -182,54 +182,22 @@ def test_the_host_wrappers_launch_the_kernels_as_cupy_would(host_pool, monkeypat
     with a stand-in CuPy whose driver launch reads that buffer as the kernel's C
     parameters -- three pointers, then SCALARS at C's alignment -- and runs the
     host-compiled kernels: the path a GPU run takes, down to the launch."""
-    import struct
     import sys
-    import types
+
+    from cupy_standin import stand_in_cupy
 
     entries = {P.entry(w)[0]: i for i, w in enumerate(WINDOWS)}
-    launched, functions, arrays = [], {}, {}
+    launched = []
 
-    class Dev(np.ndarray):  # a NumPy array with CuPy's .data.ptr
-        @property
-        def data(self):
-            return types.SimpleNamespace(ptr=self.ctypes.data)
-
-    def dev(a):
-        a = a.view(Dev)
-        arrays[a.ctypes.data] = a
-        return a
-
-    class RawModule:
-        def __init__(self, code, options):
-            assert "--std=c++14" in options and P.SOURCE in code
-            self.code = code
-
-        def get_function(self, name):
-            base, _, which = name.rpartition("_")
-            assert f"{base}_{which}(" in self.code
-            functions[id(name)] = name
-            return types.SimpleNamespace(kernel=types.SimpleNamespace(ptr=id(name)))
-
-    def launch_kernel(f, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
-        name = functions[f]
+    def run(name, grid, block, smem, a, ints):
         base, _, which = name.rpartition("_")
-        words = (ctypes.c_void_p * 5).from_address(extra)
-        size = ctypes.c_size_t.from_address(words[3]).value
-        layout = struct.Struct("@QQQ" + P.SCALARS)
-        assert size == layout.size == 3 * 8 + 9 * 4
-        assert (gy, gz, bx, by, bz) == (1, 1, P.THREADS, 1, 1)
-        vals = layout.unpack(ctypes.string_at(words[1], size))
-        a, ints = [arrays[p] for p in vals[:3]], vals[3:]
+        assert len(ints) == 9 and grid[1:] + block == (1, 1, P.THREADS, 1, 1) and smem == 0
         launched.append(name)
         bwd = which == "bwd"
         _run(host_pool, entries[base], bwd, (a[0], a[1 if bwd else 2], a[2 if bwd else 1]),
-             ((gx,), (bx,), ints))
+             ((grid[0],), block[:1], ints))
 
-    fake = types.SimpleNamespace(
-        empty=lambda shape, dtype: dev(np.empty(shape, dtype)),
-        ascontiguousarray=lambda a: dev(np.ascontiguousarray(a)), RawModule=RawModule,
-        cuda=types.SimpleNamespace(driver=types.SimpleNamespace(launchKernel=launch_kernel),
-                                   get_current_stream=lambda: types.SimpleNamespace(ptr=0)))
+    fake, dev = stand_in_cupy(P.SOURCE, 3, P.SCALARS, run, options=("--std=c++14",))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     P._functions.cache_clear()
     try:
