@@ -416,7 +416,8 @@ def part_train(out, batch=256, pairs=3, deadline_s=float("inf")):
             break
         for side in sides:
             left = deadline_s - (time.perf_counter() - start)
-            extra = {"TINYGRAD_K_CUDA_KERNELS": CANDIDATE_KERNELS} if side == CANDIDATE_SIDE else None
+            extra = ({"TINYGRAD_K_CUDA_KERNELS": CANDIDATE_KERNELS}
+                     if side == CANDIDATE_SIDE else None)
             res = run_child({"kind": "train", "device": "cuda", "model": "lenet5", "batch": batch,
                              "repeats": 20, "side": "ours" if side == CANDIDATE_SIDE else side},
                             timeout=max(10, min(240, left)), env_extra=extra)

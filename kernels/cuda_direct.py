@@ -9,7 +9,8 @@ session5/conv.md: 0.33 ms against 0.061). Here a thread owns one pixel of the re
 all its R channels (R = the channels rounded up to 4, 8 or 16), so no row is wasted past
 the rounding:
 
-    y[n, r, i, j] = sum over c, p, q of  ws[c, p, q, r] * x[n, c, i*SH - PH + p*DH, j*SW - PW + q*DW]
+    y[n, r, i, j] = sum over c, p, q of
+                    ws[c, p, q, r] * x[n, c, i*SH - PH + p*DH, j*SW - PW + q*DW]
 
 with taps outside x read as 0. The block first copies the weights into shared memory as
 ws[c, p, q, r], r fastest, zero past the real channels, so each tap is one global load
@@ -32,6 +33,11 @@ broadcast), for R FMAs.
 One group only; the weights of a block must fit in 48 KiB of shared memory (C*KH*KW*R
 floats). ``fits`` says why not where they do not. Offsets are 32-bit: fewer than 2**31
 elements in each tensor.
+
+Measured on an H100 (results/2026-11-26-NVIDIA-H100-session5-after/direct-vs-gemm.md and
+conv.md): LeNet-5's passes at batch 256 1.9-8.5x faster than on the Numba 64x64 GEMM
+(conv2's input gradient 37 against 152 us, 20 calls back to back), the stem's input
+gradient 0.086 ms against 0.365 (cuDNN 0.058).
 
 Without a GPU, tests/test_kernels_direct_src.py compiles the source for sm_90 with NVRTC
 (registers and spills from ptxas) and runs it as host C++ against kernels.reference.
