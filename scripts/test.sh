@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
-bash scripts/words.sh  # (tests/test_charlm.py's word list)
+bash scripts/data.sh  # Fashion-MNIST and the word list, where missing (tests train on them)
 exec .venv/bin/python -m pytest -q "$@"
