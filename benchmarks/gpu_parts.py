@@ -26,7 +26,8 @@ it measured.
   off; then forward + backward per layer against cuDNN's three.
 * pool: max-pool forward/backward in GB/s vs a device-to-device copy of the same bytes,
   one call at a time and 20 back to back (host time overlapped with the GPU's), by the
-  default (kernels.cuda), the Numba kernels and the CUDA C ones (kernels/cuda_pool.py),
+  default (kernels.cuda), the Numba kernels and the CUDA C ones (kernels/cuda_pool.py;
+  its backward also with a cell a thread and with two, whichever is the default),
   at benchmarks.run's batches and at batches large enough for the GPU's time to show
   (POOL_LARGE).
 * train: LeNet-5 training step at batch 256, ours vs PyTorch eager, each in its own
@@ -313,6 +314,18 @@ def _with_pool_kernel(K, name, fn):
     return run
 
 
+def _planned_pool_backward(P, x_shape, y_shape, geo, cells, dy, idx):
+    """kernels.cuda_pool's backward with ``cells`` cells a thread, planned at the first
+    call (where a failure costs its own row of the table)."""
+    plan = []
+
+    def run():
+        if not plan:
+            plan.append(P.backward_plan(x_shape, y_shape, geo, cells=cells))
+        return P.run_backward(plan[0], dy, idx)
+    return run
+
+
 # max-pool at batches whose passes take the GPU longer than the host's launch (tens of
 # microseconds): at benchmarks.run's batches a pass and the copy it is compared with
 # both take about what the host needs per call, so those rows measure the host
@@ -330,6 +343,7 @@ def part_pool(out, deadline_s=float("inf")):
     import kernels.cuda as K
     import kernels.cuda_pool as P
     from benchmarks.run import POOL_SHAPES, _out_side
+    from kernels._common import pool_geometry
 
     rng = np.random.default_rng(0)
     rows, lines = [], ["## Max-pool vs copy bandwidth, float32", "",
@@ -350,6 +364,7 @@ def part_pool(out, deadline_s=float("inf")):
             x = cupy.asarray(rng.standard_normal(xs, dtype=np.float32))
             out_shape = xs[:2] + (_out_side(xs[2], k, s, p), _out_side(xs[3], k, s, p))
             y, idx = K.maxpool2d_forward(x, k, s, p)
+            geo = pool_geometry(k, s, p)
             dy = cupy.asarray(rng.standard_normal(out_shape, dtype=np.float32))
             ybytes = int(np.prod(out_shape)) * 4
             passes = {"forward": (lambda: K.maxpool2d_forward(x, k, s, p), x.nbytes + 3 * ybytes),
@@ -361,6 +376,13 @@ def part_pool(out, deadline_s=float("inf")):
                                            x.nbytes + 3 * ybytes),
                       "backward (CUDA C)": (lambda: P.maxpool2d_backward(dy, idx, xs, k, s, p),
                                             x.nbytes + 3 * ybytes),
+                      # its two entry points by themselves (P.backward_cells picks one)
+                      "backward (CUDA C, a cell a thread)": (
+                          _planned_pool_backward(P, xs, out_shape, geo, 1, dy, idx),
+                          x.nbytes + 3 * ybytes),
+                      "backward (CUDA C, two cells a thread)": (
+                          _planned_pool_backward(P, xs, out_shape, geo, 2, dy, idx),
+                          x.nbytes + 3 * ybytes),
                       "forward (Numba)": (_with_pool_kernel(K, "numba", lambda: K.maxpool2d_forward(
                           x, k, s, p)), x.nbytes + 3 * ybytes),
                       "backward (Numba)": (_with_pool_kernel(K, "numba", lambda: K.maxpool2d_backward(

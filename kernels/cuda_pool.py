@@ -10,8 +10,7 @@ addresses each tap through the array's shape and strides. At 400 instructions a 
 the forward pass is bound by instruction issue, not by memory (132 SMs x 4 warp
 instructions a cycle at about 1.7 GHz is ~29 T thread-instructions/s: ~70 G outputs/s,
 against the ~120 G/s that 3.35 TB/s allows at 28 bytes an output). These kernels issue
-214 (3x3/2) and 115 (2x2/2) forward, and 199 and 137 backward for a cell of four input
-elements (benchmarks.resources; one element a thread took 269 and 138 each).
+214 (3x3/2) and 115 (2x2/2) instructions an output forward (benchmarks.resources).
 
 Measured on an H100 (results/2026-11-26-NVIDIA-H100-session5-after/pool.md, batches
 large enough for the GPU's time to show): the forward pass at 81-89% of a copy of the
@@ -19,14 +18,19 @@ same bytes; the gradient, a cell a thread with scalar stores, at 62-69% (one ele
 thread: 29-38% at the smaller 3x3/2 case); with float2 stores 87% at 2x2/2 and 71% at
 3x3/2 (results/2026-11-26-NVIDIA-H100-session5-float2), where the kernel issued 268
 instructions a cell, 18 of them loads (a dy load per window and element, each after its
-compare) and 24 branches. Loading each window of the cell once, argmax and dy together
-and without branches, came after that run (199 instructions, 8 loads, 3 branches at
-3x3/2): untimed.
+compare) and 24 branches.
 
-Here a thread owns one output (forward) or one cell of SH x SW input elements (backward:
-the windows each element of a cell can belong to are known at compile time, so a warp
-does not split on the parity of its elements' rows and columns), and works in 32-bit
-integers throughout:
+Since that run, untimed: each window of a cell is loaded once, argmax and dy together,
+without branches; of the argmax only its low word; a window row's loads are constant
+offsets from one pointer; and a thread may own two cells side by side (backward_cells).
+On the path a thread takes (read off the SASS; the resource table counts every store
+variant), 3x3/2 now issues about 134 instructions for a cell a thread and 87 a cell for
+two; 2x2/2 about 85 and 50. benchmarks.gpu_parts's pool part times both entry points.
+
+Here a thread owns one output (forward) or one or two cells of SH x SW input elements
+side by side (backward: the windows each element of a cell can belong to are known at
+compile time, so a warp does not split on the parity of its elements' rows and
+columns), and works in 32-bit integers throughout:
 
 * the window (kernel, stride, padding, dilation) is a template constant, so the taps
   unroll and the stride's division and remainder are a multiply and a shift;
@@ -55,13 +59,23 @@ import numpy as np
 
 from ._common import as_pool_geometry, check_float, check_maxpool_backward, geometry_memo, magic
 
-__all__ = ["SOURCE", "ENTRY", "THREADS", "SCALARS", "entry", "fits", "forward_args",
-           "backward_args", "launcher", "forward_plan", "run_forward", "backward_plan",
-           "run_backward", "maxpool2d_forward", "maxpool2d_backward"]
+__all__ = ["SOURCE", "ENTRY", "PASSES", "THREADS", "SCALARS", "entry", "fits",
+           "forward_args", "backward_cells", "backward_args", "launcher", "forward_plan",
+           "run_forward", "backward_plan", "run_backward", "maxpool2d_forward",
+           "maxpool2d_backward"]
 
 THREADS = 256
 
 SOURCE = r"""
+// The compiler would otherwise rebuild a row's pointer from the kernel's parameters at
+// each predicated load (a constant-bank load and a 64-bit add each): an empty asm makes
+// the pointer opaque, so the loads of its row are constant offsets from one register.
+#ifdef __CUDA_ARCH__
+#define TK_PIN(p) asm("" : "+l"(p))
+#else
+#define TK_PIN(p) ((void)0)
+#endif
+
 // x // d for 0 <= x < 2**31, with (m, p) = kernels._common.magic(d)
 __device__ __forceinline__ unsigned tk_div(unsigned x, unsigned m, unsigned p) {
     return (unsigned)(((unsigned long long)x * m) >> p);
@@ -128,16 +142,21 @@ struct tk_cell_windows {
 };
 
 // dx[plane, h, w] = sum of dy over the windows containing (h, w) whose argmax is h*W + w.
-// A thread owns one cell of SH x SW input elements: rows a*SH + rh, columns b*SW + rw.
-// Window row i holds tap p at input row i*SH - PH + p*DH, so element row a*SH + rh is tap
-// p of window row a + (rh + PH - p*DH) / SH exactly where SH divides rh + PH - p*DH: with
-// rh and p unrolled that test and quotient are compile-time constants, and the threads of
-// a warp take the same branches (a thread per element would split on the row's parity).
-// The windows of a cell (rows a + lo .. a + hi, columns likewise: 2 x 2 at 3x3/2) are
-// loaded once each, argmax and dy side by side and unconditionally (a window outside the
-// output reads as argmax -1, dy 0), then each element adds the dy of its windows whose
-// argmax it is: no load waits for a compare, and no branch splits the warp.
-template <int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW>
+// A thread owns NB cells side by side, each of SH x SW input elements: rows a*SH + rh,
+// columns (b + k)*SW + rw for k < NB. Window row i holds tap p at input row
+// i*SH - PH + p*DH, so element row a*SH + rh is tap p of window row a + (rh + PH - p*DH)/SH
+// exactly where SH divides rh + PH - p*DH: with rh and p unrolled that test and quotient
+// are compile-time constants, and the threads of a warp take the same branches (a thread
+// per element would split on the row's parity).
+// The windows of the cells (rows a + lo .. a + hi, columns b + lo .. b + NB - 1 + hi: 2 x 2
+// for one cell at 3x3/2, 2 x 3 for two, whose middle column both cells read) are loaded
+// once each, argmax and dy side by side and unconditionally (a window outside the output
+// reads as argmax -1, dy 0), then each element adds the dy of its windows whose argmax it
+// is: no load waits for a compare, and no branch splits the warp. Of an int64 argmax only
+// the low word is read (little-endian; h*W + w < 2**31, and -1 stays -1): a 32-bit compare
+// and half the registers, the same sectors from memory. A window row is one pointer, its
+// columns constant offsets from it.
+template <int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int NB>
 __device__ __forceinline__ void tk_maxpool_bwd(
         const float* __restrict__ dy, const long long* __restrict__ arg, float* __restrict__ dx,
         unsigned total, int H, int W, int OH, int OW, unsigned m_cells, unsigned p_cells,
@@ -145,38 +164,47 @@ __device__ __forceinline__ void tk_maxpool_bwd(
     typedef tk_cell_windows<KH, SH, PH, DH> rows;
     typedef tk_cell_windows<KW, SW, PW, DW> cols;
     constexpr int R0 = rows::lo(), NR = rows::hi() - rows::lo() + 1;
-    constexpr int C0 = cols::lo(), NC = cols::hi() - cols::lo() + 1;
+    constexpr int C0 = cols::lo(), NC = cols::hi() - cols::lo() + NB;
+    constexpr int L = NB * SW;  // a thread's elements in each of its rows
     unsigned idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= total) return;
-    const int CH = (H + SH - 1) / SH, CW = (W + SW - 1) / SW;
+    const int CH = (H + SH - 1) / SH, CT = (W + L - 1) / L;  // a plane's rows of threads
     unsigned plane = tk_div(idx, m_cells, p_cells);
-    const int r = (int)(idx - plane * (unsigned)(CH * CW));
+    const int r = (int)(idx - plane * (unsigned)(CH * CT));
     const int a = (int)tk_div((unsigned)r, m_cw, p_cw);
-    const int b = r - a * CW;
+    const int b = (r - a * CT) * NB;  // the first cell's column
     const unsigned base = plane * (unsigned)(OH * OW);
+    const int* __restrict__ ap = reinterpret_cast<const int*>(arg + base);
     const float* __restrict__ dyp = dy + base;
-    const long long* __restrict__ ap = arg + base;
     float* __restrict__ dxp = dx + plane * (unsigned)(H * W);
-    long long wa[NR][NC];
+    int wa[NR][NC];
     float wd[NR][NC];
+    bool cin[NC];
+#pragma unroll
+    for (int ci = 0; ci < NC; ++ci) cin[ci] = (unsigned)(b + C0 + ci) < (unsigned)OW;
 #pragma unroll
     for (int ri = 0; ri < NR; ++ri) {
         const int i = a + R0 + ri;
+        const bool rin = (unsigned)i < (unsigned)OH;
+        const int o = i * OW + b + C0;  // window (i, b + C0), read only where inside
+        const int* __restrict__ arow = ap + 2 * o;
+        const float* __restrict__ drow = dyp + o;
+        TK_PIN(arow);
+        TK_PIN(drow);
 #pragma unroll
         for (int ci = 0; ci < NC; ++ci) {
-            const int j = b + C0 + ci;
-            const bool in = ((unsigned)i < (unsigned)OH) & ((unsigned)j < (unsigned)OW);
-            const int o = in ? i * OW + j : 0;
-            wa[ri][ci] = in ? __ldg(ap + o) : -1LL;
-            wd[ri][ci] = in ? __ldg(dyp + o) : 0.f;
+            const bool in = rin & cin[ci];
+            wa[ri][ci] = in ? __ldg(arow + 2 * ci) : -1;
+            wd[ri][ci] = in ? __ldg(drow + ci) : 0.f;
         }
     }
-    float v[SH][SW];  // the cell's gradients (past the input's edge: never stored)
+    float v[SH][L];  // the gradients of the thread's rows (past the input's edge: not stored)
 #pragma unroll
     for (int rh = 0; rh < SH; ++rh) {
 #pragma unroll
-        for (int rw = 0; rw < SW; ++rw) {
-            const long long me = (long long)((a * SH + rh) * W + b * SW + rw);
+        for (int e = 0; e < L; ++e) {
+            const int k = e / SW, rw = e % SW;
+            const int me = (a * SH + rh) * W + b * SW + e;
             float acc = 0.f;
 #pragma unroll
             for (int p = 0; p < KH; ++p) {
@@ -186,31 +214,37 @@ __device__ __forceinline__ void tk_maxpool_bwd(
                 for (int q = 0; q < KW; ++q) {
                     const int u = rw + PW - q * DW;
                     if (u % SW != 0) continue;
-                    const int ri = t / SH - R0, ci = u / SW - C0;
+                    const int ri = t / SH - R0, ci = u / SW - C0 + k;
                     acc += wa[ri][ci] == me ? wd[ri][ci] : 0.f;
                 }
             }
-            v[rh][rw] = acc;
+            v[rh][e] = acc;
         }
     }
-    // The cell's rows out. With SW and W even every pair (b*SW + rw, +1) is inside the row
-    // and 8-byte aligned (H*W, xh*W and b*SW even; CuPy's allocations 256-byte aligned):
-    // one float2 store a pair, so that a warp's stores cover whole sectors instead of
-    // every other float twice over.
+    // The rows out, in the widest stores the row allows: with L and W multiples of 4 (of 2)
+    // every group of 4 (2) that starts inside the row ends inside it and is 16-byte (8-byte)
+    // aligned (H*W, xh*W and b*SW are multiples; CuPy's allocations 256-byte aligned), so a
+    // warp's stores cover whole sectors instead of every other float twice over.
+    const int left = W - b * SW;  // the elements of a row from the thread's first on
 #pragma unroll
     for (int rh = 0; rh < SH; ++rh) {
         const int xh = a * SH + rh;
         if (xh >= H) continue;
         float* __restrict__ row = dxp + xh * W + b * SW;
-        if (SW % 2 == 0 && (W & 1) == 0) {
+        if (L % 4 == 0 && (W & 3) == 0) {
 #pragma unroll
-            for (int rw = 0; rw + 1 < SW; rw += 2)
-                if (b * SW + rw < W)
-                    *reinterpret_cast<float2*>(row + rw) = make_float2(v[rh][rw], v[rh][rw + 1]);
+            for (int e = 0; e < L; e += 4)
+                if (e < left)
+                    *reinterpret_cast<float4*>(row + e) =
+                        make_float4(v[rh][e], v[rh][e + 1], v[rh][e + 2], v[rh][e + 3]);
+        } else if (L % 2 == 0 && (W & 1) == 0) {
+#pragma unroll
+            for (int e = 0; e < L; e += 2)
+                if (e < left) *reinterpret_cast<float2*>(row + e) = make_float2(v[rh][e], v[rh][e + 1]);
         } else {
 #pragma unroll
-            for (int rw = 0; rw < SW; ++rw)
-                if (b * SW + rw < W) row[rw] = v[rh][rw];
+            for (int e = 0; e < L; ++e)
+                if (e < left) row[e] = v[rh][e];
         }
     }
 }
@@ -225,20 +259,27 @@ extern "C" __global__ void __launch_bounds__(256)
 }}
 """, "bwd": r"""
 extern "C" __global__ void __launch_bounds__(256)
-{name}_bwd(const float* __restrict__ dy, const long long* __restrict__ arg,
+{name}_bwd{cells}(const float* __restrict__ dy, const long long* __restrict__ arg,
            float* __restrict__ dx, unsigned total, int H, int W, int OH, int OW,
            unsigned m_cells, unsigned p_cells, unsigned m_cw, unsigned p_cw) {{
-    tk_maxpool_bwd<{window}>(dy, arg, dx, total, H, W, OH, OW, m_cells, p_cells, m_cw, p_cw);
+    tk_maxpool_bwd<{window}, {cells}>(dy, arg, dx, total, H, W, OH, OW, m_cells, p_cells,
+                                      m_cw, p_cw);
 }}
 """}
 
+# The backward's entry points: a thread per cell ("bwd1") or per two cells side by side
+# ("bwd2"); backward_cells chooses.
+PASSES = ("fwd", "bwd1", "bwd2")
 
-def entry(window, passes=("fwd", "bwd")):
-    """(name, CUDA source of the entry points ``name_fwd`` and ``name_bwd``, or of those
-    in ``passes``) for one window (KH, KW, SH, SW, PH, PW, DH, DW)."""
+
+def entry(window, passes=PASSES):
+    """(name, CUDA source of the entry points ``name_fwd``, ``name_bwd1`` and
+    ``name_bwd2``, or of those in ``passes``) for one window (KH, KW, SH, SW, PH, PW, DH,
+    DW); ``bwdN`` is the backward with N cells a thread."""
     name = "tk_maxpool_" + "_".join(str(int(v)) for v in window)
     consts = ", ".join(str(int(v)) for v in window)
-    return name, "".join(ENTRY[p].format(name=name, window=consts) for p in passes)
+    return name, "".join(ENTRY[p[:3]].format(name=name, window=consts, cells=p[3:])
+                         for p in passes)
 
 
 def _window(geo):
@@ -246,12 +287,15 @@ def _window(geo):
 
 
 @functools.lru_cache(maxsize=None)
-def _functions(window):
+def _module(window):
     import cupy
 
-    name, code = entry(window)
-    module = cupy.RawModule(code=SOURCE + code, options=("--std=c++14",))
-    return module.get_function(name + "_fwd"), module.get_function(name + "_bwd")
+    return cupy.RawModule(code=SOURCE + entry(window)[1], options=("--std=c++14",))
+
+
+def _function(window, pass_):
+    """The entry point ``pass_`` (one of PASSES) of ``window``'s module."""
+    return _module(window).get_function(entry(window, ())[0] + "_" + pass_)
 
 
 def fits(x_shape, y_shape):
@@ -283,23 +327,27 @@ def forward_args(x_shape, y_shape):
     return _launch_args(math.prod(y_shape), h, w, oh, ow, oh * ow, ow)
 
 
-def backward_args(x_shape, y_shape, stride):
+def backward_cells(window, x_shape):
+    """The cells of SH x SW input elements a backward thread owns, side by side: 2 where a
+    row of the input has room for two (W > SW), else 1.
+
+    Two cells a thread (sm_90 SASS, benchmarks.resources): 3x3/2 issues about 87
+    instructions a cell against 134, and reads 6 windows for two cells against 4 for
+    one (neighbouring cells share a window column); 2x2/2 about 50 against 85. A thread
+    has twice the bytes in flight and stores rows of 4 floats (float4 where W is a
+    multiple of 4). Untimed on a GPU when chosen: benchmarks.gpu_parts's pool part times
+    both."""
+    return 2 if x_shape[3] > window[3] else 1
+
+
+def backward_args(x_shape, y_shape, stride, cells=1):
     """(grid, block, the int arguments after dy, arg, dx) of a backward launch: a thread
-    per cell of stride[0] x stride[1] input elements, its index split by the cells of a
-    plane, CH*CW, and a row's, CW (CH = ceil(H / SH), CW = ceil(W / SW))."""
+    per ``cells`` cells of stride[0] x stride[1] input elements side by side, its index
+    split by the threads of a plane, CH*CT, and of a row, CT (CH = ceil(H / SH),
+    CT = ceil(W / (SW * cells)))."""
     (h, w), (oh, ow) = x_shape[2:], y_shape[2:]
-    ch, cw = -(-h // stride[0]), -(-w // stride[1])
-    return _launch_args(math.prod(x_shape[:2]) * ch * cw, h, w, oh, ow, ch * cw, cw)
-
-
-def _check(op, x_shape, y_shape, *arrays):
-    check_float(op, *arrays)
-    if any(a.dtype != np.float32 for a in arrays):
-        raise TypeError(f"{op}: float32 arrays expected, got "
-                        f"{', '.join(str(a.dtype) for a in arrays)}")
-    if not fits(x_shape, y_shape):
-        raise ValueError(f"{op}: input {tuple(x_shape)} or output {tuple(y_shape)} has 2**31 "
-                         "elements or more, past the kernel's 32-bit offsets")
+    ch, ct = -(-h // stride[0]), -(-w // (stride[1] * cells))
+    return _launch_args(math.prod(x_shape[:2]) * ch * ct, h, w, oh, ow, ch * ct, ct)
 
 
 # the parameters of both entry points after their three pointers (ENTRY): total, H, W,
@@ -325,7 +373,7 @@ def forward_plan(x_shape, geo, op="maxpool2d_forward_cuda_c"):
     _check_fits(op, x_shape, out)
     if not math.prod(out):
         return out, None
-    return out, launcher(_functions(_window(geo))[0], *forward_args(x_shape, out))
+    return out, launcher(_function(_window(geo), "fwd"), *forward_args(x_shape, out))
 
 
 def run_forward(plan, x):
@@ -340,18 +388,23 @@ def run_forward(plan, x):
     return y, arg
 
 
-def backward_plan(x_shape, dy_shape, geo, op="maxpool2d_backward_cuda_c"):
+def backward_plan(x_shape, dy_shape, geo, op="maxpool2d_backward_cuda_c", cells=None):
     """The launch of a backward pass (dy of ``dy_shape``, checked against the window):
-    (dx's shape, ``launch(dy, argmax, dx)`` or None where dx is empty)."""
+    (dx's shape, ``launch(dy, argmax, dx)`` or None where dx is empty). ``cells`` a thread:
+    1 or 2, backward_cells's choice by default."""
     x_shape, dy_shape = tuple(x_shape), tuple(dy_shape)
     if geo.output_shape(x_shape, op) != dy_shape:
         raise ValueError(f"{op}: dy has shape {dy_shape}, expected "
                          f"{geo.output_shape(x_shape, op)}")
     _check_fits(op, x_shape, dy_shape)
+    window = _window(geo)
+    cells = backward_cells(window, x_shape) if cells is None else cells
+    if cells not in (1, 2):
+        raise ValueError(f"{op}: cells must be 1 or 2, got {cells!r}")
     if not math.prod(x_shape):
         return x_shape, None
-    return x_shape, launcher(_functions(_window(geo))[1],
-                              *backward_args(x_shape, dy_shape, geo.stride))
+    return x_shape, launcher(_function(window, f"bwd{cells}"),
+                              *backward_args(x_shape, dy_shape, geo.stride, cells))
 
 
 def run_backward(plan, dy, argmax):

@@ -608,7 +608,7 @@ def _record_cuda_c_pooling(monkeypatch, calls):
     """kernels/cuda_pool.py's launches replaced by recorders (its planning runs as on a GPU,
     but for the CuPy functions, which are names here)."""
     P = cuda_mod.cuda_pool
-    monkeypatch.setattr(P, "_functions", lambda window: (f"fwd{window}", f"bwd{window}"))
+    monkeypatch.setattr(P, "_function", lambda window, pass_: f"{pass_}{window}")
     monkeypatch.setattr(P, "launcher", lambda fn, grid, block, ints: fn)  # (its name)
     monkeypatch.setattr(P, "run_forward", lambda plan, x: calls.append(
         ("fwd", plan[0], plan[1])) or "y")
@@ -636,7 +636,8 @@ def test_set_pool_kernel_routes_float32_max_pooling_to_the_cuda_c_kernels(monkey
     dy = rng.standard_normal(y.shape).astype(np.float32)
     assert cuda_mod.maxpool2d_backward(dy, arg_ref, x.shape, geo) == "dx"
     window = "(3, 3, 2, 2, 1, 1, 1, 1)"
-    assert calls == [("fwd", (2, 3, 3, 3), "fwd" + window), ("bwd", (2, 3, 6, 6), "bwd" + window)]
+    # (the backward two cells a thread: a row of 6 has three of 2 x 2)
+    assert calls == [("fwd", (2, 3, 3, 3), "fwd" + window), ("bwd", (2, 3, 6, 6), "bwd2" + window)]
     launches = []
     monkeypatch.setattr(cuda_mod, "_launch", lambda *a: (lambda *args: launches.append(a)))
     monkeypatch.setattr(cuda_mod, "_xp", lambda a: np)

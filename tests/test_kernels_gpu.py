@@ -21,6 +21,7 @@ if not HAVE_GPU:
 from kernels import cuda as K  # noqa: E402
 from kernels import cuda_fused as F  # noqa: E402
 from kernels import reference as R  # noqa: E402
+from kernels._common import pool_geometry  # noqa: E402
 
 
 def rel(a, b):
@@ -274,6 +275,11 @@ def test_cuda_c_maxpool_matches_the_reference(n, c, h, wd, window, ties, seed):
             assert rel(dx, want) < 1e-6
         finally:
             K.set_pool_kernel(before)
+    geo = pool_geometry(k, s, p, d, ceil)
+    for cells in (1, 2):  # both backward entry points, whichever backward_cells picks
+        dx = P.run_backward(P.backward_plan(x.shape, y_ref.shape, geo, cells=cells),
+                            cp.asarray(dy), cp.asarray(arg_ref))
+        assert rel(dx, want) < 1e-6, cells
 
 
 def test_pool_options_large():

@@ -39,12 +39,12 @@ LDG = ("#include <cstring>\n"
 
 def _host_launcher():
     """C++ ``pool(which, backward, blocks, in0, in1, out, ints)``: entry ``which`` of
-    WINDOWS, forward (x, y, arg) or backward (dy, arg, dx), over ``blocks`` blocks of
-    THREADS threads, one thread after another."""
+    WINDOWS, forward (x, y, arg; backward 0) or backward with ``backward`` cells a thread
+    (dy, arg, dx), over ``blocks`` blocks of THREADS threads, one thread after another."""
     names = [P.entry(w)[0] for w in WINDOWS]
     args = "a[0], (int)a[1], (int)a[2], (int)a[3], (int)a[4], a[5], a[6], a[7], a[8]"
     fwd = ", ".join(f"{n}_fwd" for n in names)
-    bwd = ", ".join(f"{n}_bwd" for n in names)
+    bwd = ", ".join(f"{n}_bwd1, {n}_bwd2" for n in names)
     return (
         "typedef void (*fwd_t)(const float*, float*, long long*, unsigned, int, int, int, int,"
         " unsigned, unsigned, unsigned, unsigned);\n"
@@ -60,7 +60,8 @@ def _host_launcher():
         "        blockIdx = {b, 0, 0};\n"
         f"        for (unsigned t = 0; t < {P.THREADS}; ++t) {{\n"
         "            threadIdx = {t, 0, 0};\n"
-        "            if (backward) bwds[which]((const float*)in0, (const long long*)in1, "
+        "            if (backward) bwds[2 * which + backward - 1]((const float*)in0, "
+        "(const long long*)in1, "
         f"(float*)out, {args});\n"
         "            else fwds[which]((const float*)in0, (float*)out, (long long*)in1, "
         f"{args});\n"
@@ -104,7 +105,23 @@ def pool_cases(draw):
     n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     kind = draw(st.sampled_from(["normal", "ties", "nan"]))
     seed = draw(st.integers(0, 2 ** 32 - 1))
-    return which, geo, (n, c, h, w), kind, seed
+    cells = draw(st.sampled_from([1, 2]))
+    return which, geo, (n, c, h, w), kind, seed, cells
+
+
+def _guarded(a, guard):
+    """a copy of ``a`` inside a larger buffer whose elements before and after it are
+    ``guard`` (an array, repeated): a kernel that reads past either end of an argument
+    picks them up."""
+    g = np.resize(np.asarray(guard, a.dtype), max(64, 2 * a.size))
+    buf = np.concatenate([g, a.ravel(), g])
+    return buf[g.size:g.size + a.size].reshape(a.shape)
+
+
+def _gradient_inputs(dy, arg, plane):
+    """dy and argmax guarded: past their ends every in-plane index as argmax, with a dy of
+    1e6, so that a window read outside the output shows in dx."""
+    return _guarded(dy, [1e6]), _guarded(arg, np.arange(plane))
 
 
 def _input(shape, kind, rng):
@@ -119,7 +136,7 @@ def _input(shape, kind, rng):
 @settings(deadline=None, max_examples=60)
 @given(pool_cases())
 def test_cuda_c_maxpool_matches_the_reference(host_pool, case):
-    which, geo, shape, kind, seed = case
+    which, geo, shape, kind, seed, cells = case
     rng = np.random.default_rng(seed)
     x = _input(shape, kind, rng)
     y_ref, arg_ref = R.maxpool2d_forward(x, geo)
@@ -132,9 +149,30 @@ def test_cuda_c_maxpool_matches_the_reference(host_pool, case):
 
     dy = rng.standard_normal(out).astype(np.float32)
     dx = np.full(shape, 7.0, np.float32)
-    _run(host_pool, which, True, (dy, arg_ref, dx), P.backward_args(shape, out, geo.stride))
+    _run(host_pool, which, cells, (*_gradient_inputs(dy, arg_ref, shape[2] * shape[3]), dx),
+         P.backward_args(shape, out, geo.stride, cells))
     ref = R.maxpool2d_backward(dy.astype(np.float64), arg_ref, shape, geo)
     np.testing.assert_allclose(dx, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cells", [1, 2])
+@pytest.mark.parametrize("w", [12, 10, 9])
+@pytest.mark.parametrize("which", [0, 1])
+def test_cuda_c_maxpool_gradient_row_stores(host_pool, which, w, cells):
+    """LeNet's and ResNet's windows (stride 2) at every store width: rows of 4 floats (two
+    cells a thread, W a multiple of 4), of 2 (W even) and scalars (W odd), a thread's
+    last cell past the row's end (W = 10: 5 cells, 3 threads) included."""
+    geo = _geometry(which, False)
+    rng = np.random.default_rng(which * 100 + w * 10 + cells)
+    shape = (2, 3, 7, w)
+    x = rng.standard_normal(shape).astype(np.float32)
+    y_ref, arg_ref = R.maxpool2d_forward(x, geo)
+    dy = rng.standard_normal(y_ref.shape).astype(np.float32)
+    dx = np.full(shape, 7.0, np.float32)
+    _run(host_pool, which, cells, (*_gradient_inputs(dy, arg_ref, w * 7), dx),
+         P.backward_args(shape, y_ref.shape, geo.stride, cells))
+    np.testing.assert_allclose(dx, R.maxpool2d_backward(dy.astype(np.float64), arg_ref, shape,
+                                                        geo), rtol=1e-6, atol=1e-6)
 
 
 def test_cuda_c_maxpool_sees_windows_with_no_tap_inside(host_pool):
@@ -150,15 +188,16 @@ def test_cuda_c_maxpool_sees_windows_with_no_tap_inside(host_pool):
     np.testing.assert_array_equal(arg, arg_ref)
     np.testing.assert_array_equal(y, y_ref)
     dy = np.ones(y_ref.shape, np.float32)
-    dx = np.zeros(x.shape, np.float32)
-    _run(host_pool, which, True, (dy, arg_ref, dx),
-         P.backward_args(x.shape, y_ref.shape, geo.stride))
-    np.testing.assert_array_equal(dx, R.maxpool2d_backward(dy, arg_ref, x.shape, geo))
+    for cells in (1, 2):
+        dx = np.full(x.shape, 7.0, np.float32)
+        _run(host_pool, which, cells, (dy, arg_ref, dx),
+             P.backward_args(x.shape, y_ref.shape, geo.stride, cells))
+        np.testing.assert_array_equal(dx, R.maxpool2d_backward(dy, arg_ref, x.shape, geo))
 
 
 def test_cuda_c_maxpool_compiles_for_sm90_without_spills():
     regs = ptxas_registers(_source(), "tk_pool.cu")
-    assert len(regs) == 2 * len(WINDOWS)
+    assert len(regs) == 3 * len(WINDOWS)
     # a gradient's cell keeps its windows' argmax and dy in registers: 9 windows at
     # stride 1, 3x3, take 40 (6 blocks of 256 an SM, 75%)
     assert max(regs) <= 40, regs
@@ -174,7 +213,12 @@ def test_cuda_c_maxpool_size_limits_and_errors():
     assert block == P.THREADS and grid == 1 and int(ints[0]) == 2 * 3 * 4 * 4
     assert all(isinstance(v, (np.uint32, np.int32)) for v in ints)  # 32-bit kernel arguments
     name, src = P.entry((3, 3, 2, 2, 1, 1, 1, 1))
-    assert name == "tk_maxpool_3_3_2_2_1_1_1_1" and f"{name}_fwd(" in src and f"{name}_bwd(" in src
+    assert name == "tk_maxpool_3_3_2_2_1_1_1_1"
+    assert all(f"{name}_{p}(" in src for p in ("fwd", "bwd1", "bwd2"))
+    assert P.backward_cells((3, 3, 2, 2, 1, 1, 1, 1), (1, 1, 5, 3)) == 2
+    assert P.backward_cells((3, 3, 2, 2, 1, 1, 1, 1), (1, 1, 5, 2)) == 1  # one cell a row
+    (grid,), _, ints = P.backward_args((2, 3, 9, 9), (2, 3, 5, 5), (2, 2), 2)
+    assert int(ints[0]) == 2 * 3 * 5 * 3  # 5 rows of 3 threads (cells 0-1, 2-3, 4) a plane
 
 
 def test_the_host_wrappers_launch_the_kernels_as_cupy_would(host_pool, monkeypatch):
@@ -193,13 +237,13 @@ def test_the_host_wrappers_launch_the_kernels_as_cupy_would(host_pool, monkeypat
         base, _, which = name.rpartition("_")
         assert len(ints) == 9 and grid[1:] + block == (1, 1, P.THREADS, 1, 1) and smem == 0
         launched.append(name)
-        bwd = which == "bwd"
-        _run(host_pool, entries[base], bwd, (a[0], a[1 if bwd else 2], a[2 if bwd else 1]),
-             ((grid[0],), block[:1], ints))
+        bwd = which.startswith("bwd")
+        _run(host_pool, entries[base], int(which[3:]) if bwd else 0,
+             (a[0], a[1 if bwd else 2], a[2 if bwd else 1]), ((grid[0],), block[:1], ints))
 
     fake, dev = stand_in_cupy(P.SOURCE, 3, P.SCALARS, run, options=("--std=c++14",))
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    P._functions.cache_clear()
+    P._module.cache_clear()
     try:
         rng = np.random.default_rng(5)
         x = rng.standard_normal((3, 4, 11, 9)).astype(np.float32)
@@ -215,9 +259,15 @@ def test_the_host_wrappers_launch_the_kernels_as_cupy_would(host_pool, monkeypat
             dx = P.maxpool2d_backward(dy, arg, x.shape, geo)
             np.testing.assert_allclose(dx, R.maxpool2d_backward(dy, arg_ref, x.shape), rtol=1e-6,
                                        atol=1e-6)
+            # a cell a thread, the other entry point (gpu_parts times both)
+            dx1 = P.run_backward(P.backward_plan(x.shape, dy.shape, geo, cells=1), dy, arg)
+            np.testing.assert_array_equal(dx1, dx)
         assert launched == [f"{P.entry(w)[0]}_{p}" for w in
                             ((2, 2, 2, 2, 0, 0, 1, 1), (3, 3, 2, 2, 1, 1, 1, 1),
-                             (3, 3, 3, 3, 1, 1, 2, 2)) for p in ("fwd", "bwd")]
+                             (3, 3, 3, 3, 1, 1, 2, 2)) for p in ("fwd", "bwd2", "bwd1")]
+        with pytest.raises(ValueError, match="maxpool2d_backward_cuda_c: cells must be 1 or 2, "
+                                             "got 3"):
+            P.backward_plan(x.shape, dy.shape, geo, cells=3)
         with pytest.raises(TypeError, match="maxpool2d_forward_cuda_c: float32 arrays expected"):
             P.maxpool2d_forward(x.astype(np.float64), 2)
         with pytest.raises(TypeError, match="argmax must be int64"):
@@ -227,7 +277,7 @@ def test_the_host_wrappers_launch_the_kernels_as_cupy_would(host_pool, monkeypat
         with pytest.raises(ValueError, match="maxpool2d_backward_cuda_c: dy has shape"):
             P.maxpool2d_backward(dy[:, :, :1], arg[:, :, :1], x.shape, 3, 3, 1, 2, True)
     finally:
-        P._functions.cache_clear()
+        P._module.cache_clear()
 
 
 def test_the_packed_parameters_are_the_entry_points_ptx_parameters():
@@ -243,7 +293,7 @@ def test_the_packed_parameters_are_the_entry_points_ptx_parameters():
         pytest.skip(f"NVRTC not available here: {e}"[:200])
     widths = [64] * 3 + [8 * struct.calcsize("@" + c) for c in P.SCALARS]
     assert struct.calcsize("@QQQ" + P.SCALARS) == sum(widths) // 8 == 60
-    for passes in (("fwd",), ("bwd",)):
+    for passes in (("fwd",), ("bwd1",), ("bwd2",)):
         try:
             ptx = nvrtc_ptx(P.SOURCE + P.entry(WINDOWS[0], passes)[1])
         except ImportError as e:  # pragma: no cover
