@@ -1514,7 +1514,7 @@ def _launch(kernel, total, threads=128):
 # above (measured on an H100: 18-42% of the bandwidth of a copy of the same bytes, one call
 # between events, host time included), or kernels/cuda_pool.py's CUDA C ones: 32-bit index
 # arithmetic, the window's taps at constant offsets. SASS instructions on sm_90 at 2x2/2
-# (benchmarks.resources): 115 an output forward and about 85 a cell of four elements
+# (benchmarks.resources): 94 an output forward and about 85 a cell of four elements
 # backward (50 with two cells a thread), against 256 an output and 311 an element here.
 # Measured on an H100 (2026-11-26, results/2026-11-26-NVIDIA-H100-session4/pool.md), one
 # call between events: CUDA C 41-51% of the copy bandwidth, Numba 17-45%; at ResNet's 3x3/2

@@ -9,8 +9,9 @@ bits, splits the flat index into (n, c, h, w) with three run-time divisions, and
 addresses each tap through the array's shape and strides. At 400 instructions a thread
 the forward pass is bound by instruction issue, not by memory (132 SMs x 4 warp
 instructions a cycle at about 1.7 GHz is ~29 T thread-instructions/s: ~70 G outputs/s,
-against the ~120 G/s that 3.35 TB/s allows at 28 bytes an output). These kernels issue
-214 (3x3/2) and 115 (2x2/2) instructions an output forward (benchmarks.resources).
+against the ~120 G/s that 3.35 TB/s allows at 28 bytes an output). These kernels' forward
+passes issued 214 (3x3/2) and 115 (2x2/2) instructions an output when measured below, 160
+and 94 since (all taps loaded, then compared without branches; benchmarks.resources).
 
 Measured on an H100 (results/2026-11-26-NVIDIA-H100-session5-after/pool.md, batches
 large enough for the GPU's time to show): the forward pass at 81-89% of a copy of the
@@ -20,12 +21,13 @@ thread: 29-38% at the smaller 3x3/2 case); with float2 stores 87% at 2x2/2 and 7
 instructions a cell, 18 of them loads (a dy load per window and element, each after its
 compare) and 24 branches.
 
-Since that run, untimed: each window of a cell is loaded once, argmax and dy together,
-without branches; of the argmax only its low word; a window row's loads are constant
-offsets from one pointer; and a thread may own two cells side by side (backward_cells).
-On the path a thread takes (read off the SASS; the resource table counts every store
-variant), 3x3/2 now issues about 134 instructions for a cell a thread and 87 a cell for
-two; 2x2/2 about 85 and 50. benchmarks.gpu_parts's pool part times both entry points.
+Since that run, untimed: in the gradient, each window of a cell is loaded once, argmax
+and dy together, without branches; of the argmax only its low word; a window row's loads
+are constant offsets from one pointer; and a thread may own two cells side by side
+(backward_cells). On the path a thread takes (read off the SASS; the resource table
+counts every store variant), 3x3/2 now issues about 134 instructions for a cell a thread
+and 87 a cell for two; 2x2/2 about 85 and 50. benchmarks.gpu_parts's pool part times
+both entry points.
 
 Here a thread owns one output (forward) or one or two cells of SH x SW input elements
 side by side (backward: the windows each element of a cell can belong to are known at
@@ -82,8 +84,10 @@ __device__ __forceinline__ unsigned tk_div(unsigned x, unsigned m, unsigned p) {
 }
 
 // y[plane, i, j] = max over the window's taps inside the input; arg = its h*W + w.
-// A tap (p, q) is x[plane, h0 + p*DH, w0 + q*DW]: one 64-bit row pointer per p, and the
-// q taps at constant offsets from it; (unsigned)hh >= H tests hh < 0 and hh >= H at once.
+// A tap (p, q) is x[plane, h0 + p*DH, w0 + q*DW]: one pinned row pointer per p, and the q
+// taps at constant offsets from it; (unsigned)hh >= H tests hh < 0 and hh >= H at once.
+// All taps are loaded first (those outside not), then compared in window order, without
+// branches: the loads do not wait for the compares.
 template <int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW>
 __device__ __forceinline__ void tk_maxpool_fwd(
         const float* __restrict__ x, float* __restrict__ y, long long* __restrict__ arg,
@@ -97,23 +101,33 @@ __device__ __forceinline__ void tk_maxpool_fwd(
     int j = (int)r - i * OW;
     const int h0 = i * SH - PH, w0 = j * SW - PW;
     const float* __restrict__ xp = x + plane * (unsigned)(H * W);
+    bool cin[KW];
+#pragma unroll
+    for (int q = 0; q < KW; ++q) cin[q] = (unsigned)(w0 + q * DW) < (unsigned)W;
+    float v[KH][KW];
+    bool in[KH][KW];
+#pragma unroll
+    for (int p = 0; p < KH; ++p) {
+        const bool rin = (unsigned)(h0 + p * DH) < (unsigned)H;
+        const float* __restrict__ xr = xp + (h0 + p * DH) * W + w0;  // tap (p, 0)
+        TK_PIN(xr);
+#pragma unroll
+        for (int q = 0; q < KW; ++q) {
+            in[p][q] = rin & cin[q];
+            v[p][q] = in[p][q] ? __ldg(xr + q * DW) : 0.f;
+        }
+    }
     float best = __int_as_float(0xff800000);  // -inf (NVRTC has no INFINITY macro)
     int besti = -1;
 #pragma unroll
     for (int p = 0; p < KH; ++p) {
-        const int hh = h0 + p * DH;
-        if ((unsigned)hh >= (unsigned)H) continue;
-        const int row = hh * W + w0;  // the flat index of tap (p, 0); its column may be < 0
-        const float* __restrict__ xr = xp + row;
 #pragma unroll
         for (int q = 0; q < KW; ++q) {
-            if ((unsigned)(w0 + q * DW) >= (unsigned)W) continue;
-            const float v = __ldg(xr + q * DW);
             // the first tap inside wins, then a larger value or a NaN; a NaN stays
-            if ((best == best) & ((v > best) | (v != v) | (besti < 0))) {
-                best = v;
-                besti = row + q * DW;
-            }
+            // (!(a <= b): a > b, or either a NaN)
+            const bool take = in[p][q] & (best == best) & (!(v[p][q] <= best) | (besti < 0));
+            best = take ? v[p][q] : best;
+            besti = take ? (h0 + p * DH) * W + w0 + q * DW : besti;
         }
     }
     y[idx] = best;

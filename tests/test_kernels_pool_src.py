@@ -103,7 +103,7 @@ def pool_cases(draw):
     h = draw(st.integers(max(1, eff[0] - 2 * geo.padding[0]), 13))
     w = draw(st.integers(max(1, eff[1] - 2 * geo.padding[1]), 13))
     n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    kind = draw(st.sampled_from(["normal", "ties", "nan"]))
+    kind = draw(st.sampled_from(["normal", "ties", "nan", "inf"]))
     seed = draw(st.integers(0, 2 ** 32 - 1))
     cells = draw(st.sampled_from([1, 2]))
     return which, geo, (n, c, h, w), kind, seed, cells
@@ -130,6 +130,10 @@ def _input(shape, kind, rng):
     x = rng.standard_normal(shape).astype(np.float32)
     if kind == "nan":
         x[rng.random(shape) < 0.15] = np.nan
+    if kind == "inf":  # windows of -inf only: the first tap inside wins all the same
+        u = rng.random(shape)
+        x[u < 0.6] = -np.inf
+        x[u > 0.95] = np.inf
     return x
 
 
