@@ -325,6 +325,20 @@ def _blas_operand(a):
     return a, NO_TRANS, max(1, a.shape[1])
 
 
+def _split_by_rows(m, k, n):
+    """Whether _threaded_matmul splits an (M, K) @ (K, N) product into bands of rows
+    (else of columns): rows, but for a long contraction (K > max(M, N)) with N >= M.
+
+    Measured on an Intel Xeon (AVX-512, OpenBLAS's SkylakeX kernels, 2 threads), ms for
+    rows / columns: the MLP's 256x784x256 (x @ W^T) 0.516 / 0.485 and 64x784x256 0.333 /
+    0.242; its weight gradients 256x256x784 0.412 / 0.435 and 256x64x784 0.134 / 0.276;
+    LeNet-5's 256x120x400 0.108 / 0.162, 256x400x120 0.136 / 0.195. The rule before
+    (rows where M >= N) took the slower split in four of these; the MLP step at batch
+    256 ran 7% faster with this one and at 64 6% (the two variants in processes
+    alternating turn by turn, medians of 16 turns)."""
+    return not (k > max(m, n) and n >= m)
+
+
 def _threaded_matmul(a, b):
     """a (M, K) @ b (K, N) for float operands of one dtype, at least _SPLIT_GEMM_MACS."""
     (m, k), n = a.shape, b.shape[1]
@@ -332,7 +346,7 @@ def _threaded_matmul(a, b):
     b, tb, ldb = _blas_operand(b)
     c = np.empty((m, n), dtype=a.dtype)
     with _cpu_blas.one_thread():
-        _split_gemm(ta, tb, m, n, k, a, lda, b, ldb, c, num_threads(), m >= n)
+        _split_gemm(ta, tb, m, n, k, a, lda, b, ldb, c, num_threads(), _split_by_rows(m, k, n))
     return c
 
 
