@@ -9,12 +9,21 @@
 our side (tinygrad_k's kernels, plus the baselines that share our process honestly:
 kernels.reference and NumPy, which start no thread pool of their own), another runs
 PyTorch at its defaults (its own thread count and OpenMP wait policy; on a GPU TF32 off).
-The children alternate -- ours, torch, ours, torch, ... (``--pairs`` rounds) -- so slow
-phases of a shared machine hit both sides alike. Within a child every case is warmed up
-and timed ``--repeats`` times (median). Reported: the median over the rounds of each
-side's per-round median, the spread (min-max over rounds) and ratio = baseline / ours
-(> 1: ours is faster), with the per-round ratios' range. Each training-step child is a
-fresh process, so its first step (JIT cache load, first allocations) is timed as well.
+The kernel children alternate -- ours, torch, ours, torch, ... (``--pairs`` rounds) --
+so slow phases of a shared machine hit both sides alike. Within a child every case is
+warmed up and timed ``--repeats`` times (median). Reported: the median over the rounds of
+each side's per-round median, the spread (min-max over rounds) and ratio = baseline /
+ours (> 1: ours is faster), with the per-round ratios' range.
+
+A training step is timed in lockstep (run_train_sessions): per ``--pairs`` round a fresh
+process for each side, which then take ``--turns`` turns each, one after the other, a
+turn being an untimed step and up to ``--repeats`` timed ones. The 2-core VMs here have
+slow phases of seconds (a LeNet-5 step at batch 64 took 4.9 ms in one process and 7.3
+in the next, PyTorch's likewise), longer than a turn but shorter than a process's life:
+one process a side per round put a whole phase on one side (ratios of 0.77x and 1.77x
+for the same code within an hour); turns of a few hundred milliseconds share each phase
+between the sides (per-turn ratios within about +-10%). Each process's first step (JIT
+cache load, first allocations) is timed as well.
 
 The children's environment is stripped of the thread-pool variables (OMP_*, GOMP_*,
 MKL_/OPENBLAS_NUM_THREADS, NUMBA_THREADING_LAYER/NUM_THREADS, glibc's MALLOC_*_ and
@@ -445,6 +454,35 @@ def child_train(side, device, model_name, batch, repeats):
             "first_step_s": first}
 
 
+def _train_session(argv):
+    """Entry point of a training-step child that takes turns (run_train_sessions): builds
+    the step, times the first one, prints ``BENCH_READY {...}``, then for each line
+    ``{"warmup": w, "repeats": n, "budget_s": b}`` on stdin runs w untimed steps and up
+    to n timed ones (at least one; no new one once b seconds have gone) and prints
+    ``BENCH_TURN [seconds, ...]``; at the end of stdin, ``BENCH_JSON`` with its settings."""
+    job = json.loads(argv[0])
+    load0 = os.getloadavg()
+    x_np, y_np = _train_batch(job["model"], int(job["batch"]), np.random.default_rng(0))
+    side = job["side"]
+    step = make_train_step("ours" if side == "ours" else "torch", job["model"], job["device"],
+                           x_np, y_np)
+    timer = Timer(job["device"], side)
+    first = timer(lambda: step().item())
+    print("BENCH_READY " + json.dumps({"first_step_s": first}), flush=True)
+    for line in sys.stdin:
+        turn = json.loads(line)
+        for _ in range(turn["warmup"]):
+            step().item()
+        timer.sync()
+        times, t0 = [], time.perf_counter()
+        for _ in range(turn["repeats"]):
+            times.append(timer(lambda: step().item()))
+            if time.perf_counter() - t0 > turn["budget_s"]:
+                break
+        print("BENCH_TURN " + json.dumps(times), flush=True)
+    report_child({}, job, load0)
+
+
 def _child(argv):
     """Entry point of a child process: runs one job and prints one JSON line."""
     job = json.loads(argv[0])
@@ -467,12 +505,7 @@ def run_child(job, keep_env=False, timeout=900, entry="benchmarks.run:_child", e
     """Run one job in a fresh interpreter through ``entry`` ("module:function", called with
     the job as JSON in argv), with ``env_extra`` added to its environment; its JSON
     result, or {"error": ...}."""
-    env = dict(os.environ)
-    if not keep_env:
-        for k in POOL_ENV:
-            env.pop(k, None)
-    env.update(env_extra or {})
-    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    env = _child_env(keep_env, env_extra)
     module, function = entry.split(":")
     code = f"import sys; from {module} import {function}; {function}(sys.argv[1:])"
     try:
@@ -486,6 +519,115 @@ def run_child(job, keep_env=False, timeout=900, entry="benchmarks.run:_child", e
     return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-5:]}
 
 
+def _child_env(keep_env, env_extra=None):
+    env = dict(os.environ)
+    if not keep_env:
+        for k in POOL_ENV:
+            env.pop(k, None)
+    env.update(env_extra or {})
+    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+class _TurnTaker:
+    """One child process of _train_session: ``ready()`` -> its first step's seconds,
+    ``turn(...)`` -> a turn's step times, ``close()`` -> its final JSON (settings)."""
+
+    def __init__(self, job, keep_env):
+        import tempfile
+
+        code = "import sys; from benchmarks.run import _train_session; _train_session(sys.argv[1:])"
+        self.err = tempfile.TemporaryFile("w+")  # (a pipe could fill up and stall the child)
+        self.proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(job)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.err, text=True, env=_child_env(keep_env),
+                                     cwd=ROOT)
+
+    def _read(self, tag):
+        for line in self.proc.stdout:
+            if line.startswith(tag + " "):
+                return json.loads(line[len(tag) + 1:])
+        self.proc.wait()
+        self.err.seek(0)
+        err = self.err.read().strip().splitlines()[-5:]
+        raise RuntimeError(f"the child ended before {tag} (exit status "
+                           f"{self.proc.returncode}): {err}")
+
+    def ready(self):
+        return self._read("BENCH_READY")["first_step_s"]
+
+    def turn(self, warmup, repeats, budget_s):
+        self.proc.stdin.write(json.dumps({"warmup": warmup, "repeats": repeats,
+                                          "budget_s": budget_s}) + "\n")
+        self.proc.stdin.flush()
+        return self._read("BENCH_TURN")
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            return self._read("BENCH_JSON")
+        finally:
+            self.proc.wait()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.err.close()
+
+
+def run_train_sessions(job, sides, sessions, turns, keep_env=False, budget_s=2.0,
+                       timeout=900):
+    """A training-step case timed in lockstep: ``sessions`` times, a fresh process per
+    side (its own settings, as run_child), the sides then take ``turns`` turns each,
+    one after the other (ours, torch, torch, ours, ...: each goes first in half of
+    them), a turn being one untimed step (the other side's threads may still be winding
+    down) and up to job["repeats"] timed ones within ``budget_s``. A shared machine's
+    slow phases (seconds long, on the 2-core VMs here) then fall on both sides' turns
+    alike. -> {"times": {key: {impl: [per-turn median, ...]}} (the sides' lists
+    aligned turn by turn), "work", "first_step_s": {side: [per session]}, "settings",
+    "loadavg": [...], "errors": [...]}. A session still running after ``timeout`` seconds
+    is stopped (its children killed) and reported as an error."""
+    import threading
+
+    key = f"train step|{job['model']} batch {job['batch']}"
+    label = {"ours": "ours", "torch": "torch eager"}
+    out = {"times": {key: {label[s]: [] for s in sides}},
+           "work": {key: {"images": int(job["batch"])}},
+           "first_step_s": {s: [] for s in sides}, "settings": {}, "loadavg": [], "errors": []}
+    for _ in range(sessions):
+        load0 = os.getloadavg()[0]
+        takers = {s: _TurnTaker(dict(job, side=s), keep_env) for s in sides}
+        expired = []
+        watchdog = threading.Timer(timeout, lambda: expired.append(True) or [
+            t.proc.kill() for t in takers.values()])
+        watchdog.start()
+        try:
+            for s, t in takers.items():
+                out["first_step_s"][s].append(t.ready())
+            for i in range(turns):
+                order = sides if i % 2 == 0 else sides[::-1]
+                got = {s: takers[s].turn(1, job["repeats"], budget_s) for s in order}
+                for s in sides:
+                    out["times"][key][label[s]].append(statistics.median(got[s]))
+            for s, t in takers.items():
+                res = t.close()
+                out["settings"].setdefault(s, res["settings"])
+                out["loadavg"].append([load0, res["loadavg"][1]])
+        except (RuntimeError, OSError, ValueError) as e:
+            why = f"timed out after {timeout} s" if expired else str(e)
+            out["errors"].append(f"train {job['model']} {job['batch']}: {why}")
+        finally:
+            watchdog.cancel()
+            for t in takers.values():
+                t.kill()
+    # a session that failed part-way may leave one side a turn ahead: keep whole pairs
+    n = min(len(v) for v in out["times"][key].values())
+    for v in out["times"][key].values():
+        del v[n:]
+    return out
+
+
 def _have_torch():
     try:
         import importlib.util
@@ -497,12 +639,13 @@ def _have_torch():
 
 # -- running and reporting -----------------------------------------------------------------------
 def run(device="cpu", suite="all", quick=False, out=None, repeats=None, pairs=None,
-        models=None, keep_env=False, log=print):
+        models=None, keep_env=False, log=print, turns=None):
     info = machine_info(device)
     info["peaks"] = peaks = measure_peaks(device, quick)
     info["loadavg_start"] = list(os.getloadavg())
     reps = repeats or (3 if quick else 7)
     pairs = pairs or (1 if quick else 3)
+    turns = turns or (2 if quick else 6)
     sides = ["ours"] + (["torch"] if _have_torch() else [])
     log(f"# tinygrad_k benchmarks: {device}, suite {suite}{' (quick)' if quick else ''}, "
         f"{pairs} round(s) of {' / '.join(sides)} in separate processes")
@@ -519,7 +662,22 @@ def run(device="cpu", suite="all", quick=False, out=None, repeats=None, pairs=No
     # samples[key][impl] = [per-round median, ...]; first[key][side] = [s, ...]
     samples, work, first, settings, errors, loads = {}, {}, {}, {}, [], []
     for job in jobs:
-        for rnd in range(pairs):
+        if job["kind"] == "train":
+            res = run_train_sessions(job, sides, pairs, turns, keep_env)
+            for e in res["errors"]:
+                errors.append(e)
+                log(f"  ! {e}")
+            for side, st in res["settings"].items():
+                settings.setdefault(side, st)
+            loads.extend(res["loadavg"])
+            work.update(res["work"])
+            for key, per_impl in res["times"].items():
+                for impl, ts in per_impl.items():
+                    if ts:
+                        samples.setdefault(key, {})[impl] = ts
+                first.setdefault(key, {}).update({s: v for s, v in res["first_step_s"].items()
+                                                  if v})
+        for rnd in range(pairs if job["kind"] != "train" else 0):
             for side in sides:
                 res = run_child(dict(job, side=side), keep_env)
                 label = f"{job['kind']} {job.get('model', '')} {job.get('batch', '')} {side}"
@@ -549,7 +707,7 @@ def run(device="cpu", suite="all", quick=False, out=None, repeats=None, pairs=No
                 log(_fmt_row(r))
     info["loadavg_end"] = list(os.getloadavg())
     info["settings"] = settings
-    info["pairs"], info["repeats"] = pairs, reps
+    info["pairs"], info["repeats"], info["turns"] = pairs, reps, turns
     info["child_loadavg"] = loads
     info["errors"] = errors
     out = out or os.path.join(HERE, "results",
@@ -615,10 +773,15 @@ def to_markdown(info, rows):
                  " (above the core count: the machine was shared and times are noisy -- "
                  "compare ratios, and read the spread)." if hi > info["cores"] else
                  " (the benchmark's own processes included; at most the core count)."), "",
-             f"Each side in its own process, {info['pairs']} alternating round(s) "
+             f"Each side in its own process. Kernels: {info['pairs']} alternating round(s) "
              f"(ours, torch, ours, ...), median of {info['repeats']} calls per round; "
-             "time = median over rounds [min-max over rounds]. "
-             "ratio = baseline time / our time (> 1: ours is faster) [per-round range].", ""]
+             "time = median over rounds [min-max over rounds]. Training steps: "
+             f"{info['pairs']} pair(s) of fresh processes, each pair taking "
+             f"{info.get('turns', 1)} turns in lockstep (ours, torch, torch, ours, ...; a "
+             f"turn: one untimed step, then the median of up to {info['repeats']} timed "
+             "ones within 2 s); time = median over turns [min-max over turns]. "
+             "ratio = baseline time / our time (> 1: ours is faster) [per-round or "
+             "per-turn range].", ""]
     for side, s in info.get("settings", {}).items():
         lines.append(f"* settings, {side}: {_fmt_settings(s)}")
     for e in info.get("errors", []):

@@ -254,7 +254,8 @@ __device__ __forceinline__ void tk_maxpool_bwd(
         } else if (L % 2 == 0 && (W & 1) == 0) {
 #pragma unroll
             for (int e = 0; e < L; e += 2)
-                if (e < left) *reinterpret_cast<float2*>(row + e) = make_float2(v[rh][e], v[rh][e + 1]);
+                if (e < left)
+                    *reinterpret_cast<float2*>(row + e) = make_float2(v[rh][e], v[rh][e + 1]);
         } else {
 #pragma unroll
             for (int e = 0; e < L; ++e)

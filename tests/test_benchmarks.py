@@ -128,3 +128,93 @@ def test_without_tbb_our_kernels_fall_back_to_workqueue():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, check=True).stdout.split()
     assert out == ["workqueue", str(2 * 9 * 9.0)]
+
+
+class _FakeTaker:
+    """A stand-in for run._TurnTaker: records the order of turns, answers at once."""
+
+    log = []
+
+    def __init__(self, job, keep_env):
+        self.side = job["side"]
+        self.proc = self
+        self.killed = False
+
+    def kill(self):
+        self.killed = True
+
+    def ready(self):
+        return {"ours": 0.5, "torch": 0.25}[self.side]
+
+    def turn(self, warmup, repeats, budget_s):
+        self.log.append(self.side)
+        assert warmup == 1 and repeats == 3
+        return [0.002, 0.001, 0.003] if self.side == "ours" else [0.004, 0.004]
+
+    def close(self):
+        return {"settings": {"side": self.side}, "loadavg": [0.0, 0.1]}
+
+
+def test_training_steps_take_turns_in_lockstep(monkeypatch):
+    """Each session starts one process a side; the sides alternate who goes first; the
+    per-turn medians line up turn by turn, so _row's per-turn ratios pair like with like."""
+    from benchmarks import run
+
+    monkeypatch.setattr(run, "_TurnTaker", _FakeTaker)
+    _FakeTaker.log = []
+    job = {"kind": "train", "device": "cpu", "model": "mlp", "batch": 8, "repeats": 3}
+    res = run.run_train_sessions(job, ["ours", "torch"], sessions=2, turns=3)
+    assert _FakeTaker.log == ["ours", "torch", "torch", "ours", "ours", "torch"] * 2
+    key = "train step|mlp batch 8"
+    assert res["times"][key] == {"ours": [0.002] * 6, "torch eager": [0.004] * 6}
+    assert res["first_step_s"] == {"ours": [0.5, 0.5], "torch": [0.25, 0.25]}
+    assert res["settings"] == {"ours": {"side": "ours"}, "torch": {"side": "torch"}}
+    assert res["errors"] == [] and res["work"][key] == {"images": 8}
+    row = run._row(key, res["times"][key], res["work"][key], {}, None)
+    assert row["ratios"]["torch eager"] == 2.0 and row["ratio_range"]["torch eager"] == [2, 2]
+
+
+def test_a_failing_or_hanging_side_costs_its_session_only(monkeypatch):
+    import threading
+
+    from benchmarks import run
+
+    class Failing(_FakeTaker):
+        def turn(self, warmup, repeats, budget_s):
+            if self.side == "torch":
+                raise RuntimeError("the child ended before BENCH_TURN")
+            return super().turn(warmup, repeats, budget_s)
+
+    monkeypatch.setattr(run, "_TurnTaker", Failing)
+    job = {"kind": "train", "device": "cpu", "model": "mlp", "batch": 8, "repeats": 3}
+    res = run.run_train_sessions(job, ["ours", "torch"], sessions=1, turns=2)
+    # ours had a turn, torch none: no unpaired turn is kept
+    assert res["times"]["train step|mlp batch 8"] == {"ours": [], "torch eager": []}
+    assert res["errors"] == ["train mlp 8: the child ended before BENCH_TURN"]
+
+    released = threading.Event()
+
+    class Hanging(_FakeTaker):
+        def kill(self):  # the watchdog's kill ends the wait below, as a dead child would
+            released.set()
+
+        def turn(self, warmup, repeats, budget_s):
+            if not released.wait(10):
+                raise AssertionError("the watchdog did not stop the session")
+            raise RuntimeError("the child ended before BENCH_TURN")
+
+    monkeypatch.setattr(run, "_TurnTaker", Hanging)
+    res = run.run_train_sessions(job, ["ours", "torch"], sessions=1, turns=2, timeout=0.2)
+    assert res["errors"] == ["train mlp 8: timed out after 0.2 s"]
+
+
+def test_a_real_child_that_fails_is_reported_not_waited_for():
+    """A training child that dies before its first step (an unknown model): the session
+    reports the child's own error line, and the run goes on."""
+    from benchmarks import run
+
+    job = {"kind": "train", "device": "cpu", "model": "no_such_model", "batch": 8,
+           "repeats": 1}
+    res = run.run_train_sessions(job, ["ours"], sessions=1, turns=1, timeout=120)
+    assert len(res["errors"]) == 1 and "BENCH_READY" in res["errors"][0]
+    assert "no_such_model" in res["errors"][0]
