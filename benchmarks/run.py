@@ -26,8 +26,8 @@ between the sides (per-turn ratios within about +-10%). Each process's first ste
 cache load, first allocations) is timed as well.
 
 The children's environment is stripped of the thread-pool variables (OMP_*, GOMP_*,
-MKL_/OPENBLAS_NUM_THREADS, NUMBA_THREADING_LAYER/NUM_THREADS, glibc's MALLOC_*_ and
-TINYGRAD_K_MALLOC) unless ``--keep-env``:
+MKL_/OPENBLAS_NUM_THREADS, NUMBA_THREADING_LAYER/NUM_THREADS, glibc's MALLOC_*_,
+TINYGRAD_K_MALLOC and TINYGRAD_K_BLAS) unless ``--keep-env``:
 each library gets the settings it would have for a new user. The settings each side
 actually ran with are recorded in the results.
 
@@ -56,7 +56,7 @@ POOL_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_DYNAMIC"
             "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
             "NUMBA_THREADING_LAYER", "NUMBA_NUM_THREADS", "KMP_BLOCKTIME",
             "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
-            "MALLOC_ARENA_MAX", "TINYGRAD_K_MALLOC")
+            "MALLOC_ARENA_MAX", "TINYGRAD_K_MALLOC", "TINYGRAD_K_BLAS")
 
 
 # -- timing ------------------------------------------------------------------------------
@@ -187,6 +187,7 @@ def side_settings(side, device):
     try:
         import kernels.cpu as kc
 
+        s["gemm"] = kc._cpu_blas.GEMM_NAME
         s["policy"] = kc.THREAD_POLICY
         s["malloc"] = kc.MALLOC_POLICY
     except Exception:

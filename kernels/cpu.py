@@ -188,7 +188,10 @@ def _blas_controller():
         from threadpoolctl import ThreadpoolController
     except ImportError:  # optional: without it BLAS keeps its default thread count
         return None
-    libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    # (the sequential MKL that _cpu_blas may have loaded for its GEMM has no threads)
+    ours = _cpu_blas.GEMM_LIBRARY if _cpu_blas.GEMM_LIBRARY != _cpu_blas.LIBRARY else None
+    libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"
+            and not (ours and os.path.realpath(lib.filepath) == os.path.realpath(ours))]
     return libs or None
 
 

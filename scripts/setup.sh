@@ -15,6 +15,12 @@ if [[ "$extras" == *test* ]] && ! .venv/bin/python -c "import torch" 2>/dev/null
   # (a CPU wheel is often provided locally); the test extra below accepts any >= 2.0.
   "${PIP[@]}" "torch==2.13.0" || echo "[setup] torch 2.13.0 not available; the test extra picks a torch"
 fi
+# On an Intel CPU the CPU kernels multiply with MKL (kernels/_cpu_blas.py), where its wheel
+# is installed: add the mkl extra there (TINYGRAD_K_BLAS=openblas keeps OpenBLAS alone).
+if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] && grep -qm1 GenuineIntel /proc/cpuinfo \
+   && [ "${TINYGRAD_K_BLAS:-auto}" != openblas ]; then
+  extras="${extras:+$extras,}mkl"
+fi
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
 echo "[setup] pip install -e '$spec'"

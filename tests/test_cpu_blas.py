@@ -91,3 +91,76 @@ def test_split_matmul_matches_numpy(dtype, m, k, n, la, lb, seed):
     assert got.shape == (m, n) and got.dtype == dtype
     tol = 1e-5 if dtype == np.float32 else 1e-12
     assert np.allclose(got, want, rtol=tol, atol=tol * max(1, k))
+
+
+# a fresh interpreter with TINYGRAD_K_BLAS set: the GEMM library is chosen at import.
+# It prints the choice, then checks the GEMM (through the split product and a blocked
+# convolution, both calling gemm() from Numba code) against NumPy in float64.
+_CHOICE_CHECK = r"""
+import numpy as np
+import kernels.cpu as cpu
+from kernels import _cpu_blas as B
+rng = np.random.default_rng(0)
+a, b = rng.standard_normal((70, 300)), rng.standard_normal((300, 90))
+for dt in (np.float32, np.float64):
+    got = cpu._threaded_matmul(a.astype(dt), b.astype(dt))
+    assert np.abs(got - a @ b).max() < (1e-3 if dt == np.float32 else 1e-10)
+x = rng.standard_normal((4, 3, 9, 9)).astype(np.float32)
+w = rng.standard_normal((40, 3, 3, 3)).astype(np.float32)
+got = cpu.VERSIONS["conv2d_forward"]["blocked"](x, w, 2, 1)
+import kernels.reference as R
+assert np.abs(got - R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), 2, 1)).max() < 1e-4
+print("GEMM", B.GEMM_NAME, B.GEMM_LIBRARY)
+"""
+
+
+def _with_blas(choice):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TINYGRAD_K_BLAS=choice)
+    return subprocess.run([sys.executable, "-c", _CHOICE_CHECK], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def _mkl_installed():
+    import os
+    import sys
+
+    return any(os.path.exists(os.path.join(sys.prefix, "lib", f"libmkl_rt.so.{v}"))
+               for v in (2, 3))
+
+
+def test_tinygrad_k_blas_openblas_keeps_numpys_openblas():
+    proc = _with_blas("openblas")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "GEMM openblas (one thread a call)" in proc.stdout
+    assert "openblas" in proc.stdout.split()[-1]
+
+
+def test_tinygrad_k_blas_mkl_uses_mkl_or_says_it_is_missing():
+    """With the mkl wheel (the mkl extra) the GEMM is MKL's, sequential, and matches
+    NumPy; without it, asking for MKL is a clear error naming the variable and the fix."""
+    proc = _with_blas("mkl")
+    if _mkl_installed():
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "GEMM mkl (sequential)" in proc.stdout and "libmkl_rt" in proc.stdout
+    else:
+        assert proc.returncode != 0
+        assert "TINYGRAD_K_BLAS=mkl" in proc.stderr and "tinygrad_k[mkl]" in proc.stderr
+
+
+def test_tinygrad_k_blas_refuses_an_unknown_library():
+    proc = _with_blas("atlas")
+    assert proc.returncode != 0
+    assert "TINYGRAD_K_BLAS: expected one of auto, mkl, openblas, got 'atlas'" in proc.stderr
+
+
+def test_the_default_takes_mkl_on_intel_where_installed():
+    """auto: MKL exactly on an Intel CPU with the wheel installed; OpenBLAS elsewhere."""
+    proc = _with_blas("auto")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    intel = B._cpu_vendor() == "GenuineIntel"
+    want = "mkl (sequential)" if intel and _mkl_installed() else "openblas (one thread a call)"
+    assert f"GEMM {want}" in proc.stdout
