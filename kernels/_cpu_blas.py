@@ -161,9 +161,10 @@ def gemm(itemsize, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
         return
     alpha = 1.0
     if k == 0:
-        # C = beta * C. MKL leaves C as it is when K is 0 (OpenBLAS scales it); BLAS's
-        # alpha = 0 case scales C without reading A or B, here given C's own rows (valid
-        # memory: an (m, 1) and a (1, n) operand at C's row stride)
+        # C = beta * C. An operand with no columns may come with a leading dimension of
+        # 0, which MKL refuses (it reports it and leaves C as it was; OpenBLAS scales C);
+        # BLAS's alpha = 0 case scales C without reading A or B, here given C's own rows
+        # (valid memory: an (m, 1) and a (1, n) operand at C's row stride)
         trans_a = trans_b = NO_TRANS
         k, a, lda, b, ldb, alpha = 1, c, ldc, c, ldc, 0.0
     if itemsize == 4:
