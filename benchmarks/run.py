@@ -7,8 +7,8 @@
 
 **Each side runs in a process of its own, at its own settings.** One child process runs
 our side (tinygrad_k's kernels, plus the baselines that share our process:
-kernels.reference, and NumPy, whose matmul shares OpenBLAS's pool with ours -- see
-benchmarks/README.md), another runs
+kernels.reference, and NumPy, whose matmul runs on OpenBLAS's threads beside our TBB
+ones -- see benchmarks/README.md), another runs
 PyTorch at its defaults (its own thread count and OpenMP wait policy; on a GPU TF32 off).
 The kernel children alternate -- ours, torch, ours, torch, ... (``--pairs`` rounds) --
 so slow phases of a shared machine hit both sides alike. Within a child every case is
