@@ -5,7 +5,7 @@ The table-driven suite (test_kernels.py) runs the "winograd" versions too, but d
 odd and even sizes (a last tile that hangs over the edge), paddings 0 to 2 and 'same',
 an empty batch, every dtype and memory layout, and blocks of samples cut small so that a
 thread runs several blocks and a short last one. Buffers the kernels allocate start as
-NaN, so a value a kernel never writes shows."""
+NaN (``poisoned_empty``), so a value a kernel never writes shows."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -22,8 +22,22 @@ pytestmark = pytest.mark.skipif(not _cpu_blas.AVAILABLE,
 WHICH = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
 
 
-@pytest.fixture(autouse=True)
-def poisoned_empty(monkeypatch):
+@pytest.fixture(scope="module")
+def compiled():
+    """Each kernel compiled for both dtypes before np.empty is poisoned: Numba's own
+    np.zeros is written with np.empty, which a kernel binds when it compiles."""
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal((2, 2, 5, 5)).astype(dtype)
+        w = rng.standard_normal((2, 2, 3, 3)).astype(dtype)
+        with _cpu_blas.one_thread():
+            y = wino.forward(x, w, 1, 1, 2)
+            wino.backward_input(y, w, x.shape, 1, 1, 2)
+            wino.backward_weight(y, x, 1, 1, 2)
+
+
+@pytest.fixture
+def poisoned_empty(compiled, monkeypatch):
     real_empty = np.empty
 
     def empty(shape, dtype=float, **kw):
@@ -48,6 +62,7 @@ def winograd_case(draw):
     return (n, c, h, w), (o, c, 3, 3), pad
 
 
+@pytest.mark.usefixtures("poisoned_empty")
 @pytest.mark.parametrize("which", WHICH)
 @settings(max_examples=40, deadline=None)
 @given(case=winograd_case(), dtype=DTYPES, layout=LAYOUTS, seed=SEEDS,
@@ -75,6 +90,7 @@ def _check(which, case, dtype, layout, seed):
     assert rel(got, want) < TOL[dtype]
 
 
+@pytest.mark.usefixtures("poisoned_empty")
 @settings(max_examples=10, deadline=None)
 @given(c=st.integers(1, 5), o=st.integers(1, 5), seed=SEEDS, dtype=DTYPES)
 def test_weight_transforms(c, o, seed, dtype):
