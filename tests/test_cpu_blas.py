@@ -164,3 +164,34 @@ def test_the_default_takes_mkl_on_intel_where_installed():
     intel = B._cpu_vendor() == "GenuineIntel"
     want = "mkl (sequential)" if intel and _mkl_installed() else "openblas (one thread a call)"
     assert f"GEMM {want}" in proc.stdout
+
+
+@pytest.mark.parametrize("mkl", [True, False])
+def test_gradients_of_small_convolutions_follow_the_gemm(mkl, monkeypatch):
+    """On "auto", stride-1 convolutions with few taps take the direct kernels, except for
+    the two gradients where the GEMM is MKL's: those take the blocked lowering (faster
+    there, see kernels.cpu._GRADIENTS_BLOCKED), where every thread gets a sample."""
+    monkeypatch.setattr(cpu, "_GRADIENTS_BLOCKED", mkl)
+    monkeypatch.setattr(cpu, "num_threads", lambda: 2)
+    calls = []
+    for name in ("_direct_forward", "_direct_backward_input", "_direct_backward_weight",
+                 "_blocked_forward", "_blocked_backward_input", "_blocked_backward_weight"):
+        real = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
+    rng = np.random.default_rng(0)
+    from kernels import reference
+    for n in (4, 1):  # with one sample a thread would idle: direct, whatever the GEMM
+        calls.clear()
+        x = rng.standard_normal((n, 6, 9, 9)).astype(np.float32)
+        w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+        y = cpu.conv2d_forward(x, w, 1, 0)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        dx = cpu.conv2d_backward_input(dy, w, x.shape, 1, 0)
+        dw = cpu.conv2d_backward_weight(dy, x, w.shape, 1, 0)
+        grads = "blocked" if mkl and n > 1 else "direct"
+        assert calls == ["_direct_forward", f"_{grads}_backward_input",
+                         f"_{grads}_backward_weight"]
+        for got, want in ((y, reference.conv2d_forward(x, w, 1, 0)),
+                          (dx, reference.conv2d_backward_input(dy, w, x.shape, 1, 0)),
+                          (dw, reference.conv2d_backward_weight(dy, x, w.shape, 1, 0))):
+            assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
