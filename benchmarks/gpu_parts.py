@@ -376,12 +376,15 @@ def part_pool(out, deadline_s=float("inf")):
                                            x.nbytes + 3 * ybytes),
                       "backward (CUDA C)": (lambda: P.maxpool2d_backward(dy, idx, xs, k, s, p),
                                             x.nbytes + 3 * ybytes),
-                      # its two entry points by themselves (P.backward_cells picks one)
+                      # its backward entry points by themselves (P.backward_cells picks one)
                       "backward (CUDA C, a cell a thread)": (
                           _planned_pool_backward(P, xs, out_shape, geo, 1, dy, idx),
                           x.nbytes + 3 * ybytes),
                       "backward (CUDA C, two cells a thread)": (
                           _planned_pool_backward(P, xs, out_shape, geo, 2, dy, idx),
+                          x.nbytes + 3 * ybytes),
+                      "backward (CUDA C, four cells a thread)": (
+                          _planned_pool_backward(P, xs, out_shape, geo, 4, dy, idx),
                           x.nbytes + 3 * ybytes),
                       "forward (Numba)": (_with_pool_kernel(K, "numba", lambda: K.maxpool2d_forward(
                           x, k, s, p)), x.nbytes + 3 * ybytes),

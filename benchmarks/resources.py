@@ -261,7 +261,8 @@ def table():
                       nvrtc_ptx(S.CORE_SOURCE + S.CONV_WGRAD_SOURCE + entry), S.THREADS, False))
     for window, what in (((2, 2, 2, 2, 0, 0, 1, 1), "2x2/2"), ((3, 3, 2, 2, 1, 1, 1, 1), "3x3/2 pad 1")):
         for pas, label in (("fwd", "forward"), ("bwd1", "backward (gather, a cell a thread)"),
-                           ("bwd2", "backward (gather, two cells a thread)")):
+                           ("bwd2", "backward (gather, two cells a thread)"),
+                           ("bwd4", "backward (gather, four cells a thread)")):
             items.append((f"max-pool {label} in CUDA C ({what}; CuPy RawModule)",
                           nvrtc_ptx(P.SOURCE + P.entry(window, (pas,))[1]), P.THREADS, False))
     # the direct convolution (its weights in dynamic shared memory, C*KH*KW*R floats, not

@@ -24,7 +24,7 @@ compare) and 24 branches.
 Since that run, untimed: in the gradient, each window of a cell is loaded once, argmax
 and dy together, without branches; of the argmax only its low word; a window row's loads
 are constant offsets from one pointer; and a thread may own two cells side by side
-(backward_cells). On the path a thread takes (read off the SASS; the resource table
+(backward_cells), or four (an entry point timed beside the others, not chosen). On the path a thread takes (read off the SASS; the resource table
 counts every store variant), 3x3/2 now issues about 134 instructions for a cell a thread
 and 87 a cell for two; 2x2/2 about 85 and 50. benchmarks.gpu_parts's pool part times
 both entry points.
@@ -61,7 +61,7 @@ import numpy as np
 
 from ._common import as_pool_geometry, check_float, check_maxpool_backward, geometry_memo, magic
 
-__all__ = ["SOURCE", "ENTRY", "PASSES", "THREADS", "SCALARS", "entry", "fits",
+__all__ = ["SOURCE", "ENTRY", "CELLS", "PASSES", "THREADS", "SCALARS", "entry", "fits",
            "forward_args", "backward_cells", "backward_args", "launcher", "forward_plan",
            "run_forward", "backward_plan", "run_backward", "maxpool2d_forward",
            "maxpool2d_backward"]
@@ -282,15 +282,16 @@ extern "C" __global__ void __launch_bounds__(256)
 }}
 """}
 
-# The backward's entry points: a thread per cell ("bwd1") or per two cells side by side
-# ("bwd2"); backward_cells chooses.
-PASSES = ("fwd", "bwd1", "bwd2")
+# The backward's entry points: a thread per cell ("bwd1"), per two ("bwd2") or four
+# ("bwd4") cells side by side; backward_cells chooses.
+CELLS = (1, 2, 4)
+PASSES = ("fwd",) + tuple(f"bwd{c}" for c in CELLS)
 
 
 def entry(window, passes=PASSES):
-    """(name, CUDA source of the entry points ``name_fwd``, ``name_bwd1`` and
-    ``name_bwd2``, or of those in ``passes``) for one window (KH, KW, SH, SW, PH, PW, DH,
-    DW); ``bwdN`` is the backward with N cells a thread."""
+    """(name, CUDA source of the entry points ``name_fwd``, ``name_bwd1``, ``name_bwd2``
+    and ``name_bwd4``, or of those in ``passes``) for one window (KH, KW, SH, SW, PH, PW,
+    DH, DW); ``bwdN`` is the backward with N cells a thread."""
     name = "tk_maxpool_" + "_".join(str(int(v)) for v in window)
     consts = ", ".join(str(int(v)) for v in window)
     return name, "".join(ENTRY[p[:3]].format(name=name, window=consts, cells=p[3:])
@@ -351,7 +352,8 @@ def backward_cells(window, x_shape):
     one (neighbouring cells share a window column); 2x2/2 about 50 against 85. A thread
     has twice the bytes in flight and stores rows of 4 floats (float4 where W is a
     multiple of 4). Untimed on a GPU when chosen: benchmarks.gpu_parts's pool part times
-    both."""
+    both, and four cells a thread (3x3/2: 10 windows for four cells, two float4 stores a
+    row), which is not chosen before a GPU has timed it."""
     return 2 if x_shape[3] > window[3] else 1
 
 
@@ -406,7 +408,7 @@ def run_forward(plan, x):
 def backward_plan(x_shape, dy_shape, geo, op="maxpool2d_backward_cuda_c", cells=None):
     """The launch of a backward pass (dy of ``dy_shape``, checked against the window):
     (dx's shape, ``launch(dy, argmax, dx)`` or None where dx is empty). ``cells`` a thread:
-    1 or 2, backward_cells's choice by default."""
+    one of CELLS, backward_cells's choice by default."""
     x_shape, dy_shape = tuple(x_shape), tuple(dy_shape)
     if geo.output_shape(x_shape, op) != dy_shape:
         raise ValueError(f"{op}: dy has shape {dy_shape}, expected "
@@ -414,8 +416,8 @@ def backward_plan(x_shape, dy_shape, geo, op="maxpool2d_backward_cuda_c", cells=
     _check_fits(op, x_shape, dy_shape)
     window = _window(geo)
     cells = backward_cells(window, x_shape) if cells is None else cells
-    if cells not in (1, 2):
-        raise ValueError(f"{op}: cells must be 1 or 2, got {cells!r}")
+    if cells not in CELLS:
+        raise ValueError(f"{op}: cells must be one of {CELLS}, got {cells!r}")
     if not math.prod(x_shape):
         return x_shape, None
     return x_shape, launcher(_function(window, f"bwd{cells}"),
