@@ -329,26 +329,28 @@ def _scratch(buf, th, tw):
     return buf[:size], buf[size:size + 4 * (2 * tw + 2)]
 
 
-def plan(n, c, o, th, tw, nt, dtype):
+def plan(n, c, o, th, tw, nt, dtype, m=2):
     """(nb, ld, v_all, m_all, pads): samples per block, the row length of the
-    transformed tiles, and each thread's buffers, v_all (nt, 16, C*ld + skew) and m_all
-    (nt, 16, O*ld + skew) -- 16 matrices (C, ld) and (O, ld) a thread -- and pads
-    (nt, ...), a zero-bordered plane and four rows (allocated here, not in the kernels:
-    an np.empty inside compiled code is bound when Numba compiles it).
+    transformed tiles, and each thread's buffers, v_all (nt, P, C*ld + skew) and m_all
+    (nt, P, O*ld + skew) -- P = (m + 2)**2 matrices (C, ld) and (O, ld) a thread, 16 for
+    F(2x2, 3x3), 36 for F(4x4, 3x3) (kernels.cpu_winograd4) -- and pads (nt, ...), a
+    zero-bordered plane and m + 2 rows (allocated here, not in the kernels: an np.empty
+    inside compiled code is bound when Numba compiles it).
 
-    The skew of 64 bytes between the 16 matrices matters: the transforms write (or read)
-    all 16 side by side, and at a distance of a multiple of 4 KiB (ResNet's sizes) the
-    16 streams fall into one set of the L1 cache, which has 12 ways (the dy transform of
+    The skew of 64 bytes between the matrices matters: the transforms write (or read)
+    them all side by side, and at a distance of a multiple of 4 KiB (ResNet's sizes) the
+    streams fall into one set of the L1 cache, which has 12 ways (the dy transform of
     64@32 ran 4x slower)."""
     itemsize = np.dtype(dtype).itemsize
-    tiles = th * tw
+    tiles, positions = th * tw, (m + 2) ** 2
     nb = max(1, -(-_MIN_COLUMNS // tiles))
-    nb = max(1, min(nb, _MAX_BYTES // max(1, 16 * (c + o) * tiles * itemsize),
+    nb = max(1, min(nb, _MAX_BYTES // max(1, positions * (c + o) * tiles * itemsize),
                     -(-n // nt)))
     ld, skew = nb * tiles, max(1, 64 // itemsize)
-    v_all = np.empty((nt, 16, c * ld + skew), dtype=dtype)
-    m_all = np.empty((nt, 16, o * ld + skew), dtype=dtype)
-    pads = np.empty((nt, (2 * th + 2) * (2 * tw + 2) + 4 * (2 * tw + 2)), dtype=dtype)
+    v_all = np.empty((nt, positions, c * ld + skew), dtype=dtype)
+    m_all = np.empty((nt, positions, o * ld + skew), dtype=dtype)
+    wp = m * tw + 2
+    pads = np.empty((nt, (m * th + 2) * wp + (m + 2) * wp), dtype=dtype)
     return nb, ld, v_all, m_all, pads
 
 

@@ -14,8 +14,8 @@ import kernels
 from kernels import reference
 from kernels._common import conv_geometry, pool_geometry
 from test_gemm_ladder import SMALL as LADDER_TILES
-from strategies import (DTYPES, LAYOUTS, SEEDS, TOL, avg_options, conv_case, matmul_case,
-                        pool_case, rand, rel)
+from strategies import (DTYPES, LAYOUTS, SEEDS, TOL, TOL4, avg_options, conv_case,
+                        matmul_case, pool_case, rand, rel)
 
 cuda_mod = kernels.get("cuda")
 from numba import config  # noqa: E402
@@ -57,8 +57,13 @@ def draws(impl):
     return DTYPES, LAYOUTS
 
 
-def tol(impl, dtype):
-    return 1e-5 if impl == "cuda" else TOL[dtype]
+def tol(impl, dtype, version=None):
+    """The relative L2 error allowed: CUDA's float32 sums in another order; Winograd's
+    F(4x4, 3x3) rounds through factors up to 8 and 1/24 (float32 about 1e-6 to 4e-6 on
+    ResNet's layers, against 3e-7 for F(2x2) and im2col)."""
+    if impl == "cuda":
+        return 1e-5
+    return TOL4[dtype] if version == "winograd4" else TOL[dtype]
 
 
 @pytest.fixture(autouse=True)
@@ -120,7 +125,7 @@ def _conv_check(impl, version, which, **case_limits):
             got = fn(dev(impl, dy), dev(impl, x), ws, *args)
             want = reference.conv2d_backward_weight(dy, x, ws, *args)
         assert got.shape == want.shape and got.dtype == dtype
-        assert rel(got, want) < tol(impl, dtype)
+        assert rel(got, want) < tol(impl, dtype, version)
 
     return check
 
