@@ -772,8 +772,9 @@ def _winograd_ok(geo, w_shape):
 
 
 def _use_winograd(version, geo, w_shape, n):
-    """Winograd when asked for ("winograd": wherever it applies) or on "auto" wherever it
-    applies, each thread gets a sample and the channels are many (see above)."""
+    """Winograd when asked for ("winograd", "winograd4": wherever it applies) or on "auto"
+    wherever it applies, each thread gets a sample and the channels are many (see above;
+    _winograd then picks the tile size)."""
     if not _winograd_ok(geo, w_shape):
         return False
     c, o = w_shape[1], w_shape[0]
@@ -810,8 +811,8 @@ def _winograd(version, h, w):
 def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
     """dx (N,C,H,W): the direct kernel's full correlation for stride 1 and short
     contractions, Winograd's (F(4x4) or F(2x2), as the forward pass) for 3x3 stride 1
-    with many channels (the same correlation with flipped filters), else col2im(W2[g]^T @ dy[n, g]), the adjoint of the im2col
-    lowering."""
+    with many channels (the same correlation with flipped filters), else
+    col2im(W2[g]^T @ dy[n, g]), the adjoint of the im2col lowering."""
     return _conv2d_backward_input(dy, w, x_shape, stride, padding, dilation, groups, "auto")
 
 
@@ -1040,8 +1041,8 @@ def _direct_backward_weight(dy, x, w_shape, geo):
     return part.sum(axis=0).reshape(tuple(w_shape))
 
 
-_DW_LOWERINGS = ("auto", "direct", "winograd", "winograd4", "blocked", "fold_batch", "batched",
-                 "per_sample")
+_DW_LOWERINGS = ("auto", "direct", "winograd", "winograd4", "blocked", "fold_batch",
+                 "batched", "per_sample")
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1):

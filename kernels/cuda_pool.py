@@ -24,9 +24,10 @@ compare) and 24 branches.
 Since that run, untimed: in the gradient, each window of a cell is loaded once, argmax
 and dy together, without branches; of the argmax only its low word; a window row's loads
 are constant offsets from one pointer; and a thread may own two cells side by side
-(backward_cells), or four (an entry point timed beside the others, not chosen). On the path a thread takes (read off the SASS; the resource table
-counts every store variant), 3x3/2 now issues about 134 instructions for a cell a thread
-and 87 a cell for two; 2x2/2 about 85 and 50. benchmarks.gpu_parts's pool part times
+(backward_cells), or four (an entry point timed beside the others, not chosen). On the
+path a thread takes (read off the SASS; the resource table counts every store variant),
+3x3/2 now issues about 134 instructions for a cell a thread and 87 a cell for two; 2x2/2
+about 85 and 50. benchmarks.gpu_parts's pool part times
 both entry points.
 
 Here a thread owns one output (forward) or one or two cells of SH x SW input elements
