@@ -376,7 +376,7 @@ def part_pool(out, deadline_s=float("inf")):
                                            x.nbytes + 3 * ybytes),
                       "backward (CUDA C)": (lambda: P.maxpool2d_backward(dy, idx, xs, k, s, p),
                                             x.nbytes + 3 * ybytes),
-                      # its backward entry points by themselves (P.backward_cells picks one)
+                      # its backward entry points by themselves (P.backward_cells picks one: 1)
                       "backward (CUDA C, a cell a thread)": (
                           _planned_pool_backward(P, xs, out_shape, geo, 1, dy, idx),
                           x.nbytes + 3 * ybytes),

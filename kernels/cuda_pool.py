@@ -21,18 +21,21 @@ thread: 29-38% at the smaller 3x3/2 case); with float2 stores 87% at 2x2/2 and 7
 instructions a cell, 18 of them loads (a dy load per window and element, each after its
 compare) and 24 branches.
 
-Since that run, untimed: in the gradient, each window of a cell is loaded once, argmax
-and dy together, without branches; of the argmax only its low word; a window row's loads
-are constant offsets from one pointer; and a thread may own two cells side by side
-(backward_cells), or four (an entry point timed beside the others, not chosen). On the
-path a thread takes (read off the SASS; the resource table counts every store variant),
-3x3/2 now issues about 134 instructions for a cell a thread and 87 a cell for two; 2x2/2
-about 85 and 50. benchmarks.gpu_parts's pool part times
-both entry points.
+Since then (results/2026-11-27-NVIDIA-H100-session9/pool.md): in the gradient, each
+window of a cell is loaded once, argmax and dy together, without branches; of the argmax
+only its low word; a window row's loads are constant offsets from one pointer. On the path
+a thread takes (read off the SASS; the resource table counts every store variant), 3x3/2
+issues about 134 instructions a cell, 2x2/2 about 85, and the gradient runs at the copy's
+speed: at batch 512, 3x3/2, 99% of the copy (one call and 20 back to back); LeNet's
+pool1 at batch 8192, 97%. A thread may also own two or four cells side by side (fewer
+instructions a cell: 87 for two at 3x3/2), timed beside it by
+benchmarks.gpu_parts's pool part: 97% and 89% at 3x3/2, 92% and 72% at 2x2/2, so
+backward_cells keeps one. Once issue no longer binds, the extra threads of one cell a
+thread hide more memory latency than the shared window columns save.
 
-Here a thread owns one output (forward) or one or two cells of SH x SW input elements
-side by side (backward: the windows each element of a cell can belong to are known at
-compile time, so a warp does not split on the parity of its elements' rows and
+Here a thread owns one output (forward) or one, two or four cells of SH x SW input
+elements side by side (backward: the windows each element of a cell can belong to are
+known at compile time, so a warp does not split on the parity of its elements' rows and
 columns), and works in 32-bit integers throughout:
 
 * the window (kernel, stride, padding, dilation) is a template constant, so the taps
@@ -345,17 +348,18 @@ def forward_args(x_shape, y_shape):
 
 
 def backward_cells(window, x_shape):
-    """The cells of SH x SW input elements a backward thread owns, side by side: 2 where a
-    row of the input has room for two (W > SW), else 1.
+    """The cells of SH x SW input elements a backward thread owns, side by side: 1.
 
-    Two cells a thread (sm_90 SASS, benchmarks.resources): 3x3/2 issues about 87
-    instructions a cell against 134, and reads 6 windows for two cells against 4 for
-    one (neighbouring cells share a window column); 2x2/2 about 50 against 85. A thread
-    has twice the bytes in flight and stores rows of 4 floats (float4 where W is a
-    multiple of 4). Untimed on a GPU when chosen: benchmarks.gpu_parts's pool part times
-    both, and four cells a thread (3x3/2: 10 windows for four cells, two float4 stores a
-    row), which is not chosen before a GPU has timed it."""
-    return 2 if x_shape[3] > window[3] else 1
+    Timed on an H100 (results/2026-11-27-NVIDIA-H100-session9/pool.md, % of a copy of
+    the same bytes, 20 calls back to back, one / two / four cells a thread): ResNet's
+    3x3/2 at batch 512 99/97/89%, LeNet's 2x2/2 at batch 8192 97/92/72%; at the small
+    batches all within the noise of each other. Two and four cells issue fewer
+    instructions a cell (3x3/2, two: 87 against 134; neighbouring cells share a window
+    column) and store float4 rows, but once the instruction issue no longer binds,
+    the twice or four times as many threads of one cell a thread keep more loads in
+    flight. The others stay entry points (CELLS) for the pool part to time on other
+    GPUs; ``window`` and ``x_shape`` are the arguments such a rule would need."""
+    return 1
 
 
 def backward_args(x_shape, y_shape, stride, cells=1):
