@@ -46,6 +46,7 @@ Timings: CUDA events, warm-up, median of repeats; ratios in one run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -119,7 +120,13 @@ def part_ladder(out, n=4096, deadline_s=150.0):
     impls["production (kernels.cuda.matmul)"] = K.matmul
     # rung 6 (CUDA C), the candidate for the wide products (kernels.cuda.WIDE_KERNELS)
     impls["vec4_cuda_c (rung 6, CUDA C)"] = S.matmul
-    impls["tf32 mma.sync (ours)"] = T.matmul
+    impls["tf32 mma.sync (ours)"] = T.matmul  # the pipelined kernel, at this size
+    impls["tf32 mma.sync, first version (64x64, unpipelined)"] = \
+        lambda x, y: T.matmul(x, y, pipeline=False)
+    for cfg in T.PIPE_CANDIDATES:  # the pipelined kernel's other schedules
+        if cfg != T.PIPE_CONFIG:
+            impls[f"tf32 mma.sync, {tf32_schedule_name(cfg)}"] = \
+                functools.partial(T.matmul, config=cfg)
     for name, fn in impls.items():
         if time.perf_counter() - start > deadline_s:
             rows.append({"impl": name, "error": "skipped: part deadline"})
@@ -135,6 +142,12 @@ def part_ladder(out, n=4096, deadline_s=150.0):
         _write(out, "ladder", rows, ladder_markdown(rows, n, t_fp32, t_tf32), echo=False)
     lines = ladder_markdown(rows, n, t_fp32, t_tf32)
     _write(out, "ladder", rows, lines)
+
+
+def tf32_schedule_name(cfg):
+    """'128x128x32, 3 stages, 2x2 warps' for a kernels.cuda_tf32.PipeConfig."""
+    return (f"{cfg.bm}x{cfg.bn}x{cfg.bk}, {cfg.stages} stages, {cfg.warps_m}x{cfg.warps_n} "
+            "warps" + ("" if cfg.prefetch else ", no fragment prefetch"))
 
 
 def ladder_markdown(rows, n, t_fp32, t_tf32):

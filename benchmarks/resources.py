@@ -168,7 +168,7 @@ def fma_per_tile(name):
     import kernels.cuda as K
     import kernels.cuda_gemm as G
 
-    if not name.startswith("gemm"):
+    if not name.startswith("gemm") or "TF32" in name:  # (tensor cores: no FFMAs to count)
         return None
     if name.endswith("(ladder)"):
         rung = name[len("gemm "):-len(" (ladder)")]
@@ -242,8 +242,12 @@ def table():
     if ptxas is None:
         raise RuntimeError("no ptxas (pip install nvidia-cuda-nvcc-cu12)")
     items = numba_kernels()
-    items.append(("gemm TF32 mma.sync m16n8k8 (CuPy RawKernel)", nvrtc_ptx(T.SOURCE), T.THREADS,
-                  True))
+    items.append(("gemm TF32 mma.sync m16n8k8, first version (64x64; CuPy RawKernel)",
+                  nvrtc_ptx(T.SOURCE), T.THREADS, False))
+    # (its stages are dynamic shared memory: counted in smem and occupancy)
+    items.append(("gemm TF32 mma.sync m16n8k8, pipelined (128x128, 3 cp.async stages; CuPy "
+                  "RawKernel)", nvrtc_ptx(T.PIPE_SOURCE), T.PIPE_THREADS, True,
+                  T.PIPE_SMEM_BYTES))
     # rung 6's NN entry, general (bounds-checked tiles, scalar fallbacks) and exact (whole
     # aligned tiles: 4096^3 takes it), each compiled alone so that its K-loop is read
     core = S.SOURCE[:S.SOURCE.index("\nTK_SGEMM_ENTRY(") + 1]  # (after the #define)
@@ -273,8 +277,9 @@ def table():
         items.append((f"conv direct {what} in CUDA C (CuPy RawModule)",
                       nvrtc_ptx(Dc.SOURCE + Dc.entry(*key)[1]), Dc.THREADS, True))
     rows = []
-    for name, ptx, threads, production in items:
+    for name, ptx, threads, production, *dynamic in items:
         info = ptxas_info(ptx, ptxas, fma_per_tile(name))
+        info["smem"] += sum(dynamic)
         occ, limit = occupancy(info["registers"], info["smem"], threads)
         rows.append(dict(info, kernel=name, threads=threads, production=production,
                          occupancy=occ, limited_by=limit,

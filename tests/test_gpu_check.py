@@ -210,6 +210,8 @@ def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, mon
                  "double_buffered_warp", "production (kernels.cuda.matmul)"):
         assert rows[rung]["rel_err_vs_fp32"] < 1e-5 and rows[rung]["s"] > 0, rows[rung]
     assert "RawKernel" in rows["tf32 mma.sync (ours)"]["error"]
+    assert "RawKernel" in rows["tf32 mma.sync, first version (64x64, unpipelined)"]["error"]
+    assert "RawKernel" in rows["tf32 mma.sync, 128x128x32, 3 stages, 2x2 warps"]["error"]
     assert "| regblock2d |" in (tmp_path / "ladder.md").read_text()
 
     monkeypatch.setattr(run, "POOL_SHAPES", {"toy": ((1, 2, 5, 5), 3, 2, 1)})

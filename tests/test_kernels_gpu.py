@@ -44,6 +44,49 @@ def test_matmul_large(m, k, n, ta, tb):
         assert rel(K.matmul(cp.asarray(a), cp.asarray(b), ta, tb), want) < 1e-5
 
 
+@pytest.mark.parametrize("m,k,n,batch", [(1, 4, 4, 1), (127, 252, 60, 1), (512, 512, 512, 1),
+                                         (1000, 996, 1012, 2), (300, 0, 8, 1),
+                                         # the general kernel: K or N not 4-aligned
+                                         (127, 253, 61, 1), (70, 9, 66, 2)])
+def test_tf32_matmul_on_tensor_cores(m, k, n, batch):
+    """Both TF32 kernels (kernels.cuda_tf32) against the float64 product of the operands:
+    TF32's 10-bit mantissas give ~1e-3 (the issue's bound); against the product of the
+    TF32-rounded operands only the float32 accumulation differs."""
+    import kernels.cuda_tf32 as T
+
+    a = rng.standard_normal((batch, m, k)).astype(np.float32)
+    b = rng.standard_normal((batch, k, n)).astype(np.float32)
+    exact = a.astype(np.float64) @ b
+    for pipeline in (True, False):
+        # (the pipelined kernel rounds ties to even, the general one away from zero)
+        even = pipeline and T.pipelined(m, k, n)
+        rounded = T.round_tf32(a, even).astype(np.float64) @ T.round_tf32(b, even)
+        c = T.matmul(cp.asarray(a), cp.asarray(b), pipeline=pipeline)
+        if k == 0:
+            np.testing.assert_array_equal(cp.asnumpy(c), 0)
+            continue
+        assert rel(c, exact) < 1e-3, pipeline
+        assert rel(c, rounded) < 1e-5, pipeline
+    # a view that starts 4 bytes into its buffer: the general kernel, as 16-byte copies
+    # could not read it
+    flat = cp.asarray(np.concatenate([[0], a.ravel()]).astype(np.float32))
+    c = T.matmul(flat[1:].reshape(a.shape), cp.asarray(b))
+    if k:
+        assert rel(c, exact) < 1e-3
+
+
+def test_tf32_every_pipelined_schedule():
+    """Each schedule the ladder part times (kernels.cuda_tf32.PIPE_CANDIDATES), edge tiles
+    in M, N and K, a batch of 2."""
+    import kernels.cuda_tf32 as T
+
+    a = rng.standard_normal((2, 300, 292)).astype(np.float32)
+    b = rng.standard_normal((2, 292, 268)).astype(np.float32)
+    rounded = T.round_tf32(a, True).astype(np.float64) @ T.round_tf32(b, True)
+    for cfg in T.PIPE_CANDIDATES:
+        assert rel(T.matmul(cp.asarray(a), cp.asarray(b), config=cfg), rounded) < 1e-5, cfg
+
+
 @pytest.mark.parametrize("xs,ws,s,p", [((8, 64, 32, 32), (64, 64, 3, 3), 1, 1),
                                        ((8, 64, 32, 32), (128, 64, 3, 3), 2, 1),
                                        ((16, 3, 32, 32), (6, 3, 5, 5), 1, 0),
