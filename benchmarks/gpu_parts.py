@@ -127,6 +127,9 @@ def part_ladder(out, n=4096, deadline_s=150.0):
         if cfg != T.PIPE_CONFIG:
             impls[f"tf32 mma.sync, {tf32_schedule_name(cfg)}"] = \
                 functools.partial(T.matmul, config=cfg)
+    for group in (1, 4):  # its block order (the default walks T.PIPE_GROUP tile rows)
+        impls[f"tf32 mma.sync, blocks in groups of {group} tile rows"] = \
+            functools.partial(T.matmul, group=group)
     for name, fn in impls.items():
         if time.perf_counter() - start > deadline_s:
             rows.append({"impl": name, "error": "skipped: part deadline"})
@@ -147,7 +150,8 @@ def part_ladder(out, n=4096, deadline_s=150.0):
 def tf32_schedule_name(cfg):
     """'128x128x32, 3 stages, 2x2 warps' for a kernels.cuda_tf32.PipeConfig."""
     return (f"{cfg.bm}x{cfg.bn}x{cfg.bk}, {cfg.stages} stages, {cfg.warps_m}x{cfg.warps_n} "
-            "warps" + ("" if cfg.prefetch else ", no fragment prefetch"))
+            "warps" + ("" if cfg.prefetch else ", no fragment prefetch")
+            + (", ldmatrix" if cfg.ldmatrix else ""))
 
 
 def ladder_markdown(rows, n, t_fp32, t_tf32):

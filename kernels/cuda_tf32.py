@@ -184,14 +184,19 @@ tk_gemm_tf32(const float* __restrict__ A, const float* __restrict__ B, float* __
 SOURCE = _source()
 
 # -- the pipelined kernel ----------------------------------------------------------------------
-class PipeConfig(collections.namedtuple("PipeConfig", "bm bn bk stages warps_m warps_n prefetch",
-                                        defaults=(True,))):
+class PipeConfig(collections.namedtuple("PipeConfig",
+                                        "bm bn bk stages warps_m warps_n prefetch ldmatrix",
+                                        defaults=(True, False))):
     """A schedule of tk_gemm_tf32_pipe: a block computes a bm x bn tile of C, K in steps of
     bk, ``stages`` steps' tiles in shared memory, warps_m x warps_n warps each owning a
     (bm / warps_m) x (bn / warps_n) sub-tile of mi x ni mma tiles. ``prefetch``: each
     k-step of 8 reads the fragments of the next one (across the step's barrier) while its
     own mma.sync run, so that the tensor cores never wait on a barrier or shared memory;
-    False: a step's barrier, then its copies, then its fragments and products."""
+    False: a step's barrier, then its copies, then its fragments and products.
+    ``ldmatrix``: A's fragments of an mma tile in one ``ldmatrix.x4`` (its four 8 x 4
+    float matrices read as 8 x 8 b16 ones: lane l gets row l / 4, word l % 4 of each,
+    which is A_FRAG's layout) instead of four 32-bit loads. (B's fragments would need B
+    transposed in shared memory, which a 16-byte copy of its rows cannot give.)"""
 
     @property
     def threads(self):
@@ -242,9 +247,11 @@ class PipeConfig(collections.namedtuple("PipeConfig", "bm bn bk stages warps_m w
 PIPE_CONFIG = PipeConfig(128, 128, 32, 3, 2, 2, prefetch=False).check()
 # the schedules benchmarks.gpu_parts's ladder part times beside the default (H100, 4096^3,
 # the same run: 128x256 0.86 ms, 256x128 0.90, 8 warps of 64 x 32 0.94, all without the
-# fragment prefetch; the prefetching ones are untimed)
+# fragment prefetch and ldmatrix; those with either are untimed)
 PIPE_CANDIDATES = (PIPE_CONFIG,
                    PipeConfig(128, 128, 32, 3, 2, 2),
+                   PipeConfig(128, 128, 32, 3, 2, 2, prefetch=False, ldmatrix=True),
+                   PipeConfig(128, 128, 32, 3, 2, 2, prefetch=True, ldmatrix=True),
                    PipeConfig(128, 128, 16, 4, 2, 2),          # shorter steps, 4 stages
                    PipeConfig(128, 256, 32, 3, 2, 4),          # 8 warps (1 block an SM)
                    PipeConfig(128, 256, 32, 3, 2, 4, False),
@@ -287,6 +294,12 @@ __device__ __forceinline__ void tk_mma_tf32(float* d, const unsigned* a, const u
                "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+// four 8 x 8 b16 matrices (here 8 x 4 floats): lane l passes the address of row l % 8 of
+// matrix l / 8 and gets word l % 4 of row l / 4 of matrix j in d[j]
+__device__ __forceinline__ void tk_ldsm_x4(unsigned* d, tk_saddr row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3]) : "r"(row));
 }
 #define TK_SMEM extern __shared__ __align__(16) float tk_smem[]
 #endif
@@ -344,6 +357,7 @@ def _plain_loop(c, a_loads, b_loads):
     TK_TF32_FILL(step + {c.stages - 1}, ns)
     const float* af = af0 + cs * {c.bm * c.lda};
     const float* bf = bf0 + cs * {c.bk * c.ldb};
+    const tk_saddr am = am0 + cs * {4 * c.bm * c.lda};
 #pragma unroll
     for (int kk = 0; kk < {c.bk}; kk += 8) {{
       unsigned fa[{c.mi}][4], fb[{c.ni}][2];
@@ -368,6 +382,7 @@ def _prefetching_loop(c, a_loads, b_loads):
   {{
     const float* af = af0;
     const float* bf = bf0;
+    const tk_saddr am = am0;
     const int kk = 0;
 {_frags(c, a_loads, b_loads, "fa[0]", "fb[0]", 4)}  }}
   for (int step = 0; step < steps; ++step) {{
@@ -382,6 +397,7 @@ def _prefetching_loop(c, a_loads, b_loads):
       {{  // the next k-step's fragments (past the last step: unused)
         const float* af = af0 + cs * {c.bm * c.lda};
         const float* bf = bf0 + cs * {c.bk * c.ldb};
+        const tk_saddr am = am0 + cs * {4 * c.bm * c.lda};
         const int kk = (k8 + 1) % {ks} * 8;
 {_frags(c, a_loads, b_loads, "fa[(k8 + 1) % 2]", "fb[(k8 + 1) % 2]", 8)}      }}
       if (k8 == 0) {{
@@ -402,6 +418,14 @@ def pipe_source(cfg=None):
     # (A, B: the fragment arrays; af, bf: the stage's; kk: the k-step's first column / row)
     a_loads = "\n".join(f"        A[mi][{i}] = to_tf32(af[mi * {16 * c.lda} + kk + {o}]);"
                         for i, o in enumerate(a_off))
+    # ldmatrix.x4: matrix j is A_FRAG[j]'s 8 x 4 block (rows + rj, columns + cj)
+    ldsm = [(_split(r, "g"), _split(col, "t")) for r, col in A_FRAG]
+    assert ldsm == [(8 * (j & 1), 4 * (j >> 1)) for j in range(4)], ldsm
+    if c.ldmatrix:
+        a_loads = (f"        {{ unsigned r[4];\n"
+                   f"          tk_ldsm_x4(r, am + (mi * {16 * c.lda} + kk) * 4);\n"
+                   + "".join(f"          A[mi][{j}] = to_tf32(__uint_as_float(r[{j}]));\n"
+                             for j in range(4)) + "        }")
     b_loads = "\n".join(f"        B[ni][{i}] = to_tf32(bf[kk * {c.ldb} + ni * 8 + {o}]);"
                         for i, o in enumerate(b_off))
     # C_FRAG's elements 0, 1 and 2, 3 are column pairs (2t, 2t + 1): one float2 each
@@ -481,6 +505,9 @@ tk_gemm_tf32_pipe(const float* __restrict__ A, const float* __restrict__ B,
   for (int i = 0; i < {a_chunks}; ++i) a_rows |= (unsigned)(row0 + ar + i * {a_step} < M) << i;
   // this lane's fragments: A[g + .][t + .] of its warp's rows, B[t + .][g + .] of its columns
   const float* const af0 = tk_smem + (wm * {c.mi * 16} + g) * {c.lda} + t;
+  // (ldmatrix: this lane's row of its matrix, lane / 8, of each mma tile's A)
+  const tk_saddr am0 = tk_shared_address(tk_smem)
+      + 4 * ((wm * {c.mi * 16} + (lane & 7) + 8 * ((lane >> 3) & 1)) * {c.lda} + 4 * (lane >> 4));
   const float* const bf0 = tk_smem + {c.stages * a_stage} + t * {c.ldb} + wn * {c.ni * 8} + g;
   float acc[{c.mi}][{c.ni}][4];
 #pragma unroll
@@ -542,19 +569,21 @@ def pipelined(m, k, n, cfg=None):
             and (k + c.bk) * n < 2 ** 31)
 
 
-def matmul(a, b, trans_a=False, trans_b=False, pipeline=True, config=None):
+def matmul(a, b, trans_a=False, trans_b=False, pipeline=True, config=None, group=PIPE_GROUP):
     """op(a) @ op(b) for float32 CuPy arrays (2-D or equal-batch 3-D) on TF32 tensor cores:
     (M, K) @ (K, N) -> (M, N), batch by batch; the pipelined kernel (schedule ``config``,
-    PIPE_CONFIG by default) where ``pipelined`` allows and the operands are 16-byte aligned
-    (``pipeline=False``: never), else the general one."""
-    import cupy
-
+    PIPE_CONFIG by default, its blocks walking ``group`` tile rows at a time) where
+    ``pipelined`` allows and the operands are 16-byte aligned (``pipeline=False``: never),
+    else the general one."""
     from ._common import check_matmul, gemm_slices
 
     m, k, n = check_matmul(a, b, trans_a, trans_b)
     if a.dtype != np.float32 or b.dtype != np.float32:
         raise TypeError(f"matmul_tf32: float32 operands expected, got {a.dtype} and {b.dtype}")
     cfg = (config or PIPE_CONFIG).check()
+    if not (isinstance(group, (int, np.integer)) and group >= 1):
+        raise ValueError(f"matmul_tf32: group must be a positive int, got {group!r}")
+    import cupy
     A = a[None] if a.ndim == 2 else a
     B = b[None] if b.ndim == 2 else b
     A = cupy.ascontiguousarray(A.swapaxes(-1, -2) if trans_a else A)
@@ -569,7 +598,7 @@ def matmul(a, b, trans_a=False, trans_b=False, pipeline=True, config=None):
             for b0, b1, _, _ in gemm_slices(A.shape[0], 1, 1):  # (batches of 65535)
                 kernel((math.ceil(m / cfg.bm) * tiles_n, b1 - b0), (cfg.threads,),
                        (A[b0:b1], B[b0:b1], C[b0:b1], np.int32(m), np.int32(n), np.int32(k),
-                        np.int32(tiles_n), np.int32(PIPE_GROUP)),
+                        np.int32(tiles_n), np.int32(group)),
                        shared_mem=cfg.smem_bytes)
             return C[0] if a.ndim == 2 else C
     slices = gemm_slices(A.shape[0], m, BM)

@@ -85,6 +85,8 @@ def test_tf32_every_pipelined_schedule():
     rounded = T.round_tf32(a, True).astype(np.float64) @ T.round_tf32(b, True)
     for cfg in T.PIPE_CANDIDATES:
         assert rel(T.matmul(cp.asarray(a), cp.asarray(b), config=cfg), rounded) < 1e-5, cfg
+    for group in (1, 2, 4):  # partial groups of tile rows (3 tile rows here)
+        assert rel(T.matmul(cp.asarray(a), cp.asarray(b), group=group), rounded) < 1e-5
 
 
 @pytest.mark.parametrize("xs,ws,s,p", [((8, 64, 32, 32), (64, 64, 3, 3), 1, 1),

@@ -14,6 +14,8 @@ As for the CUDA C GEMMs (tests/test_kernels_sgemm_src.py), its source is
     either when issued (a read of a stage that is still being copied into then sees new
     data) or only when a wait lets them (a read before the wait then sees stale data):
     both orders must give the product;
+  - ``tk_ldsm_x4`` (ldmatrix.x4): the warp posts its row addresses, meets at a barrier,
+    and each lane reads its words from the rows the ISA assigns it;
   - ``to_tf32``: round to nearest, ties to even, 10 mantissa bits (cvt.rn).
   The product is compared with the float64 product of the TF32-rounded operands: edge
   tiles in M, N and K, K = 0, batches, grouped block orders with partial groups, and
@@ -77,8 +79,21 @@ template <int N> static void tk_cp_wait() {
     }
 }
 
-// mma.sync.m16n8k8 .tf32: the fragments of each lane, as the PTX ISA lays them out
+static inline float __uint_as_float(unsigned u) { return tk_f(u); }
+
+// ldmatrix.m8n8.x4.b16, 32-bit words: lane l posts the address of row l % 8 of matrix
+// l / 8; it gets word l % 4 of row l / 4 of matrix j
 static std::barrier<>* tk_warp_barrier[32];
+static tk_saddr tk_rows[32][32];
+static void tk_ldsm_x4(unsigned* d, tk_saddr row) {
+    const int w = threadIdx.x / 32, l = threadIdx.x % 32;
+    tk_rows[w][l] = row;
+    tk_warp_barrier[w]->arrive_and_wait();
+    for (int j = 0; j < 4; ++j) std::memcpy(&d[j], tk_rows[w][8 * j + l / 4] + 4 * (l % 4), 4);
+    tk_warp_barrier[w]->arrive_and_wait();  // (the rows read before the next post)
+}
+
+// mma.sync.m16n8k8 .tf32: the fragments of each lane, as the PTX ISA lays them out
 static unsigned tk_fa[32][32][4], tk_fb[32][32][2];
 static void tk_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
     const int w = threadIdx.x / 32, l = threadIdx.x % 32;
@@ -138,6 +153,11 @@ def _launcher(cfg):
             "        }\n"
             "    return tk_outside;\n"
             "}\n")
+
+
+def _name(cfg):
+    return ("x".join(map(str, cfg[:6])) + ("-prefetch" if cfg.prefetch else "")
+            + ("-ldmatrix" if cfg.ldmatrix else ""))
 
 
 def _library(tmp_path_factory, cfg, early):
@@ -209,7 +229,7 @@ def test_pipelined_tf32_kernel_walks_every_tile_once(host_tf32):
 
 
 @pytest.mark.parametrize("cfg", [c for c in T.PIPE_CANDIDATES if c != T.PIPE_CONFIG],
-                         ids=lambda c: "x".join(map(str, c[:6])) + ("" if c.prefetch else "-plain"))
+                         ids=lambda c: _name(c))
 def test_every_candidate_schedule_as_host_cpp(tmp_path_factory, cfg):
     """The schedules the ladder part times beside the default: edge tiles in M, N and K
     (K past two steps and not a multiple of bk), copies landing at their wait."""
@@ -220,7 +240,7 @@ def test_every_candidate_schedule_as_host_cpp(tmp_path_factory, cfg):
     _check(_run(_library(tmp_path_factory, cfg, 0), a, b, 1, cfg), a, b)
 
 
-@pytest.mark.parametrize("cfg", T.PIPE_CANDIDATES, ids=lambda c: "x".join(map(str, c[:6])) + ("" if c.prefetch else "-plain"))
+@pytest.mark.parametrize("cfg", T.PIPE_CANDIDATES, ids=lambda c: _name(c))
 def test_pipelined_tf32_kernel_compiles_for_sm90_without_spills(cfg):
     (regs,) = ptxas_registers(T.pipe_source(cfg), "tk_tf32_pipe.cu")
     # __launch_bounds__(threads, blocks_per_sm): 128 threads at 2 blocks allow 255
@@ -245,3 +265,6 @@ def test_pipelined_is_chosen_only_for_aligned_rows():
         T.PIPE_BM * (T.PIPE_BK + T.PAD_A) + T.PIPE_BK * (T.PIPE_BN + T.PAD_B)) <= 113 * 1024
     with pytest.raises(ValueError, match=r"matmul_tf32: schedule .* does not tile"):
         T.PipeConfig(128, 128, 12, 3, 2, 2).check()
+    a = np.ones((4, 4), np.float32)
+    with pytest.raises(ValueError, match=r"matmul_tf32: group must be a positive int, got 0"):
+        T.matmul(a, a, group=0)  # (checked before any CuPy call)
