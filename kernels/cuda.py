@@ -1515,10 +1515,13 @@ def _launch(kernel, total, threads=128):
 # between events, host time included), or kernels/cuda_pool.py's CUDA C ones: 32-bit index
 # arithmetic, the window's taps at constant offsets. SASS instructions on sm_90 at 2x2/2
 # (benchmarks.resources): 94 an output forward and about 85 a cell of four elements
-# backward (50 with two cells a thread), against 256 an output and 311 an element here.
-# Measured on an H100 (2026-11-26, results/2026-11-26-NVIDIA-H100-session4/pool.md), one
-# call between events: CUDA C 41-51% of the copy bandwidth, Numba 17-45%; at ResNet's 3x3/2
-# backward 0.063 against 0.092 ms. The CUDA C ones are the default.
+# backward (one cell a thread, kernels.cuda_pool.backward_cells), against 256 an output
+# and 311 an element here. Measured on an H100 (2026-11-26, results/2026-11-26-NVIDIA-H100-
+# session4/pool.md), one call between events: CUDA C 41-51% of the copy bandwidth, Numba
+# 17-45%; at ResNet's 3x3/2 backward 0.063 against 0.092 ms. Since then, at batches large
+# enough for the GPU's time to show (results/2026-11-27-NVIDIA-H100-session9/pool.md): the
+# CUDA C forward 88-99% of the copy, the gradient 97-99%, Numba's 56-84% and 17-19%. The
+# CUDA C ones are the default.
 POOL_KERNELS = ("numba", "cuda_c")
 _pool_kernel = ["cuda_c"]
 

@@ -641,8 +641,8 @@ def test_set_pool_kernel_routes_float32_max_pooling_to_the_cuda_c_kernels(monkey
     dy = rng.standard_normal(y.shape).astype(np.float32)
     assert cuda_mod.maxpool2d_backward(dy, arg_ref, x.shape, geo) == "dx"
     window = "(3, 3, 2, 2, 1, 1, 1, 1)"
-    # (the backward two cells a thread: a row of 6 has three of 2 x 2)
-    assert calls == [("fwd", (2, 3, 3, 3), "fwd" + window), ("bwd", (2, 3, 6, 6), "bwd2" + window)]
+    # (the backward a cell of 2 x 2 a thread: kernels.cuda_pool.backward_cells)
+    assert calls == [("fwd", (2, 3, 3, 3), "fwd" + window), ("bwd", (2, 3, 6, 6), "bwd1" + window)]
     launches = []
     monkeypatch.setattr(cuda_mod, "_launch", lambda *a: (lambda *args: launches.append(a)))
     monkeypatch.setattr(cuda_mod, "_xp", lambda a: np)
