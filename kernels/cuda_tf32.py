@@ -236,6 +236,7 @@ class PipeConfig(collections.namedtuple("PipeConfig",
                 and self.bk % 8 == 0 and self.stages >= 2
                 and self.threads % (self.bk // 4) == 0 and self.threads % (self.bn // 4) == 0
                 and self.bm * self.bk // 4 % self.threads == 0
+                and self.bm * self.bk // 4 // self.threads <= 32  # (a bit each in a_rows)
                 and self.bk * self.bn // 4 % self.threads == 0
                 and self.smem_bytes + 1024 <= 228 * 1024):
             raise ValueError(f"matmul_tf32: schedule {self} does not tile")
