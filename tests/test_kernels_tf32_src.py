@@ -232,12 +232,20 @@ def test_pipelined_tf32_kernel_walks_every_tile_once(host_tf32):
                          ids=lambda c: _name(c))
 def test_every_candidate_schedule_as_host_cpp(tmp_path_factory, cfg):
     """The schedules the ladder part times beside the default: edge tiles in M, N and K
-    (K past two steps and not a multiple of bk), copies landing at their wait."""
+    (K past two steps and not a multiple of bk, K inside one step, K = 0), copies landing
+    at their wait."""
     rng = np.random.default_rng(cfg.bm + cfg.bn + cfg.bk)
-    m, k, n = cfg.bm + 9, 2 * cfg.bk + 12, cfg.bn - 4
-    a = rng.standard_normal((1, m, k)).astype(np.float32)
-    b = rng.standard_normal((1, k, n)).astype(np.float32)
-    _check(_run(_library(tmp_path_factory, cfg, 0), a, b, 1, cfg), a, b)
+    fn = _library(tmp_path_factory, cfg, 0)
+    # two tile rows, K past two steps; then one block with K inside one step, and K = 0
+    for m, k, n in ((cfg.bm + 9, 2 * cfg.bk + 12, cfg.bn - 4), (5, cfg.bk // 2 + 4, 8),
+                    (3, 0, 4)):
+        a = rng.standard_normal((1, m, k)).astype(np.float32)
+        b = rng.standard_normal((1, k, n)).astype(np.float32)
+        c = _run(fn, a, b, 1, cfg)
+        if k:
+            _check(c, a, b)
+        else:
+            np.testing.assert_array_equal(c, 0)
 
 
 @pytest.mark.parametrize("cfg", T.PIPE_CANDIDATES, ids=lambda c: _name(c))
