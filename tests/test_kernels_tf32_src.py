@@ -2,8 +2,9 @@
 
 As for the CUDA C GEMMs (tests/test_kernels_sgemm_src.py), its source is
 
-* compiled by NVRTC for sm_90 and read by ptxas: no spills, 2 blocks an SM;
-* compiled as host C++ and run on NumPy arrays by hypothesis, a block's 128 threads as
+* compiled by NVRTC for sm_90 and read by ptxas: no spills, registers within the launch
+  bounds (2 blocks an SM where the stages fit);
+* compiled as host C++ and run on NumPy arrays by hypothesis, a block's threads as
   std::threads, with C++ models of its primitives written here from the PTX ISA, not
   from the kernel's own fragment tables:
   - ``tk_mma_tf32``: a warp's 32 threads post their fragments, meet at a barrier, and
