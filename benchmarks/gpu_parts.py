@@ -13,7 +13,9 @@ rewrites its table after every case, so one stopped at gpu_check.sh's limit keep
 it measured.
 
 * ladder: every rung of kernels.cuda.LADDER at n^3 float32, rung 6 (CUDA C, the
-  candidate for the wide products) and our TF32 kernel, as a
+  candidate for the wide products) and our TF32 kernels (mma.sync at each schedule of
+  kernels.cuda_tf32.PIPE_CANDIDATES; sm_90's wgmma at each of
+  kernels.cuda_wgmma.WGMMA_CANDIDATES, prep pass included, and its kernel alone), as a
   percentage of cuBLAS (CuPy) FP32 and TF32 at the same size, each checked against
   cuBLAS FP32 (relative Frobenius error; TF32: should be < 1e-3).
 * conv: ResNet-18 CIFAR conv layers and LeNet-5's (batch 64) forward, input and weight
@@ -94,6 +96,7 @@ def part_ladder(out, n=4096, deadline_s=150.0):
     import kernels.cuda as K
     import kernels.cuda_sgemm as S
     import kernels.cuda_tf32 as T
+    import kernels.cuda_wgmma as W
 
     rng = np.random.default_rng(0)
     a = cupy.asarray(rng.standard_normal((n, n), dtype=np.float32))
@@ -130,6 +133,13 @@ def part_ladder(out, n=4096, deadline_s=150.0):
     for group in (1, 4):  # its block order (the default walks T.PIPE_GROUP tile rows)
         impls[f"tf32 mma.sync, blocks in groups of {group} tile rows"] = \
             functools.partial(T.matmul, group=group)
+    # sm_90's wgmma (kernels.cuda_wgmma): prep pass (B transposed, both rounded) + kernel
+    for cfg in W.WGMMA_CANDIDATES:
+        impls[f"tf32 wgmma, {wgmma_schedule_name(cfg)}"] = _on_sm90(W.matmul, config=cfg)
+    # its kernel alone: B^T given, nothing rounded (no prep pass runs)
+    bt = cupy.ascontiguousarray(b.T)
+    impls["tf32 wgmma kernel alone (B^T given, not rounded)"] = _on_sm90(
+        lambda x, _: W.matmul(x, bt, trans_b=True, config=W.WGMMA_CONFIG._replace(round=False)))
     for name, fn in impls.items():
         if time.perf_counter() - start > deadline_s:
             rows.append({"impl": name, "error": "skipped: part deadline"})
@@ -145,6 +155,24 @@ def part_ladder(out, n=4096, deadline_s=150.0):
         _write(out, "ladder", rows, ladder_markdown(rows, n, t_fp32, t_tf32), echo=False)
     lines = ladder_markdown(rows, n, t_fp32, t_tf32)
     _write(out, "ladder", rows, lines)
+
+
+def _on_sm90(fn, **kw):
+    """fn(x, y, **kw), refused (a row's error) where the GPU has no wgmma: elsewhere
+    kernels.cuda_wgmma would quietly run the mma.sync kernels under this row's name."""
+    import kernels.cuda_wgmma as W
+
+    def run(x, y):
+        if not W.supported():
+            raise RuntimeError("wgmma needs compute capability 9.0")
+        return fn(x, y, **kw)
+    return run
+
+
+def wgmma_schedule_name(cfg):
+    """'128x128, 4 stages, depth 1' for a kernels.cuda_wgmma.WgmmaConfig."""
+    return (f"{cfg.bm}x{cfg.bn}, {cfg.stages} stages, depth {cfg.depth}"
+            + ("" if cfg.round else ", operands not rounded"))
 
 
 def tf32_schedule_name(cfg):

@@ -3,7 +3,8 @@
     python -m benchmarks.resources [--out DIR]       # writes DIR/resources.md and .json
 
 Each Numba kernel is compiled to PTX by ``numba.cuda.compile_ptx`` (NVVM, simulator off)
-and the CuPy TF32 kernel by NVRTC; then ``ptxas -arch=sm_90 -v`` (from the
+and the CuPy kernels by NVRTC; then ``ptxas -arch=sm_90 -v`` (sm_90a for the wgmma
+kernel, from the PTX's own target; ptxas is in the
 nvidia-cuda-nvcc wheel of the test extra) reports registers per thread, spill bytes,
 static shared memory and barriers. Theoretical occupancy follows from those and the
 launch's threads per block with the sm_90 limits (65536 registers, 64 warps, 32 blocks
@@ -140,7 +141,10 @@ def ptxas_info(ptx, ptxas, fma_per_tile=None):
         cubin = os.path.join(d, "k.cubin")
         with open(src, "w") as f:
             f.write(ptx)
-        proc = subprocess.run([ptxas, "-arch=sm_90", "-v", src, "-o", cubin],
+        # (the PTX's own target: sm_90, or sm_90a for the wgmma kernel)
+        target = re.search(r"^\.target\s+(sm_\w+)", ptx, re.M)
+        arch = target.group(1) if target else "sm_90"
+        proc = subprocess.run([ptxas, f"-arch={arch}", "-v", src, "-o", cubin],
                               capture_output=True, text=True)
         nvdisasm = nvdisasm_path()
         if not proc.returncode and nvdisasm:
@@ -213,11 +217,13 @@ def numba_kernels():
     return out
 
 
-def nvrtc_ptx(source, name="k.cu"):
+def nvrtc_ptx(source, name="k.cu", arch="compute_90"):
+    """PTX of ``source`` by NVRTC (``arch``: compute_90a for sm_90's wgmma)."""
     from cuda.bindings import nvrtc
 
     err, prog = nvrtc.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], [])
-    (err,) = nvrtc.nvrtcCompileProgram(prog, 2, [b"--gpu-architecture=compute_90", b"--std=c++14"])
+    (err,) = nvrtc.nvrtcCompileProgram(prog, 2, [f"--gpu-architecture={arch}".encode(),
+                                                 b"--std=c++14"])
     _, size = nvrtc.nvrtcGetProgramLogSize(prog)
     # a bytearray: NVRTC writes into the buffer, and a 1-byte bytes object is CPython's
     # shared singleton (writing a NUL into b" " * 1 turns every b" " of the process into NUL)
@@ -237,6 +243,7 @@ def table():
     import kernels.cuda_pool as P
     import kernels.cuda_sgemm as S
     import kernels.cuda_tf32 as T
+    import kernels.cuda_wgmma as W
 
     ptxas = ptxas_path()
     if ptxas is None:
@@ -248,6 +255,12 @@ def table():
     items.append(("gemm TF32 mma.sync m16n8k8, pipelined (128x128, 3 cp.async stages; CuPy "
                   "RawKernel)", nvrtc_ptx(T.PIPE_SOURCE), T.PIPE_THREADS, True,
                   T.PIPE_SMEM_BYTES))
+    wc = W.WGMMA_CONFIG
+    items.append((f"gemm TF32 wgmma m64n{wc.bn}k8, sm_90a ({wc.bm}x{wc.bn}, {wc.stages} cp.async "
+                  "stages; CuPy RawModule)", nvrtc_ptx(W.source(), "w.cu", "compute_90a"),
+                  wc.threads, False, wc.smem_bytes))
+    items.append(("TF32 prep: transpose and round (32x32 tiles; CuPy RawModule)",
+                  nvrtc_ptx(W.PREP_SOURCE, "p.cu", "compute_90a"), 256, False))
     # rung 6's NN entry, general (bounds-checked tiles, scalar fallbacks) and exact (whole
     # aligned tiles: 4096^3 takes it), each compiled alone so that its K-loop is read
     core = S.SOURCE[:S.SOURCE.index("\nTK_SGEMM_ENTRY(") + 1]  # (after the #define)

@@ -42,7 +42,9 @@ an H100, as fast as the FP32 GEMM):
   * it rounds with ``cvt.rna.tf32.f32`` (ties away from zero).
 
 Both read each lane's fragments from shared memory, round them to TF32 and issue
-``mma.sync``.
+``mma.sync``. kernels/cuda_wgmma.py computes the same product on sm_90's warpgroup
+instruction (``wgmma.mma_async``, its operands read by the tensor cores straight from
+shared memory); ``matmul`` runs it for a ``WgmmaConfig`` as ``config`` or DEFAULT_CONFIG.
 
 The fragment layout (which lane holds which element) is data here -- ``A_FRAG``,
 ``B_FRAG``, ``C_FRAG``, expressions in g = lane / 4 and t = lane % 4 -- pasted into the
@@ -63,6 +65,8 @@ import math
 import sys
 
 import numpy as np
+
+from . import cuda_wgmma
 
 __all__ = ["SOURCE", "PIPE_SOURCE", "matmul", "tf32_allowed", "emulate", "round_tf32", "BM",
            "BN", "BK", "PIPE_BM", "PIPE_BN", "PIPE_BK", "PIPE_STAGES", "PIPE_SMEM_BYTES",
@@ -263,6 +267,9 @@ PIPE_BM, PIPE_BN, PIPE_BK, PIPE_STAGES = PIPE_CONFIG[:4]
 PIPE_THREADS, PIPE_SMEM_FLOATS, PIPE_SMEM_BYTES = (PIPE_CONFIG.threads, PIPE_CONFIG.smem_floats,
                                                    PIPE_CONFIG.smem_bytes)
 PIPE_GROUP = 8                   # tile rows a group of consecutive blocks walks down
+# the schedule matmul runs unless told: PIPE_CONFIG, or a kernels.cuda_wgmma.WgmmaConfig
+# (sm_90's wgmma, elsewhere mma.sync again) once a GPU has timed one faster
+DEFAULT_CONFIG = PIPE_CONFIG
 
 # the primitives, as PTX; tests/test_kernels_tf32_src.py defines TK_HOST and its own.
 # Shared memory is addressed two ways: fragments through generic pointers (LDS with
@@ -575,13 +582,17 @@ def matmul(a, b, trans_a=False, trans_b=False, pipeline=True, config=None, group
     (M, K) @ (K, N) -> (M, N), batch by batch; the pipelined kernel (schedule ``config``,
     PIPE_CONFIG by default, its blocks walking ``group`` tile rows at a time) where
     ``pipelined`` allows and the operands are 16-byte aligned (``pipeline=False``: never),
-    else the general one."""
+    else the general one. A ``kernels.cuda_wgmma.WgmmaConfig`` as ``config`` (or as
+    DEFAULT_CONFIG): the wgmma kernel (sm_90) on that schedule."""
     from ._common import check_matmul, gemm_slices
 
+    config = config or DEFAULT_CONFIG
+    if isinstance(config, cuda_wgmma.WgmmaConfig):  # (sm_90's wgmma)
+        return cuda_wgmma.matmul(a, b, trans_a, trans_b, config=config, group=group)
     m, k, n = check_matmul(a, b, trans_a, trans_b)
     if a.dtype != np.float32 or b.dtype != np.float32:
         raise TypeError(f"matmul_tf32: float32 operands expected, got {a.dtype} and {b.dtype}")
-    cfg = (config or PIPE_CONFIG).check()
+    cfg = config.check()
     if not (isinstance(group, (int, np.integer)) and group >= 1):
         raise ValueError(f"matmul_tf32: group must be a positive int, got {group!r}")
     import cupy

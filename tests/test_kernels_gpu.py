@@ -89,6 +89,48 @@ def test_tf32_every_pipelined_schedule():
         assert rel(T.matmul(cp.asarray(a), cp.asarray(b), group=group), rounded) < 1e-5
 
 
+def _tf32_truncated(x):
+    return (x.view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32).astype(np.float64)
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_tf32_wgmma_every_schedule(ta, tb):
+    """The wgmma kernel (kernels.cuda_wgmma) on sm_90 at each schedule the ladder part
+    times: edge tiles in M, N (even, not 4-aligned) and K, a batch of 2, each transpose;
+    rounded operands against the float64 product of the nearest-even TF32 ones, unrounded
+    against that of the truncated ones (the tensor cores drop the 13 low bits); both within
+    the issue's 1e-3 of the exact product. Elsewhere than sm_90 the mma.sync kernels run
+    (checked too)."""
+    import kernels.cuda_tf32 as T
+    import kernels.cuda_wgmma as W
+
+    m, k, n = 300, 292, 266
+    a = rng.standard_normal((2, k, m) if ta else (2, m, k)).astype(np.float32)
+    b = rng.standard_normal((2, n, k) if tb else (2, k, n)).astype(np.float32)
+    a_ = a.transpose(0, 2, 1) if ta else a
+    b_ = b.transpose(0, 2, 1) if tb else b
+    exact = a_.astype(np.float64) @ b_
+    rounded = T.round_tf32(a_, True).astype(np.float64) @ T.round_tf32(b_, True)
+    truncated = _tf32_truncated(a_) @ _tf32_truncated(b_)
+    if not W.supported():
+        c = W.matmul(cp.asarray(a), cp.asarray(b), ta, tb)  # (falls back to mma.sync)
+        assert rel(c, exact) < 1e-3
+        pytest.skip("wgmma needs compute capability 9.0; the fallback was checked")
+    for cfg in W.WGMMA_CANDIDATES:
+        c = W.matmul(cp.asarray(a), cp.asarray(b), ta, tb, config=cfg)
+        assert rel(c, rounded if cfg.round else truncated) < 1e-5, cfg
+        assert rel(c, exact) < 1e-3, cfg
+    # through kernels.cuda_tf32.matmul's config, K = 0, K inside one step, 2-D operands
+    c = T.matmul(cp.asarray(a[0]), cp.asarray(b[0]), ta, tb, config=W.WGMMA_CONFIG, group=1)
+    assert rel(c, rounded[0]) < 1e-5
+    np.testing.assert_array_equal(
+        cp.asnumpy(W.matmul(cp.ones((5, 0), np.float32), cp.ones((0, 6), np.float32))), 0)
+    x = rng.standard_normal((70, 12)).astype(np.float32)
+    y = rng.standard_normal((12, 34)).astype(np.float32)
+    assert rel(W.matmul(cp.asarray(x), cp.asarray(y)),
+               T.round_tf32(x, True).astype(np.float64) @ T.round_tf32(y, True)) < 1e-5
+
+
 @pytest.mark.parametrize("xs,ws,s,p", [((8, 64, 32, 32), (64, 64, 3, 3), 1, 1),
                                        ((8, 64, 32, 32), (128, 64, 3, 3), 2, 1),
                                        ((16, 3, 32, 32), (6, 3, 5, 5), 1, 0),

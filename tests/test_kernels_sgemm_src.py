@@ -104,20 +104,23 @@ def host_library(tmp_path_factory, name, source):
     return ctypes.CDLL(str(d / f"{name}.so"))
 
 
-def ptxas_registers(source, name):
-    """[registers of each entry] of ``source`` compiled by NVRTC and ptxas for sm_90,
-    after checking that none spills; skips where NVRTC or ptxas is missing."""
+def ptxas_registers(source, name, arch="sm_90", log=None):
+    """[registers of each entry] of ``source`` compiled by NVRTC and ptxas for ``arch``,
+    after checking that none spills; skips where NVRTC or ptxas is missing. ``log``: a
+    list that gets ptxas's report."""
     try:
         from benchmarks.resources import nvrtc_ptx, ptxas_path
-        ptx = nvrtc_ptx(source, name)
+        ptx = nvrtc_ptx(source, name, arch.replace("sm_", "compute_"))
     except ImportError as e:
         pytest.skip(f"NVRTC not available here: {e}"[:200])
     ptxas = ptxas_path()
     if ptxas is None:
         pytest.skip("no ptxas here (nvidia-cuda-nvcc wheel)")
-    proc = subprocess.run([ptxas, "-arch=sm_90", "-v", "-o", "/dev/null", "-"], input=ptx,
+    proc = subprocess.run([ptxas, f"-arch={arch}", "-v", "-o", "/dev/null", "-"], input=ptx,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    if log is not None:
+        log.append(proc.stderr)
     regs = [int(r) for r in re.findall(r"Used (\d+) registers", proc.stderr)]
     assert proc.stderr.count(" 0 bytes spill stores, 0 bytes spill loads") == len(regs), \
         proc.stderr
