@@ -106,15 +106,20 @@ class WgmmaConfig(collections.namedtuple("WgmmaConfig", "bm bn stages depth roun
         return self
 
 
-# untimed: the schedules benchmarks.gpu_parts's ladder part times ("tf32 wgmma, ...")
-WGMMA_CONFIG = WgmmaConfig(128, 128, 4, 1).check()
+# Untimed: the schedules benchmarks.gpu_parts's ladder part times ("tf32 wgmma, ...").
+# The default's tile is the larger one because of L2: a bm x bn tile reads (bm + bn) x 32
+# floats a step for 2 bm bn 32 flops, 32 flops a byte at 128 x 128 and 43 at 128 x 256;
+# at 50% of cuBLAS TF32 (~180 TFLOP/s) that is 5.6 against 4.2 TB/s out of L2, and the
+# mma.sync kernel's 128 x 128 tiles already drew 5 TB/s at 161 TFLOP/s.
+WGMMA_CONFIG = WgmmaConfig(128, 256, 4, 1).check()  # 128 accumulators a thread, 1 block an SM
 WGMMA_CANDIDATES = (WGMMA_CONFIG,
+                    WgmmaConfig(128, 256, 3, 1),
+                    WgmmaConfig(256, 128, 4, 1),     # 4 warpgroups
+                    WgmmaConfig(256, 128, 3, 1),
+                    WgmmaConfig(128, 128, 4, 1),
                     WgmmaConfig(128, 128, 3, 1),     # 2 blocks an SM
                     WgmmaConfig(128, 128, 3, 0),     # 2 blocks, each step's wgmma waited for
-                    WgmmaConfig(128, 256, 4, 1),     # 128 accumulators a thread
-                    WgmmaConfig(128, 256, 3, 1),
-                    WgmmaConfig(256, 128, 3, 1),     # 4 warpgroups
-                    WgmmaConfig(128, 128, 4, 1, round=False))
+                    WgmmaConfig(128, 256, 4, 1, round=False))
 
 PRIMITIVES = r"""
 #ifndef TK_HOST

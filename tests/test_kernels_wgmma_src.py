@@ -333,7 +333,7 @@ def test_wgmma_schedules_and_shapes_are_checked():
     assert W.usable(4096, 4096, 4096) and W.usable(5, 8, 6)
     assert not W.usable(8, 6, 8) and not W.usable(8, 8, 5)
     assert not W.usable(2 ** 20, 2 ** 11, 4)  # (M + bm) * K past 2**31
-    assert W.WGMMA_CONFIG.smem_bytes == 4 * 32 * (128 + 128) * 4 + 1024
+    assert W.WgmmaConfig(128, 128, 4, 1).smem_bytes == 4 * 32 * (128 + 128) * 4 + 1024
     for bad in (W.WgmmaConfig(96, 128, 3, 1), W.WgmmaConfig(128, 128, 2, 1),
                 W.WgmmaConfig(128, 256, 5, 1), W.WgmmaConfig(128, 100, 3, 1)):
         with pytest.raises(ValueError, match=r"matmul_tf32: wgmma schedule .* does not tile"):
@@ -359,3 +359,79 @@ def test_routes_between_the_tf32_kernels(monkeypatch):
     monkeypatch.setattr(T, "matmul", lambda *a, **kw: calls.append(("mma.sync", kw["config"])))
     W.matmul(np.ones((8, 6), np.float32), np.ones((6, 8), np.float32))  # (K % 4 != 0)
     assert calls[-1] == ("mma.sync", T.PIPE_CONFIG)
+
+
+class _HostArray(np.ndarray):
+    """A NumPy array that answers ``.data.ptr`` as a CuPy one does."""
+
+    @property
+    def data(self):
+        return type("Mem", (), {"ptr": self.ctypes.data})()
+
+
+def _host_cupy():
+    """Just enough of CuPy for kernels.cuda_wgmma.matmul's own code, over NumPy."""
+    import types
+
+    cp = types.ModuleType("cupy")
+    cp.empty = lambda shape, dtype: np.full(shape, np.nan, dtype).view(_HostArray)
+    cp.ascontiguousarray = lambda x: np.ascontiguousarray(x).view(_HostArray)
+    return cp
+
+
+@pytest.fixture(scope="module")
+def host_matmul_libraries(tmp_path_factory):
+    return (_library(tmp_path_factory, W.WGMMA_CONFIG, "both-late"),
+            host_library(tmp_path_factory, "wgmma_prep_e2e", PREP_LAUNCHER).run)
+
+
+@settings(max_examples=12, deadline=None)
+@given(m=st.integers(1, 140), k4=st.integers(0, 20), n2=st.integers(1, 70),
+       batch=st.sampled_from([0, 1, 2]), ta=st.booleans(), tb=st.booleans(),
+       rnd=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_matmul_end_to_end_on_the_host_kernels(host_matmul_libraries, m, k4, n2, batch, ta,
+                                               tb, rnd, seed):
+    """kernels.cuda_wgmma.matmul's own Python -- which operands the prep pass transposes
+    or rounds, the grids, the arguments, 2-D and batched operands, each transpose -- with
+    its launches running the host-compiled prep and wgmma kernels (batch 0: 2-D)."""
+    import sys
+
+    gemm, prep = host_matmul_libraries
+    k, n = 4 * k4, 2 * n2
+    cfg = W.WGMMA_CONFIG._replace(round=rnd)
+
+    def function(src, name, smem_bytes=0):
+        ptr = ctypes.c_void_p
+        if name == "tk_tf32_prep":
+            def launch(grid, block, args, shared_mem=0):
+                assert block == (32, 8)
+                x, out, *ints = args
+                prep(*map(ctypes.c_uint, grid), ptr(x.ctypes.data), ptr(out.ctypes.data),
+                     *(ctypes.c_int(int(i)) for i in ints))
+            return launch
+        assert name == "tk_gemm_tf32_wgmma" and src == W.source(cfg)  # (round: same kernel)
+
+        def launch(grid, block, args, shared_mem=0):
+            assert block == (cfg.threads,) and shared_mem == smem_bytes == cfg.smem_bytes
+            a, bt, c, *ints = args
+            bad = gemm(*map(ctypes.c_uint, grid), *(ptr(x.ctypes.data) for x in (a, bt, c)),
+                       ptr(np.array(ints, np.int32).ctypes.data))
+            assert bad == 0
+        return launch
+
+    rng = np.random.default_rng(seed)
+    lead = (batch,) if batch else ()
+    a = rng.standard_normal(lead + ((k, m) if ta else (m, k))).astype(np.float32)
+    b = rng.standard_normal(lead + ((n, k) if tb else (k, n))).astype(np.float32)
+    with pytest.MonkeyPatch.context() as mp:  # (not the fixture: hypothesis repeats the body)
+        mp.setitem(sys.modules, "cupy", _host_cupy())
+        mp.setattr(W, "_function", function)
+        mp.setattr(W, "supported", lambda: True)
+        c = np.asarray(W.matmul(a, b, ta, tb, config=cfg, group=2))
+    a_ = np.swapaxes(a, -1, -2) if ta else a
+    b_ = np.swapaxes(b, -1, -2) if tb else b
+    assert c.shape == lead + (m, n)
+    if k == 0:
+        np.testing.assert_array_equal(c, 0)
+    else:
+        _check(c, a_, b_, rounded=rnd)
