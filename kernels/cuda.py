@@ -1673,39 +1673,75 @@ def _avg_inverse_divisor(geo, size, xp):
     return inv
 
 
+# Average pooling is host-bound at every size in the kernels suite (an H100, 2026-11-27:
+# about 67 us a call, 0.38-0.41x PyTorch), a third of it describing the three arrays to
+# the driver (_cuda_launch.describe). As max-pooling's, a call plans once per (shape,
+# strides, dtype) on the geometry: the checks, the output shape, the divisor table and the
+# launch bound to them (_bind); a later call allocates and replays, reading addresses only.
 def avgpool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=False,
                       count_include_pad=True, divisor_override=None):
     """y[n,c,i,j] = window sum of the zero-padded x / div[i,j] (PyTorch's divisor rules)."""
-    check_float("avgpool2d_forward", x)
     geo = as_pool_geometry(kernel, stride, padding, 1, ceil_mode, "avgpool2d_forward",
                            count_include_pad=count_include_pad,
                            divisor_override=divisor_override)
+    key = ("avg_fwd", x.shape, x.strides, x.dtype)
+    plan = _geo_plan(geo, key)
+    if plan is not None:
+        return plan(x)
+    check_float("avgpool2d_forward", x)
     out = geo.output_shape(x.shape, "avgpool2d_forward")
     xp = _xp(x)
     y = xp.empty(out, dtype=x.dtype)
     kern = _pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, 1, 1,
                          dtype_name(x.dtype))[2]
-    _launch(kern, y.size)(
-        xp.ascontiguousarray(x), y, _avg_inverse_divisor(geo, x.shape[2:], xp))
+    xc, inv = xp.ascontiguousarray(x), _avg_inverse_divisor(geo, x.shape[2:], xp)
+    launch = _launch(kern, y.size)
+    launch(xc, y, inv)
+    if xc is x:  # (the kernel reads x as it is)
+        _keep_avg_plan(geo, key, _bind(launch, x, y, inv), out, x.dtype, xp, inv)
     return y
 
 
 def avgpool2d_backward(dy, x_shape, kernel, stride=None, padding=0, ceil_mode=False,
                        count_include_pad=True, divisor_override=None):
     """dx[n,c,h,w] = sum over the windows containing (h, w) of dy[n,c,i,j] / div[i,j]."""
-    check_float("avgpool2d_backward", dy)
     geo = as_pool_geometry(kernel, stride, padding, 1, ceil_mode, "avgpool2d_backward",
                            count_include_pad=count_include_pad,
                            divisor_override=divisor_override)
+    x_shape = x_shape if type(x_shape) is tuple else tuple(x_shape)
+    key = ("avg_bwd", dy.shape, dy.strides, dy.dtype, x_shape)
+    plan = _geo_plan(geo, key)
+    if plan is not None:
+        return plan(dy)
+    check_float("avgpool2d_backward", dy)
     out = geo.output_shape(x_shape, "avgpool2d_backward")
     check_dy("avgpool2d_backward", dy, out)
     xp = _xp(dy)
-    dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
+    dx = xp.empty(x_shape, dtype=dy.dtype)
     kern = _pool_kernels(*geo.kernel_size, *geo.stride, *geo.padding, 1, 1,
                          dtype_name(dy.dtype))[3]
-    _launch(kern, dx.size)(
-        xp.ascontiguousarray(dy), dx, _avg_inverse_divisor(geo, x_shape[2:], xp))
+    dyc, inv = xp.ascontiguousarray(dy), _avg_inverse_divisor(geo, x_shape[2:], xp)
+    launch = _launch(kern, dx.size)
+    launch(dyc, dx, inv)
+    if dyc is dy:
+        _keep_avg_plan(geo, key, _bind(launch, dy, dx, inv), x_shape, dy.dtype, xp, inv)
     return dx
+
+
+def _keep_avg_plan(geo, key, bound, shape, dtype, xp, inv):
+    """Keep on the geometry: allocate ``shape``, replay ``bound`` (a launch bound to
+    (input, output, divisor table)) on the new input and output, the same table."""
+    if bound is None:  # (not a driver launch: the simulator, or numba-cuda's own)
+        return
+    empty = xp.empty
+
+    def plan(src):
+        out = empty(shape, dtype=dtype)
+        if out.size:
+            bound(src, out, inv)
+        return out
+
+    _keep(geometry_memo(geo, "_cuda_plans"), key, plan)
 
 
 # -- a channel bias and its gradient ------------------------------------------------------------

@@ -387,6 +387,28 @@ def test_pool_options_large():
                R.avgpool2d_forward(x.astype(np.float64), 3, 2, 1, **opts)) < 1e-6
 
 
+def test_avgpool_launch_plans_replay():
+    """kernels.cuda.avgpool2d_forward / _backward keep a launch plan per shape on the
+    geometry: the second call of each replays it on new data (and output), a strided
+    input takes no plan; each against the float64 reference."""
+    from kernels._common import pool_geometry
+
+    geo = pool_geometry(3, 2, 1, ceil_mode=True, op="avg_pool2d", count_include_pad=False)
+    opts = dict(ceil_mode=True, count_include_pad=False)
+    for _ in range(2):
+        x = rng.standard_normal((4, 6, 13, 11)).astype(np.float32)
+        y = K.avgpool2d_forward(cp.asarray(x), geo)
+        assert rel(y, R.avgpool2d_forward(x.astype(np.float64), 3, 2, 1, **opts)) < 1e-6
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        assert rel(K.avgpool2d_backward(cp.asarray(dy), x.shape, geo),
+                   R.avgpool2d_backward(dy.astype(np.float64), x.shape, 3, 2, 1, **opts)) < 1e-6
+    plans = geo.__dict__.get("_cuda_plans", {})
+    assert sum(k[0] in ("avg_fwd", "avg_bwd") for k in plans) == 2, list(plans)
+    xs = cp.asarray(rng.standard_normal((4, 6, 13, 22)).astype(np.float32))[..., ::2]
+    assert rel(K.avgpool2d_forward(xs, geo),
+               R.avgpool2d_forward(cp.asnumpy(xs).astype(np.float64), 3, 2, 1, **opts)) < 1e-6
+
+
 def test_fused_bias_relu_and_relu_backward():
     x = rng.standard_normal((4, 5, 3, 3)).astype(np.float32)
     b = rng.standard_normal(5).astype(np.float32)
