@@ -51,7 +51,7 @@ import math
 import numpy as np
 
 __all__ = ["WgmmaConfig", "WGMMA_CONFIG", "WGMMA_CANDIDATES", "source", "PREP_SOURCE",
-           "usable", "matmul", "BK"]
+           "usable", "supported", "matmul", "probe", "BK"]
 
 BK = 32                 # floats of K a step: one 128-byte row of each operand tile
 ARCH = "sm_90a"         # wgmma needs the architecture-specific target
@@ -450,3 +450,44 @@ def matmul(a, b, trans_a=False, trans_b=False, config=None, group=8):
             np.int32(tiles_n), np.int32(group)),
            shared_mem=cfg.smem_bytes)
     return C[0] if a.ndim == 2 else C
+
+
+def probe(cfg=None, limit=4):
+    """On the GPU: whether the tensor cores read the operands and lay out the product where
+    this kernel's layouts (swizzle, descriptors, accumulator fragment) say, with one-hot
+    operands whose products name their source -> lines describing up to ``limit``
+    misplaced elements per probe (empty: every element where it belongs). One block's
+    tile (bm x bn, K = 32, one step), small integers (exact in TF32):
+
+    * rows: A[r, kk] = r + 1, B[kk, :] = 1, so that C[r, c] names A's row;
+    * columns: A[:, kk] = 1, B[kk, c] = c + 1, so that C[r, c] names B's column;
+    * K: A[r, k] = k + 1 (every row), B[kk, :] = 1, so that C names A's k paired with B's kk;
+    each for kk in 0, 9 (second 16-byte chunk of the second k-step of 8) and 31."""
+    import cupy
+
+    c = cfg or WGMMA_CONFIG
+    m, n, k = c.bm, c.bn, BK
+    lines = []
+    for kk in (0, 9, 31):
+        ones_row = np.zeros((k, n), np.float32)
+        ones_row[kk] = 1
+        cases = []
+        a = np.zeros((m, k), np.float32)
+        a[:, kk] = np.arange(1, m + 1)
+        cases.append(("A row", a, ones_row, np.arange(m)[:, None] + np.zeros((1, n))))
+        a = np.zeros((m, k), np.float32)
+        a[:, kk] = 1
+        b = np.zeros((k, n), np.float32)
+        b[kk] = np.arange(1, n + 1)
+        cases.append(("B column", a, b, np.zeros((m, 1)) + np.arange(n)[None, :]))
+        a = np.tile(np.arange(1, k + 1, dtype=np.float32), (m, 1))
+        cases.append(("A k", a, ones_row, np.full((m, n), kk)))
+        for what, a, b, want in cases:
+            got = np.asarray(cupy.asnumpy(matmul(cupy.asarray(a), cupy.asarray(b), config=c)))
+            wrong = np.argwhere(got != want + 1)
+            for r, col in wrong[:limit]:
+                lines.append(f"k={kk}: C[{r}, {col}] = {got[r, col]:g}: {what} "
+                             f"{got[r, col] - 1:g}, expected {want[r, col]:g}")
+            if len(wrong) > limit:
+                lines.append(f"k={kk}: {what}: {len(wrong)} elements misplaced in all")
+    return lines

@@ -118,6 +118,9 @@ def test_tf32_wgmma_every_schedule(ta, tb):
         c = W.matmul(cp.asarray(a), cp.asarray(b), ta, tb)  # (falls back to mma.sync)
         assert rel(c, exact) < 1e-3
         pytest.skip("wgmma needs compute capability 9.0; the fallback was checked")
+    if not (ta or tb):  # (first: where the layouts disagree, which elements went where)
+        report = W.probe()
+        assert not report, "wgmma layout probe:\n" + "\n".join(report)
     # (every schedule once; the transposes, which only change the prep pass, on two)
     for cfg in (W.WGMMA_CANDIDATES if not (ta or tb)
                 else (W.WGMMA_CONFIG, W.WGMMA_CONFIG._replace(round=False))):

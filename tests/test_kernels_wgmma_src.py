@@ -376,7 +376,34 @@ def _host_cupy():
     cp = types.ModuleType("cupy")
     cp.empty = lambda shape, dtype: np.full(shape, np.nan, dtype).view(_HostArray)
     cp.ascontiguousarray = lambda x: np.ascontiguousarray(x).view(_HostArray)
+    cp.asarray = lambda x: np.asarray(x).view(_HostArray)
+    cp.asnumpy = np.asarray
     return cp
+
+
+def _host_function(gemm, prep, cfg):
+    """A stand-in for kernels.cuda_wgmma._function: the launches of the prep and wgmma
+    kernels (schedule ``cfg``) run the host-compiled ones."""
+    ptr = ctypes.c_void_p
+
+    def function(src, name, smem_bytes=0):
+        if name == "tk_tf32_prep":
+            def launch(grid, block, args, shared_mem=0):
+                assert block == (32, 8)
+                x, out, *ints = args
+                prep(*map(ctypes.c_uint, grid), ptr(x.ctypes.data), ptr(out.ctypes.data),
+                     *(ctypes.c_int(int(i)) for i in ints))
+            return launch
+        assert name == "tk_gemm_tf32_wgmma" and src == W.source(cfg)
+
+        def launch(grid, block, args, shared_mem=0):
+            assert block == (cfg.threads,) and shared_mem == smem_bytes == cfg.smem_bytes
+            a, bt, c, *ints = args
+            bad = gemm(*map(ctypes.c_uint, grid), *(ptr(x.ctypes.data) for x in (a, bt, c)),
+                       ptr(np.array(ints, np.int32).ctypes.data))
+            assert bad == 0
+        return launch
+    return function
 
 
 @pytest.fixture(scope="module")
@@ -399,33 +426,13 @@ def test_matmul_end_to_end_on_the_host_kernels(host_matmul_libraries, m, k4, n2,
     gemm, prep = host_matmul_libraries
     k, n = 4 * k4, 2 * n2
     cfg = W.WGMMA_CONFIG._replace(round=rnd)
-
-    def function(src, name, smem_bytes=0):
-        ptr = ctypes.c_void_p
-        if name == "tk_tf32_prep":
-            def launch(grid, block, args, shared_mem=0):
-                assert block == (32, 8)
-                x, out, *ints = args
-                prep(*map(ctypes.c_uint, grid), ptr(x.ctypes.data), ptr(out.ctypes.data),
-                     *(ctypes.c_int(int(i)) for i in ints))
-            return launch
-        assert name == "tk_gemm_tf32_wgmma" and src == W.source(cfg)  # (round: same kernel)
-
-        def launch(grid, block, args, shared_mem=0):
-            assert block == (cfg.threads,) and shared_mem == smem_bytes == cfg.smem_bytes
-            a, bt, c, *ints = args
-            bad = gemm(*map(ctypes.c_uint, grid), *(ptr(x.ctypes.data) for x in (a, bt, c)),
-                       ptr(np.array(ints, np.int32).ctypes.data))
-            assert bad == 0
-        return launch
-
     rng = np.random.default_rng(seed)
     lead = (batch,) if batch else ()
     a = rng.standard_normal(lead + ((k, m) if ta else (m, k))).astype(np.float32)
     b = rng.standard_normal(lead + ((n, k) if tb else (k, n))).astype(np.float32)
     with pytest.MonkeyPatch.context() as mp:  # (not the fixture: hypothesis repeats the body)
         mp.setitem(sys.modules, "cupy", _host_cupy())
-        mp.setattr(W, "_function", function)
+        mp.setattr(W, "_function", _host_function(gemm, prep, cfg))
         mp.setattr(W, "supported", lambda: True)
         c = np.asarray(W.matmul(a, b, ta, tb, config=cfg, group=2))
     a_ = np.swapaxes(a, -1, -2) if ta else a
@@ -435,3 +442,30 @@ def test_matmul_end_to_end_on_the_host_kernels(host_matmul_libraries, m, k4, n2,
         np.testing.assert_array_equal(c, 0)
     else:
         _check(c, a_, b_, rounded=rnd)
+
+
+def test_the_gpu_probe_on_the_host_kernels(monkeypatch, tmp_path_factory, host_matmul_libraries):
+    """kernels.cuda_wgmma.probe (run first by the GPU test, to name a layout error at first
+    contact): nothing to report on the host-compiled kernel; on one whose accumulator rows
+    are swapped in pairs, or whose descriptors step 16 bytes a k-step, it names the
+    misplaced elements."""
+    import sys
+
+    gemm, prep = host_matmul_libraries
+    monkeypatch.setitem(sys.modules, "cupy", _host_cupy())
+    monkeypatch.setattr(W, "supported", lambda: True)
+    monkeypatch.setattr(W, "_function", _host_function(gemm, prep, W.WGMMA_CONFIG))
+    assert W.probe() == []
+    source = W.source
+    for old, new, what in (("8 * ((i >> 1) & 1), col", "8 * ((i >> 2) & 1), col", "A row"),
+                           ("tk_desc(a_st + 32 * kk), tk_desc(b_st + 32 * kk)",
+                            "tk_desc(a_st + 16 * kk), tk_desc(b_st + 16 * kk)", "A k")):
+        bad = source().replace(old, new)
+        assert bad != source()
+        lib = host_library(tmp_path_factory, "wgmma_probe_" + what.replace(" ", "_"),
+                           "#define TK_CP_EARLY 0\n#define TK_WG_EARLY 0\n"
+                           f"#define TK_WG_N {W.WGMMA_CONFIG.bn}\n" + MODELS
+                           + _launcher(W.WGMMA_CONFIG).replace(source(), bad)).run
+        monkeypatch.setattr(W, "_function", _host_function(lib, prep, W.WGMMA_CONFIG))
+        report = W.probe()
+        assert report and any(what in line for line in report), report
