@@ -6,4 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 bash scripts/data.sh  # Fashion-MNIST and the word list, where missing (tests train on them)
-exec .venv/bin/python -m pytest -q "$@"
+# a worker a core, at most 4 (pytest-xdist; tests that share a process's state are grouped
+# in tests/conftest.py); `bash scripts/test.sh -n 0` runs in one process
+workers=$(nproc 2>/dev/null || echo 2)
+[ "$workers" -le 4 ] || workers=4
+exec .venv/bin/python -m pytest -q -n "$workers" --dist loadgroup "$@"
