@@ -43,8 +43,8 @@ class _NvvmEarly:
     def pytest_collection_modifyitems(self, config, items):
         needs = [i for i in items if "nvvm_parts" in getattr(i, "fixturenames", ())]
         if not needs or hasattr(config, "workerinput"):
-            # (an xdist worker collects every test but runs only some: the worker that
-            # gets the NVVM group compiles in the foreground, once)
+            # (a pytest-xdist worker collects every test but runs only some: one that gets
+            # a test needing the checks compiles them in the foreground, nvvm_parts)
             return
         import tempfile
 
@@ -98,7 +98,6 @@ def _kinds(item):
     return [k for k in COVERAGE_KINDS if item.get_closest_marker(k) is not None]
 
 
-@pytest.hookimpl(tryfirst=True)  # (before xdist reads the groups marked here)
 def pytest_collection_modifyitems(config, items):
     state = config.stash[_COVERAGE]
     for item in items:
@@ -107,15 +106,6 @@ def pytest_collection_modifyitems(config, items):
     # the coverage check reads what the marked tests recorded, so it runs after them
     last = [i for i in items if i.path.name == "test_function_coverage.py"]
     items[:] = [i for i in items if i.path.name != "test_function_coverage.py"] + last
-    if hasattr(config, "workerinput"):
-        # pytest-xdist (scripts/test.sh: -n, --dist loadgroup): tests that share one
-        # process's state go to one worker -- the marked tests with the coverage check that
-        # reads their records; the NVVM checks, which share one compile session
-        for item in items:
-            if _kinds(item) or item.path.name == "test_function_coverage.py":
-                item.add_marker(pytest.mark.xdist_group("function_coverage"))
-            elif "nvvm_parts" in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group("nvvm"))
 
 
 def pytest_deselected(items):
