@@ -11,6 +11,8 @@
 #      occupancy of every kernel; waited for before the first timing
 #   2. pytest -m gpu: every kernel at large sizes against the float64 reference
 #   3. ladder: each GEMM rung and our TF32 kernel at 4096^3 vs cuBLAS FP32 and TF32
+#   3b. tf32: TF32 products at model sizes (x @ w.T), ours vs cuBLAS TF32, GPU time and back
+#      to back
 #   4. conv: ResNet-18 CIFAR layers, forward + both gradients, vs cuDNN (TF32 off)
 #   5. pool: max-pool forward/backward vs copy bandwidth of the same bytes
 #   6. train: LeNet-5 training step at batch 256 vs PyTorch eager (separate processes; a
@@ -100,6 +102,7 @@ xdist=(); "$PY" -c "import xdist" 2>/dev/null && xdist=(-n 4)
 part pytest-gpu 100 "$PY" -m pytest -m gpu -v --tb=short -p no:cacheprovider -rs --maxfail=5 --durations=8 "${xdist[@]}"
 wait_resources
 part ladder 50 "$PY" -m benchmarks.gpu_parts ladder --out "$out" --deadline @DEADLINE@
+part tf32 40 "$PY" -m benchmarks.gpu_parts tf32 --out "$out" --deadline @DEADLINE@
 part conv 60 "$PY" -m benchmarks.gpu_parts conv --out "$out" --deadline @DEADLINE@
 part pool 20 "$PY" -m benchmarks.gpu_parts pool --out "$out" --deadline @DEADLINE@
 part train 115 "$PY" -m benchmarks.gpu_parts train --out "$out" --deadline @DEADLINE@

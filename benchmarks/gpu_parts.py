@@ -2,6 +2,7 @@
 its own files under ``--out`` so that a failing part never loses the others' results.
 
     python -m benchmarks.gpu_parts ladder  --out DIR [--n 4096]  [--deadline S]
+    python -m benchmarks.gpu_parts tf32    --out DIR               [--deadline S]
     python -m benchmarks.gpu_parts conv    --out DIR               [--deadline S]
     python -m benchmarks.gpu_parts pool    --out DIR               [--deadline S]
     python -m benchmarks.gpu_parts train   --out DIR [--batch 256] [--deadline S]
@@ -18,6 +19,9 @@ it measured.
   kernels.cuda_wgmma.WGMMA_CANDIDATES, prep pass included, and its kernel alone), as a
   percentage of cuBLAS (CuPy) FP32 and TF32 at the same size, each checked against
   cuBLAS FP32 (relative Frobenius error; TF32: should be < 1e-3).
+* tf32: TF32 products at the sizes a model meets (TF32_SHAPES, x @ w.T with w.T a view),
+  ours (the default, mma.sync, wgmma at 128 x 128) vs cuBLAS TF32: GPU time and time a
+  call back to back (host included).
 * conv: ResNet-18 CIFAR conv layers and LeNet-5's (batch 64) forward, input and weight
   gradient, ours vs cuDNN through PyTorch (TF32 off, benchmark mode); a strided layer's
   input gradient also by the implicit GEMM (its default is the dense GEMM and gather,
@@ -126,7 +130,9 @@ def part_ladder(out, n=4096, deadline_s=150.0):
     impls["production (kernels.cuda.matmul)"] = K.matmul
     # rung 6 (CUDA C), the candidate for the wide products (kernels.cuda.WIDE_KERNELS)
     impls["vec4_cuda_c (rung 6, CUDA C)"] = S.matmul
-    impls["tf32 mma.sync (ours)"] = T.matmul  # the pipelined kernel, at this size
+    # what the framework runs with TF32 allowed: on sm_90, wgmma at W.WGMMA_CONFIG
+    impls["tf32 (ours, kernels.cuda_tf32.matmul)"] = T.matmul
+    impls["tf32 mma.sync (ours)"] = functools.partial(T.matmul, config=T.PIPE_CONFIG)
     impls["tf32 mma.sync, first version (64x64, unpipelined)"] = \
         lambda x, y: T.matmul(x, y, pipeline=False)
     for cfg in T.PIPE_CANDIDATES:  # the pipelined kernel's other schedules
@@ -135,7 +141,7 @@ def part_ladder(out, n=4096, deadline_s=150.0):
                 functools.partial(T.matmul, config=cfg)
     for group in (1, 4):  # its block order (the default walks T.PIPE_GROUP tile rows)
         impls[f"tf32 mma.sync, blocks in groups of {group} tile rows"] = \
-            functools.partial(T.matmul, group=group)
+            functools.partial(T.matmul, config=T.PIPE_CONFIG, group=group)
     # sm_90's wgmma (kernels.cuda_wgmma): prep pass (B transposed, both rounded) + kernel
     for cfg in W.WGMMA_CANDIDATES:
         impls[f"tf32 wgmma, {wgmma_schedule_name(cfg)}"] = _on_sm90(W.matmul, config=cfg)
@@ -158,6 +164,101 @@ def part_ladder(out, n=4096, deadline_s=150.0):
         _write(out, "ladder", rows, ladder_markdown(rows, n, t_fp32, t_tf32), echo=False)
     lines = ladder_markdown(rows, n, t_fp32, t_tf32)
     _write(out, "ladder", rows, lines)
+
+
+# (name, m, k, n, trans_b): products a model meets, x @ w.T in a Linear layer
+TF32_SHAPES = (("LeNet-5 fc1, batch 256", 256, 400, 120, True),
+               ("Linear 784 -> 512, batch 256", 256, 784, 512, True),
+               ("Linear 1024 -> 1024, batch 8192", 8192, 1024, 1024, True),
+               ("Linear 4096 -> 4096, batch 4096", 4096, 4096, 4096, True),
+               ("square 1024", 1024, 1024, 1024, False),
+               ("square 2048", 2048, 2048, 2048, False),
+               ("square 8192", 8192, 8192, 8192, False))
+
+
+def part_tf32(out, shapes=TF32_SHAPES, deadline_s=60.0):
+    """TF32 products at the sizes a model meets (TF32_SHAPES), x @ w.T given as the view
+    w.T as the framework does: cuBLAS TF32 (CuPy) beside ours -- kernels.cuda_tf32.matmul
+    as the framework calls it (DEFAULT_CONFIG), the mma.sync kernel at PIPE_CONFIG and the
+    wgmma kernel at two 128 x 128 schedules (more blocks for a small product than the
+    default's 128 x 256). Per row: the GPU's time (events) and the time a call takes back
+    to back (host included: what a small product costs a training step)."""
+    import cupy
+
+    import kernels.cuda_tf32 as T
+    import kernels.cuda_wgmma as W
+
+    impls = {"ours (kernels.cuda_tf32.matmul)": T.matmul,
+             "mma.sync, " + tf32_schedule_name(T.PIPE_CONFIG):
+                 functools.partial(T.matmul, config=T.PIPE_CONFIG)}
+    for cfg in (W.WgmmaConfig(128, 128, 4, 1), W.WgmmaConfig(128, 128, 3, 0)):
+        impls[f"wgmma, {wgmma_schedule_name(cfg)}"] = _on_sm90(T.matmul, config=cfg)
+    rows, start = [], time.perf_counter()
+    handle = cupy.cuda.device.get_cublas_handle()
+    mode = cupy.cuda.cublas.getMathMode(handle)
+    rng = np.random.default_rng(0)
+
+    def back_to_back(fn, calls=20):
+        fn()
+        cupy.cuda.runtime.deviceSynchronize()
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        cupy.cuda.runtime.deviceSynchronize()
+        return (time.perf_counter() - t) / calls
+
+    for name, m, k, n, tb in shapes:
+        if time.perf_counter() - start > deadline_s:
+            rows.append({"shape": name, "impl": "all", "error": "skipped: part deadline"})
+            continue
+        x = cupy.asarray(rng.standard_normal((m, k), dtype=np.float32))
+        w = cupy.asarray(rng.standard_normal((n, k) if tb else (k, n), dtype=np.float32))
+        y = w.T if tb else w                      # (a view, as MatMul.forward passes it)
+        ref = x @ y
+        norm = float(cupy.linalg.norm(ref))
+        try:
+            cupy.cuda.cublas.setMathMode(handle, getattr(cupy.cuda.cublas,
+                                                         "CUBLAS_TF32_TENSOR_OP_MATH", 3))
+            blas = {"impl": "cuBLAS TF32 (CuPy)", "s": _events_time(lambda: x @ y),
+                    "s_back_to_back": back_to_back(lambda: x @ y)}
+        finally:
+            cupy.cuda.cublas.setMathMode(handle, mode)
+        rows.append({"shape": name, "mkn": [m, k, n], **blas})
+        for impl, fn in impls.items():
+            try:
+                err = float(cupy.linalg.norm(fn(x, y) - ref)) / norm
+                rows.append({"shape": name, "mkn": [m, k, n], "impl": impl,
+                             "s": _events_time(lambda: fn(x, y)),
+                             "s_back_to_back": back_to_back(lambda: fn(x, y)),
+                             "rel_err_vs_fp32": err})
+            except Exception as e:  # noqa: BLE001 - report and go on
+                rows.append({"shape": name, "mkn": [m, k, n], "impl": impl,
+                             "error": repr(e)[:300]})
+        _write(out, "tf32", rows, tf32_markdown(rows), echo=False)
+    _write(out, "tf32", rows, tf32_markdown(rows))
+    return 1 if any("error" in r for r in rows) else 0
+
+
+def tf32_markdown(rows):
+    """part_tf32's table: each implementation's times beside cuBLAS TF32's on its shape."""
+    lines = ["## TF32 products at model sizes (x @ w.T: w.T a view)", "",
+             "| shape | M x K x N | implementation | GPU ms | % cuBLAS TF32 | back to back ms "
+             "| % cuBLAS TF32 | rel. error vs FP32 |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    blas = {}
+    for r in rows:
+        mkn = " x ".join(map(str, r.get("mkn", [])))
+        if "error" in r:
+            lines.append(f"| {r['shape']} | {mkn} | {r['impl']} | failed: {r['error']} "
+                         "| | | | |")
+            continue
+        if r["impl"].startswith("cuBLAS"):
+            blas[r["shape"]] = r
+        b = blas.get(r["shape"], r)
+        err = f"{r['rel_err_vs_fp32']:.1e}" if "rel_err_vs_fp32" in r else ""
+        lines.append(f"| {r['shape']} | {mkn} | {r['impl']} | {r['s'] * 1e3:.3f} "
+                     f"| {100 * b['s'] / r['s']:.0f}% | {r['s_back_to_back'] * 1e3:.3f} "
+                     f"| {100 * b['s_back_to_back'] / r['s_back_to_back']:.0f}% | {err} |")
+    return lines
 
 
 def _on_sm90(fn, **kw):
@@ -873,7 +974,8 @@ def part_sweep(out, n=4096, deadline_s=50.0):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_parts")
-    p.add_argument("part", choices=["ladder", "conv", "pool", "train", "launch", "sweep"])
+    p.add_argument("part", choices=["ladder", "tf32", "conv", "pool", "train", "launch",
+                                    "sweep"])
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=4096)
     p.add_argument("--batch", type=int, default=256)
@@ -885,6 +987,8 @@ def main(argv=None):
     dl = {} if a.deadline is None else {"deadline_s": a.deadline}
     if a.part == "ladder":
         part_ladder(a.out, a.n, **dl)
+    elif a.part == "tf32":
+        return part_tf32(a.out, **dl)
     elif a.part == "conv":
         part_conv(a.out, **dl)
     elif a.part == "pool":

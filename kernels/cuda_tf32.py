@@ -31,7 +31,8 @@ On an H100 at 4096^3 (benchmarks/results/2026-11-27-NVIDIA-H100-session9-tf32): 
 161 TFLOP/s, 45% of cuBLAS TF32, 3.8x the first version below. ``PIPE_CANDIDATES`` are
 other schedules, timed beside it by benchmarks.gpu_parts's ladder part: larger tiles, 8
 warps, and ``prefetch`` (the next k-step's fragments read during this one's products,
-across the step's barrier, in two register sets: untimed so far).
+across the step's barrier, in two register sets). The eleventh session timed them all:
+0.79-0.95 ms, the best with ``ldmatrix`` and prefetch (47%), none near wgmma's 0.51-0.53.
 
 ``tk_gemm_tf32`` (``SOURCE``), any shapes (its loads are scalar where a row is not
 4-aligned or the operand not 16-byte aligned), the first version (12% of cuBLAS TF32 on
@@ -44,7 +45,8 @@ an H100, as fast as the FP32 GEMM):
 Both read each lane's fragments from shared memory, round them to TF32 and issue
 ``mma.sync``. kernels/cuda_wgmma.py computes the same product on sm_90's warpgroup
 instruction (``wgmma.mma_async``, its operands read by the tensor cores straight from
-shared memory); ``matmul`` runs it for a ``WgmmaConfig`` as ``config`` or DEFAULT_CONFIG.
+shared memory) and is the default there (DEFAULT_CONFIG: 70-73% of cuBLAS TF32 at
+4096^3 on an H100); ``matmul`` runs it for a ``WgmmaConfig`` as ``config``.
 
 The fragment layout (which lane holds which element) is data here -- ``A_FRAG``,
 ``B_FRAG``, ``C_FRAG``, expressions in g = lane / 4 and t = lane % 4 -- pasted into the
@@ -247,12 +249,13 @@ class PipeConfig(collections.namedtuple("PipeConfig",
         return self
 
 
-# the default: 0.85 ms at 4096^3 on an H100, 45% of cuBLAS TF32 (0.38 ms), where the first
-# version took 3.21 (benchmarks/results/2026-11-27-NVIDIA-H100-session9-tf32)
+# the mma.sync default: 0.85 ms at 4096^3 on an H100, 45% of cuBLAS TF32 (0.38 ms), where the
+# first version took 3.21 (benchmarks/results/2026-11-27-NVIDIA-H100-session9-tf32)
 PIPE_CONFIG = PipeConfig(128, 128, 32, 3, 2, 2, prefetch=False).check()
 # the schedules benchmarks.gpu_parts's ladder part times beside the default (H100, 4096^3,
 # the same run: 128x256 0.86 ms, 256x128 0.90, 8 warps of 64 x 32 0.94, all without the
-# fragment prefetch and ldmatrix; those with either are untimed)
+# fragment prefetch and ldmatrix; eleventh session, all of them: benchmarks/results/
+# 2026-11-27-NVIDIA-H100-session11*/ladder.md, ldmatrix + prefetch 0.79-0.81 the best)
 PIPE_CANDIDATES = (PIPE_CONFIG,
                    PipeConfig(128, 128, 32, 3, 2, 2),
                    PipeConfig(128, 128, 32, 3, 2, 2, prefetch=False, ldmatrix=True),
@@ -267,9 +270,11 @@ PIPE_BM, PIPE_BN, PIPE_BK, PIPE_STAGES = PIPE_CONFIG[:4]
 PIPE_THREADS, PIPE_SMEM_FLOATS, PIPE_SMEM_BYTES = (PIPE_CONFIG.threads, PIPE_CONFIG.smem_floats,
                                                    PIPE_CONFIG.smem_bytes)
 PIPE_GROUP = 8                   # tile rows a group of consecutive blocks walks down
-# the schedule matmul runs unless told: PIPE_CONFIG, or a kernels.cuda_wgmma.WgmmaConfig
-# (sm_90's wgmma, elsewhere mma.sync again) once a GPU has timed one faster
-DEFAULT_CONFIG = PIPE_CONFIG
+# the schedule matmul runs unless told: sm_90's wgmma at kernels.cuda_wgmma.WGMMA_CONFIG
+# (elsewhere, and for shapes it cannot take, the mma.sync kernel at PIPE_CONFIG). H100,
+# 4096^3, prep pass included: 0.53 ms, 70% of cuBLAS TF32 (0.37), mma.sync 0.88 in the same
+# run (benchmarks/results/2026-11-27-NVIDIA-H100-session11/ladder.md)
+DEFAULT_CONFIG = cuda_wgmma.WGMMA_CONFIG
 
 # the primitives, as PTX; tests/test_kernels_tf32_src.py defines TK_HOST and its own.
 # Shared memory is addressed two ways: fragments through generic pointers (LDS with
@@ -579,14 +584,16 @@ def pipelined(m, k, n, cfg=None):
 
 def matmul(a, b, trans_a=False, trans_b=False, pipeline=True, config=None, group=PIPE_GROUP):
     """op(a) @ op(b) for float32 CuPy arrays (2-D or equal-batch 3-D) on TF32 tensor cores:
-    (M, K) @ (K, N) -> (M, N), batch by batch; the pipelined kernel (schedule ``config``,
-    PIPE_CONFIG by default, its blocks walking ``group`` tile rows at a time) where
-    ``pipelined`` allows and the operands are 16-byte aligned (``pipeline=False``: never),
-    else the general one. A ``kernels.cuda_wgmma.WgmmaConfig`` as ``config`` (or as
-    DEFAULT_CONFIG): the wgmma kernel (sm_90) on that schedule."""
+    (M, K) @ (K, N) -> (M, N), batch by batch, on the schedule ``config`` (DEFAULT_CONFIG
+    unless told), its blocks walking ``group`` tile rows at a time:
+    - a ``kernels.cuda_wgmma.WgmmaConfig`` (the default): sm_90's wgmma kernel, which hands
+      devices and shapes it cannot take to the mma.sync kernel at PIPE_CONFIG;
+    - a ``PipeConfig``: the pipelined mma.sync kernel where ``pipelined`` allows and the
+      operands are 16-byte aligned, else the general one;
+    - ``pipeline=False``: the general kernel, whatever the default."""
     from ._common import check_matmul, gemm_slices
 
-    config = config or DEFAULT_CONFIG
+    config = config or (DEFAULT_CONFIG if pipeline else PIPE_CONFIG)
     if isinstance(config, cuda_wgmma.WgmmaConfig):  # (sm_90's wgmma)
         return cuda_wgmma.matmul(a, b, trans_a, trans_b, config=config, group=group)
     m, k, n = check_matmul(a, b, trans_a, trans_b)
@@ -619,7 +626,8 @@ def matmul(a, b, trans_a=False, trans_b=False, pipeline=True, config=None, group
         _kernel()(grid, (THREADS,), (A, B, C, np.int32(m), np.int32(n), np.int32(k)))
     else:  # past CUDA's 65535 blocks in y or z: slices, as in kernels.cuda.matmul
         for b0, b1, r0, r1 in slices:
-            C[b0:b1, r0:r1] = matmul(A[b0:b1, r0:r1], B[b0:b1], pipeline=pipeline)
+            C[b0:b1, r0:r1] = matmul(A[b0:b1, r0:r1], B[b0:b1], pipeline=pipeline,
+                                     config=cfg)
     return C[0] if a.ndim == 2 else C
 
 

@@ -53,7 +53,7 @@ import math
 import numpy as np
 
 __all__ = ["WgmmaConfig", "WGMMA_CONFIG", "WGMMA_CANDIDATES", "source", "PREP_SOURCE",
-           "usable", "supported", "matmul", "probe", "BK"]
+           "usable", "fold_transpose", "supported", "matmul", "probe", "BK"]
 
 BK = 32                 # floats of K a step: one 128-byte row of each operand tile
 ARCH = "sm_90a"         # wgmma needs the architecture-specific target
@@ -108,7 +108,10 @@ class WgmmaConfig(collections.namedtuple("WgmmaConfig", "bm bn stages depth roun
         return self
 
 
-# Untimed: the schedules benchmarks.gpu_parts's ladder part times ("tf32 wgmma, ...").
+# The schedules benchmarks.gpu_parts's ladder part times ("tf32 wgmma, ..."). H100, 4096^3,
+# prep pass included, cuBLAS TF32 0.37 ms (benchmarks/results/2026-11-27-NVIDIA-H100-
+# session11): 128x256 4 stages 0.53 ms (unrounded 0.50, kernel alone 0.47), 256x128 0.59,
+# 128x128 0.63-0.64, 3 stages 0.67-0.74; a rerun gave 0.51 and 0.52 for the first two.
 # The default's tile is the larger one because of L2: a bm x bn tile reads (bm + bn) x 32
 # floats a step for 2 bm bn 32 flops, 32 flops a byte at 128 x 128 and 43 at 128 x 256;
 # at 50% of cuBLAS TF32 (~180 TFLOP/s) that is 5.6 against 4.2 TB/s out of L2, and the
@@ -224,6 +227,7 @@ tk_tf32_prep(const float* __restrict__ src, float* __restrict__ dst, int rows, i
 """
 
 
+@functools.lru_cache(maxsize=None)  # (matmul asks every call: one string, its hash kept)
 def source(cfg=None):
     """The CUDA source of tk_gemm_tf32_wgmma for a WgmmaConfig (WGMMA_CONFIG by default)."""
     c = (cfg or WGMMA_CONFIG).check()
@@ -336,12 +340,23 @@ def usable(m, k, n, cfg=None):
             and (n + c.bn) * k < 2 ** 31 and max(m, k, n) <= 65535 * PREP_TILE)
 
 
+def fold_transpose(x, trans):
+    """(x, trans) for op(x), where op transposes the last two axes if trans; an x whose
+    last two axes are those of a C-contiguous array swapped (a transposed view) comes back
+    as that array with trans flipped: the same op(x), read in place."""
+    if x.ndim >= 2 and not x.flags.c_contiguous:
+        t = x.swapaxes(-1, -2)
+        if t.flags.c_contiguous:
+            return t, not trans
+    return x, trans
+
+
 def supported():
     """Whether the current CUDA device runs sm_90a code: compute capability 9.0 (H100,
     H200); elsewhere matmul takes the mma.sync kernels."""
     import cupy
 
-    return _capability(cupy.cuda.Device().id) == "90"
+    return _capability(cupy.cuda.runtime.getDevice()) == "90"
 
 
 @functools.lru_cache(maxsize=None)
@@ -383,7 +398,7 @@ def _function(src, name, smem_bytes=0):
     """Kernel ``name`` of ``src`` (sm_90a cubin), loaded on the current device."""
     import cupy
 
-    return _load(src, name, smem_bytes, cupy.cuda.Device().id)
+    return _load(src, name, smem_bytes, cupy.cuda.runtime.getDevice())
 
 
 @functools.lru_cache(maxsize=None)
@@ -399,20 +414,23 @@ def _load(src, name, smem_bytes, device_id):
     return fn
 
 
-def _prep(x, transpose, rnd):
-    """(batch, rows, cols) contiguous float32 -> round(x) transposed (batch, cols, rows) or
-    not, a fresh array (16-byte aligned)."""
+def _prep(x, batch, transpose, rnd):
+    """A contiguous float32 x of ``batch`` (rows, cols) matrices (2-D where batch is 1) ->
+    round(x), each matrix transposed (cols, rows) or not: a fresh array (16-byte aligned)."""
     import cupy
 
-    batch, rows, cols = x.shape
-    out = cupy.empty((batch, cols, rows) if transpose else x.shape, dtype=np.float32)
+    rows, cols = x.shape[-2:]
+    out = cupy.empty(x.shape[:-2] + ((cols, rows) if transpose else (rows, cols)), np.float32)
     if x.size:
         fn = _function(PREP_SOURCE, "tk_tf32_prep")
-        for b0 in range(0, batch, 65535):
-            b1 = min(batch, b0 + 65535)
-            fn((math.ceil(cols / 32), math.ceil(rows / 32), b1 - b0), (32, 8),
-               (x[b0:b1], out[b0:b1], np.int32(rows), np.int32(cols), np.int32(transpose),
-                np.int32(rnd)))
+        tail = (np.int32(rows), np.int32(cols), np.int32(transpose), np.int32(rnd))
+        grid = (math.ceil(cols / PREP_TILE), math.ceil(rows / PREP_TILE))
+        if batch <= 65535:  # (the arrays themselves: a CuPy slice costs microseconds)
+            fn(grid + (batch,), (PREP_TILE, 8), (x, out) + tail)
+        else:
+            for b0 in range(0, batch, 65535):
+                b1 = min(batch, b0 + 65535)
+                fn(grid + (b1 - b0,), (PREP_TILE, 8), (x[b0:b1], out[b0:b1]) + tail)
     return out
 
 
@@ -420,8 +438,9 @@ def matmul(a, b, trans_a=False, trans_b=False, config=None, group=8):
     """op(a) @ op(b) for float32 CuPy arrays (2-D or equal-batch 3-D) on sm_90's wgmma,
     schedule ``config`` (WGMMA_CONFIG by default), blocks walking ``group`` tile rows;
     where ``usable`` refuses the shape or the device is not sm_90 (``supported``),
-    kernels.cuda_tf32's mma.sync kernels."""
-    from ._common import check_matmul, gemm_slices
+    kernels.cuda_tf32's mma.sync kernels. A 2-D product comes back as the array that owns
+    its memory (kernels.cuda.matmul's contract: autograd copies a view it is handed)."""
+    from ._common import check_matmul
 
     m, k, n = check_matmul(a, b, trans_a, trans_b)
     if a.dtype != np.float32 or b.dtype != np.float32:
@@ -429,29 +448,39 @@ def matmul(a, b, trans_a=False, trans_b=False, config=None, group=8):
     cfg = (config or WGMMA_CONFIG).check()
     if not (isinstance(group, (int, np.integer)) and group >= 1):
         raise ValueError(f"matmul_tf32: group must be a positive int, got {group!r}")
+    # x @ w.T hands over w.T, a view: read as w with trans_b, it needs no copy, and where
+    # the operands are rounded anyway no transpose either (the prep pass's copy is its own)
+    a, trans_a = fold_transpose(a, trans_a)
+    b, trans_b = fold_transpose(b, trans_b)
     if not (usable(m, k, n, cfg) and supported()):
         from . import cuda_tf32
         return cuda_tf32.matmul(a, b, trans_a, trans_b, config=cuda_tf32.PIPE_CONFIG,
                                 group=group)
     import cupy
-    A = cupy.ascontiguousarray(a[None] if a.ndim == 2 else a)
-    B = cupy.ascontiguousarray(b[None] if b.ndim == 2 else b)
-    C = cupy.empty((A.shape[0], m, n), dtype=np.float32)
+    batch = a.shape[0] if a.ndim == 3 else 1
+    # (the kernels take pointers: 2-D operands go as they are, no batch axis added)
+    C = cupy.empty(a.shape[:-2] + (m, n), dtype=np.float32)
     if not C.size:
-        return C[0] if a.ndim == 2 else C
+        return C
+    A = a if a.flags.c_contiguous else cupy.ascontiguousarray(a)
+    B = b if b.flags.c_contiguous else cupy.ascontiguousarray(b)
     if trans_a or cfg.round or A.data.ptr % 16:
-        A = _prep(A, trans_a, cfg.round)    # -> (batch, m, k), K-major
-    Bt = B                                  # (batch, n, k) where trans_b
+        A = _prep(A, batch, trans_a, cfg.round)    # -> (m, k) matrices, K-major
+    Bt = B                                         # (n, k) matrices where trans_b
     if not trans_b or cfg.round or B.data.ptr % 16:
-        Bt = _prep(B, not trans_b, cfg.round)
+        Bt = _prep(B, batch, not trans_b, cfg.round)
     fn = _function(source(cfg), "tk_gemm_tf32_wgmma", cfg.smem_bytes)
     tiles_n = math.ceil(n / cfg.bn)
-    for b0, b1, _, _ in gemm_slices(A.shape[0], 1, 1):  # (batches of 65535)
-        fn((math.ceil(m / cfg.bm) * tiles_n, b1 - b0), (cfg.threads,),
-           (A[b0:b1], Bt[b0:b1], C[b0:b1], np.int32(m), np.int32(n), np.int32(k),
-            np.int32(tiles_n), np.int32(group)),
-           shared_mem=cfg.smem_bytes)
-    return C[0] if a.ndim == 2 else C
+    tiles = math.ceil(m / cfg.bm) * tiles_n
+    tail = (np.int32(m), np.int32(n), np.int32(k), np.int32(tiles_n), np.int32(group))
+    if batch <= 65535:
+        fn((tiles, batch), (cfg.threads,), (A, Bt, C) + tail, shared_mem=cfg.smem_bytes)
+    else:  # (a grid has at most 65535 blocks in y)
+        for b0 in range(0, batch, 65535):
+            b1 = min(batch, b0 + 65535)
+            fn((tiles, b1 - b0), (cfg.threads,), (A[b0:b1], Bt[b0:b1], C[b0:b1]) + tail,
+               shared_mem=cfg.smem_bytes)
+    return C
 
 
 def probe(cfg=None, limit=4):

@@ -41,8 +41,8 @@ def run_check(tmp_path, **env):
 def test_a_failing_part_stops_nothing_and_the_archive_holds_every_log(tmp_path):
     proc, out, parts = run_check(tmp_path)
     assert proc.returncode != 0                       # conv failed (and env: no nvidia-smi)
-    assert set(parts) == {"env", "resources", "pytest-gpu", "ladder", "conv", "pool", "train",
-                          "launch", "sweep", "profile", "kernels"}
+    assert set(parts) == {"env", "resources", "pytest-gpu", "ladder", "tf32", "conv", "pool",
+                          "train", "launch", "sweep", "profile", "kernels"}
     assert "exit 3" in parts["conv"] and "exit 0" in parts["pool"]
     assert "failed parts: env conv" in proc.stdout
     # each measuring part is told 4/5 of its limit (pool: 20 s)
@@ -213,6 +213,14 @@ def test_ladder_pool_and_sweep_parts_run_their_own_code_end_to_end(tmp_path, mon
     assert "RawKernel" in rows["tf32 mma.sync, first version (64x64, unpipelined)"]["error"]
     assert "RawKernel" in rows["tf32 mma.sync, 128x128x32, 3 stages, 2x2 warps"]["error"]
     assert "| regblock2d |" in (tmp_path / "ladder.md").read_text()
+
+    assert gpu_parts.part_tf32(str(tmp_path), shapes=(("toy", 6, 8, 4, True),)) == 1
+    rows = json.loads((tmp_path / "tf32.json").read_text())
+    assert rows[0]["impl"] == "cuBLAS TF32 (CuPy)" and rows[0]["s"] > 0, rows[0]
+    assert rows[0]["s_back_to_back"] > 0 and len(rows) == 5
+    # ours need CuPy's device and kernels: each row reports its failure, as a broken one would
+    assert all("error" in r for r in rows[1:]), rows
+    assert "| toy | 6 x 8 x 4 | cuBLAS TF32 (CuPy) |" in (tmp_path / "tf32.md").read_text()
 
     monkeypatch.setattr(run, "POOL_SHAPES", {"toy": ((1, 2, 5, 5), 3, 2, 1)})
     monkeypatch.setattr(gpu_parts, "POOL_LARGE", {"toy, batch 2": ((2, 1, 4, 4), 2, 2, 0)})

@@ -53,13 +53,14 @@ def test_tf32_matmul_on_tensor_cores(m, k, n, batch):
     TF32's 10-bit mantissas give ~1e-3 (the issue's bound); against the product of the
     TF32-rounded operands only the float32 accumulation differs."""
     import kernels.cuda_tf32 as T
+    import kernels.cuda_wgmma as W
 
     a = rng.standard_normal((batch, m, k)).astype(np.float32)
     b = rng.standard_normal((batch, k, n)).astype(np.float32)
     exact = a.astype(np.float64) @ b
     for pipeline in (True, False):
-        # (the pipelined kernel rounds ties to even, the general one away from zero)
-        even = pipeline and T.pipelined(m, k, n)
+        # (the wgmma and pipelined kernels round ties to even, the general one away from zero)
+        even = pipeline and (T.pipelined(m, k, n) or (W.supported() and W.usable(m, k, n)))
         rounded = T.round_tf32(a, even).astype(np.float64) @ T.round_tf32(b, even)
         c = T.matmul(cp.asarray(a), cp.asarray(b), pipeline=pipeline)
         if k == 0:
@@ -86,7 +87,8 @@ def test_tf32_every_pipelined_schedule():
     for cfg in T.PIPE_CANDIDATES:
         assert rel(T.matmul(cp.asarray(a), cp.asarray(b), config=cfg), rounded) < 1e-5, cfg
     for group in (1, 2, 4):  # partial groups of tile rows (3 tile rows here)
-        assert rel(T.matmul(cp.asarray(a), cp.asarray(b), group=group), rounded) < 1e-5
+        assert rel(T.matmul(cp.asarray(a), cp.asarray(b), config=T.PIPE_CONFIG, group=group),
+                   rounded) < 1e-5
 
 
 def _tf32_truncated(x):
